@@ -1,0 +1,1 @@
+"""teamtalk_py: a TeamTalk-compatible IM server on Twisted."""

@@ -1,0 +1,1 @@
+"""file service: online (relayed) and offline (stored) file transfer."""

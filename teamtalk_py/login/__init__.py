@@ -1,0 +1,1 @@
+"""login service: tells clients which msg node to use (HTTP ``/msg_server``)."""

@@ -1,0 +1,76 @@
+"""The client-facing HTTP interface of the login service (wire.md §9).
+
+``/msg_server`` is matched by prefix, the query string and method are ignored, and the
+answer is the reference's JSON with ``port`` as a string.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from teamtalk_py.config import LoginConfig
+from teamtalk_py.login.nodes import AllNodesFull, MsgNodeRegistry, NoMsgNode
+
+NO_MSG_SERVER = "没有msg_server"
+LOAD_TOO_HIGH = "负载过高"
+
+
+def discovery_answer(nodes: MsgNodeRegistry, config: LoginConfig) -> dict[str, Any]:
+    """The JSON object a client gets from ``/msg_server``."""
+    try:
+        node = nodes.choose()
+    except NoMsgNode:
+        return {"code": 1, "msg": NO_MSG_SERVER}
+    except AllNodesFull:
+        return {"code": 2, "msg": LOAD_TOO_HIGH}
+    return {
+        "code": 0,
+        "msg": "",
+        "priorIP": node.ip1,
+        "backupIP": node.ip2,
+        "port": str(node.port),
+        "msfsPrior": config.msfs,
+        "msfsBackup": config.msfs,
+        "discovery": config.discovery,
+    }
+
+
+def encode_json(answer: dict[str, Any]) -> bytes:
+    """Pretty-printed, sorted, 3-space indent: the formatting the reference produces."""
+    return (json.dumps(answer, ensure_ascii=False, indent=3, sort_keys=True) + "\n").encode()
+
+
+class MsgServerResource(Resource):
+    isLeaf = True
+
+    def __init__(self, nodes: MsgNodeRegistry, config: LoginConfig) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.config = config
+
+    def render(self, request: Request) -> bytes:
+        body = encode_json(discovery_answer(self.nodes, self.config))
+        request.setHeader(b"Content-Type", b"text/html;charset=utf-8")
+        request.setHeader(b"Connection", b"close")
+        return body
+
+
+class LoginRoot(Resource):
+    """Routes every path starting with ``/msg_server`` to the discovery answer."""
+
+    def __init__(self, nodes: MsgNodeRegistry, config: LoginConfig) -> None:
+        super().__init__()
+        self.msg_server = MsgServerResource(nodes, config)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        if request.path.startswith(b"/msg_server"):
+            return self.msg_server
+        return super().getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        return b"not found\n"

@@ -1,0 +1,1 @@
+"""msg service: client TCP connections, login, presence, buddy lists and messages."""

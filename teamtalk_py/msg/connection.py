@@ -1,0 +1,66 @@
+"""``MsgConnection``: one client TCP connection to the msg service.
+
+It frames and dispatches (through ``PduProtocol``) and remembers who is logged in on it;
+everything else is done by the handlers in ``teamtalk_py.msg.handlers`` and the domain
+objects of the service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.python.failure import Failure
+
+from teamtalk_py.pb.IM import BaseDefine_pb2
+from teamtalk_py.wire import PduFactory, PduProtocol
+
+if TYPE_CHECKING:
+    from teamtalk_py.msg.service import MsgService
+
+
+def is_mobile(client_type: int) -> bool:
+    """Clients are PC (Windows, Mac) or mobile (iOS, Android) by bit 0x10."""
+    return bool(client_type & 0x10)
+
+
+class MsgConnection(PduProtocol):
+    factory: MsgFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_id = 0
+        self.login_name = ""
+        self.client_type = BaseDefine_pb2.CLIENT_TYPE_WINDOWS
+        self.client_version = ""
+        self.online_status = BaseDefine_pb2.USER_STATUS_ONLINE
+        self.login_requested = False
+        self.kicked = False
+
+    @property
+    def service(self) -> MsgService:
+        return self.factory.service
+
+    @property
+    def is_mobile(self) -> bool:
+        return is_mobile(self.client_type)
+
+    @property
+    def idle_timeout(self) -> float:  # type: ignore[override]
+        config = self.service.config.msg
+        return config.mobile_idle_timeout if self.is_mobile else config.pc_idle_timeout
+
+    @property
+    def login_deadline(self) -> float:  # type: ignore[override]
+        return self.service.config.msg.login_deadline
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.service.connection_closed(self)
+
+
+class MsgFactory(PduFactory):
+    protocol = MsgConnection
+
+    def __init__(self, service: MsgService, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.service = service

@@ -1,0 +1,1 @@
+"""route service: links msg nodes and forwards what must reach users on other nodes."""

@@ -1,0 +1,39 @@
+"""``StoreService``: opens the database before any other service starts using it, and
+closes it last, after every pending group commit is flushed."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from teamtalk_py.services import TeamTalkService
+
+log = Logger(namespace="teamtalk.store")
+
+
+class StoreService(TeamTalkService):
+    name = "store"
+
+    def __init__(self, reactor, config) -> None:
+        super().__init__(reactor, config)
+        self.db = None
+
+    async def start(self) -> None:
+        from teamtalk_py.store.database import open_database
+
+        self.db = open_database(
+            self.config.store.db or None, self.config.server.data_dir, self.reactor
+        )
+        await self.db.start()
+        log.info("store ready ({dialect})", dialect=self.db.dialect)
+
+    async def stop(self) -> None:
+        if self.db is not None:
+            await self.db.stop()
+
+    def read(self, fn, *args):
+        """Run ``fn(txn, *args)`` on a reader thread; a Deferred of its result."""
+        return self.db.read(fn, *args)
+
+    def write(self, fn, *args):
+        """Run ``fn(txn, *args)`` in the next group commit; fires once it is durable."""
+        return self.db.write(fn, *args)

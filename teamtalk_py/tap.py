@@ -1,0 +1,167 @@
+"""``twistd teamtalk``: command-line options and ``makeService``.
+
+The process hosts any subset of the msg, route, file and login services (all four by
+default) plus the store, as named children of one ``ServiceCollection``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python import usage
+
+from teamtalk_py.config import (
+    GENERATED_CONFIG,
+    Config,
+    ConfigError,
+    endpoint_is_loopback_only,
+    endpoint_string,
+    is_loopback_host,
+    load_config,
+)
+from teamtalk_py.services import ServiceCollection
+
+log = Logger(namespace="teamtalk")
+
+#: Command-line option -> config key; the option wins over the config file.
+OVERRIDES = {
+    "data-dir": "server.data_dir",
+    "services": "server.services",
+    "advertise": "server.advertise",
+    "msg-listen": "msg.listen",
+    "http-listen": "login.http_listen",
+    "file-listen": "file.listen",
+    "route-listen": "route.listen",
+    "login-internal-listen": "login.internal_listen",
+    "file-internal-listen": "file.internal_listen",
+    "db": "store.db",
+    "redis": "store.redis",
+    "route-server": "msg.route_server",
+    "login-server": "msg.login_server",
+    "file-server": "msg.file_server",
+}
+ENDPOINT_OPTIONS = {
+    "msg-listen",
+    "http-listen",
+    "file-listen",
+    "route-listen",
+    "login-internal-listen",
+    "file-internal-listen",
+}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a TeamTalk-compatible IM server. With no options it hosts the msg, route, "
+        "file and login services in this process on an embedded SQLite store in ./var."
+    )
+    optFlags = [
+        ["generate-config", None, "Print a commented config file with every default and exit."],
+    ]
+    optParameters = [
+        ["config", "c", None, "TOML config file (see --generate-config)."],
+        ["data-dir", "d", None, "Directory for the SQLite database and stored files [./var]."],
+        ["services", None, None, "Comma-separated services to host: msg,route,file,login [all]."],
+        ["advertise", None, None, "Address told to clients by /msg_server [127.0.0.1]."],
+        ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [tcp:8000]."],
+        ["http-listen", None, None, "login HTTP endpoint [tcp:8080]."],
+        ["file-listen", None, None, "file service client endpoint [tcp:8600]."],
+        ["route-listen", None, None, "route service endpoint [tcp:8200]."],
+        ["login-internal-listen", None, None, "login endpoint msg nodes report to [tcp:8100]."],
+        ["file-internal-listen", None, None, "file endpoint msg nodes create tasks on [tcp:8601]."],
+        ["db", None, None, "Database URL, mysql://user:pw@host:3306/name [embedded SQLite]."],
+        ["redis", None, None, "Redis URL for a cluster, redis://127.0.0.1:6379/0 [none]."],
+        ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
+        ["login-server", None, None, "HOST:PORT of the login service, when not in-process."],
+        ["file-server", None, None, "HOST:PORT of the file service, when not in-process."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["generate-config"]:
+            sys.stdout.write(GENERATED_CONFIG)
+            sys.stdout.flush()
+            raise SystemExit(0)
+        try:
+            self.config = build_config(self)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def build_config(options: Any) -> Config:
+    """The config file (if any) with the command-line options applied on top."""
+    config = load_config(options.get("config"))
+    overrides: dict[str, Any] = {}
+    for option, key in OVERRIDES.items():
+        value = options.get(option)
+        if value is not None and option in ENDPOINT_OPTIONS:
+            value = endpoint_string(value)
+        overrides[key] = value
+    return config.with_overrides(overrides)
+
+
+def listeners(config: Config) -> list[str]:
+    """The client-facing endpoint strings this process will bind."""
+    hosted = set(config.server.services)
+    result = []
+    if "msg" in hosted:
+        result.append(config.msg.listen)
+    if "login" in hosted:
+        result.append(config.login.http_listen)
+    if "file" in hosted:
+        result.append(config.file.listen)
+    return result
+
+
+def warn_about_advertise(config: Config) -> str | None:
+    """The top support question: clients told 127.0.0.1 while we listen publicly."""
+    if not is_loopback_host(config.server.advertise):
+        return None
+    public = [e for e in listeners(config) if not endpoint_is_loopback_only(e)]
+    if not public:
+        return None
+    return (
+        f"advertising the loopback address {config.server.advertise} to clients while "
+        f"listening on non-loopback interfaces ({', '.join(public)}): clients on other "
+        "machines will be told to connect to themselves. Set --advertise to an address "
+        "they can reach."
+    )
+
+
+def makeService(options: Any, reactor: Any = None) -> ServiceCollection:
+    """Build the service collection from parsed ``Options`` (or a dict of them)."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    config = options.config if hasattr(options, "config") else build_config(options)
+    return build_services(reactor, config)
+
+
+def build_services(reactor: Any, config: Config) -> ServiceCollection:
+    from teamtalk_py.file.service import FileService
+    from teamtalk_py.login.service import LoginService
+    from teamtalk_py.msg.service import MsgService
+    from teamtalk_py.route.service import RouteService
+    from teamtalk_py.store.service import StoreService
+
+    warning = warn_about_advertise(config)
+    if warning:
+        log.warn("WARNING: {warning}", warning=warning)
+    collection = ServiceCollection(reactor, config)
+    hosted = set(config.server.services)
+    needs_store = bool(hosted & {"msg", "file", "login"})
+    if needs_store:
+        StoreService(reactor, config).setServiceParent(collection)
+    # Order matters: route and login accept links before msg starts reporting to them.
+    for name, cls in (
+        ("route", RouteService),
+        ("login", LoginService),
+        ("file", FileService),
+        ("msg", MsgService),
+    ):
+        if name in hosted:
+            cls(reactor, config).setServiceParent(collection)
+    return collection

@@ -1,0 +1,337 @@
+"""Framing, dispatch, timers and backpressure for TeamTalk PDU connections.
+
+Rules implemented here (wire.md §2-§4, §7):
+
+* A PDU is a 16-byte header plus a body; ``length`` counts the whole PDU. A length under 16
+  or over the listener's maximum closes that connection only, with one log line.
+* Dispatch is by command id alone, through a ``CommandTable``. Unknown commands are
+  logged and ignored; bodies that do not parse (or miss a required field) are logged and
+  dropped, and the connection stays open, as the reference does.
+* Idle connections and connections that never finish logging in are closed by one
+  per-factory sweep a second, rather than a timer per connection.
+* When a peer stops reading, Twisted pauses us as its producer: we stop reading from that
+  peer and count what is still written to it; past a hard cap the connection is dropped,
+  so a slow reader cannot grow server memory without bound.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from teamtalk_py.pb.IM import BaseDefine_pb2
+from teamtalk_py.protocol import registry
+from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
+
+log = Logger(namespace="teamtalk.wire")
+
+#: Largest PDU a client link accepts by default: real clients send at most voice messages
+#: and 32 KiB file blocks (wire.md §3).
+DEFAULT_MAX_PDU_SIZE = 4 * 1024 * 1024
+#: How many bytes may pile up for a peer that stopped reading before we drop it.
+DEFAULT_MAX_OUTBUF = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Request:
+    """One received PDU: its header, the raw bytes (for verbatim relays) and the body."""
+
+    header: PduHeader
+    pdu: bytes
+    message: Message | None
+
+    @property
+    def seq(self) -> int:
+        return self.header.seq_num
+
+    @property
+    def command_id(self) -> int:
+        return self.header.command_id
+
+
+Handler = Callable[["PduProtocol", Request], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    handler: Handler
+    before_login: bool
+    decode: bool
+
+
+class CommandTable:
+    """One handler per command id; the single place to look for who handles what."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, _Entry] = {}
+
+    def register(
+        self, command_id: int, handler: Handler, *, before_login: bool = False, decode: bool = True
+    ) -> None:
+        if command_id in self._entries:
+            raise ValueError(f"{registry.name_of(command_id)} already has a handler")
+        self._entries[command_id] = _Entry(handler, before_login, decode)
+
+    def handles(
+        self, command_id: int, *, before_login: bool = False, decode: bool = True
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of ``register``."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(command_id, handler, before_login=before_login, decode=decode)
+            return handler
+
+        return decorate
+
+    def get(self, command_id: int) -> _Entry | None:
+        return self._entries.get(command_id)
+
+    def __contains__(self, command_id: int) -> bool:
+        return command_id in self._entries
+
+    def command_ids(self) -> list[int]:
+        return sorted(self._entries)
+
+
+def echo_heartbeat(conn: PduProtocol, request: Request) -> None:
+    """Send the heartbeat back unchanged: clients count it as a sign of life (wire.md §7)."""
+    conn.send_raw(request.pdu)
+
+
+class PduProtocol(Protocol):
+    """A TeamTalk PDU connection: frames, dispatches, and keeps its own liveness clock.
+
+    Subclasses set ``logged_in`` once the peer is authenticated; until then only commands
+    registered with ``before_login=True`` are dispatched.
+    """
+
+    factory: PduFactory
+    logged_in: bool = False
+    #: Seconds without a received byte before the sweep closes us (None: never).
+    idle_timeout: float | None = 120.0
+    #: Seconds from accept within which login must succeed (None: no deadline).
+    login_deadline: float | None = None
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._paused = False
+        self._written_while_paused = 0
+        self.connected_at = 0.0
+        self.last_received = 0.0
+        self.peer = "?"
+        self.closing = False
+
+    # -- connection lifecycle -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        now = self.factory.clock.seconds()
+        self.connected_at = self.last_received = now
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.transport.registerProducer(self, True)
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.factory.connections.discard(self)
+        self._buffer = bytearray()
+
+    def close(self, reason: str) -> None:
+        """Close this connection only, with one log line naming peer and reason."""
+        if self.closing:
+            return
+        self.closing = True
+        log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
+        self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once, discarding anything still queued for it."""
+        self.closing = True
+        log.warn("dropping {peer}: {reason}", peer=self.peer, reason=reason)
+        self.transport.abortConnection()
+
+    # -- framing -----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_received = self.factory.clock.seconds()
+        buf = self._buffer
+        buf += data
+        offset = 0
+        size = len(buf)
+        max_size = self.factory.max_pdu_size
+        while size - offset >= HEADER_SIZE and not self.closing:
+            header = PduHeader.unpack_from(buf, offset)
+            length = header.length
+            if length < HEADER_SIZE:
+                self.close(f"bad PDU length {length}")
+                return
+            if length > max_size:
+                self.close(f"PDU length {length} over the limit of {max_size}")
+                return
+            if size - offset < length:
+                break
+            pdu = bytes(buf[offset : offset + length])
+            offset += length
+            self.pduReceived(header, pdu)
+        if offset:
+            del buf[:offset]
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
+        cid = header.command_id
+        entry = self.factory.table.get(cid)
+        if entry is None:
+            log.info(
+                "ignoring unknown command {command} from {peer}",
+                command=registry.name_of(cid),
+                peer=self.peer,
+            )
+            return
+        if not (self.logged_in or entry.before_login):
+            log.info(
+                "ignoring {command} before login from {peer}",
+                command=registry.name_of(cid),
+                peer=self.peer,
+            )
+            return
+        message = None
+        if entry.decode:
+            message = self.decode_body(cid, pdu)
+            if message is None:
+                return
+        result = entry.handler(self, Request(header, pdu, message))
+        if isinstance(result, defer.Deferred) or inspect.iscoroutine(result):
+            defer.ensureDeferred(result).addErrback(self._handler_failed, cid)
+
+    def decode_body(self, cid: int, pdu: bytes) -> Message | None:
+        """Parse the body with proto2 rules; log and return None when it is unusable."""
+        cls = registry.message_class(cid)
+        message = cls()
+        try:
+            message.ParseFromString(pdu[HEADER_SIZE:])
+        except DecodeError as e:
+            log.info(
+                "dropping malformed {command} from {peer}: {error}",
+                command=registry.name_of(cid),
+                peer=self.peer,
+                error=str(e),
+            )
+            return None
+        if not message.IsInitialized():
+            log.info(
+                "dropping {command} from {peer}: missing {fields}",
+                command=registry.name_of(cid),
+                peer=self.peer,
+                fields=",".join(message.FindInitializationErrors()),
+            )
+            return None
+        return message
+
+    def _handler_failed(self, failure: Failure, cid: int) -> None:
+        log.failure(
+            "handler for {command} from {peer} failed",
+            failure,
+            command=registry.name_of(cid),
+            peer=self.peer,
+        )
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send_raw(self, pdu: bytes) -> None:
+        """Write an encoded PDU, enforcing the cap on bytes queued for a slow reader."""
+        if self.closing or self.transport is None:
+            return
+        if self._paused:
+            self._written_while_paused += len(pdu)
+            if self._written_while_paused > self.factory.max_outbuf:
+                self.abort(f"peer is not reading; {self._written_while_paused} bytes queued")
+                return
+        self.transport.write(pdu)
+
+    def send(self, command_id: int, message: Message, seq: int = 0) -> None:
+        """Encode and send ``message`` as ``command_id`` with the correct service id."""
+        self.send_raw(encode(command_id, message, seq))
+
+    # -- IPushProducer: the transport tells us when the peer stops reading ------------
+
+    def pauseProducing(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._written_while_paused = 0
+            # Stop reading the peer's requests: they are what produces our output.
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._written_while_paused = 0
+            if not self.closing:
+                self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+
+def encode(command_id: int, message: Message, seq: int = 0) -> bytes:
+    """Serialise ``message`` into a complete server-built PDU for ``command_id``."""
+    return pack_pdu(
+        registry.service_of(command_id), command_id, message.SerializePartialToString(), seq
+    )
+
+
+class PduFactory(Factory):
+    """Shared settings and the once-a-second liveness sweep for one listener or link set."""
+
+    protocol: type[PduProtocol] = PduProtocol
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        table: CommandTable,
+        *,
+        max_pdu_size: int = DEFAULT_MAX_PDU_SIZE,
+        max_outbuf: int = DEFAULT_MAX_OUTBUF,
+    ) -> None:
+        self.clock = clock
+        self.table = table
+        self.max_pdu_size = max_pdu_size
+        self.max_outbuf = max_outbuf
+        self.connections: set[PduProtocol] = set()
+        self._sweep = LoopingCall(self.sweep)
+        self._sweep.clock = clock
+
+    def startFactory(self) -> None:
+        if not self._sweep.running:
+            self._sweep.start(1.0, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweep.running:
+            self._sweep.stop()
+
+    def sweep(self) -> None:
+        """Close connections that went idle or missed their login deadline."""
+        now = self.clock.seconds()
+        for conn in list(self.connections):
+            if conn.closing:
+                continue
+            if (
+                conn.login_deadline is not None
+                and not conn.logged_in
+                and now - conn.connected_at >= conn.login_deadline
+            ):
+                conn.close(f"no login within {conn.login_deadline:g} s")
+            elif conn.idle_timeout is not None and now - conn.last_received >= conn.idle_timeout:
+                conn.close(f"idle for {conn.idle_timeout:g} s")
+
+
+HEARTBEAT = BaseDefine_pb2.CID_OTHER_HEARTBEAT
