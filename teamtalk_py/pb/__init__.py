@@ -1,0 +1,1 @@
+"""Generated protobuf code for the TeamTalk wire protocol (see ``scripts/genproto.py``)."""

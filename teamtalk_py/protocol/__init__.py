@@ -1,0 +1,1 @@
+"""TeamTalk wire protocol: the PDU header and the command-id -> message registry."""
