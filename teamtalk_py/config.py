@@ -7,6 +7,7 @@ a deployment file fails loudly instead of silently falling back to a default.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,6 +42,8 @@ class MsgConfig:
     pc_idle_timeout: float = 120.0
     mobile_idle_timeout: float = 300.0
     login_deadline: float = 15.0
+    max_message_size: int = 65536
+    rate_limit: int = 0
     aes_key: str = "12345678901234567890123456789012"
     route_server: str = ""
     login_server: str = ""
@@ -187,10 +190,10 @@ def endpoint_string(value: str) -> str:
 
 def endpoint_is_loopback_only(description: str) -> bool:
     """True when a ``tcp:`` endpoint string binds only a loopback interface."""
-    parts = description.split(":")
+    parts = re.split(r"(?<!\\):", description)
     for part in parts[1:]:
         if part.startswith("interface="):
-            return is_loopback_host(part.split("=", 1)[1].strip("[]").replace("\\", ""))
+            return is_loopback_host(part.split("=", 1)[1].replace("\\", ""))
     return False
 
 
@@ -227,6 +230,11 @@ pc_idle_timeout = 120.0
 mobile_idle_timeout = 300.0
 # Seconds from accept within which a client must log in.
 login_deadline = 15.0
+# Largest chat message payload (bytes); bigger ones are refused with msg_id 0 in the ack.
+max_message_size = 65536
+# Messages per second one connection may send (0 = unlimited); the excess is refused
+# with msg_id 0 in the ack, never dropped silently.
+rate_limit = 0
 # The 32-byte AES key clients encrypt text with (the clients' compiled-in default).
 aes_key = "12345678901234567890123456789012"
 # Cluster links (HOST:PORT); empty when the service runs in this process.

@@ -34,10 +34,26 @@ class ServiceCollection(MultiService):
         except KeyError:
             return None
 
+    #: Set by ``makeService`` for the real process: SIGTERM is a normal stop (exit 0).
+    handle_sigterm = False
+
     def startService(self) -> None:
         Service.startService(self)
+        if self.handle_sigterm:
+            self.reactor.callWhenRunning(self._install_sigterm)
         for child in self:
             child.startService()
+
+    def _install_sigterm(self) -> None:
+        """Twisted re-raises SIGTERM after shutdown (exit status -15); an IM server asked
+        to stop by its supervisor has stopped cleanly, so we stop the reactor ourselves."""
+        import signal
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            log.info("SIGTERM: stopping")
+            self.reactor.callFromThread(self.reactor.stop)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]

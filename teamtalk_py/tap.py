@@ -137,7 +137,9 @@ def makeService(options: Any, reactor: Any = None) -> ServiceCollection:
 
         reactor = global_reactor
     config = options.config if hasattr(options, "config") else build_config(options)
-    return build_services(reactor, config)
+    collection = build_services(reactor, config)
+    collection.handle_sigterm = True
+    return collection
 
 
 def build_services(reactor: Any, config: Config) -> ServiceCollection:

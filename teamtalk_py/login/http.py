@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -69,8 +70,7 @@ class LoginRoot(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         if request.path.startswith(b"/msg_server"):
             return self.msg_server
-        return super().getChildWithDefault(path, request)
+        return notFound()
 
     def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
-        return b"not found\n"
+        return notFound().render(request)

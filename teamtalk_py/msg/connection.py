@@ -35,6 +35,8 @@ class MsgConnection(PduProtocol):
         self.online_status = BaseDefine_pb2.USER_STATUS_ONLINE
         self.login_requested = False
         self.kicked = False
+        self._rate_second = -1
+        self._rate_count = 0
 
     @property
     def service(self) -> MsgService:
@@ -52,6 +54,14 @@ class MsgConnection(PduProtocol):
     @property
     def login_deadline(self) -> float:  # type: ignore[override]
         return self.service.config.msg.login_deadline
+
+    def take_message_token(self, per_second: int) -> bool:
+        """Count one message against this second's allowance; False when it is used up."""
+        second = int(self.factory.clock.seconds())
+        if second != self._rate_second:
+            self._rate_second, self._rate_count = second, 0
+        self._rate_count += 1
+        return self._rate_count <= per_second
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)

@@ -1,11 +1,14 @@
-"""The msg service's command table: one handler per client command id.
+"""The msg service's command tables: one handler per command id.
 
-To add a command: write ``def handle_x(conn, request)`` (sync, or ``async``) in the module
-that owns its topic and register it in ``build_table`` below.
+``build_table`` is what a client connection dispatches through; ``build_route_table`` is
+what packets from the route service dispatch through. To add a command, write the handler
+in the module of its topic (session, buddy, chat, groups) and register it here.
 """
 
 from __future__ import annotations
 
+from teamtalk_py.msg import buddy, chat, session
+from teamtalk_py.msg.from_route import ROUTE_HANDLERS
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.wire import CommandTable, echo_heartbeat
 
@@ -13,4 +16,40 @@ from teamtalk_py.wire import CommandTable, echo_heartbeat
 def build_table() -> CommandTable:
     table = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
+    table.register(B.CID_LOGIN_REQ_USERLOGIN, session.handle_login, before_login=True)
+    for command_id, handler in {
+        # login service
+        B.CID_LOGIN_REQ_LOGINOUT: session.handle_logout,
+        B.CID_LOGIN_REQ_KICKPCCLIENT: session.handle_kick_pc_client,
+        B.CID_LOGIN_REQ_DEVICETOKEN: session.handle_device_token,
+        B.CID_LOGIN_REQ_PUSH_SHIELD: session.handle_push_shield,
+        B.CID_LOGIN_REQ_QUERY_PUSH_SHIELD: session.handle_query_push_shield,
+        # buddy list
+        B.CID_BUDDY_LIST_ALL_USER_REQUEST: buddy.handle_all_users,
+        B.CID_BUDDY_LIST_DEPARTMENT_REQUEST: buddy.handle_departments,
+        B.CID_BUDDY_LIST_USER_INFO_REQUEST: buddy.handle_user_info,
+        B.CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST: buddy.handle_recent_sessions,
+        B.CID_BUDDY_LIST_REMOVE_SESSION_REQ: buddy.handle_remove_session,
+        B.CID_BUDDY_LIST_USERS_STATUS_REQUEST: buddy.handle_users_status,
+        B.CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST: buddy.handle_change_avatar,
+        B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST: buddy.handle_change_sign_info,
+        # messages
+        B.CID_MSG_DATA: chat.handle_msg_data,
+        B.CID_MSG_DATA_ACK: chat.handle_msg_data_ack,
+        B.CID_MSG_READ_ACK: chat.handle_read_ack,
+        B.CID_MSG_TIME_REQUEST: chat.handle_time,
+        B.CID_MSG_UNREAD_CNT_REQUEST: chat.handle_unread_count,
+        B.CID_MSG_LIST_REQUEST: chat.handle_msg_list,
+        B.CID_MSG_GET_LATEST_MSG_ID_REQ: chat.handle_latest_msg_id,
+        B.CID_MSG_GET_BY_MSG_ID_REQ: chat.handle_msg_by_id,
+        B.CID_SWITCH_P2P_CMD: chat.handle_p2p,
+    }.items():
+        table.register(command_id, handler)
+    return table
+
+
+def build_route_table() -> CommandTable:
+    table = CommandTable()
+    for command_id, handler in ROUTE_HANDLERS.items():
+        table.register(command_id, handler)
     return table

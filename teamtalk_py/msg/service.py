@@ -1,15 +1,31 @@
-"""The msg service: owns the client listener and the state of who is online here."""
+"""The msg service: the client listener and the state of who is online on this node.
+
+Handlers (``teamtalk_py.msg.handlers``) do the per-command work; this class owns what
+they share: the online users, the link to route, the login lockout, the resend detector
+and the store.
+"""
 
 from __future__ import annotations
 
 import socket
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.login.nodes import MsgNode
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
-from teamtalk_py.msg.handlers import build_table
+from teamtalk_py.msg.dedup import RecentMessages
+from teamtalk_py.msg.groups import Groups
+from teamtalk_py.msg.handlers import build_route_table, build_table
+from teamtalk_py.msg.lockout import LoginLockout
+from teamtalk_py.msg.online import OnlineUsers
+from teamtalk_py.msg.route_client import InProcessRoute
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.protocol import registry
+from teamtalk_py.protocol.header import PduHeader
+from teamtalk_py.route.hub import RouteHub
 from teamtalk_py.services import TeamTalkService
+from teamtalk_py.store import accounts
 
 log = Logger(namespace="teamtalk.msg")
 
@@ -26,16 +42,33 @@ class MsgService(TeamTalkService):
             max_pdu_size=config.msg.max_pdu_size,
             max_outbuf=config.msg.max_outbuf,
         )
+        self.route_table = build_route_table()
+        self.online = OnlineUsers()
+        self.lockout = LoginLockout(reactor)
+        self.recent = RecentMessages(reactor)
+        self.groups = Groups(self)
+        self.route: InProcessRoute | None = None
+        self._known_users: set[int] = set()
         self.port = 0
+
+    # -- collaborators -----------------------------------------------------------------
 
     @property
     def store(self):
         return self.sibling("store")
 
+    def now(self) -> int:
+        return int(self.reactor.seconds())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
     async def start(self) -> None:
         store = self.store
-        if store is not None:
-            await store.ready
+        await store.ready
+        route_service = self.sibling("route")
+        hub = route_service.hub if route_service is not None else RouteHub()
+        self.route = InProcessRoute(hub, self.route_pdu_received)
+        self.route.start()
         port = await self.listen(self.config.msg.listen, self.factory)
         self.port = port.getHost().port
         login = self.sibling("login")
@@ -54,7 +87,7 @@ class MsgService(TeamTalkService):
         )
 
     def connection_count(self) -> int:
-        return sum(1 for c in self.factory.connections if c.logged_in)
+        return self.online.connection_count
 
     async def stop(self) -> None:
         login = self.sibling("login")
@@ -62,6 +95,47 @@ class MsgService(TeamTalkService):
             login.unregister_local_node(self)
         for conn in list(self.factory.connections):
             conn.transport.loseConnection()
+        if self.route is not None:
+            self.route.stop()
+
+    # -- connections -------------------------------------------------------------------
+
+    def connection_opened(self, conn: MsgConnection) -> None:
+        """Login succeeded: the connection now counts as online everywhere."""
+        self.online.add(conn)
+        self.route.status_update(conn.user_id, B.USER_STATUS_ONLINE, conn.client_type)
 
     def connection_closed(self, conn: MsgConnection) -> None:
-        """Forget a closed connection (presence updates come with the login issue)."""
+        if conn.logged_in and self.online.remove(conn) is not None:
+            if self.route is not None:
+                self.route.status_update(conn.user_id, B.USER_STATUS_OFFLINE, conn.client_type)
+
+    # -- users -------------------------------------------------------------------------
+
+    async def user_exists(self, user_id: int) -> bool:
+        """Whether ``user_id`` is an account; positive answers are cached (ids are never
+        reused, and disabled accounts still exist for history)."""
+        if user_id in self._known_users or user_id in self.online:
+            return True
+        if user_id == 0:
+            return False
+        rows = await self.store.read(accounts.get_users_by_ids, [user_id])
+        if rows:
+            self._known_users.add(user_id)
+            return True
+        return False
+
+    # -- packets from route ------------------------------------------------------------
+
+    def route_pdu_received(self, pdu: bytes) -> None:
+        """A PDU from the route service (in-process or over a link): dispatch it."""
+        header = PduHeader.unpack_from(pdu)
+        entry = self.route_table.get(header.command_id)
+        if entry is None:
+            log.info("ignoring {command} from route", command=registry.name_of(header.command_id))
+            return
+        message = registry.message_class(header.command_id)()
+        message.ParseFromString(pdu[16:])
+        result = entry.handler(self, header, pdu, message)
+        if isinstance(result, defer.Deferred):
+            result.addErrback(lambda f: log.failure("route handler failed", f))

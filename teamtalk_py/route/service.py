@@ -1,12 +1,14 @@
 """The route service's listener for msg-node links.
 
-Forwarding, presence and kicks across nodes belong to the route/cluster issue; for now
-the listener accepts links and keeps them alive with heartbeats.
+The presence and relay rules live in ``RouteHub``; a co-hosted msg service attaches to it
+in-process. Links from remote msg nodes (the cluster issue) will attach the same way; for
+now the listener accepts links and keeps them alive with heartbeats.
 """
 
 from __future__ import annotations
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.route.hub import RouteHub
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.wire import CommandTable, PduFactory, PduProtocol
 
@@ -33,6 +35,7 @@ class RouteService(TeamTalkService):
 
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
+        self.hub = RouteHub()
         self.factory = PduFactory(clock=reactor, table=build_table())
         self.factory.protocol = RouteLink
 

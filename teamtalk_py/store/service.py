@@ -3,6 +3,8 @@ closes it last, after every pending group commit is flushed."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.logger import Logger
 
 from teamtalk_py.services import TeamTalkService
@@ -30,10 +32,10 @@ class StoreService(TeamTalkService):
         if self.db is not None:
             await self.db.stop()
 
-    def read(self, fn, *args):
-        """Run ``fn(txn, *args)`` on a reader thread; a Deferred of its result."""
-        return self.db.read(fn, *args)
+    def read(self, fn, *args, **kwargs):
+        """Run ``fn(txn, *args, **kwargs)`` on a reader thread; a Deferred of its result."""
+        return self.db.read(partial(fn, **kwargs) if kwargs else fn, *args)
 
-    def write(self, fn, *args):
-        """Run ``fn(txn, *args)`` in the next group commit; fires once it is durable."""
-        return self.db.write(fn, *args)
+    def write(self, fn, *args, **kwargs):
+        """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
+        return self.db.write(partial(fn, **kwargs) if kwargs else fn, *args)

@@ -1,0 +1,197 @@
+"""``teamtalk-admin``: create departments and users (TeamTalk has no self-registration).
+
+It works on the same config and data dir as the server (or ``--db URL``) and uses the
+store's repository functions on a blocking connection; it never runs inside the server.
+Every command prints its result on stdout and exits 0, or prints an error on stderr and
+exits non-zero (1 for a bad request such as a duplicate or unknown name, 2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from teamtalk_py.config import ConfigError, load_config
+from teamtalk_py.store import accounts
+from teamtalk_py.store.database import Database, DuplicateError, open_database
+
+STATUS_NAMES = {0: "active", 3: "disabled"}
+PROFILE_FIELDS = ("nick", "sex", "domain", "phone", "email", "avatar", "sign_info")
+
+
+class AdminError(Exception):
+    """A request that cannot be carried out (exit status 1)."""
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _department_id(txn, name: str | None) -> int:
+    if not name:
+        return 0
+    row = accounts.get_department_by_name(txn, name)
+    if row is None:
+        raise AdminError(f"no department named {name!r}")
+    return row.id
+
+
+def _user(txn, name: str) -> accounts.UserRow:
+    row = accounts.get_user_by_name(txn, name)
+    if row is None:
+        raise AdminError(f"no user named {name!r}")
+    return row
+
+
+def department_add(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        parent = _department_id(txn, args.parent)
+        try:
+            return str(accounts.add_department(txn, args.name, parent, args.priority, now=_now()))
+        except DuplicateError:
+            raise AdminError(f"a department named {args.name!r} already exists") from None
+
+
+def department_list(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        rows = accounts.list_departments(txn)
+    return "\n".join(f"{r.id}\t{r.name}\tparent={r.parent_id}\tpriority={r.priority}" for r in rows)
+
+
+def user_add(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        department_id = _department_id(txn, args.department)
+        try:
+            user_id = accounts.add_user(
+                txn,
+                args.name,
+                args.password,
+                nick=args.nick or args.name,
+                department_id=department_id,
+                sex=args.sex,
+                phone=args.phone,
+                email=args.email,
+                now=_now(),
+            )
+        except DuplicateError:
+            raise AdminError(f"a user named {args.name!r} already exists") from None
+    return str(user_id)
+
+
+def user_list(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        rows = accounts.list_users(txn)
+    return "\n".join(
+        f"{r.id}\t{r.name}\t{r.nick}\tdepartment={r.department_id}\t"
+        f"{STATUS_NAMES.get(r.status, r.status)}"
+        for r in rows
+    )
+
+
+def user_passwd(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        accounts.set_password(txn, _user(txn, args.name).id, args.password, now=_now())
+    return "ok"
+
+
+def user_set_status(status: int) -> Callable[[Database, argparse.Namespace], str]:
+    def run(db: Database, args: argparse.Namespace) -> str:
+        with db.sync_transaction() as txn:
+            accounts.set_user_status(txn, _user(txn, args.name).id, status, now=_now())
+        return "ok"
+
+    return run
+
+
+def user_set(db: Database, args: argparse.Namespace) -> str:
+    fields: dict[str, Any] = {
+        f: getattr(args, f) for f in PROFILE_FIELDS if getattr(args, f) is not None
+    }
+    with db.sync_transaction() as txn:
+        user = _user(txn, args.name)
+        if args.department is not None:
+            fields["department_id"] = _department_id(txn, args.department)
+        if not fields:
+            raise AdminError("nothing to change: give at least one field option")
+        accounts.update_user_profile(txn, user.id, now=_now(), **fields)
+    return "ok"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="teamtalk-admin", description="Manage teamtalk_py departments and users."
+    )
+    parser.add_argument("--config", help="server config file (TOML)")
+    parser.add_argument("--data-dir", help="server data dir (embedded SQLite) [./var]")
+    parser.add_argument("--db", help="database URL, e.g. mysql://root@127.0.0.1:3306/teamtalk")
+    topics = parser.add_subparsers(dest="topic", required=True)
+
+    department = topics.add_parser("department", help="departments").add_subparsers(
+        dest="action", required=True
+    )
+    p = department.add_parser("add", help="add a department; prints its id")
+    p.add_argument("name")
+    p.add_argument("--parent", help="parent department name")
+    p.add_argument("--priority", type=int, default=0)
+    p.set_defaults(run=department_add)
+    department.add_parser("list", help="list departments").set_defaults(run=department_list)
+
+    user = topics.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    p = user.add_parser("add", help="add a user; prints its id")
+    p.add_argument("--name", required=True, help="login name (also the real name)")
+    p.add_argument("--password", required=True)
+    p.add_argument("--nick")
+    p.add_argument("--department", help="department name")
+    p.add_argument("--sex", type=int, default=0, choices=(0, 1, 2))
+    p.add_argument("--phone", default="")
+    p.add_argument("--email", default="")
+    p.set_defaults(run=user_add)
+    user.add_parser("list", help="list users").set_defaults(run=user_list)
+    p = user.add_parser("passwd", help="set a user's password")
+    p.add_argument("name")
+    p.add_argument("password")
+    p.set_defaults(run=user_passwd)
+    p = user.add_parser("disable", help="stop a user from logging in")
+    p.add_argument("name")
+    p.set_defaults(run=user_set_status(accounts.USER_STATUS_LEFT))
+    p = user.add_parser("enable", help="let a disabled user log in again")
+    p.add_argument("name")
+    p.set_defaults(run=user_set_status(accounts.USER_STATUS_NORMAL))
+    p = user.add_parser("set", help="edit profile fields")
+    p.add_argument("name")
+    for name in PROFILE_FIELDS:
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int if name == "sex" else str)
+    p.add_argument("--department", help="department name")
+    p.set_defaults(run=user_set)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        overrides = {"server.data_dir": args.data_dir, "store.db": args.db}
+        config = config.with_overrides(overrides)
+    except ConfigError as e:
+        print(f"teamtalk-admin: {e}", file=sys.stderr)
+        return 2
+    db = open_database(config.store.db or None, config.server.data_dir, reactor=None)
+    try:
+        db.migrate()
+        output = args.run(db, args)
+    except AdminError as e:
+        print(f"teamtalk-admin: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as e:
+        print(f"teamtalk-admin: {e}", file=sys.stderr)
+        return 1
+    if output:
+        print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Buddy-list commands: directory, departments, profiles, sessions, presence, avatar and
+signature (commands.md §2.1.8-§2.1.10).
+
+The directory sync drops the reference's in-memory "last change" gate and always runs
+the ``updated >=`` query, so changes made with ``teamtalk-admin`` reach clients at once.
+Recent sessions report the real sender of the latest message, not always the peer.
+"""
+
+from __future__ import annotations
+
+from teamtalk_py.msg.connection import MsgConnection
+from teamtalk_py.msg.session import user_info
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Buddy_pb2
+from teamtalk_py.store import accounts, messages
+from teamtalk_py.wire import Request
+from teamtalk_py.wire.protocol import encode
+
+MAX_SIGN_INFO_BYTES = 128
+MAX_USER_INFO_IDS = 1000
+
+
+async def handle_all_users(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMAllUserReq = request.message
+    rows = await conn.service.store.read(accounts.users_updated_since, req.latest_update_time)
+    answer = Buddy_pb2.IMAllUserRsp(
+        user_id=conn.user_id,
+        latest_update_time=max([req.latest_update_time, *(r.updated for r in rows)]),
+    )
+    for row in rows:
+        user_info(row, answer.user_list.add())
+    conn.send(B.CID_BUDDY_LIST_ALL_USER_RESPONSE, answer, request.seq)
+
+
+async def handle_departments(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMDepartmentReq = request.message
+    rows = await conn.service.store.read(accounts.departments_updated_after, req.latest_update_time)
+    answer = Buddy_pb2.IMDepartmentRsp(
+        user_id=conn.user_id,
+        latest_update_time=max([req.latest_update_time, *(r.updated for r in rows)]),
+    )
+    for row in rows:
+        answer.dept_list.add(
+            dept_id=row.id,
+            priority=row.priority,
+            dept_name=row.name,
+            parent_dept_id=row.parent_id,
+            dept_status=row.status,
+        )
+    conn.send(B.CID_BUDDY_LIST_DEPARTMENT_RESPONSE, answer, request.seq)
+
+
+async def handle_user_info(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMUsersInfoReq = request.message
+    ids = list(dict.fromkeys(req.user_id_list))[:MAX_USER_INFO_IDS]
+    rows = await conn.service.store.read(accounts.get_users_by_ids, ids) if ids else []
+    answer = Buddy_pb2.IMUsersInfoRsp(user_id=conn.user_id)
+    for row in rows:
+        user_info(row, answer.user_info_list.add())
+    conn.send(B.CID_BUDDY_LIST_USER_INFO_RESPONSE, answer, request.seq)
+
+
+async def handle_recent_sessions(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMRecentContactSessionReq = request.message
+    sessions = await conn.service.store.read(
+        messages.recent_sessions, conn.user_id, req.latest_update_time
+    )
+    answer = Buddy_pb2.IMRecentContactSessionRsp(user_id=conn.user_id)
+    for s in sessions:
+        answer.contact_session_list.add(
+            session_id=s.peer_id,
+            session_type=s.session_type,
+            session_status=B.SESSION_STATUS_OK,
+            updated_time=s.updated,
+            latest_msg_id=s.latest_msg_id,
+            latest_msg_data=s.latest_msg_data,
+            latest_msg_type=s.latest_msg_type,
+            latest_msg_from_user_id=s.latest_msg_from_id,
+        )
+    conn.send(B.CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE, answer, request.seq)
+
+
+async def handle_remove_session(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMRemoveSessionReq = request.message
+    service = conn.service
+    removed = await service.store.write(
+        messages.remove_session, conn.user_id, req.session_id, req.session_type
+    )
+    conn.send(
+        B.CID_BUDDY_LIST_REMOVE_SESSION_RES,
+        Buddy_pb2.IMRemoveSessionRsp(
+            user_id=conn.user_id,
+            result_code=0 if removed else 1,
+            session_type=req.session_type,
+            session_id=req.session_id,
+        ),
+        request.seq,
+    )
+    if req.session_type == B.SESSION_TYPE_SINGLE:
+        notify = encode(
+            B.CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY,
+            Buddy_pb2.IMRemoveSessionNotify(
+                user_id=conn.user_id, session_type=req.session_type, session_id=req.session_id
+            ),
+        )
+        service.online.send_to_users([conn.user_id], notify, exclude=conn)
+        service.route.relay(notify, [conn.user_id])
+
+
+async def handle_users_status(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMUsersStatReq = request.message
+    statuses = await conn.service.route.users_status(list(req.user_id_list))
+    answer = Buddy_pb2.IMUsersStatRsp(user_id=conn.user_id)
+    for user_id, status in statuses:
+        answer.user_stat_list.add(user_id=user_id, status=status)
+    conn.send(B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE, answer, request.seq)
+
+
+async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
+    """The reference never answers; we store it, answer and tell everybody."""
+    req: Buddy_pb2.IMChangeAvatarReq = request.message
+    service = conn.service
+    await service.store.write(accounts.set_avatar, conn.user_id, req.avatar_url, now=service.now())
+    conn.send(
+        B.CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE,
+        Buddy_pb2.IMChangeAvatarRsp(user_id=conn.user_id, result_code=0),
+        request.seq,
+    )
+    service.route.broadcast(
+        encode(
+            B.CID_BUDDY_LIST_AVATAR_CHANGED_NOTIFY,
+            Buddy_pb2.IMAvatarChangedNotify(
+                changed_user_id=conn.user_id, avatar_url=req.avatar_url
+            ),
+        )
+    )
+
+
+async def handle_change_sign_info(conn: MsgConnection, request: Request) -> None:
+    req: Buddy_pb2.IMChangeSignInfoReq = request.message
+    service = conn.service
+    answer = Buddy_pb2.IMChangeSignInfoRsp(user_id=conn.user_id, result_code=1)
+    if len(req.sign_info.encode()) <= MAX_SIGN_INFO_BYTES:
+        await service.store.write(
+            accounts.set_sign_info, conn.user_id, req.sign_info, now=service.now()
+        )
+        answer.result_code = 0
+        answer.sign_info = req.sign_info
+    conn.send(B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE, answer, request.seq)
+    if answer.result_code == 0:
+        service.route.broadcast(
+            encode(
+                B.CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY,
+                Buddy_pb2.IMSignInfoChangedNotify(
+                    changed_user_id=conn.user_id, sign_info=req.sign_info
+                ),
+            )
+        )

@@ -1,0 +1,240 @@
+"""Message commands: send, acks, read receipts, unread counts, history, P2P, server time
+(commands.md §2.1.11).
+
+Unlike the reference, nothing is dropped silently: a message is acked with its stored id
+only once it is durable, and a message we refuse (empty, too big, to yourself, to an
+unknown user, over the rate limit, or a failed write) is acked with ``msg_id = 0``, the
+value the reference uses internally for "not stored".
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from teamtalk_py.msg.connection import MsgConnection
+from teamtalk_py.msg.dedup import message_key
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Message_pb2
+from teamtalk_py.store import messages
+from teamtalk_py.wire import Request
+from teamtalk_py.wire.protocol import encode
+
+log = Logger(namespace="teamtalk.msg.chat")
+
+SINGLE_TYPES = (B.MSG_TYPE_SINGLE_TEXT, B.MSG_TYPE_SINGLE_AUDIO)
+GROUP_TYPES = (B.MSG_TYPE_GROUP_TEXT, B.MSG_TYPE_GROUP_AUDIO)
+MAX_HISTORY_PAGE = 200
+MAX_BY_ID = 100
+
+
+def _ack(conn: MsgConnection, seq: int, to_id: int, msg_id: int, session_type: int) -> None:
+    conn.send(
+        B.CID_MSG_DATA_ACK,
+        Message_pb2.IMMsgDataAck(
+            user_id=conn.user_id, session_id=to_id, msg_id=msg_id, session_type=session_type
+        ),
+        seq,
+    )
+
+
+def refusal(conn: MsgConnection, msg: Message_pb2.IMMsgData) -> str | None:
+    """Why this message cannot be accepted, or None when it can."""
+    config = conn.service.config.msg
+    if not msg.msg_data:
+        return "empty message"
+    if len(msg.msg_data) > config.max_message_size:
+        return f"message of {len(msg.msg_data)} bytes over the {config.max_message_size} limit"
+    if msg.msg_type in SINGLE_TYPES and msg.to_session_id == conn.user_id:
+        return "message to yourself"
+    if config.rate_limit and not conn.take_message_token(config.rate_limit):
+        return f"over {config.rate_limit} messages/s"
+    return None
+
+
+async def handle_msg_data(conn: MsgConnection, request: Request) -> None:
+    msg: Message_pb2.IMMsgData = request.message
+    if msg.msg_type in GROUP_TYPES:
+        await conn.service.groups.handle_group_message(conn, request)
+        return
+    await send_single(conn, request.seq, msg)
+
+
+async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData) -> None:
+    service = conn.service
+    to_id = msg.to_session_id
+    reason = refusal(conn, msg)
+    if reason is None and not await service.user_exists(to_id):
+        reason = f"unknown user {to_id}"
+    if reason is not None:
+        log.info("refusing message from {user_id}: {reason}", user_id=conn.user_id, reason=reason)
+        _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE)
+        return
+    key = message_key(
+        conn.user_id,
+        B.SESSION_TYPE_SINGLE,
+        to_id,
+        msg.msg_type,
+        msg.create_time,
+        seq,
+        msg.msg_data,
+    )
+    earlier = service.recent.lookup(key)
+    if earlier is not None:
+        msg_id = earlier if isinstance(earlier, int) else await earlier
+        _ack(conn, seq, to_id, msg_id, B.SESSION_TYPE_SINGLE)
+        return
+    service.recent.pending(key)
+    now = service.now()
+    try:
+        stored = await service.store.write(
+            messages.store_single_message, conn.user_id, to_id, msg.msg_type, msg.msg_data, now
+        )
+    except Exception as e:
+        log.failure("storing a message from {user_id} failed", user_id=conn.user_id)
+        service.recent.failed(key, e)
+        _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE)
+        return
+    service.recent.stored(key, stored.msg_id)
+    _ack(conn, seq, to_id, stored.msg_id, B.SESSION_TYPE_SINGLE)
+    delivery = Message_pb2.IMMsgData(
+        from_user_id=conn.user_id,
+        to_session_id=to_id,
+        msg_id=stored.msg_id,
+        create_time=stored.created,
+        msg_type=msg.msg_type,
+        msg_data=msg.msg_data,
+    )
+    local = encode(B.CID_MSG_DATA, delivery)
+    service.online.send_to_users((to_id, conn.user_id), local, exclude=conn)
+    service.route.relay(encode(B.CID_MSG_DATA, delivery, seq), [to_id, conn.user_id])
+
+
+def handle_msg_data_ack(conn: MsgConnection, request: Request) -> None:
+    """A receiver confirms delivery; the reference only uses it for statistics."""
+
+
+async def handle_read_ack(conn: MsgConnection, request: Request) -> None:
+    req: Message_pb2.IMMsgDataReadAck = request.message
+    service = conn.service
+    if req.session_type == B.SESSION_TYPE_SINGLE:
+        await service.store.write(messages.mark_single_read, conn.user_id, req.session_id)
+    elif req.session_type == B.SESSION_TYPE_GROUP:
+        if not await service.groups.mark_read(conn.user_id, req.session_id):
+            return
+    notify = encode(
+        B.CID_MSG_READ_NOTIFY,
+        Message_pb2.IMMsgDataReadNotify(
+            user_id=conn.user_id,
+            session_id=req.session_id,
+            msg_id=req.msg_id,
+            session_type=req.session_type,
+        ),
+    )
+    service.online.send_to_users([conn.user_id], notify, exclude=conn)
+    service.route.relay(notify, [conn.user_id])
+
+
+def handle_time(conn: MsgConnection, request: Request) -> None:
+    conn.send(
+        B.CID_MSG_TIME_RESPONSE,
+        Message_pb2.IMClientTimeRsp(server_time=conn.service.now()),
+        request.seq,
+    )
+
+
+async def handle_unread_count(conn: MsgConnection, request: Request) -> None:
+    service = conn.service
+    entries = list(await service.store.read(messages.unread_counts, conn.user_id))
+    entries += await service.groups.unread_counts(conn.user_id)
+    answer = Message_pb2.IMUnreadMsgCntRsp(user_id=conn.user_id, total_cnt=0)
+    for e in entries:
+        answer.unreadinfo_list.add(
+            session_id=e.peer_id,
+            session_type=e.session_type,
+            unread_cnt=e.count,
+            latest_msg_id=e.latest_msg_id,
+            latest_msg_data=e.latest_msg_data,
+            latest_msg_type=e.latest_msg_type,
+            latest_msg_from_user_id=e.latest_msg_from_id,
+        )
+        answer.total_cnt += e.count
+    conn.send(B.CID_MSG_UNREAD_CNT_RESPONSE, answer, request.seq)
+
+
+def _fill(target, rows) -> None:
+    for row in rows:
+        target.add(
+            msg_id=row.msg_id,
+            from_session_id=row.from_id,
+            create_time=row.created,
+            msg_type=row.msg_type,
+            msg_data=row.content,
+        )
+
+
+async def handle_msg_list(conn: MsgConnection, request: Request) -> None:
+    req: Message_pb2.IMGetMsgListReq = request.message
+    service = conn.service
+    count = min(req.msg_cnt, MAX_HISTORY_PAGE)
+    if req.session_type == B.SESSION_TYPE_SINGLE:
+        rows = await service.store.read(
+            messages.single_history, conn.user_id, req.session_id, req.msg_id_begin, count
+        )
+    else:
+        rows = await service.groups.history(conn.user_id, req.session_id, req.msg_id_begin, count)
+    answer = Message_pb2.IMGetMsgListRsp(
+        user_id=conn.user_id,
+        session_type=req.session_type,
+        session_id=req.session_id,
+        msg_id_begin=req.msg_id_begin,
+    )
+    _fill(answer.msg_list, rows)
+    conn.send(B.CID_MSG_LIST_RESPONSE, answer, request.seq)
+
+
+async def handle_latest_msg_id(conn: MsgConnection, request: Request) -> None:
+    req: Message_pb2.IMGetLatestMsgIdReq = request.message
+    service = conn.service
+    if req.session_type == B.SESSION_TYPE_SINGLE:
+        latest = await service.store.read(
+            messages.latest_single_msg_id, conn.user_id, req.session_id
+        )
+    else:
+        latest = await service.groups.latest_msg_id(conn.user_id, req.session_id)
+    conn.send(
+        B.CID_MSG_GET_LATEST_MSG_ID_RSP,
+        Message_pb2.IMGetLatestMsgIdRsp(
+            user_id=conn.user_id,
+            session_type=req.session_type,
+            session_id=req.session_id,
+            latest_msg_id=latest,
+        ),
+        request.seq,
+    )
+
+
+async def handle_msg_by_id(conn: MsgConnection, request: Request) -> None:
+    req: Message_pb2.IMGetMsgByIdReq = request.message
+    service = conn.service
+    ids = list(dict.fromkeys(req.msg_id_list))[:MAX_BY_ID]
+    if req.session_type == B.SESSION_TYPE_SINGLE:
+        rows = await service.store.read(
+            messages.single_messages_by_ids, conn.user_id, req.session_id, ids
+        )
+    else:
+        rows = await service.groups.messages_by_ids(conn.user_id, req.session_id, ids)
+    answer = Message_pb2.IMGetMsgByIdRsp(
+        user_id=conn.user_id, session_type=req.session_type, session_id=req.session_id
+    )
+    _fill(answer.msg_list, rows)
+    conn.send(B.CID_MSG_GET_BY_MSG_ID_RES, answer, request.seq)
+
+
+def handle_p2p(conn: MsgConnection, request: Request) -> None:
+    """Relayed verbatim to the peer's and our other connections; never stored."""
+    req = request.message
+    service = conn.service
+    service.online.send_to_users([conn.user_id], request.pdu, exclude=conn)
+    if req.to_user_id != conn.user_id:
+        service.online.send_to_users([req.to_user_id], request.pdu)
+    service.route.relay(request.pdu, [conn.user_id, req.to_user_id])

@@ -1,0 +1,61 @@
+"""Helpers for end-to-end tests: an in-process server on 127.0.0.1 with ephemeral ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+
+from teamtalk_py.config import Config
+from teamtalk_py.services import ServiceCollection
+from teamtalk_py.tap import build_services
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+def local_config(data_dir: Path, **overrides: Any) -> Config:
+    """Defaults with every listener on an ephemeral loopback port."""
+    base = {
+        "server.data_dir": str(data_dir),
+        "msg.listen": LOCAL,
+        "login.http_listen": LOCAL,
+        "login.internal_listen": LOCAL,
+        "file.listen": LOCAL,
+        "file.internal_listen": LOCAL,
+        "route.listen": LOCAL,
+    }
+    base.update(overrides)
+    return Config().with_overrides(base)
+
+
+@dataclass
+class RunningServer:
+    collection: ServiceCollection
+    config: Config
+
+    def service(self, name: str) -> Any:
+        return self.collection.getServiceNamed(name)
+
+    @property
+    def msg_port(self) -> int:
+        return self.service("msg").port
+
+    @property
+    def http_port(self) -> int:
+        return self.service("login").bound_port()
+
+    @property
+    def discovery_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/msg_server"
+
+    async def stop(self) -> None:
+        await self.collection.stopService()
+
+
+async def start_server(config: Config) -> RunningServer:
+    collection = build_services(reactor, config)
+    collection.startService()
+    await defer.gatherResults([svc.ready for svc in collection], consumeErrors=True)
+    return RunningServer(collection, config)

@@ -1,0 +1,231 @@
+"""The real ``twistd teamtalk`` process: start-up, discovery, heartbeat, bad input, SIGTERM.
+
+These tests run the installed entry point in a subprocess, the way the README and the
+systemd unit do, and talk to it over loopback with plain blocking sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TWISTD = [str(Path(sys.executable).with_name("twistd"))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def heartbeat(seq: int) -> bytes:
+    return struct.pack(">IHHHHHH", 16, 1, 0, 7, 0x0701, seq, 0)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class Server:
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
+        self.msg_port, self.http_port = free_port(), free_port()
+        local = "tcp:{}:interface=127.0.0.1"
+        self.args = [
+            *TWISTD,
+            "--nodaemon",
+            "--pidfile=",
+            "teamtalk",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--msg-listen",
+            local.format(self.msg_port),
+            "--http-listen",
+            local.format(self.http_port),
+            "--file-listen",
+            local.format(free_port()),
+            "--route-listen",
+            local.format(free_port()),
+            *extra,
+        ]
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.log_path = tmp_path / "twistd.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            self.args, cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def discovery(self) -> dict:
+        url = f"http://127.0.0.1:{self.http_port}/msg_server"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_until_up(self, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                answer = self.discovery()
+                if answer["code"] == 0:
+                    return answer
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server did not come up:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def test_fresh_server_answers_discovery_heartbeat_and_rejects_bad_peers(server):
+    """Discovery gives code 0 with the msg node; heartbeats echo; garbage closes only the
+    offending connection; SIGTERM exits 0 within 5 s."""
+    answer = server.wait_until_up()
+    assert answer["code"] == 0
+    assert answer["priorIP"] == "127.0.0.1"
+    assert answer["port"] == str(server.msg_port)
+
+    good = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+    good.sendall(heartbeat(11))
+    assert recv_exactly(good, 16) == heartbeat(11)
+
+    oversized = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+    oversized.sendall(struct.pack(">IHHHHHH", 0x7FFFFFFF, 1, 0, 7, 0x0701, 1, 0))
+    assert oversized.recv(16) == b""  # closed by the server
+
+    garbage = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+    garbage.sendall(b"\x00\x00\x00\x03garbage-garbage-garbage")
+    assert garbage.recv(16) == b""
+
+    good.sendall(heartbeat(12))
+    assert recv_exactly(good, 16) == heartbeat(12)
+    good.close()
+    oversized.close()
+    garbage.close()
+
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    output = server.output()
+    assert "PDU length 2147483647 over the limit" in output
+    assert "bad PDU length 3" in output
+
+
+def test_loopback_advertise_with_public_listener_warns_loudly(tmp_path):
+    """The start-up log warns when clients would be told 127.0.0.1 by a public server."""
+    srv = Server(tmp_path)
+    try:
+        srv.wait_until_up()
+    finally:
+        srv.stop()
+    # All listeners in the fixture are loopback-only: no warning.
+    assert "advertising the loopback address" not in srv.output()
+    port = free_port()
+    public = Server(tmp_path / "public", "--msg-listen", f"tcp:{port}")
+    try:
+        public.wait_until_up()
+    finally:
+        public.stop()
+    assert "advertising the loopback address 127.0.0.1" in public.output()
+
+
+def test_generated_config_is_accepted_back(tmp_path):
+    """--generate-config prints a config the server starts with."""
+    generated = subprocess.run(
+        [*TWISTD, "teamtalk", "--generate-config"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "[msg]" in generated and 'listen = "tcp:8000"' in generated
+    config = tmp_path / "teamtalk.toml"
+    config.write_text(generated)
+    srv = Server(tmp_path, "--config", str(config))
+    try:
+        answer = srv.wait_until_up()
+        assert answer["port"] == str(srv.msg_port)  # command line wins over the file
+    finally:
+        srv.stop()
+
+
+def test_help_lists_every_option():
+    """twistd teamtalk --help documents the options deployment scripts use."""
+    out = subprocess.run(
+        [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--config",
+        "--data-dir",
+        "--msg-listen",
+        "--http-listen",
+        "--file-listen",
+        "--route-listen",
+        "--advertise",
+        "--generate-config",
+        "--services",
+        "--db",
+        "--redis",
+        "--route-server",
+        "--login-server",
+        "--file-server",
+        "--login-internal-listen",
+        "--file-internal-listen",
+    ):
+        assert option in out, option
+
+
+def test_stale_or_corrupt_plugin_cache_does_not_stop_startup(tmp_path):
+    """A garbage or outdated dropin.cache next to the plugin is ignored or rebuilt."""
+    plugins = tmp_path / "site" / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    shutil.copy(REPO / "twisted" / "plugins" / "teamtalk_plugin.py", plugins)
+    cache = plugins / "dropin.cache"
+    cache.write_bytes(b"\x80\x04not a pickle at all")
+    old = time.time() - 86400
+    os.utime(cache, (old, old))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    result = subprocess.run(
+        [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--msg-listen" in result.stdout
+    if os.geteuid() != 0:  # root ignores permission bits, so only meaningful otherwise
+        os.chmod(plugins, 0o555)
+        try:
+            result = subprocess.run(
+                [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env
+            )
+            assert result.returncode == 0, result.stderr
+        finally:
+            os.chmod(plugins, 0o755)
