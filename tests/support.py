@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.trial import unittest as trial_unittest
 
 from teamtalk_py.config import Config
 from teamtalk_py.services import ServiceCollection
@@ -59,3 +60,13 @@ async def start_server(config: Config) -> RunningServer:
     collection.startService()
     await defer.gatherResults([svc.ready for svc in collection], consumeErrors=True)
     return RunningServer(collection, config)
+
+
+class TestCase(trial_unittest.TestCase):
+    """Base for our tests: trial's TestCase (``trial tests`` and ``pytest`` both run it)."""
+
+    def tmp_path(self) -> Path:
+        """A fresh empty directory for this test (trial's ``mktemp``)."""
+        path = Path(self.mktemp()).resolve()
+        path.mkdir(parents=True)
+        return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 
@@ -10,75 +9,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.wire import CommandTable, PduFactory
 from teamtalk_py.wire.link import HEARTBEAT_PDU, ServerLink, reference_backoff
-
-
-def test_backoff_follows_the_reference_sequence():
-    """2, 4, 8, 16, 32, 64 seconds, then wrapping back to 4 (wire.md §7.1)."""
-    assert [reference_backoff(n) for n in range(1, 13)] == [
-        2,
-        4,
-        8,
-        16,
-        32,
-        64,
-        4,
-        8,
-        16,
-        32,
-        64,
-        4,
-    ]
-
-
-@pytest_twisted.ensureDeferred
-async def test_link_requests_are_answered_by_seq_and_the_link_reconnects():
-    """A request fires with the answer carrying its seq; a dropped link comes back."""
-    server_table = CommandTable()
-    server_conns = []
-
-    def answer_time(conn, request):
-        conn.send(B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=42), request.seq)
-
-    server_table.register(B.CID_MSG_TIME_REQUEST, answer_time, before_login=True)
-    server_factory = PduFactory(clock=reactor, table=server_table)
-    original = server_factory.buildProtocol
-
-    def build(addr):
-        proto = original(addr)
-        server_conns.append(proto)
-        return proto
-
-    server_factory.buildProtocol = build
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
-    connects = []
-    up: defer.Deferred = defer.Deferred()
-
-    def on_connect(conn):
-        connects.append(conn)
-        if not up.called:
-            up.callback(conn)
-
-    link = ServerLink(
-        reactor, "test", "127.0.0.1", port.getHost().port, CommandTable(), on_connect=on_connect
-    )
-    link.start()
-    try:
-        await up
-        answer = await link.request(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
-        assert answer.command_id == B.CID_MSG_TIME_RESPONSE
-        assert answer.message.server_time == 42
-        # The server drops the link: the client reconnects by itself (first retry at 2 s).
-        server_conns[0].transport.loseConnection()
-        for _ in range(60):
-            await deferLater(0.1)
-            if len(connects) == 2:
-                break
-        assert len(connects) == 2
-        answer = await link.request(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
-        assert answer.message.server_time == 42
-    finally:
-        await link.stop()
-        await port.stopListening()
+from tests.support import TestCase
 
 
 def deferLater(seconds: float) -> defer.Deferred:
@@ -87,6 +18,75 @@ def deferLater(seconds: float) -> defer.Deferred:
     return later(reactor, seconds, lambda: None)
 
 
-def test_heartbeat_pdu_is_an_empty_other_heartbeat():
-    """A link heartbeat is the bare 16-byte header of CID_OTHER_HEARTBEAT."""
-    assert HEARTBEAT_PDU == bytes.fromhex("00000010000100000007070100000000")
+class LinkTests(TestCase):
+    def test_backoff_follows_the_reference_sequence(self):
+        """2, 4, 8, 16, 32, 64 seconds, then wrapping back to 4 (wire.md §7.1)."""
+        assert [reference_backoff(n) for n in range(1, 13)] == [
+            2,
+            4,
+            8,
+            16,
+            32,
+            64,
+            4,
+            8,
+            16,
+            32,
+            64,
+            4,
+        ]
+
+    async def test_link_requests_are_answered_by_seq_and_the_link_reconnects(self):
+        """A request fires with the answer carrying its seq; a dropped link comes back."""
+        server_table = CommandTable()
+        server_conns = []
+
+        def answer_time(conn, request):
+            conn.send(
+                B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=42), request.seq
+            )
+
+        server_table.register(B.CID_MSG_TIME_REQUEST, answer_time, before_login=True)
+        server_factory = PduFactory(clock=reactor, table=server_table)
+        original = server_factory.buildProtocol
+
+        def build(addr):
+            proto = original(addr)
+            server_conns.append(proto)
+            return proto
+
+        server_factory.buildProtocol = build
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
+        connects = []
+        up: defer.Deferred = defer.Deferred()
+
+        def on_connect(conn):
+            connects.append(conn)
+            if not up.called:
+                up.callback(conn)
+
+        link = ServerLink(
+            reactor, "test", "127.0.0.1", port.getHost().port, CommandTable(), on_connect=on_connect
+        )
+        link.start()
+        try:
+            await up
+            answer = await link.request(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
+            assert answer.command_id == B.CID_MSG_TIME_RESPONSE
+            assert answer.message.server_time == 42
+            # The server drops the link: the client reconnects by itself (first retry at 2 s).
+            server_conns[0].transport.loseConnection()
+            for _ in range(60):
+                await deferLater(0.1)
+                if len(connects) == 2:
+                    break
+            assert len(connects) == 2
+            answer = await link.request(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
+            assert answer.message.server_time == 42
+        finally:
+            await link.stop()
+            await port.stopListening()
+
+    def test_heartbeat_pdu_is_an_empty_other_heartbeat(self):
+        """A link heartbeat is the bare 16-byte header of CID_OTHER_HEARTBEAT."""
+        assert HEARTBEAT_PDU == bytes.fromhex("00000010000100000007070100000000")

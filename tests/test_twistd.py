@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
+from tests.support import TestCase
 
 REPO = Path(__file__).resolve().parents[1]
 TWISTD = [str(Path(sys.executable).with_name("twistd"))]
@@ -103,129 +103,124 @@ class Server:
         self.log.close()
 
 
-@pytest.fixture
-def server(tmp_path):
-    srv = Server(tmp_path)
-    yield srv
-    srv.stop()
+class TwistdProcessTests(TestCase):
+    def test_fresh_server_answers_discovery_heartbeat_and_rejects_bad_peers(self):
+        """Discovery gives code 0 with the msg node; heartbeats echo; garbage closes only the
+        offending connection; SIGTERM exits 0 within 5 s."""
+        server = Server(self.tmp_path())
+        self.addCleanup(server.stop)
+        answer = server.wait_until_up()
+        assert answer["code"] == 0
+        assert answer["priorIP"] == "127.0.0.1"
+        assert answer["port"] == str(server.msg_port)
 
+        good = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+        good.sendall(heartbeat(11))
+        assert recv_exactly(good, 16) == heartbeat(11)
 
-def test_fresh_server_answers_discovery_heartbeat_and_rejects_bad_peers(server):
-    """Discovery gives code 0 with the msg node; heartbeats echo; garbage closes only the
-    offending connection; SIGTERM exits 0 within 5 s."""
-    answer = server.wait_until_up()
-    assert answer["code"] == 0
-    assert answer["priorIP"] == "127.0.0.1"
-    assert answer["port"] == str(server.msg_port)
+        oversized = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+        oversized.sendall(struct.pack(">IHHHHHH", 0x7FFFFFFF, 1, 0, 7, 0x0701, 1, 0))
+        assert oversized.recv(16) == b""  # closed by the server
 
-    good = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
-    good.sendall(heartbeat(11))
-    assert recv_exactly(good, 16) == heartbeat(11)
+        garbage = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
+        garbage.sendall(b"\x00\x00\x00\x03garbage-garbage-garbage")
+        assert garbage.recv(16) == b""
 
-    oversized = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
-    oversized.sendall(struct.pack(">IHHHHHH", 0x7FFFFFFF, 1, 0, 7, 0x0701, 1, 0))
-    assert oversized.recv(16) == b""  # closed by the server
+        good.sendall(heartbeat(12))
+        assert recv_exactly(good, 16) == heartbeat(12)
+        good.close()
+        oversized.close()
+        garbage.close()
 
-    garbage = socket.create_connection(("127.0.0.1", server.msg_port), timeout=5)
-    garbage.sendall(b"\x00\x00\x00\x03garbage-garbage-garbage")
-    assert garbage.recv(16) == b""
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 5
+        output = server.output()
+        assert "PDU length 2147483647 over the limit" in output
+        assert "bad PDU length 3" in output
 
-    good.sendall(heartbeat(12))
-    assert recv_exactly(good, 16) == heartbeat(12)
-    good.close()
-    oversized.close()
-    garbage.close()
-
-    started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=5) == 0
-    assert time.monotonic() - started < 5
-    output = server.output()
-    assert "PDU length 2147483647 over the limit" in output
-    assert "bad PDU length 3" in output
-
-
-def test_loopback_advertise_with_public_listener_warns_loudly(tmp_path):
-    """The start-up log warns when clients would be told 127.0.0.1 by a public server."""
-    srv = Server(tmp_path)
-    try:
-        srv.wait_until_up()
-    finally:
-        srv.stop()
-    # All listeners in the fixture are loopback-only: no warning.
-    assert "advertising the loopback address" not in srv.output()
-    port = free_port()
-    public = Server(tmp_path / "public", "--msg-listen", f"tcp:{port}")
-    try:
-        public.wait_until_up()
-    finally:
-        public.stop()
-    assert "advertising the loopback address 127.0.0.1" in public.output()
-
-
-def test_generated_config_is_accepted_back(tmp_path):
-    """--generate-config prints a config the server starts with."""
-    generated = subprocess.run(
-        [*TWISTD, "teamtalk", "--generate-config"], capture_output=True, text=True, check=True
-    ).stdout
-    assert "[msg]" in generated and 'listen = "tcp:8000"' in generated
-    config = tmp_path / "teamtalk.toml"
-    config.write_text(generated)
-    srv = Server(tmp_path, "--config", str(config))
-    try:
-        answer = srv.wait_until_up()
-        assert answer["port"] == str(srv.msg_port)  # command line wins over the file
-    finally:
-        srv.stop()
-
-
-def test_help_lists_every_option():
-    """twistd teamtalk --help documents the options deployment scripts use."""
-    out = subprocess.run(
-        [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for option in (
-        "--config",
-        "--data-dir",
-        "--msg-listen",
-        "--http-listen",
-        "--file-listen",
-        "--route-listen",
-        "--advertise",
-        "--generate-config",
-        "--services",
-        "--db",
-        "--redis",
-        "--route-server",
-        "--login-server",
-        "--file-server",
-        "--login-internal-listen",
-        "--file-internal-listen",
-    ):
-        assert option in out, option
-
-
-def test_stale_or_corrupt_plugin_cache_does_not_stop_startup(tmp_path):
-    """A garbage or outdated dropin.cache next to the plugin is ignored or rebuilt."""
-    plugins = tmp_path / "site" / "twisted" / "plugins"
-    plugins.mkdir(parents=True)
-    shutil.copy(REPO / "twisted" / "plugins" / "teamtalk_plugin.py", plugins)
-    cache = plugins / "dropin.cache"
-    cache.write_bytes(b"\x80\x04not a pickle at all")
-    old = time.time() - 86400
-    os.utime(cache, (old, old))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
-    result = subprocess.run(
-        [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert "--msg-listen" in result.stdout
-    if os.geteuid() != 0:  # root ignores permission bits, so only meaningful otherwise
-        os.chmod(plugins, 0o555)
+    def test_loopback_advertise_with_public_listener_warns_loudly(self):
+        """The start-up log warns when clients would be told 127.0.0.1 by a public server."""
+        tmp_path = self.tmp_path()
+        srv = Server(tmp_path)
         try:
-            result = subprocess.run(
-                [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env
-            )
-            assert result.returncode == 0, result.stderr
+            srv.wait_until_up()
         finally:
-            os.chmod(plugins, 0o755)
+            srv.stop()
+        # All listeners in the fixture are loopback-only: no warning.
+        assert "advertising the loopback address" not in srv.output()
+        port = free_port()
+        public = Server(tmp_path / "public", "--msg-listen", f"tcp:{port}")
+        try:
+            public.wait_until_up()
+        finally:
+            public.stop()
+        assert "advertising the loopback address 127.0.0.1" in public.output()
+
+    def test_generated_config_is_accepted_back(self):
+        """--generate-config prints a config the server starts with."""
+        tmp_path = self.tmp_path()
+        generated = subprocess.run(
+            [*TWISTD, "teamtalk", "--generate-config"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "[msg]" in generated and 'listen = "tcp:8000"' in generated
+        config = tmp_path / "teamtalk.toml"
+        config.write_text(generated)
+        srv = Server(tmp_path, "--config", str(config))
+        try:
+            answer = srv.wait_until_up()
+            assert answer["port"] == str(srv.msg_port)  # command line wins over the file
+        finally:
+            srv.stop()
+
+    def test_help_lists_every_option(self):
+        """twistd teamtalk --help documents the options deployment scripts use."""
+        out = subprocess.run(
+            [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for option in (
+            "--config",
+            "--data-dir",
+            "--msg-listen",
+            "--http-listen",
+            "--file-listen",
+            "--route-listen",
+            "--advertise",
+            "--generate-config",
+            "--services",
+            "--db",
+            "--redis",
+            "--route-server",
+            "--login-server",
+            "--file-server",
+            "--login-internal-listen",
+            "--file-internal-listen",
+        ):
+            assert option in out, option
+
+    def test_stale_or_corrupt_plugin_cache_does_not_stop_startup(self):
+        """A garbage or outdated dropin.cache next to the plugin is ignored or rebuilt."""
+        tmp_path = self.tmp_path()
+        plugins = tmp_path / "site" / "twisted" / "plugins"
+        plugins.mkdir(parents=True)
+        shutil.copy(REPO / "twisted" / "plugins" / "teamtalk_plugin.py", plugins)
+        cache = plugins / "dropin.cache"
+        cache.write_bytes(b"\x80\x04not a pickle at all")
+        old = time.time() - 86400
+        os.utime(cache, (old, old))
+        env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+        result = subprocess.run(
+            [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--msg-listen" in result.stdout
+        if os.geteuid() != 0:  # root ignores permission bits, so only meaningful otherwise
+            os.chmod(plugins, 0o555)
+            try:
+                result = subprocess.run(
+                    [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env
+                )
+                assert result.returncode == 0, result.stderr
+            finally:
+                os.chmod(plugins, 0o755)

@@ -13,6 +13,7 @@ from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu, with_seq
 from teamtalk_py.wire import CommandTable, PduFactory, PduProtocol, echo_heartbeat
 from teamtalk_py.wire.protocol import encode
+from tests.support import TestCase
 
 
 def heartbeat(seq: int = 7, version: int = 6, reserved: int = 0x30) -> bytes:
@@ -43,238 +44,223 @@ def make_conn(
     return conn, transport, factory
 
 
-def test_header_roundtrip_is_big_endian_and_counts_the_header():
-    """``pack_pdu`` writes length = body + 16 and version 1, big-endian."""
-    pdu = pack_pdu(B.SID_MSG, B.CID_MSG_TIME_RESPONSE, b"\x08\x01", seq_num=0x1234)
-    assert pdu[:16] == bytes.fromhex("00000012 0001 0000 0003 0306 1234 0000".replace(" ", ""))
-    header = PduHeader.unpack_from(pdu)
-    assert (header.length, header.service_id, header.command_id, header.seq_num) == (
-        18,
-        B.SID_MSG,
-        B.CID_MSG_TIME_RESPONSE,
-        0x1234,
-    )
-    assert header.pack() == pdu[:HEADER_SIZE]
+class WireTests(TestCase):
+    def test_header_roundtrip_is_big_endian_and_counts_the_header(self):
+        """``pack_pdu`` writes length = body + 16 and version 1, big-endian."""
+        pdu = pack_pdu(B.SID_MSG, B.CID_MSG_TIME_RESPONSE, b"\x08\x01", seq_num=0x1234)
+        assert pdu[:16] == bytes.fromhex("00000012 0001 0000 0003 0306 1234 0000".replace(" ", ""))
+        header = PduHeader.unpack_from(pdu)
+        assert (header.length, header.service_id, header.command_id, header.seq_num) == (
+            18,
+            B.SID_MSG,
+            B.CID_MSG_TIME_RESPONSE,
+            0x1234,
+        )
+        assert header.pack() == pdu[:HEADER_SIZE]
 
+    def test_with_seq_replaces_only_the_sequence_number(self):
+        """Relays restamp seq and keep every other byte."""
+        pdu = heartbeat(seq=9)
+        assert with_seq(pdu, 300) == pdu[:12] + b"\x01\x2c" + pdu[14:]
 
-def test_with_seq_replaces_only_the_sequence_number():
-    """Relays restamp seq and keep every other byte."""
-    pdu = heartbeat(seq=9)
-    assert with_seq(pdu, 300) == pdu[:12] + b"\x01\x2c" + pdu[14:]
+    def test_heartbeat_is_echoed_verbatim_with_seq_version_and_reserved(self):
+        """The msg server's heartbeat answer is the received packet itself (wire.md §7)."""
+        conn, transport, _ = make_conn()
+        pdu = heartbeat(seq=4242, version=13, reserved=0x30)
+        conn.dataReceived(pdu)
+        assert transport.value() == pdu
 
+    def test_pdus_split_at_every_byte_are_reassembled(self):
+        """A read may deliver a fraction of a PDU; the framer waits for the rest."""
+        conn, transport, _ = make_conn()
+        stream = heartbeat(seq=1) + heartbeat(seq=2)
+        for i in range(len(stream)):
+            conn.dataReceived(stream[i : i + 1])
+        assert transport.value() == stream
 
-def test_heartbeat_is_echoed_verbatim_with_seq_version_and_reserved():
-    """The msg server's heartbeat answer is the received packet itself (wire.md §7)."""
-    conn, transport, _ = make_conn()
-    pdu = heartbeat(seq=4242, version=13, reserved=0x30)
-    conn.dataReceived(pdu)
-    assert transport.value() == pdu
+    def test_several_pdus_in_one_read_are_all_handled_in_order(self):
+        """Back-to-back PDUs in one chunk are each dispatched, in order."""
+        conn, transport, _ = make_conn()
+        stream = b"".join(heartbeat(seq=s) for s in range(1, 6))
+        conn.dataReceived(stream)
+        assert transport.value() == stream
 
+    def test_length_below_header_size_closes_the_connection(self):
+        """A length under 16 is a framing error: that connection is closed."""
+        conn, transport, _ = make_conn()
+        conn.dataReceived(struct.pack(">IHHHHHH", 15, 1, 0, 7, B.CID_OTHER_HEARTBEAT, 1, 0))
+        assert transport.disconnecting
+        assert transport.value() == b""
 
-def test_pdus_split_at_every_byte_are_reassembled():
-    """A read may deliver a fraction of a PDU; the framer waits for the rest."""
-    conn, transport, _ = make_conn()
-    stream = heartbeat(seq=1) + heartbeat(seq=2)
-    for i in range(len(stream)):
-        conn.dataReceived(stream[i : i + 1])
-    assert transport.value() == stream
+    def test_oversized_length_closes_before_the_body_arrives(self):
+        """A length over the maximum closes at once, without buffering the body."""
+        conn, transport, _ = make_conn(max_pdu_size=1024)
+        conn.dataReceived(struct.pack(">IHHHHHH", 1025, 1, 0, 7, B.CID_OTHER_HEARTBEAT, 1, 0))
+        assert transport.disconnecting
 
+    def test_pdu_at_the_maximum_size_is_accepted(self):
+        """The limit is inclusive: a PDU of exactly the maximum length is dispatched."""
+        table = CommandTable()
+        seen = Recorder()
+        table.register(B.CID_OTHER_HEARTBEAT, seen, before_login=True, decode=False)
+        conn, transport, _ = make_conn(table, max_pdu_size=64)
+        conn.dataReceived(pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"\x00" * 48))
+        assert len(seen.calls) == 1
+        assert not transport.disconnecting
 
-def test_several_pdus_in_one_read_are_all_handled_in_order():
-    """Back-to-back PDUs in one chunk are each dispatched, in order."""
-    conn, transport, _ = make_conn()
-    stream = b"".join(heartbeat(seq=s) for s in range(1, 6))
-    conn.dataReceived(stream)
-    assert transport.value() == stream
+    def test_unknown_command_is_ignored_and_connection_stays_open(self):
+        """Unknown command ids are logged and ignored, as the reference does."""
+        conn, transport, _ = make_conn()
+        conn.dataReceived(pack_pdu(0x09, 0x0999, b"abc") + heartbeat(seq=3))
+        assert not transport.disconnecting
+        assert transport.value() == heartbeat(seq=3)
 
+    def test_malformed_body_is_dropped_and_connection_stays_open(self):
+        """A body that does not parse gets no answer; later PDUs still work."""
+        table = CommandTable()
+        seen = Recorder()
+        table.register(B.CID_MSG_TIME_REQUEST, seen, before_login=True)
+        table.register(B.CID_MSG_READ_ACK, seen, before_login=True)
+        conn, transport, _ = make_conn(table)
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, b"\xff\xff\xff"))
+        assert seen.calls == []
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
+        assert len(seen.calls) == 1
+        assert not transport.disconnecting
 
-def test_length_below_header_size_closes_the_connection():
-    """A length under 16 is a framing error: that connection is closed."""
-    conn, transport, _ = make_conn()
-    conn.dataReceived(struct.pack(">IHHHHHH", 15, 1, 0, 7, B.CID_OTHER_HEARTBEAT, 1, 0))
-    assert transport.disconnecting
-    assert transport.value() == b""
+    def test_body_missing_a_required_field_is_dropped(self):
+        """proto2 required fields are enforced: an incomplete read ack is not dispatched."""
+        table = CommandTable()
+        seen = Recorder()
+        table.register(B.CID_MSG_READ_ACK, seen, before_login=True)
+        conn, _, _ = make_conn(table)
+        partial = Message_pb2.IMMsgDataReadAck(user_id=1, session_id=2)  # msg_id, type missing
+        conn.dataReceived(
+            pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, partial.SerializePartialToString())
+        )
+        assert seen.calls == []
+        full = Message_pb2.IMMsgDataReadAck(
+            user_id=1, session_id=2, msg_id=3, session_type=B.SESSION_TYPE_SINGLE
+        )
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, full.SerializeToString()))
+        assert [r.message for r in seen.calls] == [full]
 
+    def test_commands_before_login_are_not_dispatched(self):
+        """Only commands registered as before_login run until the connection logs in."""
+        table = CommandTable()
+        seen = Recorder()
+        table.register(B.CID_MSG_TIME_REQUEST, seen)
+        conn, _, _ = make_conn(table)
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
+        assert seen.calls == []
+        conn.logged_in = True
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b"", seq_num=5))
+        assert [r.seq for r in seen.calls] == [5]
 
-def test_oversized_length_closes_before_the_body_arrives():
-    """A length over the maximum closes at once, without buffering the body."""
-    conn, transport, _ = make_conn(max_pdu_size=1024)
-    conn.dataReceived(struct.pack(">IHHHHHH", 1025, 1, 0, 7, B.CID_OTHER_HEARTBEAT, 1, 0))
-    assert transport.disconnecting
-
-
-def test_pdu_at_the_maximum_size_is_accepted():
-    """The limit is inclusive: a PDU of exactly the maximum length is dispatched."""
-    table = CommandTable()
-    seen = Recorder()
-    table.register(B.CID_OTHER_HEARTBEAT, seen, before_login=True, decode=False)
-    conn, transport, _ = make_conn(table, max_pdu_size=64)
-    conn.dataReceived(pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"\x00" * 48))
-    assert len(seen.calls) == 1
-    assert not transport.disconnecting
-
-
-def test_unknown_command_is_ignored_and_connection_stays_open():
-    """Unknown command ids are logged and ignored, as the reference does."""
-    conn, transport, _ = make_conn()
-    conn.dataReceived(pack_pdu(0x09, 0x0999, b"abc") + heartbeat(seq=3))
-    assert not transport.disconnecting
-    assert transport.value() == heartbeat(seq=3)
-
-
-def test_malformed_body_is_dropped_and_connection_stays_open():
-    """A body that does not parse gets no answer; later PDUs still work."""
-    table = CommandTable()
-    seen = Recorder()
-    table.register(B.CID_MSG_TIME_REQUEST, seen, before_login=True)
-    table.register(B.CID_MSG_READ_ACK, seen, before_login=True)
-    conn, transport, _ = make_conn(table)
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, b"\xff\xff\xff"))
-    assert seen.calls == []
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
-    assert len(seen.calls) == 1
-    assert not transport.disconnecting
-
-
-def test_body_missing_a_required_field_is_dropped():
-    """proto2 required fields are enforced: an incomplete read ack is not dispatched."""
-    table = CommandTable()
-    seen = Recorder()
-    table.register(B.CID_MSG_READ_ACK, seen, before_login=True)
-    conn, _, _ = make_conn(table)
-    partial = Message_pb2.IMMsgDataReadAck(user_id=1, session_id=2)  # msg_id, type missing
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, partial.SerializePartialToString()))
-    assert seen.calls == []
-    full = Message_pb2.IMMsgDataReadAck(
-        user_id=1, session_id=2, msg_id=3, session_type=B.SESSION_TYPE_SINGLE
-    )
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_READ_ACK, full.SerializeToString()))
-    assert [r.message for r in seen.calls] == [full]
-
-
-def test_commands_before_login_are_not_dispatched():
-    """Only commands registered as before_login run until the connection logs in."""
-    table = CommandTable()
-    seen = Recorder()
-    table.register(B.CID_MSG_TIME_REQUEST, seen)
-    conn, _, _ = make_conn(table)
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
-    assert seen.calls == []
-    conn.logged_in = True
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b"", seq_num=5))
-    assert [r.seq for r in seen.calls] == [5]
-
-
-def test_a_command_cannot_have_two_handlers():
-    """The table is one handler per command; registering twice is a bug."""
-    table = CommandTable()
-    table.register(B.CID_MSG_DATA, Recorder())
-    try:
+    def test_a_command_cannot_have_two_handlers(self):
+        """The table is one handler per command; registering twice is a bug."""
+        table = CommandTable()
         table.register(B.CID_MSG_DATA, Recorder())
-    except ValueError as e:
-        assert "CID_MSG_DATA" in str(e)
-    else:
-        raise AssertionError("second registration accepted")
+        try:
+            table.register(B.CID_MSG_DATA, Recorder())
+        except ValueError as e:
+            assert "CID_MSG_DATA" in str(e)
+        else:
+            raise AssertionError("second registration accepted")
 
+    def test_failing_async_handler_is_logged_and_connection_survives(self):
+        """An exception in a handler is logged; the connection keeps working."""
+        table = CommandTable()
 
-def test_failing_async_handler_is_logged_and_connection_survives():
-    """An exception in a handler is logged; the connection keeps working."""
-    table = CommandTable()
+        async def broken(conn, request):
+            raise RuntimeError("boom")
 
-    async def broken(conn, request):
-        raise RuntimeError("boom")
+        table.register(B.CID_MSG_TIME_REQUEST, broken, before_login=True)
+        table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
+        conn, transport, _ = make_conn(table)
+        conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
+        conn.dataReceived(heartbeat(seq=1))
+        assert transport.value() == heartbeat(seq=1)
+        assert not transport.disconnecting
+        assert len(self.flushLoggedErrors(RuntimeError)) == 1
 
-    table.register(B.CID_MSG_TIME_REQUEST, broken, before_login=True)
-    table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
-    conn, transport, _ = make_conn(table)
-    conn.dataReceived(pack_pdu(B.SID_MSG, B.CID_MSG_TIME_REQUEST, b""))
-    conn.dataReceived(heartbeat(seq=1))
-    assert transport.value() == heartbeat(seq=1)
-    assert not transport.disconnecting
+    def test_send_uses_the_service_id_of_the_command(self):
+        """Answers carry the right service id whatever the request header said."""
+        conn, transport, _ = make_conn()
+        conn.send(B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=5), seq=9)
+        header = PduHeader.unpack_from(transport.value())
+        assert (header.service_id, header.command_id, header.seq_num, header.version) == (
+            B.SID_MSG,
+            B.CID_MSG_TIME_RESPONSE,
+            9,
+            1,
+        )
+        assert encode(B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=5), 9) == (
+            transport.value()
+        )
 
-
-def test_send_uses_the_service_id_of_the_command():
-    """Answers carry the right service id whatever the request header said."""
-    conn, transport, _ = make_conn()
-    conn.send(B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=5), seq=9)
-    header = PduHeader.unpack_from(transport.value())
-    assert (header.service_id, header.command_id, header.seq_num, header.version) == (
-        B.SID_MSG,
-        B.CID_MSG_TIME_RESPONSE,
-        9,
-        1,
-    )
-    assert encode(B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=5), 9) == (
-        transport.value()
-    )
-
-
-def test_idle_connection_is_closed_by_the_sweep():
-    """No byte received for idle_timeout seconds closes the connection."""
-    clock = Clock()
-    conn, transport, factory = make_conn(clock=clock)
-    conn.idle_timeout = 10.0
-    factory.startFactory()
-    clock.advance(5)
-    conn.dataReceived(heartbeat())
-    clock.advance(9)
-    assert not transport.disconnecting
-    clock.advance(1)
-    assert transport.disconnecting
-    factory.stopFactory()
-
-
-def test_login_deadline_closes_a_connection_that_never_logs_in():
-    """The deadline counts from accept and applies until login succeeds."""
-    clock = Clock()
-    conn, transport, factory = make_conn(clock=clock)
-    conn.login_deadline = 15.0
-    conn.idle_timeout = None
-    factory.startFactory()
-    for _ in range(14):
-        clock.advance(1)
+    def test_idle_connection_is_closed_by_the_sweep(self):
+        """No byte received for idle_timeout seconds closes the connection."""
+        clock = Clock()
+        conn, transport, factory = make_conn(clock=clock)
+        conn.idle_timeout = 10.0
+        factory.startFactory()
+        clock.advance(5)
         conn.dataReceived(heartbeat())
-    assert not transport.disconnecting
-    clock.advance(1)
-    assert transport.disconnecting
-    factory.stopFactory()
+        clock.advance(9)
+        assert not transport.disconnecting
+        clock.advance(1)
+        assert transport.disconnecting
+        factory.stopFactory()
 
+    def test_login_deadline_closes_a_connection_that_never_logs_in(self):
+        """The deadline counts from accept and applies until login succeeds."""
+        clock = Clock()
+        conn, transport, factory = make_conn(clock=clock)
+        conn.login_deadline = 15.0
+        conn.idle_timeout = None
+        factory.startFactory()
+        for _ in range(14):
+            clock.advance(1)
+            conn.dataReceived(heartbeat())
+        assert not transport.disconnecting
+        clock.advance(1)
+        assert transport.disconnecting
+        factory.stopFactory()
 
-def test_logged_in_connection_is_not_hit_by_the_login_deadline():
-    """Once logged in only the idle timeout applies."""
-    clock = Clock()
-    conn, transport, factory = make_conn(clock=clock)
-    conn.login_deadline = 15.0
-    conn.idle_timeout = 100.0
-    conn.logged_in = True
-    factory.startFactory()
-    clock.advance(30)
-    assert not transport.disconnecting
-    factory.stopFactory()
+    def test_logged_in_connection_is_not_hit_by_the_login_deadline(self):
+        """Once logged in only the idle timeout applies."""
+        clock = Clock()
+        conn, transport, factory = make_conn(clock=clock)
+        conn.login_deadline = 15.0
+        conn.idle_timeout = 100.0
+        conn.logged_in = True
+        factory.startFactory()
+        clock.advance(30)
+        assert not transport.disconnecting
+        factory.stopFactory()
 
+    def test_slow_reader_pauses_input_and_is_dropped_past_the_cap(self):
+        """A peer that stops reading stops being read, and is dropped past max_outbuf."""
+        conn, transport, _ = make_conn(max_outbuf=100)
+        assert transport.producer is conn
+        conn.pauseProducing()  # what the transport does when its buffer fills
+        assert transport.producerState == "paused"
+        conn.send_raw(b"x" * 60)
+        assert not transport.disconnected
+        conn.send_raw(b"x" * 60)
+        assert transport.disconnected  # aborted, not a graceful close
+        written = len(transport.value())
+        conn.send_raw(b"y" * 10)
+        assert len(transport.value()) == written
 
-def test_slow_reader_pauses_input_and_is_dropped_past_the_cap():
-    """A peer that stops reading stops being read, and is dropped past max_outbuf."""
-    conn, transport, _ = make_conn(max_outbuf=100)
-    assert transport.producer is conn
-    conn.pauseProducing()  # what the transport does when its buffer fills
-    assert transport.producerState == "paused"
-    conn.send_raw(b"x" * 60)
-    assert not transport.disconnected
-    conn.send_raw(b"x" * 60)
-    assert transport.disconnected  # aborted, not a graceful close
-    written = len(transport.value())
-    conn.send_raw(b"y" * 10)
-    assert len(transport.value()) == written
-
-
-def test_resumed_reader_gets_a_fresh_allowance():
-    """After the transport drains, the count of bytes queued while paused restarts."""
-    conn, transport, _ = make_conn(max_outbuf=100)
-    conn.pauseProducing()
-    conn.send_raw(b"x" * 90)
-    conn.resumeProducing()
-    assert transport.producerState == "producing"
-    conn.pauseProducing()
-    conn.send_raw(b"x" * 90)
-    assert not transport.disconnected
+    def test_resumed_reader_gets_a_fresh_allowance(self):
+        """After the transport drains, the count of bytes queued while paused restarts."""
+        conn, transport, _ = make_conn(max_outbuf=100)
+        conn.pauseProducing()
+        conn.send_raw(b"x" * 90)
+        conn.resumeProducing()
+        assert transport.producerState == "producing"
+        conn.pauseProducing()
+        conn.send_raw(b"x" * 90)
+        assert not transport.disconnected
