@@ -106,7 +106,8 @@ async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData)
     )
     local = encode(B.CID_MSG_DATA, delivery)
     service.online.send_to_users((to_id, conn.user_id), local, exclude=conn)
-    service.route.relay(encode(B.CID_MSG_DATA, delivery, seq), [to_id, conn.user_id])
+    if service.route.has_peers:
+        service.route.relay(encode(B.CID_MSG_DATA, delivery, seq), [to_id, conn.user_id])
 
 
 def handle_msg_data_ack(conn: MsgConnection, request: Request) -> None:

@@ -47,6 +47,11 @@ class InProcessRoute:
         kick = Server_pb2.IMServerKickUser(user_id=user_id, client_type=client_type, reason=reason)
         self.hub.relay(self.link, encode(B.CID_OTHER_SERVER_KICK_USER, kick), [user_id])
 
+    @property
+    def has_peers(self) -> bool:
+        """Whether any other msg node is linked (else relaying has nobody to reach)."""
+        return len(self.hub.links) > 1
+
     def relay(self, pdu: bytes, user_ids: list[int] | None) -> None:
         """To the other nodes holding ``user_ids`` (every other node when None)."""
         self.hub.relay(self.link, pdu, user_ids)
