@@ -1,0 +1,183 @@
+"""``python -m teamtalk_py.bench {msg,ping,login,idle,group,file,all,users} …``
+
+Without ``--url`` each scenario starts a throwaway ``twistd teamtalk`` (temporary data
+dir, free loopback ports, its own users) and stops it afterwards. With ``--url
+http://HOST:PORT/msg_server`` it measures whatever server that discovery URL names, using
+existing users ``<prefix>0 … <prefix>N-1`` that share one password (``users`` creates them
+in a teamtalk_py store). Every scenario prints a table and writes a JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from teamtalk_py.bench import stats
+from teamtalk_py.bench.scenarios import SCENARIOS
+from teamtalk_py.bench.server import (
+    DEFAULT_PASSWORD,
+    DEFAULT_PREFIX,
+    BenchSetupError,
+    ThrowawayServer,
+    create_users,
+    raise_nofile_limit,
+    remote_target,
+)
+from teamtalk_py.bench.workers import WorkerError, start_workers
+
+
+def _scenario(name: str):
+    return importlib.import_module(f"teamtalk_py.bench.scenarios.{name}")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target and output")
+    group.add_argument("--url", help="discovery URL of a running server, "
+                       "e.g. http://127.0.0.1:8080/msg_server (default: start a throwaway one)")
+    group.add_argument("--user-prefix", default=DEFAULT_PREFIX,
+                       help=f"users are PREFIX0, PREFIX1, … [{DEFAULT_PREFIX}]")
+    group.add_argument("--password", default=DEFAULT_PASSWORD,
+                       help="password of every benchmark user")
+    group.add_argument("--server-pid", type=int,
+                       help="with --url: PID of the server, for its RSS, CPU and --profile")
+    group.add_argument("--processes", type=int, default=1,
+                       help="client worker processes (raise it when one saturates) [1]")
+    group.add_argument("--json", help="JSON output file [bench-results/SCENARIO-TIME.json]; "
+                       "for 'all', a directory")
+    group.add_argument("--profile", metavar="FILE",
+                       help="run py-spy on the server during the measured phase; .svg gives "
+                       "a flame graph, other names a speedscope file")
+    group.add_argument("--keep-server", action="store_true",
+                       help="keep the throwaway server's data dir and log")
+    group.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                       help="extra argument for the throwaway twistd teamtalk (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m teamtalk_py.bench",
+        description="Benchmark a TeamTalk msg server over loopback.",
+    )
+    commands = parser.add_subparsers(dest="scenario", required=True)
+    for name in SCENARIOS:
+        module = _scenario(name)
+        sub = commands.add_parser(name, help=(module.__doc__ or "").split("\n")[0])
+        module.add_arguments(sub)
+        _add_common(sub)
+    sub = commands.add_parser("all", help="every scenario with its default sizes")
+    _add_common(sub)
+    sub = commands.add_parser("users", help="create PREFIX0..PREFIXN-1 in a teamtalk_py store")
+    sub.add_argument("--count", type=int, required=True)
+    sub.add_argument("--data-dir", default="./var")
+    sub.add_argument("--db", help="mysql://… instead of the SQLite store in --data-dir")
+    sub.add_argument("--user-prefix", default=DEFAULT_PREFIX)
+    sub.add_argument("--password", default=DEFAULT_PASSWORD)
+    return parser
+
+
+def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = None) -> dict:
+    """Run one scenario end to end; print its table; write and return its JSON document."""
+    module = _scenario(name)
+    params = module.params_from(args)
+    started = datetime.datetime.now()
+    raise_nofile_limit()
+    server = None
+    if args.url:
+        target = remote_target(args.url, args.user_prefix, args.password, args.server_pid)
+    else:
+        server = ThrowawayServer(
+            module.users_needed(params),
+            prefix=args.user_prefix,
+            password=args.password,
+            keep=args.keep_server,
+            extra_args=args.server_arg,
+        )
+        target = server.start()
+    document: dict[str, Any] = {
+        "scenario": name,
+        "started": started.isoformat(timespec="seconds"),
+        "target": target.describe(),
+        "params": params,
+        "machine": {"cpus": _cpus(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+    }
+    t0 = time.monotonic()
+    try:
+        if hasattr(module, "prepare"):
+            module.prepare(params, target)
+        count = module.worker_count(params, max(1, args.processes))
+        document["params"] = params
+        run = start_workers(name, params, target, count, args.profile)
+        try:
+            outcome = module.coordinate(run)
+        finally:
+            run.close()
+    finally:
+        if server is not None:
+            document["server_exit"] = server.stop()
+            if args.keep_server:
+                document["server_dir"] = str(server.root)
+    document["elapsed_seconds"] = round(time.monotonic() - t0, 3)
+    table = outcome.pop("table")
+    document.update(outcome)
+    print(table)
+    path = stats.write_json(json_path or Path(args.json or stats.default_json_path(name)),
+                            document)
+    print(f"\n(JSON: {path})\n")
+    return document
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scenario == "users":
+        ids = create_users(args.count, args.user_prefix, args.password,
+                           data_dir=args.data_dir, db_url=args.db)
+        print(f"{len(ids)} users {args.user_prefix}0..{args.user_prefix}{args.count - 1}")
+        return 0
+    try:
+        if args.scenario == "all":
+            directory = Path(args.json) if args.json else None
+            failed = False
+            for name in SCENARIOS:
+                sub = parser.parse_args([name, *_common_argv(args)])
+                path = (directory / stats.default_json_path(name).name) if directory else None
+                failed |= not run_scenario(name, sub, path).get("ok", True)
+            return 1 if failed else 0
+        document = run_scenario(args.scenario, args)
+        return 0 if document.get("ok", True) else 1
+    except (BenchSetupError, WorkerError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _common_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--user-prefix", args.user_prefix, "--password", args.password,
+            "--processes", str(args.processes)]
+    if args.url:
+        argv += ["--url", args.url]
+    if args.server_pid:
+        argv += ["--server-pid", str(args.server_pid)]
+    if args.keep_server:
+        argv.append("--keep-server")
+    for extra in args.server_arg:
+        argv += ["--server-arg", extra]
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main())

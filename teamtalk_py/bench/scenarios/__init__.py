@@ -1,0 +1,8 @@
+"""One module per benchmark scenario.
+
+Each module has ``add_arguments(parser)``, ``users_needed(params)``, ``worker_count(params,
+requested)``, ``coordinate(run)`` (runs in the parent, drives the phases and returns the
+results) and ``async worker(ctx)`` (runs in every client process).
+"""
+
+SCENARIOS = ("msg", "ping", "login", "idle", "group", "file")

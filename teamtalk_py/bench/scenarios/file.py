@@ -1,0 +1,2 @@
+"""file: (being written)."""
+def add_arguments(parser): pass

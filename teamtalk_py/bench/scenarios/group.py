@@ -1,0 +1,2 @@
+"""group: (being written)."""
+def add_arguments(parser): pass

@@ -1,0 +1,2 @@
+"""idle: (being written)."""
+def add_arguments(parser): pass

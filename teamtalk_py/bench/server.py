@@ -1,0 +1,410 @@
+"""The server under test: a throwaway ``twistd teamtalk`` or an existing one by URL.
+
+``ThrowawayServer`` creates a temporary data dir, writes the benchmark users straight into
+its SQLite store (before the server starts, as ``teamtalk-admin`` would), picks free
+loopback ports for every listener, and runs ``twistd --nodaemon teamtalk`` with a raised
+open-file limit. ``Target`` is what the scenarios need to know either way: where the msg
+server is, how the users are named, and (when known) the server's PID, whose RSS, CPU and
+open files ``ProcessStats`` reads from ``/proc``. ``Profiler`` runs py-spy on that PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PREFIX = "bench"
+DEFAULT_PASSWORD = "bench-pw"
+LOOPBACK = "127.0.0.1"
+
+
+class BenchSetupError(Exception):
+    """The server could not be started or reached."""
+
+
+@dataclass
+class Target:
+    """Everything a client worker needs to reach the server (picklable)."""
+
+    host: str
+    port: int
+    discovery_url: str
+    user_prefix: str = DEFAULT_PREFIX
+    password: str = DEFAULT_PASSWORD
+    pid: int | None = None
+    throwaway: bool = False
+    data_dir: str | None = None
+    #: User ids by index, when the bench created the users (None for --url targets).
+    user_ids: list[int] | None = field(default=None, repr=False)
+
+    def user_name(self, index: int) -> str:
+        return f"{self.user_prefix}{index}"
+
+    def describe(self) -> dict[str, Any]:
+        info = asdict(self)
+        info.pop("user_ids")
+        info.pop("password")
+        return info
+
+
+# --------------------------------------------------------------------------------------
+# Limits
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def _raise_nofile_in_child() -> None:  # preexec_fn: runs in the forked server process
+    raise_nofile_limit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------
+# Users
+
+
+def create_users(
+    count: int, prefix: str, password: str, *, data_dir: str | None = None, db_url: str | None = None
+) -> list[int]:
+    """Create users ``prefix0 .. prefix{count-1}`` in a teamtalk_py store (existing names
+    are kept and their ids returned); the ids by index."""
+    from teamtalk_py.store import accounts
+    from teamtalk_py.store.database import open_database
+
+    db = open_database(db_url or None, Path(data_dir or "./var"), reactor=None)
+    db.migrate()
+    now = int(time.time())
+    ids: list[int] = []
+    with db.sync_transaction() as txn:
+        for index in range(count):
+            name = f"{prefix}{index}"
+            row = accounts.get_user_by_name(txn, name)
+            if row is not None:
+                ids.append(row.id)
+            else:
+                ids.append(accounts.add_user(txn, name, password, nick=name, now=now))
+    return ids
+
+
+# --------------------------------------------------------------------------------------
+# Discovery
+
+
+def discover(url: str, timeout: float = 5.0) -> tuple[str, int]:
+    """``GET /msg_server`` (blocking): the (host, port) of the msg server to use."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        answer = json.loads(response.read())
+    if answer.get("code") != 0:
+        raise BenchSetupError(f"discovery at {url} answered {answer!r}")
+    return answer["priorIP"], int(answer["port"])
+
+
+def remote_target(url: str, prefix: str, password: str, pid: int | None) -> Target:
+    host, port = discover(url)
+    return Target(host, port, url, prefix, password, pid=pid)
+
+
+# --------------------------------------------------------------------------------------
+# The throwaway server
+
+
+class ThrowawayServer:
+    """A ``twistd teamtalk`` subprocess on free loopback ports with a fresh data dir."""
+
+    def __init__(
+        self,
+        users: int,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        password: str = DEFAULT_PASSWORD,
+        keep: bool = False,
+        extra_args: list[str] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.users = users
+        self.prefix = prefix
+        self.password = password
+        self.keep = keep
+        self.extra_args = list(extra_args or [])
+        self.start_timeout = start_timeout
+        self.root = Path(tempfile.mkdtemp(prefix="teamtalk-bench-"))
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root / "twistd.log"
+        self._log = None
+
+    def start(self) -> Target:
+        data_dir = self.root / "var"
+        ids = create_users(self.users, self.prefix, self.password, data_dir=str(data_dir))
+        msg_port, http_port = free_port(), free_port()
+        local = "tcp:{}:interface=" + LOOPBACK
+        args = [
+            str(Path(sys.executable).with_name("twistd")),
+            "--nodaemon",
+            "--pidfile=",
+            "teamtalk",
+            "--data-dir", str(data_dir),
+            "--advertise", LOOPBACK,
+            "--msg-listen", local.format(msg_port),
+            "--http-listen", local.format(http_port),
+            "--file-listen", local.format(free_port()),
+            "--route-listen", local.format(free_port()),
+            "--login-internal-listen", local.format(free_port()),
+            "--file-internal-listen", local.format(free_port()),
+            *self.extra_args,
+        ]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=self.root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_raise_nofile_in_child,
+        )
+        url = f"http://{LOOPBACK}:{http_port}/msg_server"
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchSetupError(f"the server exited at start-up:\n{self.log_tail()}")
+            try:
+                host, port = discover(url, timeout=2)
+                if port == msg_port:
+                    break
+            except (OSError, ValueError, BenchSetupError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchSetupError(f"the server did not come up:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return Target(
+            host, port, url, self.prefix, self.password,
+            pid=self.proc.pid, throwaway=True, data_dir=str(data_dir), user_ids=ids,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s; removes the data dir unless ``keep``."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            code = self.proc.returncode
+        if self._log is not None:
+            self._log.close()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> ThrowawayServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------
+# /proc readings
+
+
+class ProcessStats:
+    """RSS, CPU and open files of one process, read from ``/proc/<pid>``."""
+
+    _ticks = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def _status(self) -> dict[str, str]:
+        result = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                result[key] = value.strip()
+        return result
+
+    def rss_kb(self) -> int | None:
+        if self.pid is None:
+            return None
+        try:
+            return int(self._status()["VmRSS"].split()[0])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def hwm_kb(self) -> int | None:
+        if self.pid is None:
+            return None
+        try:
+            return int(self._status()["VmHWM"].split()[0])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        """utime + stime of every thread of the process."""
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / self._ticks
+
+    def open_files(self) -> int | None:
+        if self.pid is None:
+            return None
+        try:
+            return len(os.listdir(f"/proc/{self.pid}/fd"))
+        except OSError:
+            return None
+
+    def nofile_limit(self) -> int | None:
+        """The process's soft open-file limit, from /proc/<pid>/limits."""
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/limits") as f:
+                for line in f:
+                    if line.startswith("Max open files"):
+                        value = line.split()[3]
+                        return None if value == "unlimited" else int(value)
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+
+class ServerWindow:
+    """Server CPU and RSS over a measured window: ``start()`` then ``stop()``."""
+
+    def __init__(self, stats: ProcessStats) -> None:
+        self.stats = stats
+        self.rss_before: int | None = None
+        self.cpu_before: float | None = None
+        self.t_before = 0.0
+        self.result: dict[str, Any] = {"pid": stats.pid}
+
+    def start(self) -> None:
+        self.rss_before = self.stats.rss_kb()
+        self.cpu_before = self.stats.cpu_seconds()
+        self.t_before = time.monotonic()
+
+    def stop(self, wall: float | None = None) -> dict[str, Any]:
+        cpu_after = self.stats.cpu_seconds()
+        wall = wall if wall is not None else time.monotonic() - self.t_before
+        cpu = None
+        if cpu_after is not None and self.cpu_before is not None:
+            cpu = cpu_after - self.cpu_before
+        self.result.update(
+            rss_kb_before=self.rss_before,
+            rss_kb_after=self.stats.rss_kb(),
+            cpu_seconds=round(cpu, 3) if cpu is not None else None,
+            cpu_percent=round(cpu / wall * 100, 1) if cpu is not None and wall > 0 else None,
+        )
+        return self.result
+
+
+# --------------------------------------------------------------------------------------
+# py-spy
+
+
+class Profiler:
+    """``py-spy record`` on the server for the measured phase (``--profile FILE``).
+
+    The output format follows the file name: ``.svg`` gives a flame graph, anything else
+    (``.json``, ``.speedscope``) a speedscope profile.
+    """
+
+    def __init__(self, pid: int | None, output: str | None) -> None:
+        self.pid = pid
+        self.output = output
+        self.proc: subprocess.Popen | None = None
+        self.error: str | None = None
+
+    @staticmethod
+    def executable() -> str | None:
+        beside = Path(sys.executable).with_name("py-spy")
+        if beside.exists():
+            return str(beside)
+        return shutil.which("py-spy")
+
+    def start(self) -> None:
+        if not self.output:
+            return
+        if self.pid is None:
+            self.error = "no server PID to profile (give --server-pid with --url)"
+            return
+        exe = self.executable()
+        if exe is None:
+            self.error = "py-spy is not installed (.venv/bin/pip install py-spy)"
+            return
+        fmt = "flamegraph" if self.output.endswith(".svg") else "speedscope"
+        Path(self.output).parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(self.pid), "--rate", "200", "--format", fmt,
+             "--output", self.output, "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.5)  # let it attach before the measured phase starts
+        if self.proc.poll() is not None:
+            self.error = (self.proc.stderr.read() or b"").decode(errors="replace").strip()
+            self.proc = None
+
+    def stop(self) -> dict[str, Any] | None:
+        if not self.output:
+            return None
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                _, err = self.proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+            if not Path(self.output).exists():
+                self.error = (err or b"").decode(errors="replace").strip()[-500:]
+        ok = self.error is None and Path(self.output).exists()
+        return {"file": self.output if ok else None, "error": self.error}
+
+
+def url_host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or ""
