@@ -84,7 +84,7 @@ async def handle_remove_session(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMRemoveSessionReq = request.message
     service = conn.service
     removed = await service.store.write(
-        messages.remove_session, conn.user_id, req.session_id, req.session_type
+        messages.remove_session, conn.user_id, req.session_id, req.session_type, now=service.now()
     )
     conn.send(
         B.CID_BUDDY_LIST_REMOVE_SESSION_RES,
@@ -120,12 +120,21 @@ async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
     """The reference never answers; we store it, answer and tell everybody."""
     req: Buddy_pb2.IMChangeAvatarReq = request.message
     service = conn.service
-    await service.store.write(accounts.set_avatar, conn.user_id, req.avatar_url, now=service.now())
+    try:
+        await service.store.write(
+            accounts.set_avatar, conn.user_id, req.avatar_url, now=service.now()
+        )
+    except ValueError:  # longer than the store keeps
+        result_code = 1
+    else:
+        result_code = 0
     conn.send(
         B.CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE,
-        Buddy_pb2.IMChangeAvatarRsp(user_id=conn.user_id, result_code=0),
+        Buddy_pb2.IMChangeAvatarRsp(user_id=conn.user_id, result_code=result_code),
         request.seq,
     )
+    if result_code != 0:
+        return
     service.route.broadcast(
         encode(
             B.CID_BUDDY_LIST_AVATAR_CHANGED_NOTIFY,
