@@ -20,6 +20,9 @@ PASSWORD = "secret"
 #: How long "nothing arrives" is watched for; loopback delivery takes well under 10 ms.
 QUIET = 0.15
 
+#: The services these tests need; the file service is tested on its own.
+BASE = {"server.services": "msg,route,login"}
+
 PC = B.CLIENT_TYPE_WINDOWS
 MAC = B.CLIENT_TYPE_MAC
 IOS = B.CLIENT_TYPE_IOS
@@ -37,12 +40,19 @@ async def next_pdu(
     return await protocol.wait_for(command_id, timeout=timeout)
 
 
+#: Presence notifications arrive whenever somebody logs in or out; "nothing else
+#: arrives" ignores them.
+PRESENCE = (B.CID_BUDDY_LIST_STATUS_NOTIFY, B.CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY)
+
+
 async def assert_nothing(
     protocol: TeamTalkClientProtocol, command_id: int | None = None, within: float = QUIET
 ) -> None:
-    """Fail if a notification (of ``command_id``, or any) arrives within ``within`` s."""
+    """Fail if a notification of ``command_id`` (None: any but presence notifications)
+    arrives within ``within`` seconds."""
+    predicate = None if command_id is not None else lambda p: p.command_id not in PRESENCE
     try:
-        pdu = await protocol.wait_for(command_id, timeout=within)
+        pdu = await protocol.wait_for(command_id, predicate, timeout=within)
     except (TimeoutError, ConnectionLost):
         return  # nothing queued, and nothing more can come on a closed connection
     raise AssertionError(f"unexpected {pdu.command_id:#06x}: {pdu.decode_partial()}")
@@ -83,7 +93,7 @@ class MsgTestCase(TestCase):
 
     async def start_server(self, **overrides: Any) -> RunningServer:
         """A server on ``self.data_dir`` (the same one across restarts)."""
-        config = local_config(self.data_dir, **{**self.overrides, **overrides})
+        config = local_config(self.data_dir, **{**BASE, **self.overrides, **overrides})
         server = await start_server(config)
         self._servers.append(server)
         return server

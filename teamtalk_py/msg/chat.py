@@ -232,9 +232,20 @@ async def handle_msg_by_id(conn: MsgConnection, request: Request) -> None:
 
 
 def handle_p2p(conn: MsgConnection, request: Request) -> None:
-    """Relayed verbatim to the peer's and our other connections; never stored."""
+    """Relayed verbatim to the peer's and our other connections; never stored.
+
+    The reference relays whatever ``from_user_id`` says; we drop a command that claims
+    another sender, so nobody can shake a window or fake typing in someone else's name.
+    """
     req = request.message
     service = conn.service
+    if req.from_user_id != conn.user_id:
+        log.info(
+            "dropping P2P command from {user_id} claiming to be {claimed}",
+            user_id=conn.user_id,
+            claimed=req.from_user_id,
+        )
+        return
     service.online.send_to_users([conn.user_id], request.pdu, exclude=conn)
     if req.to_user_id != conn.user_id:
         service.online.send_to_users([req.to_user_id], request.pdu)
