@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 
+from twisted.internet import defer, reactor
+
 from teamtalk_py.client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Message_pb2, SwitchService_pb2
+from teamtalk_py.store import messages
 from tests.msg_support import (
     IOS,
     PC,
@@ -491,3 +494,34 @@ class RestartTests(MsgTestCase):
         assert (await alice.send_text(b, "after restart")).msg_id == 4
         delivered = await next_pdu(bob.protocol, B.CID_MSG_DATA)
         assert delivered.message.msg_id == 4
+
+
+class FailedWriteTests(MsgTestCase):
+    async def test_failed_write_is_acked_with_msg_id_0_also_for_a_racing_resend(self):
+        """When storing fails, the message and a resend waiting on it both get msg_id 0
+        (no silent drop), nothing is delivered, and a later resend is stored normally."""
+        b = await self.add_user("bob")
+        await self.add_user("alice")
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        store = self.server.service("store")
+        real_write = store.write
+
+        def failing_write(fn, *args, **kwargs):
+            if fn is not messages.store_single_message:
+                return real_write(fn, *args, **kwargs)
+            d = defer.Deferred()
+            reactor.callLater(0.05, d.errback, RuntimeError("disk full"))
+            return d
+
+        store.write = failing_write
+        message = msg_data(b, encrypt_text("unlucky"), create_time=1_700_000_002)
+        first = alice.protocol.request(B.CID_MSG_DATA, message)
+        resend = alice.protocol.request(B.CID_MSG_DATA, message)
+        assert (await first).message.msg_id == 0
+        assert (await resend).message.msg_id == 0
+        await assert_nothing(bob.protocol, B.CID_MSG_DATA)
+        store.write = real_write
+        assert (await alice.get(B.CID_MSG_DATA, message)).msg_id == 1
+        await next_pdu(bob.protocol, B.CID_MSG_DATA)
+        assert len(self.flushLoggedErrors(RuntimeError)) == 1

@@ -80,7 +80,10 @@ async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData)
     )
     earlier = service.recent.lookup(key)
     if earlier is not None:
-        msg_id = earlier if isinstance(earlier, int) else await earlier
+        try:
+            msg_id = earlier if isinstance(earlier, int) else await earlier
+        except Exception:
+            msg_id = 0  # the first copy's write failed: refuse the resend too
         _ack(conn, seq, to_id, msg_id, B.SESSION_TYPE_SINGLE)
         return
     service.recent.pending(key)

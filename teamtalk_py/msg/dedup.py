@@ -74,6 +74,8 @@ class RecentMessages:
         entry = self._entries.pop(key, None)
         if entry is not None and isinstance(entry[1], defer.Deferred):
             entry[1].errback(failure)
+            # Waiting resends got it through their own Deferreds; nobody else wants it.
+            entry[1].addErrback(lambda _: None)
 
     def _put(self, key: MessageKey, value) -> None:
         self._entries[key] = (self.clock.seconds(), value)
