@@ -19,6 +19,8 @@ from teamtalk_py.store import accounts
 from teamtalk_py.store.database import Database, DuplicateError, open_database
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
+#: UserInfo.user_gender: 0 unknown, 1 male, 2 female.
+SEXES = (0, 1, 2)
 PROFILE_FIELDS = ("nick", "sex", "domain", "phone", "email", "avatar", "sign_info")
 
 
@@ -61,7 +63,14 @@ def department_list(db: Database, args: argparse.Namespace) -> str:
     return "\n".join(f"{r.id}\t{r.name}\tparent={r.parent_id}\tpriority={r.priority}" for r in rows)
 
 
+def _check_password(password: str) -> str:
+    if not password:
+        raise AdminError("the password must not be empty")
+    return password
+
+
 def user_add(db: Database, args: argparse.Namespace) -> str:
+    _check_password(args.password)
     with db.sync_transaction() as txn:
         department_id = _department_id(txn, args.department)
         try:
@@ -92,6 +101,7 @@ def user_list(db: Database, args: argparse.Namespace) -> str:
 
 
 def user_passwd(db: Database, args: argparse.Namespace) -> str:
+    _check_password(args.password)
     with db.sync_transaction() as txn:
         accounts.set_password(txn, _user(txn, args.name).id, args.password, now=_now())
     return "ok"
@@ -145,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", required=True)
     p.add_argument("--nick")
     p.add_argument("--department", help="department name")
-    p.add_argument("--sex", type=int, default=0, choices=(0, 1, 2))
+    p.add_argument("--sex", type=int, default=0, choices=SEXES)
     p.add_argument("--phone", default="")
     p.add_argument("--email", default="")
     p.set_defaults(run=user_add)
@@ -163,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = user.add_parser("set", help="edit profile fields")
     p.add_argument("name")
     for name in PROFILE_FIELDS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int if name == "sex" else str)
+        if name == "sex":
+            p.add_argument("--sex", type=int, choices=SEXES)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name)
     p.add_argument("--department", help="department name")
     p.set_defaults(run=user_set)
     return parser
