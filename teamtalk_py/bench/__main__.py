@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import platform
 import sys
 import time
@@ -38,25 +39,55 @@ def _scenario(name: str):
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("target and output")
-    group.add_argument("--url", help="discovery URL of a running server, "
-                       "e.g. http://127.0.0.1:8080/msg_server (default: start a throwaway one)")
-    group.add_argument("--user-prefix", default=DEFAULT_PREFIX,
-                       help=f"users are PREFIX0, PREFIX1, … [{DEFAULT_PREFIX}]")
-    group.add_argument("--password", default=DEFAULT_PASSWORD,
-                       help="password of every benchmark user")
-    group.add_argument("--server-pid", type=int,
-                       help="with --url: PID of the server, for its RSS, CPU and --profile")
-    group.add_argument("--processes", type=int, default=1,
-                       help="client worker processes (raise it when one saturates) [1]")
-    group.add_argument("--json", help="JSON output file [bench-results/SCENARIO-TIME.json]; "
-                       "for 'all', a directory")
-    group.add_argument("--profile", metavar="FILE",
-                       help="run py-spy on the server during the measured phase; .svg gives "
-                       "a flame graph, other names a speedscope file")
-    group.add_argument("--keep-server", action="store_true",
-                       help="keep the throwaway server's data dir and log")
-    group.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                       help="extra argument for the throwaway twistd teamtalk (repeatable)")
+    group.add_argument(
+        "--url",
+        help="discovery URL of a running server, "
+        "e.g. http://127.0.0.1:8080/msg_server (default: start a throwaway one)",
+    )
+    group.add_argument(
+        "--user-prefix",
+        default=DEFAULT_PREFIX,
+        help=f"users are PREFIX0, PREFIX1, … [{DEFAULT_PREFIX}]",
+    )
+    group.add_argument(
+        "--password", default=DEFAULT_PASSWORD, help="password of every benchmark user"
+    )
+    group.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --url: PID of the server, for its RSS, CPU and --profile",
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="client worker processes (raise it when one saturates) [1]",
+    )
+    group.add_argument(
+        "--json", help="JSON output file [bench-results/SCENARIO-TIME.json]; for 'all', a directory"
+    )
+    group.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run py-spy on the server during the measured phase; .svg gives "
+        "a flame graph, other names a speedscope file",
+    )
+    group.add_argument(
+        "--keep-server", action="store_true", help="keep the throwaway server's data dir and log"
+    )
+    group.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the throwaway twistd teamtalk (repeatable)",
+    )
+    group.add_argument(
+        "--server-tree",
+        metavar="DIR",
+        help="run the throwaway server from this source tree (e.g. "
+        "`git archive REV | tar -x -C DIR`) instead of the installed one",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +128,7 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
             password=args.password,
             keep=args.keep_server,
             extra_args=args.server_arg,
+            server_tree=args.server_tree,
         )
         target = server.start()
     document: dict[str, Any] = {
@@ -104,9 +136,20 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
         "started": started.isoformat(timespec="seconds"),
         "target": target.describe(),
         "params": params,
-        "machine": {"cpus": _cpus(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": _cpus(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        },
     }
+    busy = os.getloadavg()[0]
+    if busy > 0.5:
+        print(
+            f"note: load average {busy:.2f} before the run: other processes compete for "
+            "the CPUs and the figures will be lower",
+            file=sys.stderr,
+        )
     t0 = time.monotonic()
     try:
         if hasattr(module, "prepare"):
@@ -127,15 +170,12 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
     table = outcome.pop("table")
     document.update(outcome)
     print(table)
-    path = stats.write_json(json_path or Path(args.json or stats.default_json_path(name)),
-                            document)
+    path = stats.write_json(json_path or Path(args.json or stats.default_json_path(name)), document)
     print(f"\n(JSON: {path})\n")
     return document
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -143,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.scenario == "users":
-        ids = create_users(args.count, args.user_prefix, args.password,
-                           data_dir=args.data_dir, db_url=args.db)
+        ids = create_users(
+            args.count, args.user_prefix, args.password, data_dir=args.data_dir, db_url=args.db
+        )
         print(f"{len(ids)} users {args.user_prefix}0..{args.user_prefix}{args.count - 1}")
         return 0
     try:
@@ -166,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _common_argv(args: argparse.Namespace) -> list[str]:
-    argv = ["--user-prefix", args.user_prefix, "--password", args.password,
-            "--processes", str(args.processes)]
+    argv = [
+        "--user-prefix",
+        args.user_prefix,
+        "--password",
+        args.password,
+        "--processes",
+        str(args.processes),
+    ]
     if args.url:
         argv += ["--url", args.url]
     if args.server_pid:
@@ -176,6 +223,8 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--keep-server")
     for extra in args.server_arg:
         argv += ["--server-arg", extra]
+    if args.server_tree:
+        argv += ["--server-tree", args.server_tree]
     return argv
 
 

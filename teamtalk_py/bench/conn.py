@@ -270,8 +270,9 @@ async def login(
     conn: BenchConnection, name: str, password: str, client_type: int = PC, timeout: float = 30.0
 ) -> int:
     """Log in and return the user id; BenchError when refused."""
-    body = await conn.ask(B.CID_LOGIN_REQ_USERLOGIN, login_body(name, password, client_type),
-                          timeout)
+    body = await conn.ask(
+        B.CID_LOGIN_REQ_USERLOGIN, login_body(name, password, client_type), timeout
+    )
     answer = Login_pb2.IMLoginRes.FromString(body)
     if answer.result_code != B.REFUSE_REASON_NONE or not answer.HasField("user_info"):
         raise BenchError(f"login of {name} refused: {answer.result_code} {answer.result_string}")
@@ -280,8 +281,15 @@ async def login(
 
 
 async def open_logged_in(
-    reactor: Any, host: str, port: int, name: str, password: str, client_type: int = PC,
-    *, bind: str | None = None, timeout: float = 30.0,
+    reactor: Any,
+    host: str,
+    port: int,
+    name: str,
+    password: str,
+    client_type: int = PC,
+    *,
+    bind: str | None = None,
+    timeout: float = 30.0,
 ) -> BenchConnection:
     conn = await connect(reactor, host, port, timeout=timeout, bind=bind)
     try:

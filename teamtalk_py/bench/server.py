@@ -91,8 +91,58 @@ def free_port() -> int:
 # Users
 
 
+_CREATE_USERS = """
+import json, sys
+from teamtalk_py.bench.server import create_users
+print(json.dumps(create_users(int(sys.argv[1]), sys.argv[2], sys.argv[3], data_dir=sys.argv[4])))
+"""
+_CREATE_USERS_PORTABLE = """
+import json, sys, time
+from pathlib import Path
+from teamtalk_py.store import accounts
+from teamtalk_py.store.database import open_database
+count, prefix, password, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+db = open_database(None, Path(data_dir), reactor=None)
+db.migrate()
+ids = []
+with db.sync_transaction() as txn:
+    for i in range(count):
+        ids.append(accounts.add_user(txn, f"{prefix}{i}", password, nick=f"{prefix}{i}",
+                                     now=int(time.time())))
+print(json.dumps(ids))
+"""
+
+
+def create_users_with(
+    python_path: str | None, count: int, prefix: str, password: str, data_dir: str
+) -> list[int]:
+    """``create_users`` in a subprocess whose ``teamtalk_py`` comes from ``python_path``
+    (the server's source tree), so the store schema is the server's own."""
+    env = dict(os.environ)
+    script = _CREATE_USERS
+    if python_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [python_path, env.get("PYTHONPATH")]))
+        if not (Path(python_path) / "teamtalk_py" / "bench").is_dir():
+            script = _CREATE_USERS_PORTABLE  # an older tree without this package
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(count), prefix, password, data_dir],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(data_dir).parent,
+    )
+    if done.returncode != 0:
+        raise BenchSetupError(f"creating the benchmark users failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def create_users(
-    count: int, prefix: str, password: str, *, data_dir: str | None = None, db_url: str | None = None
+    count: int,
+    prefix: str,
+    password: str,
+    *,
+    data_dir: str | None = None,
+    db_url: str | None = None,
 ) -> list[int]:
     """Create users ``prefix0 .. prefix{count-1}`` in a teamtalk_py store (existing names
     are kept and their ids returned); the ids by index."""
@@ -148,7 +198,11 @@ class ThrowawayServer:
         keep: bool = False,
         extra_args: list[str] | None = None,
         start_timeout: float = 30.0,
+        server_tree: str | None = None,
     ) -> None:
+        #: Run the server (and create its users) from this source tree instead of the
+        #: installed teamtalk_py, e.g. a `git archive` of a baseline commit.
+        self.server_tree = str(Path(server_tree).resolve()) if server_tree else None
         self.users = users
         self.prefix = prefix
         self.password = password
@@ -162,7 +216,10 @@ class ThrowawayServer:
 
     def start(self) -> Target:
         data_dir = self.root / "var"
-        ids = create_users(self.users, self.prefix, self.password, data_dir=str(data_dir))
+        data_dir.mkdir()
+        ids = create_users_with(
+            self.server_tree, self.users, self.prefix, self.password, str(data_dir)
+        )
         msg_port, http_port = free_port(), free_port()
         local = "tcp:{}:interface=" + LOOPBACK
         args = [
@@ -170,20 +227,34 @@ class ThrowawayServer:
             "--nodaemon",
             "--pidfile=",
             "teamtalk",
-            "--data-dir", str(data_dir),
-            "--advertise", LOOPBACK,
-            "--msg-listen", local.format(msg_port),
-            "--http-listen", local.format(http_port),
-            "--file-listen", local.format(free_port()),
-            "--route-listen", local.format(free_port()),
-            "--login-internal-listen", local.format(free_port()),
-            "--file-internal-listen", local.format(free_port()),
+            "--data-dir",
+            str(data_dir),
+            "--advertise",
+            LOOPBACK,
+            "--msg-listen",
+            local.format(msg_port),
+            "--http-listen",
+            local.format(http_port),
+            "--file-listen",
+            local.format(free_port()),
+            "--route-listen",
+            local.format(free_port()),
+            "--login-internal-listen",
+            local.format(free_port()),
+            "--file-internal-listen",
+            local.format(free_port()),
             *self.extra_args,
         ]
+        env = dict(os.environ)
+        if self.server_tree:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [self.server_tree, env.get("PYTHONPATH")])
+            )
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             args,
             cwd=self.root,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -205,8 +276,15 @@ class ThrowawayServer:
                 raise BenchSetupError(f"the server did not come up:\n{self.log_tail()}")
             time.sleep(0.05)
         return Target(
-            host, port, url, self.prefix, self.password,
-            pid=self.proc.pid, throwaway=True, data_dir=str(data_dir), user_ids=ids,
+            host,
+            port,
+            url,
+            self.prefix,
+            self.password,
+            pid=self.proc.pid,
+            throwaway=True,
+            data_dir=str(data_dir),
+            user_ids=ids,
         )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -350,8 +428,9 @@ class ServerWindow:
 class Profiler:
     """``py-spy record`` on the server for the measured phase (``--profile FILE``).
 
-    The output format follows the file name: ``.svg`` gives a flame graph, anything else
-    (``.json``, ``.speedscope``) a speedscope profile.
+    The output format follows the file name: ``.svg`` gives a flame graph, ``.txt``
+    collapsed stacks (one ``frame;frame;… count`` line per stack, for grep and scripts),
+    anything else (``.json``, ``.speedscope``) a speedscope profile.
     """
 
     def __init__(self, pid: int | None, output: str | None) -> None:
@@ -377,11 +456,29 @@ class Profiler:
         if exe is None:
             self.error = "py-spy is not installed (.venv/bin/pip install py-spy)"
             return
-        fmt = "flamegraph" if self.output.endswith(".svg") else "speedscope"
+        if self.output.endswith(".svg"):
+            fmt = "flamegraph"
+        elif self.output.endswith(".txt"):
+            fmt = "raw"
+        else:
+            fmt = "speedscope"
         Path(self.output).parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(self.pid), "--rate", "200", "--format", fmt,
-             "--output", self.output, "--nonblocking"],
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                "200",
+                "--format",
+                fmt,
+                "--output",
+                self.output,
+                "--nonblocking",
+                "--threads",
+                "--idle",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

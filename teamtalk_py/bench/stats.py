@@ -42,8 +42,14 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, Any]:
     """count, mean, p50, p90, p99 and max, in milliseconds (None values when empty)."""
     values = sorted(seconds)
     if not values:
-        return {"count": 0, "mean_ms": None, "p50_ms": None, "p90_ms": None,
-                "p99_ms": None, "max_ms": None}
+        return {
+            "count": 0,
+            "mean_ms": None,
+            "p50_ms": None,
+            "p90_ms": None,
+            "p99_ms": None,
+            "max_ms": None,
+        }
     return {
         "count": len(values),
         "mean_ms": round(sum(values) / len(values) * 1000, 3),
@@ -96,8 +102,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_table(title: str, rows: Sequence[tuple[str, Any]],
-                 latencies: Sequence[tuple[str, dict[str, Any]]] = ()) -> str:
+def render_table(
+    title: str,
+    rows: Sequence[tuple[str, Any]],
+    latencies: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> str:
     """A two-column table of figures, then a latency table (count, p50, p90, p99, max)."""
     lines = [title, "=" * len(title)]
     if rows:
@@ -105,7 +114,8 @@ def render_table(title: str, rows: Sequence[tuple[str, Any]],
         lines += [f"  {k:<{width}}  {_fmt(v)}" for k, v in rows]
     if latencies:
         width = max(len("latency (ms)"), *(len(k) for k, _ in latencies))
-        head = f"  {'latency (ms)':<{width}}  {'count':>8} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}"
+        columns = "".join(f" {c:>9}" for c in ("p50", "p90", "p99", "max"))
+        head = f"  {'latency (ms)':<{width}}  {'count':>8}{columns}"
         lines += ["", head, "  " + "-" * (len(head) - 2)]
         for name, s in latencies:
             lines.append(
@@ -120,10 +130,12 @@ def cpu_rows(client: dict[str, Any], server: dict[str, Any] | None) -> list[tupl
     percents = client.get("per_process_cpu_percent") or []
     detail = f" ({', '.join(f'{p:g}%' for p in percents)})" if len(percents) > 1 else ""
     cpu = client.get("cpu_percent")
-    rows.append((
-        f"client CPU, {client['processes']} process(es)",
-        f"{cpu:g}% of one core{detail}" if cpu is not None else "-",
-    ))
+    rows.append(
+        (
+            f"client CPU, {client['processes']} process(es)",
+            f"{cpu:g}% of one core{detail}" if cpu is not None else "-",
+        )
+    )
     if client.get("saturated"):
         rows.append(("WARNING", "a client process was saturated: add --processes"))
     if server:

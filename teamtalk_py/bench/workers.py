@@ -121,7 +121,10 @@ class Run:
 
 
 def start_workers(
-    scenario: str, params: dict[str, Any], target: Target, count: int,
+    scenario: str,
+    params: dict[str, Any],
+    target: Target,
+    count: int,
     profile: str | None = None,
 ) -> Run:
     context = multiprocessing.get_context("spawn")
@@ -146,7 +149,12 @@ class WorkerContext:
     """What a scenario's ``worker(ctx)`` gets: params, target, its share, and ``sync``."""
 
     def __init__(
-        self, pipe: Connection, params: dict[str, Any], target: Target, index: int, count: int,
+        self,
+        pipe: Connection,
+        params: dict[str, Any],
+        target: Target,
+        index: int,
+        count: int,
         reactor: Any,
     ) -> None:
         self.pipe = pipe
@@ -177,7 +185,11 @@ class WorkerContext:
 
 
 def worker_main(
-    pipe: Connection, scenario: str, params: dict[str, Any], target: Target, index: int,
+    pipe: Connection,
+    scenario: str,
+    params: dict[str, Any],
+    target: Target,
+    index: int,
     count: int,
 ) -> None:
     """Entry point of a worker process: run ``scenarios.<scenario>.worker`` on a reactor."""

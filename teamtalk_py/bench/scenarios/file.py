@@ -1,2 +1,435 @@
-"""file: (being written)."""
-def add_arguments(parser): pass
+"""file: offline upload and download MB/s of one file, and online relay MB/s.
+
+Offline: the sender asks the msg server (``CID_FILE_REQUEST``, offline), logs in to the
+file server it names as the uploader and answers the server's ``CID_FILE_PULL_DATA_REQ``
+block by block until ``CID_FILE_STATE`` done; it then records the file with
+``CID_FILE_ADD_OFFLINE_REQ``. The receiver logs in as the downloader and pulls the blocks
+(``--window`` requests in flight), checking every byte. Online: the same file relayed
+through the file server while both sides are connected. A server that does not answer the
+file request (or refuses it) is reported as "not available".
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Any
+
+from twisted.internet import defer
+
+from teamtalk_py.bench import stats
+from teamtalk_py.bench.conn import PC, BenchConnection, BenchError, connect, open_logged_in
+from teamtalk_py.bench.workers import Run, WorkerContext
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import File_pb2
+
+BLOCK = 32768
+MB = 1_000_000
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--size-mb", type=float, default=100.0, help="file size in MB [100]")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=8,
+        help="block requests in flight while downloading or relaying [8]",
+    )
+    parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each answer of the file handshake [10]",
+    )
+    parser.add_argument(
+        "--duration-limit",
+        type=float,
+        default=600.0,
+        help="give up a transfer after this many seconds [600]",
+    )
+    parser.add_argument("--skip-online", action="store_true", help="only the offline transfer")
+
+
+def params_from(args) -> dict[str, Any]:
+    size = int(args.size_mb * MB)
+    if size < 1 or size > 0xFFFFFFFF:
+        raise SystemExit("file: --size-mb must give 1 byte .. 4 GiB")
+    return {
+        "size": size,
+        "window": max(1, args.window),
+        "answer_timeout": args.answer_timeout,
+        "duration_limit": args.duration_limit,
+        "online": not args.skip_online,
+    }
+
+
+def users_needed(params: dict[str, Any]) -> int:
+    return 2
+
+
+def worker_count(params: dict[str, Any], requested: int) -> int:
+    return 1  # both ends of a transfer in one process
+
+
+def coordinate(run: Run) -> dict[str, Any]:
+    p = run.params
+    run.gather("ready", timeout=60)
+    run.measure_start()
+    run.broadcast("go")
+    (report,) = run.gather("result", timeout=3 * p["duration_limit"] + 60)
+    server = run.measure_stop()
+    run.broadcast(None)
+    client = stats.client_cpu([report], report["wall"])
+    if report["unavailable"]:
+        table = stats.render_table("file", [("not available", report["unavailable"])])
+        return {
+            "available": False,
+            "reason": report["unavailable"],
+            "results": None,
+            "client": client,
+            "server": server,
+            "table": table,
+            "ok": True,
+        }
+    results = {
+        k: report[k] for k in ("size_bytes", "offline_upload", "offline_download", "online_relay")
+    }
+    rows = [("file size", f"{p['size'] / MB:g} MB")]
+    for key in ("offline_upload", "offline_download", "online_relay"):
+        part = results[key]
+        if part is None:
+            rows.append((key.replace("_", " "), "skipped"))
+        elif part.get("error"):
+            rows.append((key.replace("_", " "), f"failed: {part['error']}"))
+        else:
+            rows.append(
+                (key.replace("_", " "), f"{part['mb_per_second']} MB/s ({part['seconds']} s)")
+            )
+    rows += stats.cpu_rows(client, server)
+    ok = all(
+        part is None or not part.get("error")
+        for part in (
+            results["offline_upload"],
+            results["offline_download"],
+            results["online_relay"],
+        )
+    )
+    return {
+        "available": True,
+        "results": results,
+        "client": client,
+        "server": server,
+        "table": stats.render_table("file", rows),
+        "ok": ok,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Worker
+
+
+class Blocks:
+    """The file's content, made on the fly: each block starts with its index."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.count = -(-size // BLOCK)
+        self.template = os.urandom(BLOCK)
+
+    def length(self, offset: int) -> int:
+        return max(0, min(BLOCK, self.size - offset))
+
+    def data(self, offset: int, length: int | None = None) -> bytes:
+        length = self.length(offset) if length is None else min(length, self.size - offset)
+        head = struct.pack(">Q", offset // BLOCK)
+        return (head + self.template[8:])[:length] if length >= 8 else head[:length]
+
+
+class Unavailable(BenchError):
+    """The server does not offer file transfer (no answer, or a refusal)."""
+
+
+def _rate(size: int, seconds: float) -> dict[str, Any]:
+    return {
+        "seconds": round(seconds, 4),
+        "mb_per_second": round(size / MB / seconds, 2) if seconds > 0 else None,
+    }
+
+
+async def _file_login(
+    conn: BenchConnection, user_id: int, task_id: str, role: int, timeout: float
+) -> None:
+    body = await conn.ask(
+        B.CID_FILE_LOGIN_REQ,
+        File_pb2.IMFileLoginReq(
+            user_id=user_id, task_id=task_id, file_role=role
+        ).SerializeToString(),
+        timeout,
+    )
+    answer = File_pb2.IMFileLoginRsp.FromString(body)
+    if answer.result_code != 0:
+        raise BenchError(f"file login refused (result_code {answer.result_code})")
+
+
+async def _request_task(
+    sender: BenchConnection, receiver_id: int, blocks: Blocks, mode: int, timeout: float
+) -> File_pb2.IMFileRsp:
+    try:
+        body = await sender.ask(
+            B.CID_FILE_REQUEST,
+            File_pb2.IMFileReq(
+                from_user_id=sender.user_id,
+                to_user_id=receiver_id,
+                file_name="bench.bin",
+                file_size=blocks.size,
+                trans_mode=mode,
+            ).SerializeToString(),
+            timeout,
+        )
+    except BenchError as e:
+        raise Unavailable(f"CID_FILE_REQUEST: {e}") from None
+    answer = File_pb2.IMFileRsp.FromString(body)
+    if answer.result_code != 0 or not answer.task_id or not answer.ip_addr_list:
+        raise Unavailable(
+            f"file request refused (result_code {answer.result_code}, "
+            f"{len(answer.ip_addr_list)} file server addresses)"
+        )
+    return answer
+
+
+def _serve_pulls(
+    conn: BenchConnection, user_id: int, task_id: str, blocks: Blocks, progress: dict[str, int]
+) -> None:
+    """Answer every CID_FILE_PULL_DATA_REQ on ``conn`` with the requested block."""
+
+    def on_pull(seq: int, body: bytes) -> None:
+        request = File_pb2.IMFilePullDataReq.FromString(body)
+        data = blocks.data(request.offset, request.data_size)
+        conn.send(
+            B.CID_FILE_PULL_DATA_RSP,
+            File_pb2.IMFilePullDataRsp(
+                result_code=0,
+                task_id=task_id,
+                user_id=user_id,
+                offset=request.offset,
+                file_data=data,
+            ).SerializeToString(),
+            seq,
+        )
+        progress["bytes"] += len(data)
+
+    conn.on(B.CID_FILE_PULL_DATA_REQ, on_pull)
+
+
+async def _pull_all(
+    conn: BenchConnection,
+    user_id: int,
+    task_id: str,
+    mode: int,
+    blocks: Blocks,
+    window: int,
+    limit: float,
+) -> None:
+    """Pull every block in order, ``window`` requests in flight; verify each one."""
+    done: defer.Deferred = defer.Deferred()
+    state = {"next": 0, "received": 0, "error": None}
+
+    def fail(why: str) -> None:
+        if not done.called:
+            done.errback(BenchError(why))
+
+    def request_next() -> None:
+        offset = state["next"] * BLOCK
+        if offset >= blocks.size or done.called:
+            return
+        state["next"] += 1
+        length = blocks.length(offset)
+        conn.request(
+            B.CID_FILE_PULL_DATA_REQ,
+            File_pb2.IMFilePullDataReq(
+                task_id=task_id, user_id=user_id, trans_mode=mode, offset=offset, data_size=length
+            ).SerializeToString(),
+            lambda cid, body: on_data(offset, length, cid, body),
+        )
+
+    def on_data(offset: int, length: int, cid: int, body: bytes) -> None:
+        if cid == 0:
+            fail(f"connection closed after {state['received']} of {blocks.size} bytes")
+            return
+        answer = File_pb2.IMFilePullDataRsp.FromString(body)
+        if answer.result_code != 0 or answer.offset != offset:
+            fail(f"bad block at {offset}: result {answer.result_code}, offset {answer.offset}")
+            return
+        if answer.file_data != blocks.data(offset, length):
+            fail(f"block at {offset} differs from what was sent")
+            return
+        state["received"] += length
+        if state["received"] >= blocks.size:
+            if not done.called:
+                done.callback(None)
+        else:
+            request_next()
+
+    timer = conn.clock.callLater(limit, fail, f"transfer not finished within {limit:g} s")
+    for _ in range(window):
+        request_next()
+    try:
+        await done
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+async def _offline(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
+    p, reactor = ctx.params, ctx.reactor
+    answer = await _request_task(
+        sender, receiver.user_id, blocks, B.FILE_TYPE_OFFLINE, p["answer_timeout"]
+    )
+    address = answer.ip_addr_list[0]
+    task_id = answer.task_id
+    result: dict[str, Any] = {"task_id": task_id}
+
+    upload = await connect(reactor, address.ip, address.port)
+    progress = {"bytes": 0}
+    finished: defer.Deferred = defer.Deferred()
+    upload.on(B.CID_FILE_STATE, lambda seq, body: finished.called or finished.callback(None))
+    upload.closed.addBoth(lambda _: finished.called or finished.callback(None))
+    _serve_pulls(upload, sender.user_id, task_id, blocks, progress)
+    t0 = time.monotonic()
+    await _file_login(upload, sender.user_id, task_id, B.CLIENT_OFFLINE_UPLOAD, p["answer_timeout"])
+    timer = reactor.callLater(
+        p["duration_limit"], lambda: finished.called or finished.callback(None)
+    )
+    await finished
+    if timer.active():
+        timer.cancel()
+    seconds = time.monotonic() - t0
+    upload.close()
+    if progress["bytes"] < blocks.size:
+        result["offline_upload"] = {"error": f"upload stopped at {progress['bytes']} bytes"}
+        return result
+    result["offline_upload"] = _rate(blocks.size, seconds)
+    sender.send(
+        B.CID_FILE_ADD_OFFLINE_REQ,
+        File_pb2.IMFileAddOfflineReq(
+            from_user_id=sender.user_id,
+            to_user_id=receiver.user_id,
+            task_id=task_id,
+            file_name="bench.bin",
+            file_size=blocks.size,
+        ).SerializeToString(),
+    )
+
+    download = await connect(reactor, address.ip, address.port)
+    download.on(B.CID_FILE_STATE, lambda seq, body: None)
+    t0 = time.monotonic()
+    try:
+        await _file_login(
+            download, receiver.user_id, task_id, B.CLIENT_OFFLINE_DOWNLOAD, p["answer_timeout"]
+        )
+        await _pull_all(
+            download,
+            receiver.user_id,
+            task_id,
+            B.FILE_TYPE_OFFLINE,
+            blocks,
+            p["window"],
+            p["duration_limit"],
+        )
+        result["offline_download"] = _rate(blocks.size, time.monotonic() - t0)
+    except BenchError as e:
+        result["offline_download"] = {"error": str(e)}
+    download.close()
+    return result
+
+
+async def _online(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
+    p, reactor = ctx.params, ctx.reactor
+    notified: defer.Deferred = defer.Deferred()
+    receiver.on(B.CID_FILE_NOTIFY, lambda seq, body: notified.called or notified.callback(body))
+    answer = await _request_task(
+        sender, receiver.user_id, blocks, B.FILE_TYPE_ONLINE, p["answer_timeout"]
+    )
+    address = answer.ip_addr_list[0]
+    task_id = answer.task_id
+    if answer.trans_mode != B.FILE_TYPE_ONLINE:
+        return {"error": "the server turned the online request into an offline one"}
+    side_a = await connect(reactor, address.ip, address.port)
+    side_b = await connect(reactor, address.ip, address.port)
+    progress = {"bytes": 0}
+    _serve_pulls(side_a, sender.user_id, task_id, blocks, progress)
+    side_a.on(B.CID_FILE_STATE, lambda seq, body: None)
+    peer_ready: defer.Deferred = defer.Deferred()
+    side_b.on(B.CID_FILE_STATE, lambda seq, body: peer_ready.called or peer_ready.callback(None))
+    try:
+        await _file_login(
+            side_a, sender.user_id, task_id, B.CLIENT_REALTIME_SENDER, p["answer_timeout"]
+        )
+        await _file_login(
+            side_b, receiver.user_id, task_id, B.CLIENT_REALTIME_RECVER, p["answer_timeout"]
+        )
+        timer = reactor.callLater(
+            p["answer_timeout"], lambda: peer_ready.called or peer_ready.callback(None)
+        )
+        await peer_ready
+        if timer.active():
+            timer.cancel()
+        t0 = time.monotonic()
+        await _pull_all(
+            side_b,
+            receiver.user_id,
+            task_id,
+            B.FILE_TYPE_ONLINE,
+            blocks,
+            p["window"],
+            p["duration_limit"],
+        )
+        seconds = time.monotonic() - t0
+        side_b.send(
+            B.CID_FILE_STATE,
+            File_pb2.IMFileState(
+                state=B.CLIENT_FILE_DONE, task_id=task_id, user_id=receiver.user_id
+            ).SerializeToString(),
+        )
+        return _rate(blocks.size, seconds)
+    except BenchError as e:
+        return {"error": str(e)}
+    finally:
+        side_a.close()
+        side_b.close()
+
+
+async def worker(ctx: WorkerContext) -> None:
+    p, t, reactor = ctx.params, ctx.target, ctx.reactor
+    sender = await open_logged_in(reactor, t.host, t.port, t.user_name(0), t.password, PC)
+    receiver = await open_logged_in(reactor, t.host, t.port, t.user_name(1), t.password, PC)
+    for conn in (sender, receiver):
+        conn.on(B.CID_BUDDY_LIST_STATUS_NOTIFY, lambda seq, body: None)
+    blocks = Blocks(p["size"])
+    await ctx.sync("ready", None)
+    cpu0 = stats.process_cpu_seconds()
+    t0 = time.monotonic()
+    report: dict[str, Any] = {
+        "unavailable": None,
+        "size_bytes": blocks.size,
+        "offline_upload": None,
+        "offline_download": None,
+        "online_relay": None,
+    }
+    try:
+        report.update(await _offline(ctx, sender, receiver, blocks))
+    except Unavailable as e:
+        report["unavailable"] = f"offline transfer: {e}"
+    except BenchError as e:
+        report["offline_upload"] = {"error": str(e)}
+    if report["unavailable"] is None and p["online"]:
+        try:
+            report["online_relay"] = await _online(ctx, sender, receiver, blocks)
+        except BenchError as e:
+            report["online_relay"] = {"error": str(e)}
+    report["wall"] = time.monotonic() - t0
+    report["cpu_seconds"] = stats.process_cpu_seconds() - cpu0
+    await ctx.sync("result", report)
+    sender.close()
+    receiver.close()

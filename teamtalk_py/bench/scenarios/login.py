@@ -21,21 +21,37 @@ from teamtalk_py.pb.IM import Login_pb2
 def add_arguments(parser) -> None:
     parser.add_argument("--count", type=int, default=5000, help="logins [5000]")
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight [50]")
-    parser.add_argument("--client-type", choices=sorted(CLIENT_TYPES), default="windows",
-                        help="client type of every login [windows]")
-    parser.add_argument("--pool", type=int, default=0,
-                        help="distinct users to rotate over [min(count, 10000), >= 2 x concurrency]")
-    parser.add_argument("--duration-limit", type=float, default=300.0,
-                        help="stop starting logins after this many seconds [300]")
+    parser.add_argument(
+        "--client-type",
+        choices=sorted(CLIENT_TYPES),
+        default="windows",
+        help="client type of every login [windows]",
+    )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="distinct users to rotate over [min(count, 10000), at least 2 x concurrency]",
+    )
+    parser.add_argument(
+        "--duration-limit",
+        type=float,
+        default=300.0,
+        help="stop starting logins after this many seconds [300]",
+    )
 
 
 def params_from(args) -> dict[str, Any]:
     if args.count < 1 or args.concurrency < 1:
         raise SystemExit("login: --count and --concurrency must be >= 1")
     pool = args.pool or max(min(args.count, 10000), 2 * args.concurrency)
-    return {"count": args.count, "concurrency": args.concurrency,
-            "client_type": args.client_type, "pool": pool,
-            "duration_limit": args.duration_limit}
+    return {
+        "count": args.count,
+        "concurrency": args.concurrency,
+        "client_type": args.client_type,
+        "pool": pool,
+        "duration_limit": args.duration_limit,
+    }
 
 
 def users_needed(params: dict[str, Any]) -> int:
@@ -77,13 +93,22 @@ def coordinate(run: Run) -> dict[str, Any]:
     ]
     if results["first_error"]:
         rows.append(("first error", results["first_error"]))
-    table = stats.render_table("login", rows, [
-        ("connect", results["connect_latency"]),
-        ("login", results["login_latency"]),
-        ("connect+login", results["total_latency"]),
-    ])
-    return {"results": results, "client": client, "server": server, "table": table,
-            "ok": failed == 0}
+    table = stats.render_table(
+        "login",
+        rows,
+        [
+            ("connect", results["connect_latency"]),
+            ("login", results["login_latency"]),
+            ("connect+login", results["total_latency"]),
+        ],
+    )
+    return {
+        "results": results,
+        "client": client,
+        "server": server,
+        "table": table,
+        "ok": failed == 0,
+    }
 
 
 async def worker(ctx: WorkerContext) -> None:
@@ -138,8 +163,12 @@ async def worker(ctx: WorkerContext) -> None:
     await bounded(numbers, lanes, one)
     t_end = time.monotonic()
     report = {
-        "t_start": t_start, "t_end": t_end, "cpu_seconds": stats.process_cpu_seconds() - cpu0,
-        "connect": connect_lat, "login": login_lat, "total": total_lat,
+        "t_start": t_start,
+        "t_end": t_end,
+        "cpu_seconds": stats.process_cpu_seconds() - cpu0,
+        "connect": connect_lat,
+        "login": login_lat,
+        "total": total_lat,
         # failures plus logins never started before the duration limit
         "failed": len(numbers) - len(login_lat),
         "first_error": first_error[0] if first_error else None,

@@ -29,12 +29,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--messages", type=int, default=2000, help="messages per sender [2000]")
     parser.add_argument("--window", type=int, default=16, help="messages in flight per sender [16]")
     parser.add_argument("--size", type=int, default=64, help="payload bytes (>= 8) [64]")
-    parser.add_argument("--no-delivery-ack", action="store_true",
-                        help="receivers do not send CID_MSG_DATA_ACK (real clients do)")
-    parser.add_argument("--duration-limit", type=float, default=300.0,
-                        help="stop sending after this many seconds [300]")
-    parser.add_argument("--drain", type=float, default=10.0,
-                        help="seconds to wait for missing acks/deliveries after the last send [10]")
+    parser.add_argument(
+        "--no-delivery-ack",
+        action="store_true",
+        help="receivers do not send CID_MSG_DATA_ACK (real clients do)",
+    )
+    parser.add_argument(
+        "--duration-limit",
+        type=float,
+        default=300.0,
+        help="stop sending after this many seconds [300]",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=10.0,
+        help="seconds to wait for missing acks/deliveries after the last send [10]",
+    )
 
 
 def params_from(args) -> dict[str, Any]:
@@ -78,9 +89,21 @@ def coordinate(run: Run) -> dict[str, Any]:
         (r["t_last_delivery"] for r in reports if r["t_last_delivery"]), default=None
     )
     end = max(r["t_end"] for r in reports)
-    totals = {k: sum(r[k] for r in reports) for k in (
-        "sent", "acked", "refused", "delivered", "duplicated", "lost_unacked",
-        "lost_undelivered", "stray", "out_of_order", "connections_lost")}
+    totals = {
+        k: sum(r[k] for r in reports)
+        for k in (
+            "sent",
+            "acked",
+            "refused",
+            "delivered",
+            "duplicated",
+            "lost_unacked",
+            "lost_undelivered",
+            "stray",
+            "out_of_order",
+            "connections_lost",
+        )
+    }
     ack_lat = [x for r in reports for x in r["ack_latencies"]]
     delivery_lat = [x for r in reports for x in r["delivery_latencies"]]
     ack_seconds = last_ack - start if last_ack else None
@@ -108,11 +131,17 @@ def coordinate(run: Run) -> dict[str, Any]:
         *stats.cpu_rows(client, server),
     ]
     table = stats.render_table(
-        "msg", rows,
+        "msg",
+        rows,
         [("ack", results["ack_latency"]), ("delivery", results["delivery_latency"])],
     )
-    return {"results": results, "client": client, "server": server, "table": table,
-            "ok": results["lost"] == 0 and totals["duplicated"] == 0}
+    return {
+        "results": results,
+        "client": client,
+        "server": server,
+        "table": table,
+        "ok": results["lost"] == 0 and totals["duplicated"] == 0,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -122,8 +151,9 @@ def coordinate(run: Run) -> dict[str, Any]:
 class PairRun:
     """One sender and its receiver: the window, the send times, what arrived."""
 
-    def __init__(self, sender, receiver, messages: int, window: int, size: int,
-                 delivery_ack: bool, finished) -> None:
+    def __init__(
+        self, sender, receiver, messages: int, window: int, size: int, delivery_ack: bool, finished
+    ) -> None:
         self.sender = sender
         self.receiver = receiver
         self.messages = messages
@@ -140,7 +170,9 @@ class PairRun:
             msg_data=b"",
         )
         self.ack_template = Message_pb2.IMMsgDataAck(
-            user_id=receiver.user_id, session_id=sender.user_id, msg_id=0,
+            user_id=receiver.user_id,
+            session_id=sender.user_id,
+            msg_id=0,
             session_type=B.SESSION_TYPE_SINGLE,
         )
         self.sent_at = [0.0] * messages
@@ -169,9 +201,7 @@ class PairRun:
 
     @property
     def complete(self) -> bool:
-        return self.all_sent and self.answered == self.next_index and (
-            self.delivered >= self.acked
-        )
+        return self.all_sent and self.answered == self.next_index and (self.delivered >= self.acked)
 
     def start(self) -> None:
         for _ in range(min(self.window, self.messages)):
@@ -250,9 +280,7 @@ class PairRun:
     def lost(self) -> tuple[int, int]:
         """(sent but never answered, acked with an id but never delivered)."""
         unacked = self.next_index - self.answered
-        undelivered = sum(
-            1 for i in range(self.next_index) if self.ack_ok[i] and not self.got[i]
-        )
+        undelivered = sum(1 for i in range(self.next_index) if self.ack_ok[i] and not self.got[i])
         return unacked, undelivered
 
 
@@ -280,8 +308,17 @@ async def worker(ctx: WorkerContext) -> None:
             done.callback(None)
 
     for k in range(len(pairs)):
-        runs.append(PairRun(conns[2 * k], conns[2 * k + 1], p["messages"], p["window"],
-                            p["size"], p["delivery_ack"], finished))
+        runs.append(
+            PairRun(
+                conns[2 * k],
+                conns[2 * k + 1],
+                p["messages"],
+                p["window"],
+                p["size"],
+                p["delivery_ack"],
+                finished,
+            )
+        )
     lost_connections = [0]
 
     def connection_lost(conn) -> None:

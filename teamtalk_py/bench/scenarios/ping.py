@@ -24,17 +24,23 @@ KINDS = ("heartbeat", "time", "msg")
 def add_arguments(parser) -> None:
     parser.add_argument("--count", type=int, default=2000, help="round trips measured [2000]")
     parser.add_argument("--warmup", type=int, default=100, help="round trips not measured [100]")
-    parser.add_argument("--kind", choices=KINDS, default="heartbeat",
-                        help="what to send [heartbeat]")
-    parser.add_argument("--duration-limit", type=float, default=120.0,
-                        help="stop after this many seconds [120]")
+    parser.add_argument(
+        "--kind", choices=KINDS, default="heartbeat", help="what to send [heartbeat]"
+    )
+    parser.add_argument(
+        "--duration-limit", type=float, default=120.0, help="stop after this many seconds [120]"
+    )
 
 
 def params_from(args) -> dict[str, Any]:
     if args.count < 1:
         raise SystemExit("ping: --count must be >= 1")
-    return {"count": args.count, "warmup": max(0, args.warmup), "kind": args.kind,
-            "duration_limit": args.duration_limit}
+    return {
+        "count": args.count,
+        "warmup": max(0, args.warmup),
+        "kind": args.kind,
+        "duration_limit": args.duration_limit,
+    }
 
 
 def users_needed(params: dict[str, Any]) -> int:
@@ -70,8 +76,13 @@ def coordinate(run: Run) -> dict[str, Any]:
         *stats.cpu_rows(client, server),
     ]
     table = stats.render_table("ping", rows, [(p["kind"], latency)])
-    return {"results": results, "client": client, "server": server, "table": table,
-            "ok": report["failed"] == 0}
+    return {
+        "results": results,
+        "client": client,
+        "server": server,
+        "table": table,
+        "ok": report["failed"] == 0,
+    }
 
 
 async def worker(ctx: WorkerContext) -> None:
@@ -89,8 +100,12 @@ async def worker(ctx: WorkerContext) -> None:
     else:
         cid = B.CID_MSG_DATA
         message = Message_pb2.IMMsgData(
-            from_user_id=conn.user_id, to_session_id=peer.user_id, msg_id=0, create_time=0,
-            msg_type=B.MSG_TYPE_SINGLE_TEXT, msg_data=b"",
+            from_user_id=conn.user_id,
+            to_session_id=peer.user_id,
+            msg_id=0,
+            create_time=0,
+            msg_type=B.MSG_TYPE_SINGLE_TEXT,
+            msg_data=b"",
         )
     total = p["warmup"] + p["count"]
     latencies: list[float] = []
@@ -131,8 +146,12 @@ async def worker(ctx: WorkerContext) -> None:
     t0 = time.monotonic()
     send()
     await done
-    report = {"latencies": latencies, "failed": failed[0], "wall": time.monotonic() - t0,
-              "cpu_seconds": stats.process_cpu_seconds() - cpu0}
+    report = {
+        "latencies": latencies,
+        "failed": failed[0],
+        "wall": time.monotonic() - t0,
+        "cpu_seconds": stats.process_cpu_seconds() - cpu0,
+    }
     if state["n"] < total and not failed[0]:
         report["failed"] = total - state["n"]
     if not latencies and not report["failed"]:
