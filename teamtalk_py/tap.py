@@ -147,6 +147,7 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.msg.service import MsgService
     from teamtalk_py.route.service import RouteService
+    from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
 
     warning = warn_about_advertise(config)
@@ -157,6 +158,9 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     needs_store = bool(hosted & {"msg", "file", "login"})
     if needs_store:
         StoreService(reactor, config).setServiceParent(collection)
+    if hosted & {"msg", "file"}:
+        # "redis": Redis with --redis, else this process's memory (shared_state.py).
+        SharedState(reactor, config).setServiceParent(collection)
     # Order matters: route and login accept links before msg starts reporting to them.
     for name, cls in (
         ("route", RouteService),

@@ -1,10 +1,15 @@
-"""The login service: HTTP discovery plus the registry of msg nodes it chooses from."""
+"""The login service: HTTP discovery plus the registry of msg nodes it chooses from.
+
+A co-hosted msg service registers in-process with its live count; msg nodes in other
+processes link to the internal listener (``login.internal_listen``, see ``links``).
+"""
 
 from __future__ import annotations
 
 from twisted.web.server import Site
 
 from teamtalk_py.login.http import LoginRoot
+from teamtalk_py.login.links import MsgNodeLinkFactory
 from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry
 from teamtalk_py.services import TeamTalkService
 
@@ -15,12 +20,18 @@ class LoginService(TeamTalkService):
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
         self.nodes = MsgNodeRegistry()
+        self.link_factory = MsgNodeLinkFactory(self.nodes, clock=reactor)
 
     async def start(self) -> None:
         site = Site(LoginRoot(self.nodes, self.config.login))
         site.displayTracebacks = False
         site.noisy = False
         await self.listen(self.config.login.http_listen, site)
+        await self.listen(self.config.login.internal_listen, self.link_factory)
+
+    async def stop(self) -> None:
+        for conn in list(self.link_factory.connections):
+            conn.transport.loseConnection()
 
     def register_local_node(self, key: object, node: MsgNode) -> None:
         """A co-hosted msg service reports itself in-process, with its live count."""

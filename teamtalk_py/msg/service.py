@@ -7,6 +7,7 @@ and the store.
 
 from __future__ import annotations
 
+import inspect
 import socket
 
 from twisted.internet import defer
@@ -17,9 +18,10 @@ from teamtalk_py.msg.connection import MsgConnection, MsgFactory
 from teamtalk_py.msg.dedup import RecentMessages
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
-from teamtalk_py.msg.lockout import LoginLockout
+from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
+from teamtalk_py.msg.login_reporter import LoginReporter, login_addresses
 from teamtalk_py.msg.online import OnlineUsers
-from teamtalk_py.msg.route_client import InProcessRoute
+from teamtalk_py.msg.route_client import InProcessRoute, LinkedRoute
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.protocol import registry
 from teamtalk_py.protocol.header import PduHeader
@@ -47,7 +49,9 @@ class MsgService(TeamTalkService):
         self.lockout = LoginLockout(reactor)
         self.recent = RecentMessages(reactor)
         self.groups = Groups(self)
-        self.route: InProcessRoute | None = None
+        self.route: InProcessRoute | LinkedRoute | None = None
+        #: Reports address and load to login services in other processes (--login-server).
+        self.login_reporter: LoginReporter | None = None
         self._known_users: set[int] = set()
         self.port = 0
 
@@ -65,15 +69,27 @@ class MsgService(TeamTalkService):
     async def start(self) -> None:
         store = self.store
         await store.ready
+        shared = self.sibling("redis")
+        if shared is not None and shared.shared:
+            self.lockout = SharedLoginLockout(shared, self.reactor)
+        # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).
         route_service = self.sibling("route")
-        hub = route_service.hub if route_service is not None else RouteHub()
-        self.route = InProcessRoute(hub, self.route_pdu_received)
+        if route_service is None and self.config.msg.route_server:
+            self.route = LinkedRoute(self.reactor, self.config.msg.route_server, self)
+        else:
+            hub = route_service.hub if route_service is not None else RouteHub()
+            self.route = InProcessRoute(hub, self.route_pdu_received)
         self.route.start()
         port = await self.listen(self.config.msg.listen, self.factory)
         self.port = port.getHost().port
         login = self.sibling("login")
         if login is not None:
             login.register_local_node(self, self.node_info())
+        elif self.config.msg.login_server:
+            self.login_reporter = LoginReporter(
+                self.reactor, login_addresses(self.config.msg.login_server), self.node_info
+            )
+            self.login_reporter.start()
 
     def node_info(self) -> MsgNode:
         advertise = self.config.server.advertise
@@ -95,8 +111,10 @@ class MsgService(TeamTalkService):
             login.unregister_local_node(self)
         for conn in list(self.factory.connections):
             conn.transport.loseConnection()
+        if self.login_reporter is not None:
+            await self.login_reporter.stop()
         if self.route is not None:
-            self.route.stop()
+            await defer.maybeDeferred(self.route.stop)
 
     # -- connections -------------------------------------------------------------------
 
@@ -104,11 +122,15 @@ class MsgService(TeamTalkService):
         """Login succeeded: the connection now counts as online everywhere."""
         self.online.add(conn)
         self.route.status_update(conn.user_id, B.USER_STATUS_ONLINE, conn.client_type)
+        if self.login_reporter is not None:
+            self.login_reporter.connection_opened(conn.user_id)
 
     def connection_closed(self, conn: MsgConnection) -> None:
         if conn.logged_in and self.online.remove(conn) is not None:
             if self.route is not None:
                 self.route.status_update(conn.user_id, B.USER_STATUS_OFFLINE, conn.client_type)
+            if self.login_reporter is not None:
+                self.login_reporter.connection_closed(conn.user_id)
 
     # -- users -------------------------------------------------------------------------
 
@@ -137,5 +159,7 @@ class MsgService(TeamTalkService):
         message = registry.message_class(header.command_id)()
         message.ParseFromString(pdu[16:])
         result = entry.handler(self, header, pdu, message)
+        if inspect.iscoroutine(result):
+            result = defer.ensureDeferred(result)
         if isinstance(result, defer.Deferred):
             result.addErrback(lambda f: log.failure("route handler failed", f))

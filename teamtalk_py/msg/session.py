@@ -8,6 +8,7 @@ been written, instead of being left working until the client hangs up.
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.msg.connection import MsgConnection
@@ -64,7 +65,7 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     conn.client_version = req.client_version
     conn.online_status = req.online_status
     service = conn.service
-    if service.lockout.is_locked(req.user_name):
+    if await defer.maybeDeferred(service.lockout.is_locked, req.user_name):
         log.info("login locked out for {name} from {peer}", name=req.user_name, peer=conn.peer)
         _refuse(conn, request.seq, TOO_MANY_FAILURES)
         return
@@ -86,11 +87,13 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     if conn.closing or not conn.connected:
         return
     if row is None or not accounts.check_password(row, req.password):
-        service.lockout.record_failure(req.user_name)
-        locked = service.lockout.is_locked(req.user_name)
+        await defer.maybeDeferred(service.lockout.record_failure, req.user_name)
+        locked = await defer.maybeDeferred(service.lockout.is_locked, req.user_name)
         _refuse(conn, request.seq, TOO_MANY_FAILURES if locked else WRONG_PASSWORD)
         return
-    service.lockout.clear(req.user_name)
+    await defer.maybeDeferred(service.lockout.clear, req.user_name)
+    if conn.closing or not conn.connected:
+        return
     user_id = row.id
     kick_duplicate(service, user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)
     service.route.kick(user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)

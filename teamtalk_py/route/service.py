@@ -1,33 +1,114 @@
-"""The route service's listener for msg-node links.
+"""The route service: the TCP listener msg nodes link to, in front of ``RouteHub``.
 
-The presence and relay rules live in ``RouteHub``; a co-hosted msg service attaches to it
-in-process. Links from remote msg nodes (the cluster issue) will attach the same way; for
-now the listener accepts links and keeps them alive with heartbeats.
+Each accepted connection is a ``RouteLink``: it attaches itself to the hub when it opens
+(it has ``send_raw``, which is all the hub needs) and detaches when it closes, which marks
+the node's users offline everywhere. What the link understands (commands.md §2.2):
+
+* ``CID_OTHER_ONLINE_USER_INFO``: the node's full list of connections, sent on every
+  (re)connect; ``CID_OTHER_USER_STATUS_UPDATE``: one connection came or went.
+* ``CID_BUDDY_LIST_USERS_STATUS_REQUEST``: answered on the same link with the request's
+  seq and ``attach_data`` echoed, for users on any node.
+* The relayed kinds (``hub.RELAYED_COMMANDS``), forwarded verbatim by ``relay_rule``.
+* ``CID_OTHER_ROLE_SET`` (remembered, no effect) and heartbeats (liveness only).
+
+A co-hosted msg service skips all of this and uses the same hub in-process.
 """
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.route.hub import RouteHub
+from teamtalk_py.pb.IM import Buddy_pb2
+from teamtalk_py.protocol import registry
+from teamtalk_py.route.hub import RELAYED_COMMANDS, RouteHub
 from teamtalk_py.services import TeamTalkService
-from teamtalk_py.wire import CommandTable, PduFactory, PduProtocol
+from teamtalk_py.wire import CommandTable, Request
+from teamtalk_py.wire.link import InboundLinkFactory, InboundLinkProtocol, ignore_heartbeat
+
+log = Logger(namespace="teamtalk.route")
+
+#: A node's online-user list can be large (one entry per connection).
+MAX_LINK_PDU_SIZE = 64 * 1024 * 1024
 
 
-class RouteLink(PduProtocol):
-    """A msg node's link to us. Server links time out after 30 s of silence (wire.md §7)."""
+class RouteLink(InboundLinkProtocol):
+    """One msg node's link to us."""
 
-    logged_in = True
-    idle_timeout = 30.0
+    factory: RouteFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.master = False
+
+    @property
+    def hub(self) -> RouteHub:
+        return self.factory.hub
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.hub.attach(self)
+        log.info("msg node linked from {peer}", peer=self.peer)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.hub.detach(self)
+        log.info("msg node link from {peer} closed", peer=self.peer)
 
 
-def _note_liveness(conn: PduProtocol, request) -> None:
-    """Heartbeats on server links only prove liveness; the receive clock already moved."""
+def user_status_update(link: RouteLink, request: Request) -> None:
+    m = request.message
+    link.hub.user_status(link, m.user_id, m.user_status, m.client_type)
+
+
+def online_user_info(link: RouteLink, request: Request) -> None:
+    stats = [(s.user_id, s.status, s.client_type) for s in request.message.user_stat_list]
+    link.hub.online_user_info(link, stats)
+    log.info("msg node {peer} registered {count} connections", peer=link.peer, count=len(stats))
+
+
+def role_set(link: RouteLink, request: Request) -> None:
+    link.master = bool(request.message.master)
+
+
+def users_status(link: RouteLink, request: Request) -> None:
+    req: Buddy_pb2.IMUsersStatReq = request.message
+    answer = Buddy_pb2.IMUsersStatRsp(user_id=req.user_id)
+    for user_id, status in link.hub.users_status(list(req.user_id_list)):
+        answer.user_stat_list.add(user_id=user_id, status=status)
+    if req.HasField("attach_data"):
+        answer.attach_data = req.attach_data
+    link.send(B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE, answer, request.seq)
+
+
+def relay(link: RouteLink, request: Request) -> None:
+    if not link.hub.relay_packet(link, request.command_id, request.message, request.pdu):
+        log.info(
+            "not relaying {command} from {peer}",
+            command=registry.name_of(request.command_id),
+            peer=link.peer,
+        )
 
 
 def build_table() -> CommandTable:
     table = CommandTable()
-    table.register(B.CID_OTHER_HEARTBEAT, _note_liveness, decode=False)
+    table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
+    table.register(B.CID_OTHER_USER_STATUS_UPDATE, user_status_update)
+    table.register(B.CID_OTHER_ONLINE_USER_INFO, online_user_info)
+    table.register(B.CID_OTHER_ROLE_SET, role_set)
+    table.register(B.CID_BUDDY_LIST_USERS_STATUS_REQUEST, users_status)
+    for command_id in RELAYED_COMMANDS:
+        table.register(command_id, relay)
     return table
+
+
+class RouteFactory(InboundLinkFactory):
+    protocol = RouteLink
+
+    def __init__(self, hub: RouteHub, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hub = hub
 
 
 class RouteService(TeamTalkService):
@@ -35,9 +116,14 @@ class RouteService(TeamTalkService):
 
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
-        self.hub = RouteHub()
-        self.factory = PduFactory(clock=reactor, table=build_table())
-        self.factory.protocol = RouteLink
+        self.hub = RouteHub(clock=reactor)
+        self.factory = RouteFactory(
+            self.hub, clock=reactor, table=build_table(), max_pdu_size=MAX_LINK_PDU_SIZE
+        )
 
     async def start(self) -> None:
         await self.listen(self.config.route.listen, self.factory)
+
+    async def stop(self) -> None:
+        for conn in list(self.factory.connections):
+            conn.transport.loseConnection()

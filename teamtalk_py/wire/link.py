@@ -55,7 +55,8 @@ class LinkProtocol(PduProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.last_sent = 0.0
-        self._pending: dict[int, defer.Deferred[Request]] = {}
+        #: seq -> (waiter, the answer command expected or None for any command)
+        self._pending: dict[int, tuple[defer.Deferred[Request], int | None]] = {}
         self._next_seq = 0
 
     def connectionMade(self) -> None:
@@ -66,7 +67,7 @@ class LinkProtocol(PduProtocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
         pending, self._pending = self._pending, {}
-        for d in pending.values():
+        for d, _ in pending.values():
             d.errback(ConnectionError("server link lost"))
         self.factory.link._disconnected(self)
 
@@ -78,20 +79,31 @@ class LinkProtocol(PduProtocol):
         if now - self.last_sent >= HEARTBEAT_INTERVAL:
             self.send_raw(HEARTBEAT_PDU)
 
-    def request(self, command_id: int, message: Message) -> defer.Deferred[Request]:
-        """Send and wait for the answer carrying the same seq (any answer command)."""
+    def request(
+        self, command_id: int, message: Message, answer_id: int | None = None
+    ) -> defer.Deferred[Request]:
+        """Send and wait for the answer carrying the same seq.
+
+        With ``answer_id``, only that command counts as the answer: a peer that also relays
+        other nodes' packets verbatim (route relays clients' seqs) cannot be mistaken for
+        it. Without, any command with the seq does.
+        """
         for _ in range(0xFFFF):
             self._next_seq = self._next_seq % 0xFFFF + 1
             if self._next_seq not in self._pending:
                 break
         seq = self._next_seq
         d: defer.Deferred[Request] = defer.Deferred()
-        self._pending[seq] = d
+        self._pending[seq] = (d, answer_id)
         self.send(command_id, message, seq)
         return d
 
     def pduReceived(self, header, pdu: bytes) -> None:
-        waiter = self._pending.pop(header.seq_num, None) if header.seq_num else None
+        waiter = None
+        if header.seq_num:
+            entry = self._pending.get(header.seq_num)
+            if entry is not None and entry[1] in (None, header.command_id):
+                waiter = self._pending.pop(header.seq_num)[0]
         if waiter is not None:
             message = self.decode_body(header.command_id, pdu)
             if message is None:
@@ -169,10 +181,12 @@ class ServerLink:
         self.connection.send_raw(pdu)
         return True
 
-    def request(self, command_id: int, message: Message) -> defer.Deferred[Request]:
+    def request(
+        self, command_id: int, message: Message, answer_id: int | None = None
+    ) -> defer.Deferred[Request]:
         if not self.connected:
             return defer.fail(ConnectionError(f"{self.name} link to {self.address} is down"))
-        return self.connection.request(command_id, message)
+        return self.connection.request(command_id, message, answer_id)
 
     def _connected(self, conn: LinkProtocol) -> None:
         self.connection = conn
@@ -188,11 +202,59 @@ class ServerLink:
                 self.on_disconnect(conn)
 
 
+class InboundLinkProtocol(PduProtocol):
+    """The accepting end of a server link (route and login listen for msg nodes).
+
+    Like ``LinkProtocol`` it is "logged in" from the start, closes after 30 s without a
+    byte and sends a heartbeat whenever it has been silent for 5 s (both sides of every
+    server link do, wire.md §7), so a node that only listens still proves it is alive.
+    """
+
+    logged_in = True
+    idle_timeout = LINK_IDLE_TIMEOUT
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_sent = 0.0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.last_sent = self.factory.clock.seconds()
+
+    def send_raw(self, pdu: bytes) -> None:
+        self.last_sent = self.factory.clock.seconds()
+        super().send_raw(pdu)
+
+    def heartbeat_if_silent(self, now: float) -> None:
+        if now - self.last_sent >= HEARTBEAT_INTERVAL:
+            self.send_raw(HEARTBEAT_PDU)
+
+
+class InboundLinkFactory(PduFactory):
+    """Listener factory for ``InboundLinkProtocol`` links: the sweep also heartbeats."""
+
+    protocol = InboundLinkProtocol
+
+    def sweep(self) -> None:
+        super().sweep()
+        now = self.clock.seconds()
+        for conn in list(self.connections):
+            if not conn.closing:
+                conn.heartbeat_if_silent(now)  # type: ignore[attr-defined]
+
+
+def ignore_heartbeat(conn: PduProtocol, request: Request) -> None:
+    """On server links a heartbeat only proves liveness; the receive clock already moved."""
+
+
 __all__ = [
     "HEADER_SIZE",
+    "InboundLinkFactory",
+    "InboundLinkProtocol",
     "LinkProtocol",
     "ServerLink",
     "encode",
+    "ignore_heartbeat",
     "parse_host_port",
     "reference_backoff",
 ]

@@ -1,0 +1,397 @@
+"""``SharedState`` (service name ``"redis"``): small, fast, expiring state every node sees.
+
+With ``--redis redis://host:port/db`` the state lives in Redis (through txredisapi), so all
+nodes of a cluster share it; without, it lives in this process's memory, which is all a
+single process needs. Both backends offer the same calls, each returning a Deferred:
+
+* ``get(key)`` -> bytes or None; ``set(key, value, ttl=None)``; ``delete(key)``;
+* ``incr(key, amount=1, ttl=None)`` -> the new value (the TTL is set when the key is
+  created, so a counter expires ``ttl`` seconds after its first increment);
+* ``record_event(key, window)`` / ``count_events(key, window)``: a sliding-window event
+  count (failed logins);
+* the file-transfer hook: ``save_transfer(task_id, state, ttl)``,
+  ``load_transfer(task_id)`` -> dict or None, ``forget_transfer(task_id)``. The file service
+  calls ``save_transfer`` whenever a task's progress changes (``state`` is any JSON-able
+  dict, e.g. ``{"offset": 32768, "size": 1048576, "mode": 2}``) with its task timeout as
+  ``ttl``, so a task nobody touches disappears on its own on every node.
+
+What is NOT here, on purpose: message ids. They are allocated in the database
+(``relations.last_msg_id`` / ``im_groups.last_msg_id``, a row-locked increment in the same
+transaction that stores the message), so an id is exactly as durable as the message it
+names and two nodes can never hand out the same one. The reference kept those counters
+in Redis; a Redis without persistence restarted and handed out ids already used
+(TeamTalk issue 57). Redis holds only state that may be lost: losing it resets lockout
+counts and forgets in-flight transfer progress, nothing else.
+
+Every Redis call gives up after ``timeout`` seconds with ``SharedStateUnavailable``;
+callers fall back (the lockout keeps counting in memory). The connection reconnects by
+itself, and a PING every ``ping_interval`` seconds notices a dead link (a PING without an
+answer within ``timeout`` drops the connection, which is then re-opened); while the last
+PING failed, calls fail at once instead of waiting. Keys carry a
+prefix (``?prefix=`` in the URL, default ``teamtalk:``) so several deployments or test
+runs can share one Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from teamtalk_py.services import TeamTalkService
+
+log = Logger(namespace="teamtalk.shared")
+
+DEFAULT_PREFIX = "teamtalk:"
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_PING_INTERVAL = 5.0
+
+
+class SharedStateUnavailable(Exception):
+    """Redis did not answer in time (or is not connected)."""
+
+
+@dataclass(frozen=True)
+class RedisParams:
+    host: str
+    port: int
+    db: int
+    password: str | None
+    prefix: str
+
+    def describe(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db} (keys {self.prefix}*)"
+
+
+def parse_redis_url(url: str) -> RedisParams:
+    """``redis://[:password@]host[:port][/db][?prefix=name:]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ValueError(f"not a redis:// URL: {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"redis URL database must be a number, got {path!r}")
+    query = parse_qs(parts.query)
+    return RedisParams(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=int(path or 0),
+        password=unquote(parts.password) if parts.password else None,
+        prefix=query.get("prefix", [DEFAULT_PREFIX])[0],
+    )
+
+
+def _transfer_key(task_id: str) -> str:
+    return f"file:task:{task_id}"
+
+
+class _Backend:
+    """The calls both backends implement; transfers are built on get/set/delete."""
+
+    #: Whether other nodes see the same state.
+    shared = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def get(self, key: str) -> defer.Deferred[bytes | None]:
+        raise NotImplementedError
+
+    def set(self, key: str, value: bytes | str | int, ttl: float | None = None) -> defer.Deferred:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> defer.Deferred:
+        raise NotImplementedError
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> defer.Deferred[int]:
+        raise NotImplementedError
+
+    def record_event(self, key: str, window: float) -> defer.Deferred[int]:
+        raise NotImplementedError
+
+    def count_events(self, key: str, window: float) -> defer.Deferred[int]:
+        raise NotImplementedError
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    # -- file-transfer hook -------------------------------------------------------------
+
+    def save_transfer(self, task_id: str, state: dict[str, Any], ttl: float) -> defer.Deferred:
+        return self.set(_transfer_key(task_id), json.dumps(state, sort_keys=True), ttl)
+
+    def load_transfer(self, task_id: str) -> defer.Deferred[dict[str, Any] | None]:
+        return self.get(_transfer_key(task_id)).addCallback(
+            lambda raw: json.loads(raw) if raw is not None else None
+        )
+
+    def forget_transfer(self, task_id: str) -> defer.Deferred:
+        return self.delete(_transfer_key(task_id))
+
+
+def _as_bytes(value: bytes | str | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+class MemoryBackend(_Backend):
+    """This process only: what a single node without ``--redis`` uses."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._values: dict[str, tuple[bytes, float | None]] = {}
+        self._events: dict[str, deque[float]] = {}
+
+    def describe(self) -> str:
+        return "in-process memory"
+
+    def _live(self, key: str) -> bytes | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and self.clock.seconds() >= expires:
+            del self._values[key]
+            return None
+        return value
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        return self.clock.seconds() + ttl if ttl else None
+
+    def get(self, key: str) -> defer.Deferred[bytes | None]:
+        return defer.succeed(self._live(key))
+
+    def set(self, key: str, value: bytes | str | int, ttl: float | None = None) -> defer.Deferred:
+        self._values[key] = (_as_bytes(value), self._expiry(ttl))
+        return defer.succeed(None)
+
+    def delete(self, key: str) -> defer.Deferred:
+        self._values.pop(key, None)
+        self._events.pop(key, None)
+        return defer.succeed(None)
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> defer.Deferred[int]:
+        current = self._live(key)
+        if current is None:
+            value, expires = amount, self._expiry(ttl)
+        else:
+            value, expires = int(current) + amount, self._values[key][1]
+        self._values[key] = (str(value).encode(), expires)
+        return defer.succeed(value)
+
+    def _window(self, key: str, window: float) -> deque[float]:
+        events = self._events.setdefault(key, deque())
+        horizon = self.clock.seconds() - window
+        while events and events[0] <= horizon:
+            events.popleft()
+        return events
+
+    def record_event(self, key: str, window: float) -> defer.Deferred[int]:
+        events = self._window(key, window)
+        events.append(self.clock.seconds())
+        return defer.succeed(len(events))
+
+    def count_events(self, key: str, window: float) -> defer.Deferred[int]:
+        events = self._window(key, window)
+        if not events:
+            del self._events[key]
+        return defer.succeed(len(events))
+
+
+# Atomic helpers run inside Redis (one round trip each, no half-done updates).
+_INCR_WITH_TTL = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+_WINDOW_EVENTS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class RedisBackend(_Backend):
+    """Redis through txredisapi: reconnects by itself, PINGs to notice dead links."""
+
+    shared = True
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+    ) -> None:
+        self.reactor = reactor
+        self.params = parse_redis_url(url)
+        self.timeout = timeout
+        self._redis: Any = None
+        self._ping = LoopingCall(self.ping)
+        self._ping.clock = reactor
+        self._ping_interval = ping_interval
+        self.healthy: bool | None = None
+
+    def describe(self) -> str:
+        return self.params.describe()
+
+    def key(self, key: str) -> str:
+        return self.params.prefix + key
+
+    def start(self) -> defer.Deferred[None]:
+        import txredisapi
+
+        p = self.params
+        # Lazy: the node starts even when Redis is down and connects when it comes back.
+        # Raw bytes in and out (no charset, no number guessing).
+        self._redis = txredisapi.lazyConnectionPool(
+            host=p.host,
+            port=p.port,
+            dbid=p.db,
+            poolsize=2,
+            reconnect=True,
+            charset=None,
+            password=p.password,
+            connectTimeout=self.timeout,
+            replyTimeout=self.timeout,
+            convertNumbers=False,
+        )
+        self._ping.start(self._ping_interval, now=True)
+        return defer.succeed(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        if self._ping.running:
+            self._ping.stop()
+        if self._redis is None:
+            return defer.succeed(None)
+        redis, self._redis = self._redis, None
+        return redis.disconnect().addErrback(lambda _: None)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> defer.Deferred:
+        if self._redis is None:
+            return defer.fail(SharedStateUnavailable("redis is not started"))
+        if self.healthy is False and method != "ping":
+            # The last PING failed: answer at once instead of making every caller wait
+            # for the timeout. The next good PING (every ping_interval) lifts this.
+            return defer.fail(SharedStateUnavailable("redis is unreachable"))
+        d = defer.maybeDeferred(getattr(self._redis, method), *args, **kwargs)
+        d.addTimeout(self.timeout, self.reactor)
+
+        def unavailable(failure):
+            raise SharedStateUnavailable(f"redis {method}: {failure.getErrorMessage()}")
+
+        return d.addErrback(unavailable)
+
+    def ping(self) -> defer.Deferred[None]:
+        def ok(_: Any) -> None:
+            if self.healthy is not True:
+                log.info("shared state: {target} reachable", target=self.describe())
+            self.healthy = True
+
+        def failed(failure) -> None:
+            if self.healthy is not False:
+                log.warn(
+                    "shared state: {target} unreachable ({error}); reconnecting",
+                    target=self.describe(),
+                    error=failure.getErrorMessage(),
+                )
+            self.healthy = False
+
+        return self._call("ping").addCallbacks(ok, failed)
+
+    def get(self, key: str) -> defer.Deferred[bytes | None]:
+        return self._call("get", self.key(key))
+
+    def set(self, key: str, value: bytes | str | int, ttl: float | None = None) -> defer.Deferred:
+        pexpire = max(1, int(ttl * 1000)) if ttl else None
+        return self._call("set", self.key(key), _as_bytes(value), pexpire=pexpire)
+
+    def delete(self, key: str) -> defer.Deferred:
+        return self._call("delete", self.key(key))
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> defer.Deferred[int]:
+        pexpire = max(1, int(ttl * 1000)) if ttl else 0
+        return self._call("eval", _INCR_WITH_TTL, [self.key(key)], [amount, pexpire]).addCallback(
+            int
+        )
+
+    def _window_events(self, key: str, window: float, member: str) -> defer.Deferred[int]:
+        now = repr(self.reactor.seconds())
+        return self._call(
+            "eval", _WINDOW_EVENTS, [self.key(key)], [now, repr(float(window)), member]
+        ).addCallback(int)
+
+    def record_event(self, key: str, window: float) -> defer.Deferred[int]:
+        return self._window_events(key, window, secrets.token_hex(8))
+
+    def count_events(self, key: str, window: float) -> defer.Deferred[int]:
+        return self._window_events(key, window, "")
+
+
+class SharedState(TeamTalkService):
+    """The ``"redis"`` service: ``SharedState`` calls on Redis or on this process's memory.
+
+    ``shared`` says whether other nodes see the same state (True with ``--redis``).
+    """
+
+    name = "redis"
+
+    def __init__(self, reactor: Any, config: Any) -> None:
+        super().__init__(reactor, config)
+        url = config.store.redis
+        self.backend: _Backend = RedisBackend(reactor, url) if url else MemoryBackend(reactor)
+        self.shared = self.backend.shared
+
+    async def start(self) -> None:
+        await self.backend.start()
+        log.info("shared state in {target}", target=self.backend.describe())
+
+    async def stop(self) -> None:
+        await self.backend.stop()
+
+    # -- the calls (see the module docstring) -------------------------------------------
+
+    def get(self, key: str) -> defer.Deferred[bytes | None]:
+        return self.backend.get(key)
+
+    def set(self, key: str, value: bytes | str | int, ttl: float | None = None) -> defer.Deferred:
+        return self.backend.set(key, value, ttl)
+
+    def delete(self, key: str) -> defer.Deferred:
+        return self.backend.delete(key)
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> defer.Deferred[int]:
+        return self.backend.incr(key, amount, ttl)
+
+    def record_event(self, key: str, window: float) -> defer.Deferred[int]:
+        return self.backend.record_event(key, window)
+
+    def count_events(self, key: str, window: float) -> defer.Deferred[int]:
+        return self.backend.count_events(key, window)
+
+    def save_transfer(self, task_id: str, state: dict[str, Any], ttl: float) -> defer.Deferred:
+        """File-service hook: remember a task's progress on every node for ``ttl`` s."""
+        return self.backend.save_transfer(task_id, state, ttl)
+
+    def load_transfer(self, task_id: str) -> defer.Deferred[dict[str, Any] | None]:
+        return self.backend.load_transfer(task_id)
+
+    def forget_transfer(self, task_id: str) -> defer.Deferred:
+        return self.backend.forget_transfer(task_id)

@@ -1,0 +1,326 @@
+"""The msg and route domain classes on their own, with a fake clock and fake connections:
+``LoginLockout``, ``RecentMessages`` (resend detection), ``OnlineUsers``, and the route
+rules of commands.md §2.2.2-§2.2.3 in ``PresenceTable`` and ``RouteHub``."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from teamtalk_py.msg.dedup import RecentMessages, message_key
+from teamtalk_py.msg.lockout import LoginLockout
+from teamtalk_py.msg.online import OnlineUsers, same_category
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
+from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
+from teamtalk_py.route.hub import PresenceTable, RouteHub
+from tests.support import TestCase
+
+PC, MAC, IOS, ANDROID = (
+    B.CLIENT_TYPE_WINDOWS,
+    B.CLIENT_TYPE_MAC,
+    B.CLIENT_TYPE_IOS,
+    B.CLIENT_TYPE_ANDROID,
+)
+ONLINE, OFFLINE = B.USER_STATUS_ONLINE, B.USER_STATUS_OFFLINE
+MINUTE = 60.0
+
+
+class LoginLockoutTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.lockout = LoginLockout(self.clock)
+
+    def fail(self, name: str, times: int) -> None:
+        for _ in range(times):
+            self.lockout.record_failure(name)
+
+    def test_ten_failures_do_not_lock_and_the_eleventh_does(self):
+        """The rule is "more than 10 failures within 30 minutes"."""
+        self.fail("alice", 10)
+        assert not self.lockout.is_locked("alice")
+        self.fail("alice", 1)
+        assert self.lockout.is_locked("alice")
+
+    def test_lock_lifts_when_the_failures_are_older_than_30_minutes(self):
+        """Failures leave the window one by one (a sliding window)."""
+        self.fail("alice", 6)
+        self.clock.advance(20 * MINUTE)
+        self.fail("alice", 5)
+        assert self.lockout.is_locked("alice")
+        self.clock.advance(10 * MINUTE + 1)  # the first six are now 30 min + 1 s old
+        assert not self.lockout.is_locked("alice")
+        self.fail("alice", 6)
+        assert self.lockout.is_locked("alice")
+        self.clock.advance(30 * MINUTE + 1)
+        assert not self.lockout.is_locked("alice")
+
+    def test_clear_forgets_the_failures_of_one_name_only(self):
+        """A successful login clears its own name; other names keep their count."""
+        self.fail("alice", 11)
+        self.fail("bob", 11)
+        self.lockout.clear("alice")
+        assert not self.lockout.is_locked("alice")
+        assert self.lockout.is_locked("bob")
+        self.fail("alice", 10)
+        assert not self.lockout.is_locked("alice")
+
+
+class RecentMessagesTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.recent = RecentMessages(self.clock, window=600.0, capacity=3)
+
+    def key(self, n: int = 1, create_time: int = 1000, seq: int = 7, data: bytes = b"hi"):
+        return message_key(1, B.SESSION_TYPE_SINGLE, 2, B.MSG_TYPE_SINGLE_TEXT, create_time + n,
+                           seq, data)  # fmt: skip
+
+    def test_stored_message_is_found_again_with_its_id(self):
+        """A resend's key finds the stored id; an unknown key finds nothing."""
+        assert self.recent.lookup(self.key()) is None
+        self.recent.pending(self.key())
+        self.recent.stored(self.key(), 42)
+        assert self.recent.lookup(self.key()) == 42
+
+    def test_resend_during_the_write_waits_for_the_id(self):
+        """While the first copy is being written, a lookup waits for its id."""
+        self.recent.pending(self.key())
+        waiting = self.recent.lookup(self.key())
+        results: list = []
+        waiting.addBoth(results.append)
+        assert results == []
+        self.recent.stored(self.key(), 5)
+        assert results == [5]
+
+    def test_failed_write_fails_waiters_and_forgets_the_key(self):
+        """A failed write errs the waiting resend and lets a later resend try again."""
+        self.recent.pending(self.key())
+        waiting = self.recent.lookup(self.key())
+        errors: list = []
+        waiting.addErrback(errors.append)
+        self.recent.failed(self.key(), RuntimeError("disk full"))
+        assert len(errors) == 1 and errors[0].check(RuntimeError)
+        assert self.recent.lookup(self.key()) is None
+
+    def test_entries_expire_after_the_window_and_beyond_capacity(self):
+        """Keys older than the window, and the oldest beyond capacity, are forgotten."""
+        self.recent.stored(self.key(1), 1)
+        self.clock.advance(601)
+        assert self.recent.lookup(self.key(1)) is None
+        for n in range(2, 6):
+            self.recent.stored(self.key(n), n)
+        assert self.recent.lookup(self.key(2)) is None
+        assert [self.recent.lookup(self.key(n)) for n in (3, 4, 5)] == [3, 4, 5]
+
+    def test_message_key_uses_seq_only_when_create_time_is_missing(self):
+        """Same create_time and payload match whatever the seq; create_time 0 needs the
+        same seq too; a different payload never matches."""
+        assert self.key(seq=1) == self.key(seq=2)
+        assert self.key(seq=1, create_time=-1) != self.key(seq=2, create_time=-1)
+        assert self.key(seq=1, create_time=-1) == self.key(seq=1, create_time=-1)
+        assert self.key(data=b"hi") != self.key(data=b"ho")
+
+
+class FakeConnection:
+    def __init__(self, user_id: int, client_type: int) -> None:
+        self.user_id = user_id
+        self.client_type = client_type
+        self.kicked = False
+        self.sent: list[bytes] = []
+
+    @property
+    def is_mobile(self) -> bool:
+        return bool(self.client_type & 0x10)
+
+    def send_raw(self, pdu: bytes) -> None:
+        self.sent.append(pdu)
+
+
+class OnlineUsersTests(TestCase):
+    def test_client_categories(self):
+        """Windows and Mac are one category, iOS and Android the other."""
+        assert same_category(PC, MAC) and same_category(IOS, ANDROID)
+        assert not same_category(PC, IOS) and not same_category(MAC, ANDROID)
+
+    def test_add_and_remove_keep_counts_and_drop_empty_users(self):
+        """A user record lives as long as one of its connections."""
+        online = OnlineUsers()
+        pc, phone = FakeConnection(1, PC), FakeConnection(1, IOS)
+        online.add(pc)
+        online.add(phone)
+        assert online.connection_count == 2 and 1 in online
+        assert online.remove(pc) is not None
+        assert online.remove(pc) is None  # already gone
+        assert 1 in online
+        online.remove(phone)
+        assert 1 not in online and online.connection_count == 0
+        assert online.connections_of(1) == []
+
+    def test_first_in_category_is_the_oldest_of_that_category(self):
+        """Kicks pick the oldest same-category connection, optionally excluding one."""
+        online = OnlineUsers()
+        phone, pc1, pc2 = FakeConnection(1, IOS), FakeConnection(1, PC), FakeConnection(1, MAC)
+        for conn in (phone, pc1, pc2):
+            online.add(conn)
+        user = online.get(1)
+        assert user.first_in_category(MAC) is pc1
+        assert user.first_in_category(PC, exclude=pc1) is pc2
+        assert user.first_in_category(ANDROID) is phone
+        assert user.pc_connections() == [pc1, pc2] and user.mobile_connections() == [phone]
+
+    def test_send_to_users_reaches_every_connection_but_the_excluded_one(self):
+        """Each connection of each listed user gets the bytes once; unknown ids are
+        skipped; the count says how many were written."""
+        online = OnlineUsers()
+        a1, a2, b1 = FakeConnection(1, PC), FakeConnection(1, IOS), FakeConnection(2, PC)
+        for conn in (a1, a2, b1):
+            online.add(conn)
+        assert online.send_to_users([1, 2, 99], b"pdu", exclude=a1) == 2
+        assert (a1.sent, a2.sent, b1.sent) == ([], [b"pdu"], [b"pdu"])
+
+    def test_send_to_all_can_skip_mobiles(self):
+        """Presence notifies go to PC connections only."""
+        online = OnlineUsers()
+        pc, phone = FakeConnection(1, PC), FakeConnection(2, ANDROID)
+        online.add(pc)
+        online.add(phone)
+        assert online.send_to_all(b"x", pc_only=True) == 1
+        assert (pc.sent, phone.sent) == ([b"x"], [])
+        assert online.send_to_all(b"y") == 2
+
+
+def decode(pdu: bytes):
+    header = PduHeader.unpack_from(pdu)
+    if header.command_id == B.CID_BUDDY_LIST_STATUS_NOTIFY:
+        body = Buddy_pb2.IMUserStatNotify.FromString(pdu[HEADER_SIZE:])
+        return ("status", body.user_stat.user_id, body.user_stat.status)
+    if header.command_id == B.CID_OTHER_LOGIN_STATUS_NOTIFY:
+        body = Server_pb2.IMServerPCLoginStatusNotify.FromString(pdu[HEADER_SIZE:])
+        return ("pc_login", body.user_id, body.login_status)
+    return ("other", header.command_id)
+
+
+class Link:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_raw(self, pdu: bytes) -> None:
+        self.sent.append(pdu)
+
+    def take(self) -> list[tuple]:
+        sent, self.sent = self.sent, []
+        return [decode(p) for p in sent]
+
+
+class PresenceTableTests(TestCase):
+    def test_online_needs_a_pc_connection(self):
+        """Mobile-only users are OFFLINE; unknown users too (§2.2.2)."""
+        table, link = PresenceTable(), Link()
+        table.online(link, 1, IOS)
+        assert table.status(1) == OFFLINE
+        table.online(link, 1, MAC)
+        assert table.status(1) == ONLINE
+        assert table.status(2) == OFFLINE
+
+    def test_offline_counts_connections_per_type_and_link(self):
+        """Two PC connections need two offline updates; the user is forgotten after the
+        last; an offline update from a link that does not hold the user is ignored."""
+        table, one, two = PresenceTable(), Link(), Link()
+        table.online(one, 1, PC)
+        table.online(one, 1, PC)
+        table.online(two, 1, IOS)
+        assert not table.offline(two, 1, PC)
+        assert table.offline(one, 1, PC)
+        assert table.status(1) == ONLINE
+        assert table.offline(one, 1, PC)
+        assert table.status(1) == OFFLINE
+        assert table.links_of(1) == [two]
+        assert table.connections_on(two) == [(1, IOS)]
+        assert table.offline(two, 1, IOS)
+        assert table.links_of(1) == []
+
+
+class RouteHubTests(TestCase):
+    def setUp(self) -> None:
+        self.hub = RouteHub()
+        self.one, self.two = Link(), Link()
+        self.hub.attach(self.one)
+        self.hub.attach(self.two)
+
+    def test_pc_login_notifies_every_link_including_the_origin(self):
+        """A PC going online: PC-login status 1 and a status notify ONLINE, to all links."""
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        expected = [("pc_login", 1, 1), ("status", 1, ONLINE)]
+        assert self.one.take() == expected
+        assert self.two.take() == expected
+
+    def test_mobile_login_only_reports_the_pc_login_state_when_a_pc_is_on(self):
+        """Mobile updates never produce status notifies; a mobile login while a PC is on
+        repeats PC-login status 1, without a PC it says nothing."""
+        self.hub.user_status(self.one, 1, ONLINE, IOS)
+        assert self.two.take() == []
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.two.take()
+        self.hub.user_status(self.two, 1, ONLINE, ANDROID)
+        assert self.two.take() == [("pc_login", 1, 1)]
+        self.hub.user_status(self.two, 1, OFFLINE, ANDROID)
+        assert self.two.take() == []
+
+    def test_pc_logout_is_announced_only_when_the_last_pc_goes(self):
+        """With another PC still on, a PC logout is silent; the last one sends PC-login
+        status 0 and a status notify OFFLINE."""
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.hub.user_status(self.two, 1, ONLINE, MAC)
+        self.one.take()
+        self.hub.user_status(self.one, 1, OFFLINE, PC)
+        assert self.one.take() == []
+        self.hub.user_status(self.two, 1, OFFLINE, MAC)
+        assert self.one.take() == [("pc_login", 1, 0), ("status", 1, OFFLINE)]
+
+    def test_offline_from_a_link_not_holding_the_user_is_ignored(self):
+        """No table change and no notification."""
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.one.take()
+        self.hub.user_status(self.two, 1, OFFLINE, PC)
+        assert self.one.take() == []
+        assert self.hub.users_status([1]) == [(1, ONLINE)]
+
+    def test_users_status_answers_in_request_order(self):
+        """Unknown and mobile-only users are OFFLINE."""
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.hub.user_status(self.one, 2, ONLINE, IOS)
+        assert self.hub.users_status([3, 2, 1]) == [(3, OFFLINE), (2, OFFLINE), (1, ONLINE)]
+
+    def test_lost_link_takes_its_users_offline_with_notifications(self):
+        """Unlike the reference, a dropped node's users go offline for everybody."""
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.two.take()
+        self.hub.detach(self.one)
+        assert self.two.take() == [("pc_login", 1, 0), ("status", 1, OFFLINE)]
+        assert self.hub.users_status([1]) == [(1, OFFLINE)]
+
+    def test_online_user_info_is_applied_silently(self):
+        """A node's list on (re)connect updates the table without notifications."""
+        self.hub.online_user_info(self.one, [(1, ONLINE, PC), (2, OFFLINE, PC)])
+        assert self.one.take() == [] and self.two.take() == []
+        assert self.hub.users_status([1, 2]) == [(1, ONLINE), (2, OFFLINE)]
+
+    def test_relay_goes_to_other_links_holding_the_users(self):
+        """One-to-one packets reach only the other links holding a named user; without
+        users they reach every other link; broadcasts include the origin."""
+        three = Link()
+        self.hub.attach(three)
+        self.hub.user_status(self.one, 1, ONLINE, PC)
+        self.hub.user_status(self.two, 2, ONLINE, PC)
+        for link in (self.one, self.two, three):
+            link.take()
+        self.hub.relay(self.one, b"to-1-and-2", [1, 2])
+        assert (self.one.sent, self.two.sent, three.sent) == ([], [b"to-1-and-2"], [])
+        self.two.sent.clear()
+        self.hub.relay(self.one, b"everyone-else", None)
+        assert (self.one.sent, self.two.sent, three.sent) == (
+            [],
+            [b"everyone-else"],
+            [b"everyone-else"],
+        )
+        self.hub.broadcast(b"all")
+        assert self.one.sent == [b"all"]
