@@ -8,7 +8,10 @@ load reports) can be checked quickly and precisely.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from twisted.internet import defer
 
@@ -22,7 +25,8 @@ from tests.support import RunningServer, TestCase, local_config, start_server
 
 class LinkedClusterTests(TestCase):
     def setUp(self) -> defer.Deferred:
-        self.dir = self.tmp_path()
+        self.dir = Path(tempfile.mkdtemp(prefix="tt_links_"))
+        self.addCleanup(shutil.rmtree, self.dir, True)
         self.clients: list[Client] = []
         self.servers: list[RunningServer] = []
         self.addCleanup(lambda: defer.ensureDeferred(self._tear_down()))
