@@ -98,7 +98,7 @@ async def worker(ctx: WorkerContext) -> None:
     elif kind == "time":
         cid, body = B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq().SerializeToString()
     else:
-        cid = B.CID_MSG_DATA
+        cid, body = B.CID_MSG_DATA, b""
         message = Message_pb2.IMMsgData(
             from_user_id=conn.user_id,
             to_session_id=peer.user_id,
