@@ -350,6 +350,18 @@ class ReadAndUnreadTests(MsgTestCase):
             (a, 1, 3)
         ]
 
+    async def test_unread_count_asked_right_after_a_read_ack_already_counts_it(self):
+        """A read ack has no answer, so a client may ask for unread counts at once; the
+        answer must already reflect the read."""
+        a = await self.add_user("alice")
+        b = await self.add_user("bob")
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        for i in range(1, 6):
+            await alice.send_text(b, f"m{i}")
+            bob.read_ack(a, i)
+            assert (await unread(bob)).total_cnt == 0
+
 
 class HistoryTests(MsgTestCase):
     async def test_message_list_pages_newest_first(self):

@@ -148,7 +148,10 @@ def handle_time(conn: MsgConnection, request: Request) -> None:
 
 async def handle_unread_count(conn: MsgConnection, request: Request) -> None:
     service = conn.service
-    entries = list(await service.store.read(messages.unread_counts, conn.user_id))
+    # Through the writer, not a reader: a read ack has no answer, so a client may ask at
+    # once, and the writer runs this only after that ack's write (and every earlier one,
+    # group read acks included) is committed.
+    entries = list(await service.store.write(messages.unread_counts, conn.user_id))
     entries += await service.groups.unread_counts(conn.user_id)
     answer = Message_pb2.IMUnreadMsgCntRsp(user_id=conn.user_id, total_cnt=0)
     for e in entries:
