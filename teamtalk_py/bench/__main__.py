@@ -150,6 +150,8 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
             "the CPUs and the figures will be lower",
             file=sys.stderr,
         )
+    if server is not None:
+        document["server_source"] = _source_revision(args.server_tree)
     t0 = time.monotonic()
     try:
         if hasattr(module, "prepare"):
@@ -173,6 +175,35 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
     path = stats.write_json(json_path or Path(args.json or stats.default_json_path(name)), document)
     print(f"\n(JSON: {path})\n")
     return document
+
+
+def _source_revision(tree: str | None) -> dict[str, Any]:
+    """Which code the throwaway server ran: the git commit and whether the tree was dirty."""
+    import subprocess
+
+    import teamtalk_py
+
+    root = Path(tree) if tree else Path(teamtalk_py.__file__).resolve().parents[1]
+    info: dict[str, Any] = {"tree": str(root)}
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        info["modified_files"] = len(status.splitlines())
+    except (OSError, subprocess.SubprocessError):
+        info["commit"] = None
+    return info
 
 
 def _cpus() -> int:
