@@ -187,6 +187,31 @@ class KickTests(MsgTestCase):
         await next_pdu(new.protocol, B.CID_MSG_DATA)
         await assert_nothing(old.protocol, B.CID_MSG_DATA)
 
+    async def test_duplicate_login_does_not_announce_the_user_offline(self):
+        """Replacing a PC login is no logout: watchers and the user's phone never see the
+        user's PC go offline in between."""
+        uid = await self.add_user("alice")
+        await self.add_user("bob")
+        watcher = await self.login("bob", client_type=PC)
+        phone = await self.login("alice", client_type=IOS)
+        old = await self.login("alice", client_type=PC)
+        await next_pdu(phone.protocol, B.CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY)
+        await self.login("alice", client_type=MAC)
+        await kicked(old, B.KICK_REASON_DUPLICATE_USER)
+
+        def alice_offline(pdu) -> bool:
+            stat = pdu.message.user_stat
+            return (stat.user_id, stat.status) == (uid, B.USER_STATUS_OFFLINE)
+
+        with self.assertRaises(TimeoutError):
+            await watcher.protocol.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, alice_offline, 0.2)
+        with self.assertRaises(TimeoutError):
+            await phone.protocol.wait_for(
+                B.CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY,
+                lambda pdu: pdu.message.login_stat == B.USER_STATUS_OFFLINE,
+                0.01,
+            )
+
     async def test_mobile_kick_pc_client_kicks_the_pc_and_answers(self):
         """A mobile's "kick my PC" kicks the PC login with reason 2 and answers result 0."""
         uid = await self.add_user("alice")

@@ -1,9 +1,11 @@
 """Login-service commands: login, logout, kicks, device token, push shield.
 
-Login follows commands.md §2.1.3 with two deliberate changes: the login answer is sent
+Login follows commands.md §2.1.3 with three deliberate changes: the login answer is sent
 before the presence broadcast (so a client never sees a status notify for itself before
-it knows it is logged in), and a kicked duplicate connection is closed once the kick has
-been written, instead of being left working until the client hangs up.
+it knows it is logged in); a kicked duplicate connection is closed once the kick has
+been written, instead of being left working until the client hangs up; and that kick
+happens after the newcomer counts as online, so a replaced login is never announced to
+anybody as the user going offline.
 """
 
 from __future__ import annotations
@@ -95,8 +97,6 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     if conn.closing or not conn.connected:
         return
     user_id = row.id
-    kick_duplicate(service, user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)
-    service.route.kick(user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)
     conn.user_id = user_id
     conn.logged_in = True
     answer = Login_pb2.IMLoginRes(
@@ -109,6 +109,8 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     answer.user_info.status = 0
     conn.send(B.CID_LOGIN_RES_USERLOGIN, answer, request.seq)
     service.connection_opened(conn)
+    kick_duplicate(service, user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER, exclude=conn)
+    service.route.kick(user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)
     log.info(
         "login {user_id} ({name}) client type {client_type} from {peer}",
         user_id=user_id,
@@ -118,18 +120,21 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     )
 
 
-def kick_duplicate(service, user_id: int, client_type: int, reason: int) -> bool:
-    """Kick this node's oldest connection of ``user_id`` in ``client_type``'s category."""
+def kick_duplicate(
+    service, user_id: int, client_type: int, reason: int, exclude: MsgConnection | None = None
+) -> bool:
+    """Kick this node's oldest connection of ``user_id`` in ``client_type``'s category
+    (other than ``exclude``, the login replacing it)."""
     user = service.online.get(user_id)
     if user is None:
         return False
-    victim = user.first_in_category(client_type)
+    victim = user.first_in_category(client_type, exclude=exclude)
     if victim is None:
         return False
     victim.kicked = True
     victim.send(B.CID_LOGIN_KICK_USER, Login_pb2.IMKickUser(user_id=user_id, kick_reason=reason))
-    # Forget it now so the newcomer is the only one of its category; the socket closes
-    # once the kick is flushed.
+    # Forget it now so the newcomer is the only one of its category (it is already
+    # online, so presence sees no gap); the socket closes once the kick is flushed.
     service.connection_closed(victim)
     victim.logged_in = False
     victim.close(f"kicked (reason {reason})")
