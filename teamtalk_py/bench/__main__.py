@@ -158,11 +158,17 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
             module.prepare(params, target)
         count = module.worker_count(params, max(1, args.processes))
         document["params"] = params
+        children_before = stats.children_cpu_seconds()
         run = start_workers(name, params, target, count, args.profile)
         try:
             outcome = module.coordinate(run)
         finally:
             run.close()
+        # The workers are joined (the server is not yet reaped): their whole CPU, start-up
+        # and log-in included, next to the measured-window figures in "client".
+        document["client_total_cpu_seconds"] = round(
+            stats.children_cpu_seconds() - children_before, 3
+        )
     finally:
         if server is not None:
             document["server_exit"] = server.stop()
