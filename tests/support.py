@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ class TestCase(trial_unittest.TestCase):
     """Base for our tests: trial's TestCase (``trial tests`` and ``pytest`` both run it)."""
 
     def tmp_path(self) -> Path:
-        """A fresh empty directory for this test (trial's ``mktemp``)."""
-        path = Path(self.mktemp()).resolve()
-        path.mkdir(parents=True)
+        """A fresh empty directory for this test, removed afterwards."""
+        path = Path(tempfile.mkdtemp(prefix="teamtalk-test-"))
+        self.addCleanup(shutil.rmtree, path, True)
         return path

@@ -1,0 +1,344 @@
+"""One-to-one messages, recent sessions and unread counters: the msg service's hot path.
+
+Plain synchronous repository functions ``fn(txn, ...)`` (see ``database.py``). Storing a
+message is four statements in the writer's group commit (one round trip on MySQL):
+allocate the pair's next id from ``relations.last_msg_id``, insert the message, bump the
+receiver's unread counter and touch both users' sessions. The id comes from the same
+transaction as the row, so an acknowledged id is never handed out twice and never
+skipped, also after a crash.
+
+Message ids are per user pair (the pair's ``relations`` row), start at 1 and grow by one.
+"Newest" means the highest ``msg_id``: ids follow commit order, which is the order the
+reference sorts by (create time, then row id) without its clock-skew ties.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from teamtalk_py.pb.IM import BaseDefine_pb2
+from teamtalk_py.store.database import Dialect, Txn, placeholders, upsert_sql
+
+SESSION_VISIBLE = 0
+SESSION_REMOVED = 1
+# The reference answers at most this many messages for a get-by-id request.
+MAX_IDS_PER_REQUEST = 100
+# Recent-session answers are capped like the reference's.
+MAX_RECENT_SESSIONS = 100
+
+_SINGLE = BaseDefine_pb2.SESSION_TYPE_SINGLE
+_GROUP = BaseDefine_pb2.SESSION_TYPE_GROUP
+_NO_UPPER_BOUND = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    msg_id: int
+    from_id: int
+    # The receiving user (one-to-one) or the group (group messages).
+    to_id: int
+    msg_type: int
+    content: bytes
+    created: int
+
+
+class _LatestMessage:
+    """``latest_msg_*`` shortcuts named like the protobuf fields they fill."""
+
+    __slots__ = ()
+    latest: StoredMessage
+
+    @property
+    def latest_msg_id(self) -> int:
+        return self.latest.msg_id
+
+    @property
+    def latest_msg_data(self) -> bytes:
+        return self.latest.content
+
+    @property
+    def latest_msg_type(self) -> int:
+        return self.latest.msg_type
+
+    @property
+    def latest_msg_from_id(self) -> int:
+        """The real sender (the reference answered the peer id here for single sessions)."""
+        return self.latest.from_id
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow(_LatestMessage):
+    """A visible recent session with the newest message exchanged in it."""
+
+    peer_id: int
+    session_type: int
+    updated: int
+    latest: StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadRow(_LatestMessage):
+    """Unread messages from one peer, with the newest message of the pair (any sender)."""
+
+    peer_id: int
+    session_type: int
+    count: int
+    latest: StoredMessage
+
+
+def _pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    msg_id, from_id, to_id, msg_type, content, created = row
+    return StoredMessage(msg_id, from_id, to_id, msg_type, bytes(content), created)
+
+
+def _pair_join(user_col: str, peer_col: str) -> str:
+    """Join condition from a (user, peer) row to the pair's ``relations r`` row."""
+    return (
+        f"r.small_id = CASE WHEN {peer_col} < {user_col} THEN {peer_col} ELSE {user_col} END "
+        f"AND r.big_id = CASE WHEN {peer_col} < {user_col} THEN {user_col} ELSE {peer_col} END"
+    )
+
+
+_MESSAGE_COLUMNS = "m.msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created"
+
+# The newest message of a pair is the one whose msg_id is the relation's last_msg_id.
+_LATEST_OF_PAIR = "JOIN messages m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id"
+
+# Allocating the pair's next id: one upsert creates the relation with last_msg_id = 1 or
+# increments it. It write-locks the relation row until COMMIT, so MySQL nodes sharing a
+# database serialise per pair. (On MySQL the upsert may skip relations.id values, which
+# are internal and 64-bit; SQLite's relations.id is a plain rowid and skips nothing.)
+_NEXT_MSG_ID = {
+    dialect: upsert_sql(
+        dialect,
+        "relations",
+        ("small_id", "big_id", "last_msg_id", "created", "updated"),
+        ("small_id", "big_id"),
+        "last_msg_id = last_msg_id + 1, updated = ?",
+    )
+    for dialect in Dialect
+}
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+# MySQL: the message row reads its ids from the relation row just incremented in this
+# transaction, so the whole store is one multi-statement round trip.
+_INSERT_MESSAGE_FROM_RELATION = (
+    "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
+    "SELECT id, ?, ?, last_msg_id, ?, ?, ? FROM relations WHERE small_id = ? AND big_id = ?"
+)
+
+_BUMP_UNREAD = {
+    dialect: upsert_sql(
+        dialect,
+        "unread",
+        ("user_id", "peer_id", "count"),
+        ("user_id", "peer_id"),
+        "count = count + 1",
+    )
+    for dialect in Dialect
+}
+
+# Both users' sessions in one statement: created if missing, re-shown if removed.
+_TOUCH_SESSIONS = {
+    dialect: upsert_sql(
+        dialect,
+        "sessions",
+        ("user_id", "peer_id", "type", "status", "created", "updated"),
+        ("user_id", "peer_id", "type"),
+        "status = 0, updated = ?",
+        rows=2,
+    )
+    for dialect in Dialect
+}
+
+
+def store_single_message(
+    txn: Txn, from_id: int, to_id: int, msg_type: int, content: bytes, created: int
+) -> StoredMessage:
+    """Store a one-to-one message and do its bookkeeping; the message with its new id.
+
+    Creates the pair's relation on first use, increments the receiver's unread counter
+    for the sender, and makes both users' sessions visible with ``updated = created``
+    (the reference refreshed only one of them; both is what clients expect).
+    """
+    if from_id <= 0 or to_id <= 0 or from_id == to_id:
+        raise ValueError(f"no one-to-one conversation between {from_id} and {to_id}")
+    if not isinstance(content, bytes | bytearray | memoryview):
+        raise TypeError(f"content must be bytes, not {type(content).__name__}")
+    content = bytes(content)
+    if not content:
+        raise ValueError("empty message")
+    small, big = _pair(from_id, to_id)
+    dialect = txn.dialect
+    relation = (small, big, 1, created, created, created)
+    unread = (to_id, from_id, 1)
+    sessions = (
+        from_id, to_id, _SINGLE, SESSION_VISIBLE, created, created,
+        to_id, from_id, _SINGLE, SESSION_VISIBLE, created, created,
+        created,
+    )  # fmt: skip
+    if dialect is Dialect.SQLITE:
+        relation_id, msg_id = txn.execute(
+            _NEXT_MSG_ID[dialect] + " RETURNING id, last_msg_id", relation
+        ).fetchone()
+        txn.execute(
+            _INSERT_MESSAGE, (relation_id, from_id, to_id, msg_id, msg_type, content, created)
+        )
+        txn.execute(_BUMP_UNREAD[dialect], unread)
+        txn.execute(_TOUCH_SESSIONS[dialect], sessions)
+    else:
+        (msg_id,) = txn.execute_batch(
+            [
+                (_NEXT_MSG_ID[dialect], relation),
+                (
+                    _INSERT_MESSAGE_FROM_RELATION,
+                    (from_id, to_id, msg_type, content, created, small, big),
+                ),
+                (_BUMP_UNREAD[dialect], unread),
+                (_TOUCH_SESSIONS[dialect], sessions),
+                (
+                    "SELECT last_msg_id FROM relations WHERE small_id = ? AND big_id = ?",
+                    (small, big),
+                ),
+            ]
+        ).fetchone()
+    return StoredMessage(int(msg_id), from_id, to_id, msg_type, content, created)
+
+
+def latest_single_msg_id(txn: Txn, user_id: int, peer_id: int) -> int:
+    """The newest message id of the pair, 0 if they never talked."""
+    small, big = _pair(user_id, peer_id)
+    row = txn.execute(
+        "SELECT last_msg_id FROM relations WHERE small_id = ? AND big_id = ?", (small, big)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def single_history(
+    txn: Txn, user_id: int, peer_id: int, msg_id_begin: int, count: int
+) -> list[StoredMessage]:
+    """Up to ``count`` messages of the pair, newest first, ``msg_id <= msg_id_begin``
+    unless it is 0. Empty when the pair never talked (no relation)."""
+    if count <= 0:
+        return []
+    small, big = _pair(user_id, peer_id)
+    rows = txn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM relations r "
+        "JOIN messages m ON m.relation_id = r.id "
+        "WHERE r.small_id = ? AND r.big_id = ? AND m.msg_id <= ? "
+        "ORDER BY m.msg_id DESC LIMIT ?",
+        (small, big, msg_id_begin or _NO_UPPER_BOUND, count),
+    ).fetchall()
+    return [_message(row) for row in rows]
+
+
+def single_messages_by_ids(
+    txn: Txn, user_id: int, peer_id: int, msg_ids: Iterable[int]
+) -> list[StoredMessage]:
+    """The listed messages of the pair that exist, newest first; only the first 100
+    distinct ids are looked at."""
+    wanted = list(dict.fromkeys(int(i) for i in msg_ids))[:MAX_IDS_PER_REQUEST]
+    if not wanted:
+        return []
+    small, big = _pair(user_id, peer_id)
+    rows = txn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM relations r "
+        "JOIN messages m ON m.relation_id = r.id "
+        f"WHERE r.small_id = ? AND r.big_id = ? AND m.msg_id IN ({placeholders(len(wanted))}) "
+        "ORDER BY m.msg_id DESC",
+        (small, big, *wanted),
+    ).fetchall()
+    return [_message(row) for row in rows]
+
+
+def mark_single_read(txn: Txn, reader_id: int, peer_id: int) -> None:
+    """The reader has read everything from ``peer_id`` (whatever msg id the ack names)."""
+    txn.execute("DELETE FROM unread WHERE user_id = ? AND peer_id = ?", (reader_id, peer_id))
+
+
+def unread_counts(txn: Txn, user_id: int) -> list[UnreadRow]:
+    """One-to-one unread counters of the user, each with the pair's newest message.
+
+    Group counters will be appended here by the group store (members' ``read_msg_id``
+    against the group's ``last_msg_id``).
+    """
+    rows = txn.execute(
+        f"SELECT u.peer_id, u.count, {_MESSAGE_COLUMNS} FROM unread u "
+        f"JOIN relations r ON {_pair_join('u.user_id', 'u.peer_id')} "
+        f"{_LATEST_OF_PAIR} "
+        "WHERE u.user_id = ? AND u.count > 0 ORDER BY u.peer_id",
+        (user_id,),
+    ).fetchall()
+    return [UnreadRow(row[0], _SINGLE, int(row[1]), _message(row[2:])) for row in rows]
+
+
+def recent_sessions(
+    txn: Txn, user_id: int, updated_after: int, limit: int = MAX_RECENT_SESSIONS
+) -> list[SessionRow]:
+    """Visible sessions with ``updated > updated_after``, newest first, each with the
+    newest message of the pair; sessions without any message are left out.
+
+    Only one-to-one sessions for now; group sessions join here with the group store.
+    """
+    if limit <= 0:
+        return []
+    rows = txn.execute(
+        f"SELECT s.peer_id, s.type, s.updated, {_MESSAGE_COLUMNS} FROM sessions s "
+        f"JOIN relations r ON {_pair_join('s.user_id', 's.peer_id')} "
+        f"{_LATEST_OF_PAIR} "
+        "WHERE s.user_id = ? AND s.status = ? AND s.updated > ? AND s.type = ? "
+        "ORDER BY s.updated DESC, s.peer_id DESC LIMIT ?",
+        (user_id, SESSION_VISIBLE, updated_after, _SINGLE, limit),
+    ).fetchall()
+    return [SessionRow(row[0], row[1], row[2], _message(row[3:])) for row in rows]
+
+
+def remove_session(
+    txn: Txn, user_id: int, peer_id: int, session_type: int, *, now: int | None = None
+) -> bool:
+    """Hide the user's visible session and clear its unread count; False if none.
+
+    A later message in that conversation shows the session again. ``now`` defaults to
+    the wall clock (it only orders sessions, nothing is computed from it).
+    """
+    if now is None:
+        now = int(time.time())
+    txn.execute(
+        "UPDATE sessions SET status = ?, updated = ? "
+        "WHERE user_id = ? AND peer_id = ? AND type = ? AND status = ?",
+        (SESSION_REMOVED, now, user_id, peer_id, session_type, SESSION_VISIBLE),
+    )
+    if txn.rowcount == 0:
+        return False
+    if session_type == _GROUP:
+        _mark_group_read(txn, user_id, peer_id)
+    else:
+        mark_single_read(txn, user_id, peer_id)
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# Groups. The group store (store_group_message, group_history, ...) comes with the group
+# service: ids from im_groups.last_msg_id like relations.last_msg_id above, unread as
+# im_groups.last_msg_id - group_members.read_msg_id.
+
+
+def _mark_group_read(txn: Txn, user_id: int, group_id: int) -> None:
+    """The member has read every message of the group so far."""
+    txn.execute(
+        "UPDATE group_members SET read_msg_id = "
+        "(SELECT last_msg_id FROM im_groups WHERE id = ?) "
+        "WHERE group_id = ? AND user_id = ?",
+        (group_id, group_id, user_id),
+    )

@@ -1,0 +1,371 @@
+"""Our relational schema and its migrations, for SQLite and MariaDB/MySQL.
+
+The schema is our own (we do not share tables with the original TeamTalk servers). It
+replaces the original's Redis counters with columns: ``relations.last_msg_id`` and
+``im_groups.last_msg_id`` allocate message ids, ``unread`` holds one-to-one unread counts
+and ``group_members.read_msg_id`` marks what a member has read in a group.
+
+A migration is an ordered list of DDL steps per dialect. ``Database.start()`` (or
+``Database.migrate()``) applies the ones newer than the version recorded in
+``schema_version``. Never edit a released migration: append a new one.
+
+All times are Unix seconds. ``status`` 0 means normal/visible unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from teamtalk_py.store.database import Dialect, Txn
+
+#: A DDL statement, or a function of the transaction for steps that must look first
+#: (``ADD COLUMN`` has no ``IF NOT EXISTS`` in SQLite or MySQL 8).
+Step = str | Callable[[Txn], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[Step, ...]
+    mysql: tuple[Step, ...]
+
+    def steps(self, dialect: Dialect) -> tuple[Step, ...]:
+        return self.sqlite if dialect is Dialect.SQLITE else self.mysql
+
+
+VERSION_TABLE = {
+    Dialect.SQLITE: (
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY,"
+        " description TEXT NOT NULL,"
+        " applied INTEGER NOT NULL)"
+    ),
+    Dialect.MYSQL: (
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INT NOT NULL PRIMARY KEY,"
+        " description VARCHAR(255) NOT NULL,"
+        " applied BIGINT NOT NULL"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    ),
+}
+
+
+def current_version(txn: Txn) -> int:
+    """The highest applied migration (0 for an empty database)."""
+    row = txn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+_MYSQL_TABLE = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+_V1_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS departments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        priority INTEGER NOT NULL DEFAULT 0,
+        parent_id INTEGER NOT NULL DEFAULT 0,
+        status INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS departments_updated ON departments (updated)",
+    """CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        nick TEXT NOT NULL DEFAULT '',
+        sex INTEGER NOT NULL DEFAULT 0,
+        domain TEXT NOT NULL DEFAULT '',
+        phone TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '',
+        avatar TEXT NOT NULL DEFAULT '',
+        department_id INTEGER NOT NULL DEFAULT 0,
+        status INTEGER NOT NULL DEFAULT 0,
+        sign_info TEXT NOT NULL DEFAULT '',
+        push_shield INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT NOT NULL DEFAULT '',
+        salt TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS users_updated ON users (updated)",
+    # No AUTOINCREMENT: relations are never deleted, and the message-id upsert would
+    # otherwise use up a sqlite_sequence value per message.
+    """CREATE TABLE IF NOT EXISTS relations (
+        id INTEGER PRIMARY KEY,
+        small_id INTEGER NOT NULL,
+        big_id INTEGER NOT NULL,
+        last_msg_id INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (small_id, big_id))""",
+    """CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY,
+        relation_id INTEGER NOT NULL,
+        from_id INTEGER NOT NULL,
+        to_id INTEGER NOT NULL,
+        msg_id INTEGER NOT NULL,
+        msg_type INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        UNIQUE (relation_id, msg_id))""",
+    """CREATE TABLE IF NOT EXISTS im_groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL DEFAULT '',
+        avatar TEXT NOT NULL DEFAULT '',
+        creator INTEGER NOT NULL DEFAULT 0,
+        type INTEGER NOT NULL DEFAULT 1,
+        status INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 1,
+        last_msg_id INTEGER NOT NULL DEFAULT 0,
+        last_chated INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS group_members (
+        group_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        status INTEGER NOT NULL DEFAULT 0,
+        joined INTEGER NOT NULL DEFAULT 0,
+        read_msg_id INTEGER NOT NULL DEFAULT 0,
+        shield INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_id, user_id)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS group_members_user ON group_members (user_id, status)",
+    """CREATE TABLE IF NOT EXISTS group_messages (
+        id INTEGER PRIMARY KEY,
+        group_id INTEGER NOT NULL,
+        from_id INTEGER NOT NULL,
+        msg_id INTEGER NOT NULL,
+        msg_type INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        UNIQUE (group_id, msg_id))""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        user_id INTEGER NOT NULL,
+        peer_id INTEGER NOT NULL,
+        type INTEGER NOT NULL,
+        status INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, peer_id, type)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS sessions_recent ON sessions (user_id, status, updated)",
+    """CREATE TABLE IF NOT EXISTS unread (
+        user_id INTEGER NOT NULL,
+        peer_id INTEGER NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, peer_id)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS device_tokens (
+        user_id INTEGER PRIMARY KEY,
+        client_type INTEGER NOT NULL,
+        token TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS device_tokens_token ON device_tokens (token)",
+    """CREATE TABLE IF NOT EXISTS offline_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL UNIQUE,
+        from_id INTEGER NOT NULL,
+        to_id INTEGER NOT NULL,
+        file_name TEXT NOT NULL,
+        file_size INTEGER NOT NULL,
+        status INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS offline_files_to ON offline_files (to_id, status, created)",
+)
+
+# Indexes live inside CREATE TABLE: MySQL 8 has no CREATE INDEX IF NOT EXISTS, and a
+# re-run of a half-applied migration must not fail.
+_V1_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS departments (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        name VARCHAR(64) NOT NULL,
+        priority INT NOT NULL DEFAULT 0,
+        parent_id BIGINT NOT NULL DEFAULT 0,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_departments_name (name),
+        KEY idx_departments_updated (updated))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS users (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        name VARCHAR(64) NOT NULL,
+        nick VARCHAR(64) NOT NULL DEFAULT '',
+        sex TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        domain VARCHAR(64) NOT NULL DEFAULT '',
+        phone VARCHAR(32) NOT NULL DEFAULT '',
+        email VARCHAR(128) NOT NULL DEFAULT '',
+        avatar VARCHAR(512) NOT NULL DEFAULT '',
+        department_id BIGINT NOT NULL DEFAULT 0,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        sign_info VARCHAR(128) NOT NULL DEFAULT '',
+        push_shield TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        password_hash VARCHAR(64) NOT NULL DEFAULT '',
+        salt VARCHAR(32) NOT NULL DEFAULT '',
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_users_name (name),
+        KEY idx_users_updated (updated))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS relations (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        small_id BIGINT NOT NULL,
+        big_id BIGINT NOT NULL,
+        last_msg_id BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_relations_pair (small_id, big_id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS messages (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        relation_id BIGINT NOT NULL,
+        from_id BIGINT NOT NULL,
+        to_id BIGINT NOT NULL,
+        msg_id BIGINT NOT NULL,
+        msg_type INT NOT NULL,
+        content MEDIUMBLOB NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_messages_relation_msg (relation_id, msg_id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS im_groups (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        name VARCHAR(256) NOT NULL DEFAULT '',
+        avatar VARCHAR(512) NOT NULL DEFAULT '',
+        creator BIGINT NOT NULL DEFAULT 0,
+        type TINYINT UNSIGNED NOT NULL DEFAULT 1,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        version INT UNSIGNED NOT NULL DEFAULT 1,
+        last_msg_id BIGINT NOT NULL DEFAULT 0,
+        last_chated BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS group_members (
+        group_id BIGINT NOT NULL,
+        user_id BIGINT NOT NULL,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        joined BIGINT NOT NULL DEFAULT 0,
+        read_msg_id BIGINT NOT NULL DEFAULT 0,
+        shield TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_id, user_id),
+        KEY idx_group_members_user (user_id, status))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS group_messages (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        group_id BIGINT NOT NULL,
+        from_id BIGINT NOT NULL,
+        msg_id BIGINT NOT NULL,
+        msg_type INT NOT NULL,
+        content MEDIUMBLOB NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_group_messages_group_msg (group_id, msg_id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS sessions (
+        user_id BIGINT NOT NULL,
+        peer_id BIGINT NOT NULL,
+        type TINYINT UNSIGNED NOT NULL,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, peer_id, type),
+        KEY idx_sessions_recent (user_id, status, updated))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS unread (
+        user_id BIGINT NOT NULL,
+        peer_id BIGINT NOT NULL,
+        count INT UNSIGNED NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, peer_id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS device_tokens (
+        user_id BIGINT NOT NULL,
+        client_type INT NOT NULL,
+        token VARCHAR(255) NOT NULL,
+        PRIMARY KEY (user_id),
+        KEY idx_device_tokens_token (token))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS offline_files (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        task_id VARCHAR(64) NOT NULL,
+        from_id BIGINT NOT NULL,
+        to_id BIGINT NOT NULL,
+        file_name VARCHAR(512) NOT NULL,
+        file_size BIGINT NOT NULL,
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_offline_files_task (task_id),
+        KEY idx_offline_files_to (to_id, status, created))"""
+    + _MYSQL_TABLE,
+)
+
+
+def _columns(txn: Txn, table: str) -> set[str]:
+    if txn.dialect is Dialect.SQLITE:
+        return {row[1] for row in txn.execute(f"PRAGMA table_info({table})").fetchall()}
+    rows = txn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND table_name = ?",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def add_column(table: str, column: str, definition: str) -> Step:
+    """A step adding ``column`` unless it exists (table and column are code constants)."""
+
+    def step(txn: Txn) -> None:
+        if column not in _columns(txn, table):
+            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    return step
+
+
+# Version 2: a group member's join watermark, the group's last_msg_id when they (re)joined;
+# they see only later messages (store/groups.py).
+_V2_SQLITE = (add_column("group_members", "join_msg_id", "INTEGER NOT NULL DEFAULT 0"),)
+_V2_MYSQL = (add_column("group_members", "join_msg_id", "BIGINT NOT NULL DEFAULT 0"),)
+
+# Version 3: durable bytes of an offline upload, so any node can tell how far it got
+# (store/files.py; status then also marks uploading / uploaded / deleted rows).
+_V3_SQLITE = (add_column("offline_files", "uploaded", "INTEGER NOT NULL DEFAULT 0"),)
+_V3_MYSQL = (add_column("offline_files", "uploaded", "BIGINT NOT NULL DEFAULT 0"),)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
+    Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
+    Migration(3, "offline file upload progress", _V3_SQLITE, _V3_MYSQL),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+# Every table of the current schema except schema_version (tests empty them between runs).
+TABLES = (
+    "departments",
+    "users",
+    "relations",
+    "messages",
+    "im_groups",
+    "group_members",
+    "group_messages",
+    "sessions",
+    "unread",
+    "device_tokens",
+    "offline_files",
+)
+
+
+def _check() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    if versions != list(range(1, len(versions) + 1)):
+        raise AssertionError(f"migration versions must be 1..N in order, got {versions}")
+
+
+_check()
