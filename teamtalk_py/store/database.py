@@ -10,7 +10,9 @@ functions over a :class:`Txn`. :class:`Database` runs them off the reactor threa
   once and only then fires the Deferreds. One fsync then makes hundreds of messages
   durable. A failing job only loses its own changes: each job runs inside its own
   SAVEPOINT, taken lazily (see ``_NeedSavepoints``) because jobs rarely fail and a
-  savepoint per job costs about a third of the throughput.
+  savepoint per job costs about a third of the throughput. Writers of one database take
+  turns across processes (SQLite's write lock, a named lock on MySQL), so nodes sharing a
+  MySQL database do not deadlock each other's batches.
 
 The admin CLI reuses the same repository functions through
 :meth:`Database.sync_transaction`, a blocking transaction on a private connection.
@@ -619,8 +621,9 @@ class WriteStats:
 class Database:
     """SQLite or MySQL behind a reader pool and a group-committing writer thread.
 
-    Write functions may run twice (a batch is re-run once after a lost MySQL connection
-    or a deadlock), so they must only touch the database through their ``txn``.
+    Write functions may run more than once (a batch is run again after a lost MySQL
+    connection or a deadlock, or with savepoints after a job failed half-way), so they
+    must only touch the database through their ``txn``.
     """
 
     def __init__(
