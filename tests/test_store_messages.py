@@ -339,3 +339,58 @@ async def test_two_nodes_sharing_a_database_never_reuse_an_id(database: Database
     for pair in ((ALICE, BOB), (CAROL, BOB)):
         ids = sorted(m.msg_id for m in stored if {m.from_id, m.to_id} == set(pair))
         assert ids == list(range(1, len(ids) + 1))
+
+
+# --------------------------------------------------------------------------------------
+# Storing many messages at once (the msg service's batched path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_gives_each_pair_consecutive_ids_in_batch_order(database: Database):
+    """Interleaved pairs in one batch: ids per pair are consecutive and follow the
+    earlier single-message numbering."""
+    await send(database, ALICE, BOB)  # id 1 of the pair
+    batch = [
+        messages.NewMessage(ALICE, BOB, TEXT, b"a1", NOW),
+        messages.NewMessage(CAROL, BOB, TEXT, b"c1", NOW),
+        messages.NewMessage(BOB, ALICE, TEXT, b"b1", NOW + 1),
+        messages.NewMessage(CAROL, BOB, TEXT, b"c2", NOW + 2),
+    ]
+    stored = await database.write(messages.store_single_messages, batch)
+    assert [(m.from_id, m.msg_id, m.content) for m in stored] == [
+        (ALICE, 2, b"a1"),
+        (CAROL, 1, b"c1"),
+        (BOB, 3, b"b1"),
+        (CAROL, 2, b"c2"),
+    ]
+    assert (await send(database, ALICE, BOB)).msg_id == 4
+    history = await database.read(messages.single_history, BOB, CAROL, 0, 10)
+    assert [(m.msg_id, m.content) for m in history] == [(2, b"c2"), (1, b"c1")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_counts_unread_per_sender_and_shows_both_sessions(database: Database):
+    """Unread moves by the number of messages per sender; both sides see the session."""
+    batch = [messages.NewMessage(ALICE, BOB, TEXT, b"x%d" % i, NOW + i) for i in range(3)]
+    batch.append(messages.NewMessage(CAROL, BOB, TEXT, b"y", NOW))
+    await database.write(messages.store_single_messages, batch)
+    unread = {u.peer_id: u.count for u in await database.read(messages.unread_counts, BOB)}
+    assert unread == {ALICE: 3, CAROL: 1}
+    alice_sessions = await database.read(messages.recent_sessions, ALICE, 0)
+    assert [(s.peer_id, s.updated, s.latest_msg_id) for s in alice_sessions] == [
+        (BOB, NOW + 2, 3)
+    ]
+    bob_sessions = await database.read(messages.recent_sessions, BOB, 0)
+    assert {s.peer_id for s in bob_sessions} == {ALICE, CAROL}
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_with_an_invalid_message_stores_nothing(database: Database):
+    """A message to oneself fails the whole batch job before anything is written."""
+    batch = [
+        messages.NewMessage(ALICE, BOB, TEXT, b"ok", NOW),
+        messages.NewMessage(ALICE, ALICE, TEXT, b"self", NOW),
+    ]
+    with pytest.raises(ValueError):
+        await database.write(messages.store_single_messages, batch)
+    assert await database.read(messages.latest_single_msg_id, ALICE, BOB) == 0

@@ -9,13 +9,16 @@ value the reference uses internally for "not stored".
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.dedup import message_key
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.store import messages
+from teamtalk_py.store.messages import NewMessage, StoredMessage
 from teamtalk_py.wire import Request
 from teamtalk_py.wire.protocol import encode
 
@@ -51,24 +54,44 @@ def refusal(conn: MsgConnection, msg: Message_pb2.IMMsgData) -> str | None:
     return None
 
 
-async def handle_msg_data(conn: MsgConnection, request: Request) -> None:
+def handle_msg_data(conn: MsgConnection, request: Request) -> defer.Deferred | None:
     msg: Message_pb2.IMMsgData = request.message
     if msg.msg_type in GROUP_TYPES:
-        await conn.service.groups.handle_group_message(conn, request)
-        return
-    await send_single(conn, request.seq, msg)
+        return defer.ensureDeferred(conn.service.groups.handle_group_message(conn, request))
+    return send_single(conn, request.seq, msg)
 
 
-async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData) -> None:
+def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData) -> defer.Deferred | None:
+    """Store, ack and deliver one 1:1 message.
+
+    This is the hottest path of the server, so it avoids coroutines: the common case
+    (a known receiver, no resend) is plain calls plus one Deferred from the store.
+    """
+    reason = refusal(conn, msg)
+    if reason is None and not conn.service.is_known_user(msg.to_session_id):
+        return defer.ensureDeferred(_send_after_user_lookup(conn, seq, msg))
+    return _accept_single(conn, seq, msg, reason)
+
+
+async def _send_after_user_lookup(
+    conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData
+) -> None:
+    to_id = msg.to_session_id
+    reason = None if await conn.service.user_exists(to_id) else f"unknown user {to_id}"
+    pending = _accept_single(conn, seq, msg, reason)
+    if pending is not None:
+        await pending
+
+
+def _accept_single(
+    conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData, reason: str | None
+) -> defer.Deferred | None:
     service = conn.service
     to_id = msg.to_session_id
-    reason = refusal(conn, msg)
-    if reason is None and not await service.user_exists(to_id):
-        reason = f"unknown user {to_id}"
     if reason is not None:
         log.info("refusing message from {user_id}: {reason}", user_id=conn.user_id, reason=reason)
         _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE)
-        return
+        return None
     key = message_key(
         conn.user_id,
         B.SESSION_TYPE_SINGLE,
@@ -80,23 +103,33 @@ async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData)
     )
     earlier = service.recent.lookup(key)
     if earlier is not None:
-        try:
-            msg_id = earlier if isinstance(earlier, int) else await earlier
-        except Exception:
-            msg_id = 0  # the first copy's write failed: refuse the resend too
-        _ack(conn, seq, to_id, msg_id, B.SESSION_TYPE_SINGLE)
-        return
-    service.recent.pending(key)
-    now = service.now()
-    try:
-        stored = await service.store.write(
-            messages.store_single_message, conn.user_id, to_id, msg.msg_type, msg.msg_data, now
+        if isinstance(earlier, int):
+            _ack(conn, seq, to_id, earlier, B.SESSION_TYPE_SINGLE)
+            return None
+        # The first copy is still being written: answer with its id once it is durable
+        # (0 if its write failed, since it got no answer either).
+        return earlier.addCallbacks(
+            lambda msg_id: _ack(conn, seq, to_id, msg_id, B.SESSION_TYPE_SINGLE),
+            lambda _: _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE),
         )
-    except Exception as e:
-        log.failure("storing a message from {user_id} failed", user_id=conn.user_id)
-        service.recent.failed(key, e)
-        _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE)
-        return
+    service.recent.pending(key)
+    d = service.single_messages.store_message(
+        NewMessage(conn.user_id, to_id, msg.msg_type, msg.msg_data, service.now())
+    )
+    d.addCallbacks(
+        _single_stored,
+        _single_failed,
+        callbackArgs=(conn, seq, msg, key),
+        errbackArgs=(conn, seq, key),
+    )
+    return d
+
+
+def _single_stored(
+    stored: StoredMessage, conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData, key
+) -> None:
+    service = conn.service
+    to_id = msg.to_session_id
     service.recent.stored(key, stored.msg_id)
     _ack(conn, seq, to_id, stored.msg_id, B.SESSION_TYPE_SINGLE)
     delivery = Message_pb2.IMMsgData(
@@ -107,10 +140,17 @@ async def send_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData)
         msg_type=msg.msg_type,
         msg_data=msg.msg_data,
     )
-    local = encode(B.CID_MSG_DATA, delivery)
-    service.online.send_to_users((to_id, conn.user_id), local, exclude=conn)
+    service.online.send_to_users(
+        (to_id, conn.user_id), encode(B.CID_MSG_DATA, delivery), exclude=conn
+    )
     if service.route.has_peers:
         service.route.relay(encode(B.CID_MSG_DATA, delivery, seq), [to_id, conn.user_id])
+
+
+def _single_failed(failure: Failure, conn: MsgConnection, seq: int, key) -> None:
+    log.failure("storing a message from {user_id} failed", failure, user_id=conn.user_id)
+    conn.service.recent.failed(key, failure)
+    _ack(conn, seq, key[2], 0, B.SESSION_TYPE_SINGLE)
 
 
 def handle_msg_data_ack(conn: MsgConnection, request: Request) -> None:
@@ -123,7 +163,7 @@ async def handle_read_ack(conn: MsgConnection, request: Request) -> None:
     if req.session_type == B.SESSION_TYPE_SINGLE:
         await service.store.write(messages.mark_single_read, conn.user_id, req.session_id)
     elif req.session_type == B.SESSION_TYPE_GROUP:
-        if not await service.groups.mark_read(conn.user_id, req.session_id):
+        if not await service.groups.mark_read(conn.user_id, req.session_id, req.msg_id):
             return
     notify = encode(
         B.CID_MSG_READ_NOTIFY,

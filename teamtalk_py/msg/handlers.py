@@ -8,7 +8,9 @@ in the module of its topic (session, buddy, chat, groups) and register it here.
 from __future__ import annotations
 
 from teamtalk_py.msg import buddy, chat, session
+from teamtalk_py.msg.files import FILE_HANDLERS
 from teamtalk_py.msg.from_route import ROUTE_HANDLERS
+from teamtalk_py.msg.group_handlers import GROUP_HANDLERS
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.wire import CommandTable, echo_heartbeat
 
@@ -17,6 +19,8 @@ def build_table() -> CommandTable:
     table = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
     table.register(B.CID_LOGIN_REQ_USERLOGIN, session.handle_login, before_login=True)
+    # Receivers' delivery acks change nothing here, so their bodies are not even parsed.
+    table.register(B.CID_MSG_DATA_ACK, chat.handle_msg_data_ack, decode=False)
     for command_id, handler in {
         # login service
         B.CID_LOGIN_REQ_LOGINOUT: session.handle_logout,
@@ -35,7 +39,6 @@ def build_table() -> CommandTable:
         B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST: buddy.handle_change_sign_info,
         # messages
         B.CID_MSG_DATA: chat.handle_msg_data,
-        B.CID_MSG_DATA_ACK: chat.handle_msg_data_ack,
         B.CID_MSG_READ_ACK: chat.handle_read_ack,
         B.CID_MSG_TIME_REQUEST: chat.handle_time,
         B.CID_MSG_UNREAD_CNT_REQUEST: chat.handle_unread_count,
@@ -43,6 +46,10 @@ def build_table() -> CommandTable:
         B.CID_MSG_GET_LATEST_MSG_ID_REQ: chat.handle_latest_msg_id,
         B.CID_MSG_GET_BY_MSG_ID_REQ: chat.handle_msg_by_id,
         B.CID_SWITCH_P2P_CMD: chat.handle_p2p,
+        # groups
+        **GROUP_HANDLERS,
+        # files
+        **FILE_HANDLERS,
     }.items():
         table.register(command_id, handler)
     return table

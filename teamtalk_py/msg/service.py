@@ -14,8 +14,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.login.nodes import MsgNode
+from teamtalk_py.msg.batching import SingleMessageQueue
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
 from teamtalk_py.msg.dedup import RecentMessages
+from teamtalk_py.msg.file_link import FileServers
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
 from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
@@ -49,6 +51,9 @@ class MsgService(TeamTalkService):
         self.lockout = LoginLockout(reactor)
         self.recent = RecentMessages(reactor)
         self.groups = Groups(self)
+        self.single_messages: SingleMessageQueue | None = None
+        #: The file services this node creates transfer tasks on (set up at start).
+        self.files = FileServers([])
         self.route: InProcessRoute | LinkedRoute | None = None
         #: Reports address and load to login services in other processes (--login-server).
         self.login_reporter: LoginReporter | None = None
@@ -69,6 +74,7 @@ class MsgService(TeamTalkService):
     async def start(self) -> None:
         store = self.store
         await store.ready
+        self.single_messages = SingleMessageQueue(self.reactor, store)
         shared = self.sibling("redis")
         if shared is not None and shared.shared:
             self.lockout = SharedLoginLockout(shared, self.reactor)
@@ -80,6 +86,8 @@ class MsgService(TeamTalkService):
             hub = route_service.hub if route_service is not None else RouteHub()
             self.route = InProcessRoute(hub, self.route_pdu_received)
         self.route.start()
+        self.files = FileServers.for_service(self)
+        self.files.start()
         port = await self.listen(self.config.msg.listen, self.factory)
         self.port = port.getHost().port
         login = self.sibling("login")
@@ -115,6 +123,7 @@ class MsgService(TeamTalkService):
             await self.login_reporter.stop()
         if self.route is not None:
             await defer.maybeDeferred(self.route.stop)
+        await self.files.stop()
 
     # -- connections -------------------------------------------------------------------
 
@@ -133,6 +142,10 @@ class MsgService(TeamTalkService):
                 self.login_reporter.connection_closed(conn.user_id)
 
     # -- users -------------------------------------------------------------------------
+
+    def is_known_user(self, user_id: int) -> bool:
+        """The cheap check: a user already seen (online here, or found before)."""
+        return user_id in self._known_users or user_id in self.online
 
     async def user_exists(self, user_id: int) -> bool:
         """Whether ``user_id`` is an account; positive answers are cached (ids are never

@@ -48,6 +48,7 @@ T = TypeVar("T")
 DEFAULT_SQLITE_NAME = "teamtalk.sqlite3"
 DEFAULT_MAX_BATCH = 512
 DEFAULT_READERS = 4
+CHECKPOINT_INTERVAL = 1.0
 # Oldest SQLite with both UPSERT (3.24) and RETURNING (3.35).
 MIN_SQLITE_VERSION = (3, 35, 0)
 
@@ -113,6 +114,21 @@ class Txn:
                 raise DuplicateError(str(exc)) from exc
             raise
         # A statement that failed was undone by the server, so only successes count.
+        if _may_write(sql):
+            self.writes += 1
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Txn:
+        """One statement over many parameter rows (PyMySQL folds an INSERT into one
+        multi-row statement; SQLite reuses one prepared statement)."""
+        if not rows:
+            return self
+        try:
+            self._cursor.executemany(self._backend.convert(sql), [tuple(r) for r in rows])
+        except Exception as exc:
+            if self._backend.is_duplicate(exc):
+                raise DuplicateError(str(exc)) from exc
+            raise
         if _may_write(sql):
             self.writes += 1
         return self
@@ -280,6 +296,10 @@ class _SQLiteBackend(_Backend):
             conn.execute("PRAGMA synchronous=FULL")
             if role == "reader":
                 conn.execute("PRAGMA query_only=ON")
+            if role == "writer":
+                # Checkpoints run on their own thread (Database._checkpoint_main): done
+                # inside a COMMIT they stall the writer, and every ack behind it.
+                conn.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             conn.close()
             raise
@@ -646,6 +666,7 @@ class Database:
         self._write_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._schema_ready = threading.Event()
+        self._stopping = threading.Event()
         self._start_failure: Failure | None = None
         self._started: Deferred | None = None
         self._thread_done: list[Deferred] = []
@@ -679,6 +700,8 @@ class Database:
             self._accepting = True
         self._started = Deferred()
         self._spawn("tt-store-writer", self._writer_main)
+        if self.dialect is Dialect.SQLITE:
+            self._spawn("tt-store-checkpoint", self._checkpoint_main)
         for index in range(self._reader_count):
             self._spawn(f"tt-store-reader-{index}", self._reader_main)
         log.info("store opening {target}", target=self._backend.describe())
@@ -694,6 +717,7 @@ class Database:
         self._stop_waiters.append(waiter)
         if self._state == "running":
             self._state = "stopping"
+            self._stopping.set()
             with self._lock:
                 self._accepting = False
                 self._write_queue.put(_STOP)
@@ -984,6 +1008,28 @@ class Database:
             raise _BatchRetry(Failure(), reconnect=lost) from exc
 
     # -- reader threads -------------------------------------------------------------------
+
+    def _checkpoint_main(self, done: Deferred) -> None:
+        """Copy the WAL back into the database file every second, off the writer thread.
+
+        PASSIVE never blocks the writer or readers; the writer's connection has automatic
+        checkpoints turned off, so its COMMITs stay short and steady.
+        """
+        conn = None
+        try:
+            self._schema_ready.wait()
+            while not self._stopping.wait(CHECKPOINT_INTERVAL):
+                try:
+                    if conn is None:
+                        conn = self._backend.connect("checkpoint")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:
+                    log.warn("WAL checkpoint failed: {error}", error=str(exc))
+                    _close_quietly(conn)
+                    conn = None
+        finally:
+            _close_quietly(conn)
+            self._call(done.callback, None)
 
     def _reader_main(self, done: Deferred) -> None:
         conn = None

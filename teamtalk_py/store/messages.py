@@ -15,7 +15,7 @@ reference sorts by (create time, then row id) without its clock-skew ties.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,117 @@ def store_single_message(
             ]
         ).fetchone()
     return StoredMessage(int(msg_id), from_id, to_id, msg_type, content, created)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A one-to-one message waiting to be stored (``store_single_messages``)."""
+
+    from_id: int
+    to_id: int
+    msg_type: int
+    content: bytes
+    created: int
+
+
+# Allocating k ids of a pair at once: the relation row ends at last_msg_id + k.
+_NEXT_MSG_IDS = {
+    dialect: upsert_sql(
+        dialect,
+        "relations",
+        ("small_id", "big_id", "last_msg_id", "created", "updated"),
+        ("small_id", "big_id"),
+        "last_msg_id = last_msg_id + ?, updated = ?",
+    )
+    for dialect in Dialect
+}
+
+# Row-only parameters, so that ``executemany`` can fold them into one statement on MySQL
+# (PyMySQL cannot carry parameters in the ON DUPLICATE KEY part).
+_NEW_VALUE = {Dialect.SQLITE: "excluded.{}", Dialect.MYSQL: "VALUES({})"}
+
+_ADD_UNREAD = {
+    dialect: upsert_sql(
+        dialect,
+        "unread",
+        ("user_id", "peer_id", "count"),
+        ("user_id", "peer_id"),
+        "count = count + " + _NEW_VALUE[dialect].format("count"),
+    )
+    for dialect in Dialect
+}
+
+_SHOW_SESSION = {
+    dialect: upsert_sql(
+        dialect,
+        "sessions",
+        ("user_id", "peer_id", "type", "status", "created", "updated"),
+        ("user_id", "peer_id", "type"),
+        "status = 0, updated = " + _NEW_VALUE[dialect].format("updated"),
+    )
+    for dialect in Dialect
+}
+
+
+def _check_new(message: NewMessage) -> None:
+    if message.from_id <= 0 or message.to_id <= 0 or message.from_id == message.to_id:
+        raise ValueError(
+            f"no one-to-one conversation between {message.from_id} and {message.to_id}"
+        )
+    if not isinstance(message.content, bytes) or not message.content:
+        raise ValueError("a message needs non-empty bytes content")
+
+
+def store_single_messages(txn: Txn, batch: Sequence[NewMessage]) -> list[StoredMessage]:
+    """Store many one-to-one messages in one go; the stored messages in ``batch`` order.
+
+    The same bookkeeping as ``store_single_message``, but the work is per *pair*, not per
+    message: the messages of one pair get consecutive ids (in batch order) from one
+    relation update, the unread counter of each receiver/sender moves once by the number
+    of messages, each pair's two sessions are touched once, and every row is inserted by
+    one ``executemany``. This is what lets a busy node store tens of thousands of
+    messages a second on one writer thread.
+    """
+    for message in batch:
+        _check_new(message)
+    by_pair: dict[tuple[int, int], list[int]] = {}
+    for index, message in enumerate(batch):
+        by_pair.setdefault(_pair(message.from_id, message.to_id), []).append(index)
+    dialect = txn.dialect
+    results: list[StoredMessage | None] = [None] * len(batch)
+    rows: list[tuple[Any, ...]] = []
+    unread: dict[tuple[int, int], int] = {}
+    sessions: list[tuple[Any, ...]] = []
+    for (small, big), indexes in by_pair.items():
+        count = len(indexes)
+        created = max(batch[i].created for i in indexes)
+        params = (small, big, count, created, created, count, created)
+        if dialect is Dialect.SQLITE:
+            relation_id, last = txn.execute(
+                _NEXT_MSG_IDS[dialect] + " RETURNING id, last_msg_id", params
+            ).fetchone()
+        else:
+            txn.execute(_NEXT_MSG_IDS[dialect], params)
+            relation_id, last = txn.execute(
+                "SELECT id, last_msg_id FROM relations WHERE small_id = ? AND big_id = ?",
+                (small, big),
+            ).fetchone()
+        msg_id = int(last) - count
+        for index in indexes:
+            m = batch[index]
+            msg_id += 1
+            rows.append((relation_id, m.from_id, m.to_id, msg_id, m.msg_type, m.content, m.created))
+            results[index] = StoredMessage(
+                msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created
+            )
+            key = (m.to_id, m.from_id)
+            unread[key] = unread.get(key, 0) + 1
+        sessions.append((small, big, _SINGLE, SESSION_VISIBLE, created, created))
+        sessions.append((big, small, _SINGLE, SESSION_VISIBLE, created, created))
+    txn.executemany(_INSERT_MESSAGE, rows)
+    txn.executemany(_ADD_UNREAD[dialect], [(to, sender, n) for (to, sender), n in unread.items()])
+    txn.executemany(_SHOW_SESSION[dialect], sessions)
+    return results  # type: ignore[return-value]
 
 
 def latest_single_msg_id(txn: Txn, user_id: int, peer_id: int) -> int:

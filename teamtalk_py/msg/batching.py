@@ -1,0 +1,77 @@
+"""Storing the one-to-one messages of one reactor turn together.
+
+Messages join one ``store_single_messages`` job, so the store does its per-pair work once
+per job instead of once per message (see ``store/messages.py``). A job leaves at the end
+of the reactor turn in which its first message arrived, unless ``MAX_IN_FLIGHT`` jobs are
+already with the store: then messages keep gathering until one of those commits. Batches
+therefore grow by themselves exactly when the store is the bottleneck, and stay tiny
+(low latency) when it is not. Each message still gets its own Deferred, fired only once
+its job is committed: an ack never precedes durability.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from teamtalk_py.store import messages
+from teamtalk_py.store.messages import NewMessage, StoredMessage
+
+log = Logger(namespace="teamtalk.msg.batching")
+
+
+MAX_IN_FLIGHT = 2
+
+
+class SingleMessageQueue:
+    def __init__(self, reactor: Any, store: Any) -> None:
+        self.reactor = reactor
+        self.store = store
+        self._pending: list[tuple[NewMessage, defer.Deferred[StoredMessage]]] = []
+        self._scheduled = False
+        self._in_flight = 0
+
+    def store_message(self, message: NewMessage) -> defer.Deferred[StoredMessage]:
+        d: defer.Deferred[StoredMessage] = defer.Deferred()
+        self._pending.append((message, d))
+        if not self._scheduled:
+            self._scheduled = True
+            self.reactor.callLater(0, self.flush)
+        return d
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending or self._in_flight >= MAX_IN_FLIGHT:
+            return  # a committing job will flush what gathered when it is done
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
+        job = self.store.write(messages.store_single_messages, [m for m, _ in batch])
+        job.addCallbacks(self._stored, self._batch_failed, (batch,), None, (batch,))
+        job.addBoth(self._job_done)
+
+    def _job_done(self, _: object) -> None:
+        self._in_flight -= 1
+        self.flush()
+
+    @staticmethod
+    def _stored(results: list[StoredMessage], batch) -> None:
+        for stored, (_, d) in zip(results, batch, strict=True):
+            d.callback(stored)
+
+    def _batch_failed(self, failure: Failure, batch) -> None:
+        """One bad message must not cost the others: store them one by one instead."""
+        if len(batch) == 1:
+            batch[0][1].errback(failure)
+            return
+        log.warn(
+            "batch of {count} messages failed ({error}); storing them one by one",
+            count=len(batch),
+            error=failure.getErrorMessage(),
+        )
+        for message, d in batch:
+            self.store.write(messages.store_single_messages, [message]).addCallback(
+                lambda results: results[0]
+            ).chainDeferred(d)
