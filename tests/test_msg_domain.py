@@ -5,7 +5,9 @@ rules of commands.md §2.2.2-§2.2.3 in ``PresenceTable`` and ``RouteHub``."""
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
+from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.dedup import RecentMessages, message_key
 from teamtalk_py.msg.lockout import LoginLockout
 from teamtalk_py.msg.online import OnlineUsers, same_category
@@ -13,6 +15,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
 from teamtalk_py.route.hub import PresenceTable, RouteHub
+from teamtalk_py.wire import CommandTable, PduFactory
 from tests.support import TestCase
 
 PC, MAC, IOS, ANDROID = (
@@ -120,19 +123,27 @@ class RecentMessagesTests(TestCase):
         assert self.key(data=b"hi") != self.key(data=b"ho")
 
 
-class FakeConnection:
+class Recorded(MsgConnection):
+    """A real ``MsgConnection`` on a ``StringTransport``; ``sent`` lists what it was given.
+
+    Each PDU is recorded as written, so tests can compare whole lists of deliveries.
+    """
+
     def __init__(self, user_id: int, client_type: int) -> None:
+        super().__init__()
+        self.factory = PduFactory(clock=Clock(), table=CommandTable())
+        self.makeConnection(StringTransport())
         self.user_id = user_id
         self.client_type = client_type
-        self.kicked = False
         self.sent: list[bytes] = []
-
-    @property
-    def is_mobile(self) -> bool:
-        return bool(self.client_type & 0x10)
 
     def send_raw(self, pdu: bytes) -> None:
         self.sent.append(pdu)
+        super().send_raw(pdu)
+
+    def send_now(self, pdu: bytes) -> None:
+        self.sent.append(pdu)
+        super().send_raw(pdu)
 
 
 class OnlineUsersTests(TestCase):
@@ -144,7 +155,7 @@ class OnlineUsersTests(TestCase):
     def test_add_and_remove_keep_counts_and_drop_empty_users(self):
         """A user record lives as long as one of its connections."""
         online = OnlineUsers()
-        pc, phone = FakeConnection(1, PC), FakeConnection(1, IOS)
+        pc, phone = Recorded(1, PC), Recorded(1, IOS)
         online.add(pc)
         online.add(phone)
         assert online.connection_count == 2 and 1 in online
@@ -158,7 +169,11 @@ class OnlineUsersTests(TestCase):
     def test_first_in_category_is_the_oldest_of_that_category(self):
         """Kicks pick the oldest same-category connection, optionally excluding one."""
         online = OnlineUsers()
-        phone, pc1, pc2 = FakeConnection(1, IOS), FakeConnection(1, PC), FakeConnection(1, MAC)
+        phone, pc1, pc2 = (
+            Recorded(1, IOS),
+            Recorded(1, PC),
+            Recorded(1, MAC),
+        )
         for conn in (phone, pc1, pc2):
             online.add(conn)
         user = online.get(1)
@@ -171,7 +186,11 @@ class OnlineUsersTests(TestCase):
         """Each connection of each listed user gets the bytes once; unknown ids are
         skipped; the count says how many were written."""
         online = OnlineUsers()
-        a1, a2, b1 = FakeConnection(1, PC), FakeConnection(1, IOS), FakeConnection(2, PC)
+        a1, a2, b1 = (
+            Recorded(1, PC),
+            Recorded(1, IOS),
+            Recorded(2, PC),
+        )
         for conn in (a1, a2, b1):
             online.add(conn)
         assert online.send_to_users([1, 2, 99], b"pdu", exclude=a1) == 2
@@ -180,7 +199,7 @@ class OnlineUsersTests(TestCase):
     def test_send_to_all_can_skip_mobiles(self):
         """Presence notifies go to PC connections only."""
         online = OnlineUsers()
-        pc, phone = FakeConnection(1, PC), FakeConnection(2, ANDROID)
+        pc, phone = Recorded(1, PC), Recorded(2, ANDROID)
         online.add(pc)
         online.add(phone)
         assert online.send_to_all(b"x", pc_only=True) == 1

@@ -264,3 +264,48 @@ class WireTests(TestCase):
         conn.pauseProducing()
         conn.send_raw(b"x" * 90)
         assert not transport.disconnected
+
+
+class SendNowTests(TestCase):
+    """``send_now`` over a real loopback socket: immediate, and never out of order."""
+
+    async def test_send_now_delivers_at_once_and_after_buffered_bytes(self):
+        """Bytes queued by ``send_raw`` go before later ``send_now`` bytes."""
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        accepted: Deferred = Deferred()
+        server_factory = PduFactory(clock=reactor, table=CommandTable())
+        build = server_factory.buildProtocol
+
+        def on_build(addr):
+            proto = build(addr)
+            reactor.callLater(0, accepted.callback, proto)
+            return proto
+
+        server_factory.buildProtocol = on_build
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
+        self.addCleanup(port.stopListening)
+        received = bytearray()
+        done: Deferred = Deferred()
+
+        class Reader(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.extend(data)
+                if len(received) >= 48 and not done.called:
+                    done.callback(None)
+
+        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(Reader)
+        )
+        self.addCleanup(client.transport.loseConnection)
+        conn = await accepted
+        self.addCleanup(conn.transport.loseConnection)
+        conn.send_now(heartbeat(seq=1))  # empty buffer: straight to the socket
+        assert not conn.transport._tempDataBuffer
+        conn.send_raw(heartbeat(seq=2))  # buffered until the next reactor turn
+        conn.send_now(heartbeat(seq=3))  # must queue behind seq 2
+        await done
+        assert bytes(received) == heartbeat(seq=1) + heartbeat(seq=2) + heartbeat(seq=3)

@@ -22,6 +22,8 @@ class Mind(Protocol):
 
     def send_raw(self, pdu: bytes) -> None: ...
 
+    def send_now(self, pdu: bytes) -> None: ...
+
 
 def same_category(a: int, b: int) -> bool:
     """PC and mobile are the two client categories (bit 0x10)."""
@@ -111,11 +113,12 @@ class OnlineUsers:
         return sent
 
     def send_to_all(self, pdu: bytes, *, pc_only: bool = False) -> int:
+        """Broadcast: each connection gets the bytes straight away (see ``send_now``)."""
         sent = 0
         for user in self._users.values():
             for conn in user.connections:
                 if pc_only and conn.is_mobile:
                     continue
-                conn.send_raw(pdu)
+                conn.send_now(pdu)
                 sent += 1
         return sent
