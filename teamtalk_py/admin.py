@@ -1,4 +1,5 @@
-"""``teamtalk-admin``: create departments and users (TeamTalk has no self-registration).
+"""``teamtalk-admin``: create departments, users and fixed groups (TeamTalk has no
+self-registration, and clients create only temporary groups).
 
 It works on the same config and data dir as the server (or ``--db URL``) and uses the
 store's repository functions on a blocking connection; it never runs inside the server.
@@ -16,6 +17,7 @@ from typing import Any
 
 from teamtalk_py.config import ConfigError, load_config
 from teamtalk_py.store import accounts
+from teamtalk_py.store import groups as group_store
 from teamtalk_py.store.database import Database, DuplicateError, open_database
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
@@ -130,9 +132,76 @@ def user_set(db: Database, args: argparse.Namespace) -> str:
     return "ok"
 
 
+def _live_group(txn, group_id: int) -> group_store.GroupRow:
+    group = group_store.get_group(txn, group_id)
+    if group is None or group.status != group_store.GROUP_ACTIVE:
+        raise AdminError(f"no group {group_id}")
+    return group
+
+
+def _names(txn, ids) -> dict[int, str]:
+    return {row.id: row.name for row in accounts.get_users_by_ids(txn, ids)}
+
+
+def group_add(db: Database, args: argparse.Namespace) -> str:
+    """A fixed group (``--temporary``: a temporary one); the creator is a member."""
+    kind = group_store.GROUP_TMP if args.temporary else group_store.GROUP_NORMAL
+    with db.sync_transaction() as txn:
+        creator = _user(txn, args.creator).id
+        members = [_user(txn, name).id for name in args.member]
+        group, _ = group_store.create_group(
+            txn, args.name, creator, members, kind, args.avatar, now=_now()
+        )
+    return str(group.id)
+
+
+def group_list(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        rows = group_store.list_groups(txn)
+        names = _names(txn, {group.creator for group, _ in rows})
+    kinds = {group_store.GROUP_NORMAL: "normal", group_store.GROUP_TMP: "temporary"}
+    return "\n".join(
+        f"{group.id}\t{group.name}\t{kinds.get(group.type, group.type)}\t"
+        f"creator={names.get(group.creator, group.creator)}\tmembers={count}\t"
+        f"version={group.version}"
+        + ("\tdissolved" if group.status == group_store.GROUP_DISSOLVED else "")
+        for group, count in rows
+    )
+
+
+def group_members(db: Database, args: argparse.Namespace) -> str:
+    with db.sync_transaction() as txn:
+        group = _live_group(txn, args.group_id)
+        members = group_store.list_members(txn, group.id)
+        names = _names(txn, [m.user_id for m in members])
+    return "\n".join(
+        f"{m.user_id}\t{names.get(m.user_id, '?')}"
+        + ("\tcreator" if m.user_id == group.creator else "")
+        for m in members
+    )
+
+
+def group_member_change(change_type: int) -> Callable[[Database, argparse.Namespace], str]:
+    def run(db: Database, args: argparse.Namespace) -> str:
+        with db.sync_transaction() as txn:
+            _live_group(txn, args.group_id)
+            ids = [_user(txn, name).id for name in args.users]
+            try:
+                change = group_store.change_members(
+                    txn, args.group_id, 0, change_type, ids, now=_now()
+                )
+            except group_store.GroupError as e:
+                raise AdminError(str(e)) from None
+        if change.dissolved:
+            return f"ok; group {args.group_id} has no members left and is dissolved"
+        return "ok"
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="teamtalk-admin", description="Manage teamtalk_py departments and users."
+        prog="teamtalk-admin", description="Manage teamtalk_py departments, users and groups."
     )
     parser.add_argument("--config", help="server config file (TOML)")
     parser.add_argument("--data-dir", help="server data dir (embedded SQLite) [./var]")
@@ -179,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{name.replace('_', '-')}", dest=name)
     p.add_argument("--department", help="department name")
     p.set_defaults(run=user_set)
+
+    group = topics.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
+    p = group.add_parser("add", help="add a fixed group; prints its id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--creator", required=True, help="user name of the creator (a member)")
+    p.add_argument("--member", action="append", default=[], help="user name (repeatable)")
+    p.add_argument("--avatar", default="", help="avatar URL")
+    p.add_argument("--temporary", action="store_true", help="a temporary group instead")
+    p.set_defaults(run=group_add)
+    group.add_parser("list", help="list groups").set_defaults(run=group_list)
+    p = group.add_parser("members", help="list a group's members")
+    p.add_argument("group_id", type=int)
+    p.set_defaults(run=group_members)
+    member = group.add_parser("member", help="change a group's members").add_subparsers(
+        dest="change", required=True
+    )
+    for action, kind, what in (
+        ("add", group_store.ADD, "add users to a group"),
+        ("remove", group_store.DEL, "remove users from a group"),
+    ):
+        p = member.add_parser(action, help=what)
+        p.add_argument("group_id", type=int)
+        p.add_argument("users", nargs="+", metavar="USER", help="user name")
+        p.set_defaults(run=group_member_change(kind))
     return parser
 
 

@@ -49,8 +49,7 @@ def to_reader(service, header, pdu: bytes, message) -> None:
 
 def single_message(service, header, pdu: bytes, message) -> None:
     if message.msg_type in (B.MSG_TYPE_GROUP_TEXT, B.MSG_TYPE_GROUP_AUDIO):
-        service.groups.deliver_from_route(message)
-        return
+        return service.groups.deliver_from_route(message)
     service.online.send_to_users((message.to_session_id, message.from_user_id), with_seq(pdu, 0))
 
 
@@ -59,7 +58,10 @@ def p2p(service, header, pdu: bytes, message) -> None:
 
 
 def group_change_notify(service, header, pdu: bytes, message) -> None:
-    service.online.send_to_users([*message.chg_user_id_list, *message.cur_user_id_list], pdu)
+    """Members changed on another node: drop our cached list, tell each user once."""
+    service.groups.forget(message.group_id)
+    users = dict.fromkeys((*message.chg_user_id_list, *message.cur_user_id_list))
+    service.online.send_to_users(users, pdu)
 
 
 def file_notify(service, header, pdu: bytes, message) -> None:

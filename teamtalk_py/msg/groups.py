@@ -1,47 +1,320 @@
-"""Group sessions on the msg node.
+"""Groups on the msg node: group messages and their fan-out, read marks, unread counts,
+history, and the membership commands (commands.md §2.1.13, storage.md §4.4-4.6).
 
-Groups are the next capability to land (fixed and temporary groups, members, group
-messages, unread state). Until then a group message is refused with ``msg_id = 0`` in its
-ack, and group sessions have no history, unread count or latest id.
+The rules live in ``teamtalk_py.store.groups``; this module adds what is per node:
+
+* **Sending.** A group message passes the checks of ``chat.refusal`` and the resend
+  detector like a one-to-one message, is stored (the store refuses non-members and
+  dissolved groups), and only then acked with its id; a refusal or a failed write is
+  acked with ``msg_id = 0``.
+* **Fan-out.** The delivery is encoded once (seq 0) and the same bytes are written to
+  every connection of every member on this node, the sender's other devices included,
+  the sending connection excluded. Other nodes get one relayed copy whose ``attach_data``
+  carries the group version the message was stored at (``version_blob``).
+* **Member cache.** ``GroupMemberCache`` keeps the members of recently used groups with
+  the version they belong to. Storing a message returns the group's version, so a cache
+  entry is used only when it is exact; a change made here or announced by another node
+  (``CID_GROUP_CHANGE_MEMBER_NOTIFY``) drops the entry, and one made with
+  ``teamtalk-admin`` is noticed at the next message through the version. A message never
+  reaches a member who joined after it (their join watermark is compared when the loaded
+  list is newer than the message), nor one who had left before it.
 """
 
 from __future__ import annotations
 
+import struct
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from teamtalk_py.msg import chat
+from teamtalk_py.msg.dedup import message_key
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Message_pb2
+from teamtalk_py.pb.IM import Group_pb2, Message_pb2
+from teamtalk_py.store import groups as group_store
+from teamtalk_py.store.groups import GroupError, GroupMembers, GroupRow, MemberChange
+from teamtalk_py.store.messages import StoredMessage, UnreadRow
+from teamtalk_py.wire.protocol import encode
+
+log = Logger(namespace="teamtalk.msg.groups")
+
+_GROUP = B.SESSION_TYPE_GROUP
+
+# attach_data of a group message relayed between our nodes: magic + group version.
+_VERSION_BLOB = struct.Struct(">4sI")
+_VERSION_MAGIC = b"TTgv"
+
+
+def version_blob(version: int) -> bytes:
+    return _VERSION_BLOB.pack(_VERSION_MAGIC, version)
+
+
+def blob_version(blob: bytes) -> int | None:
+    """The group version in a relayed message's ``attach_data``, None if absent."""
+    if len(blob) != _VERSION_BLOB.size:
+        return None
+    magic, version = _VERSION_BLOB.unpack(blob)
+    return version if magic == _VERSION_MAGIC else None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMembers:
+    version: int
+    #: Member ids, the fan-out list as it is iterated per message.
+    ids: tuple[int, ...]
+    #: user id -> join watermark (they see messages with a larger id).
+    join_msg_ids: Mapping[int, int]
+
+    @classmethod
+    def of(cls, members: GroupMembers) -> CachedMembers:
+        return cls(members.version, tuple(members.join_msg_ids), members.join_msg_ids)
+
+    def receivers(self, msg_id: int, version: int | None) -> Iterable[int]:
+        """Who gets message ``msg_id`` stored at group ``version`` (None: unknown)."""
+        if version == self.version:
+            return self.ids
+        return [u for u, joined in self.join_msg_ids.items() if joined < msg_id]
+
+
+class GroupMemberCache:
+    """Members of the most recently used groups (least recently used dropped first)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, CachedMembers] = OrderedDict()
+
+    def get(self, group_id: int) -> CachedMembers | None:
+        entry = self._entries.get(group_id)
+        if entry is not None:
+            self._entries.move_to_end(group_id)
+        return entry
+
+    def put(self, group_id: int, entry: CachedMembers) -> None:
+        current = self._entries.get(group_id)
+        if current is not None and current.version > entry.version:
+            return  # a slower load must not replace a newer list
+        self._entries[group_id] = entry
+        self._entries.move_to_end(group_id)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def forget(self, group_id: int) -> None:
+        self._entries.pop(group_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Groups:
+    """The msg service's group domain; handlers call it, it calls the store."""
+
     def __init__(self, service) -> None:
         self.service = service
+        self.cache = GroupMemberCache()
+        #: Groups whose members are being loaded -> callers waiting for that load.
+        self._loading: dict[int, list[defer.Deferred]] = {}
+
+    @property
+    def store(self):
+        return self.service.store
+
+    # -- members -----------------------------------------------------------------------
+
+    async def members(self, group_id: int, version: int | None = None) -> CachedMembers | None:
+        """The group's members, from the cache when it holds ``version`` (any version
+        when None); None for a missing or dissolved group."""
+        cached = self.cache.get(group_id)
+        if cached is not None and (version is None or cached.version >= version):
+            return cached
+        waiters = self._loading.get(group_id)
+        if waiters is not None:  # a load is on its way: share it
+            waiter: defer.Deferred[CachedMembers | None] = defer.Deferred()
+            waiters.append(waiter)
+            return await waiter
+        self._loading[group_id] = []
+        try:
+            loaded = await self.store.read(group_store.group_members, group_id)
+        except Exception as e:
+            for waiter in self._loading.pop(group_id):
+                waiter.errback(e)
+            raise
+        entry = CachedMembers.of(loaded) if loaded is not None else None
+        if entry is None:
+            self.cache.forget(group_id)
+        else:
+            self.cache.put(group_id, entry)
+        for waiter in self._loading.pop(group_id):
+            waiter.callback(entry)
+        return entry
+
+    def forget(self, group_id: int) -> None:
+        """Members changed (here, on another node): reload at the next use."""
+        self.cache.forget(group_id)
+
+    # -- messages ----------------------------------------------------------------------
 
     async def handle_group_message(self, conn, request) -> None:
-        msg = request.message
-        conn.send(
-            B.CID_MSG_DATA_ACK,
-            Message_pb2.IMMsgDataAck(
-                user_id=conn.user_id,
-                session_id=msg.to_session_id,
-                msg_id=0,
-                session_type=B.SESSION_TYPE_GROUP,
-            ),
-            request.seq,
+        msg: Message_pb2.IMMsgData = request.message
+        service = self.service
+        group_id = msg.to_session_id
+        reason = chat.refusal(conn, msg)
+        if reason is not None:
+            self._refuse(conn, request.seq, group_id, reason)
+            return
+        key = message_key(
+            conn.user_id, _GROUP, group_id, msg.msg_type, msg.create_time, request.seq,
+            msg.msg_data,
+        )  # fmt: skip
+        earlier = service.recent.lookup(key)
+        if earlier is not None:
+            try:
+                msg_id = earlier if isinstance(earlier, int) else await earlier
+            except Exception:
+                msg_id = 0  # the first copy was refused or failed; so is its resend
+            chat._ack(conn, request.seq, group_id, msg_id, _GROUP)
+            return
+        service.recent.pending(key)
+        try:
+            stored = await service.store.write(
+                group_store.store_group_message,
+                group_id, conn.user_id, msg.msg_type, msg.msg_data, service.now(),
+            )  # fmt: skip
+        except GroupError as e:
+            service.recent.failed(key, e)
+            self._refuse(conn, request.seq, group_id, str(e))
+            return
+        except Exception as e:
+            log.failure("storing a group message from {user_id} failed", user_id=conn.user_id)
+            service.recent.failed(key, e)
+            chat._ack(conn, request.seq, group_id, 0, _GROUP)
+            return
+        message = stored.message
+        service.recent.stored(key, message.msg_id)
+        chat._ack(conn, request.seq, group_id, message.msg_id, _GROUP)
+        await self._fan_out(message, stored.version, exclude=conn)
+
+    def _refuse(self, conn, seq: int, group_id: int, reason: str) -> None:
+        log.info(
+            "refusing group message from {user_id} to {group_id}: {reason}",
+            user_id=conn.user_id,
+            group_id=group_id,
+            reason=reason,
+        )
+        chat._ack(conn, seq, group_id, 0, _GROUP)
+
+    async def _fan_out(self, message: StoredMessage, version: int, exclude) -> None:
+        service = self.service
+        delivery = Message_pb2.IMMsgData(
+            from_user_id=message.from_id,
+            to_session_id=message.to_id,
+            msg_id=message.msg_id,
+            create_time=message.created,
+            msg_type=message.msg_type,
+            msg_data=message.content,
+        )
+        if service.route.has_peers:
+            delivery.attach_data = version_blob(version)
+            service.route.relay(encode(B.CID_MSG_DATA, delivery), None)
+            delivery.ClearField("attach_data")
+        members = await self.members(message.to_id, version)
+        if members is None:
+            return  # dissolved since
+        pdu = encode(B.CID_MSG_DATA, delivery)
+        service.online.send_to_users(
+            members.receivers(message.msg_id, version), pdu, exclude=exclude
         )
 
-    async def mark_read(self, user_id: int, group_id: int) -> bool:
-        return False
+    def deliver_from_route(self, message: Message_pb2.IMMsgData) -> defer.Deferred:
+        """A group message stored on another node: to every connection of its members
+        here (all of the sender's, since none of them sent it)."""
+        version = blob_version(message.attach_data) if message.HasField("attach_data") else None
+        message.ClearField("attach_data")
+        d = defer.ensureDeferred(self._deliver_remote(message, version))
+        d.addErrback(lambda f: log.failure("group delivery from route failed", f))
+        return d
 
-    async def unread_counts(self, user_id: int) -> list:
-        return []
+    async def _deliver_remote(self, message: Message_pb2.IMMsgData, version: int | None) -> None:
+        members = await self.members(message.to_session_id, version)
+        if members is None:
+            return
+        pdu = encode(B.CID_MSG_DATA, message)
+        self.service.online.send_to_users(members.receivers(message.msg_id, version), pdu)
 
-    async def history(self, user_id: int, group_id: int, msg_id_begin: int, count: int) -> list:
-        return []
+    # -- reading -----------------------------------------------------------------------
+
+    async def mark_read(self, user_id: int, group_id: int, msg_id: int = 0) -> bool:
+        """Mark the group read up to ``msg_id`` (0: all); False for non-members."""
+        return await self.store.write(group_store.mark_group_read, user_id, group_id, msg_id)
+
+    async def unread_counts(self, user_id: int) -> list[UnreadRow]:
+        return await self.store.read(group_store.group_unread_counts, user_id)
+
+    async def history(
+        self, user_id: int, group_id: int, msg_id_begin: int, count: int
+    ) -> list[StoredMessage]:
+        return await self.store.read(
+            group_store.group_history, user_id, group_id, msg_id_begin, count
+        )
 
     async def latest_msg_id(self, user_id: int, group_id: int) -> int:
-        return 0
+        return await self.store.read(group_store.latest_group_msg_id, user_id, group_id)
 
-    async def messages_by_ids(self, user_id: int, group_id: int, ids: list[int]) -> list:
-        return []
+    async def messages_by_ids(
+        self, user_id: int, group_id: int, ids: list[int]
+    ) -> list[StoredMessage]:
+        return await self.store.read(group_store.group_messages_by_ids, user_id, group_id, ids)
 
-    def deliver_from_route(self, message) -> None:
-        pass
+    # -- groups and members ------------------------------------------------------------
+
+    async def normal_list(self, user_id: int) -> list[tuple[int, int]]:
+        return await self.store.read(group_store.normal_groups, user_id)
+
+    async def infos(self, user_id: int, known: Mapping[int, int]) -> list:
+        return await self.store.read(group_store.group_infos, user_id, known)
+
+    async def create(
+        self, creator: int, name: str, avatar: str, member_ids: Iterable[int]
+    ) -> tuple[GroupRow, tuple[int, ...]]:
+        """A temporary group created by a client (ValueError when it cannot be)."""
+        return await self.store.write(
+            group_store.create_group,
+            name, creator, list(member_ids), group_store.GROUP_TMP, avatar,
+            now=self.service.now(),
+        )  # fmt: skip
+
+    async def change_members(
+        self, requester: int, change_type: int, group_id: int, user_ids: Iterable[int]
+    ) -> MemberChange:
+        """Apply a member change (GroupError / ValueError when refused)."""
+        change = await self.store.write(
+            group_store.change_members,
+            group_id, requester, change_type, list(user_ids), now=self.service.now(),
+        )  # fmt: skip
+        self.forget(group_id)
+        return change
+
+    def notify_change(self, change: MemberChange, requester: int, exclude=None) -> None:
+        """Tell the changed and the remaining members, here and on every other node."""
+        service = self.service
+        notify = encode(
+            B.CID_GROUP_CHANGE_MEMBER_NOTIFY,
+            Group_pb2.IMGroupChangeMemberNotify(
+                user_id=requester,
+                change_type=change.change_type,
+                group_id=change.group_id,
+                cur_user_id_list=change.current,
+                chg_user_id_list=change.changed,
+            ),
+        )
+        receivers = dict.fromkeys((*change.changed, *change.current))
+        service.online.send_to_users(receivers, notify, exclude=exclude)
+        service.route.relay(notify, None)
+
+    async def shield(self, user_id: int, group_id: int, shield: int) -> bool:
+        """Set the member's push mute flag; False when not a member or a bad value."""
+        if shield not in (0, 1):
+            return False
+        return await self.store.write(group_store.set_shield, user_id, group_id, shield)
