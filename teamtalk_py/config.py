@@ -213,7 +213,10 @@ advertise = "127.0.0.1"
 [store]
 # Empty: embedded SQLite in data_dir. Production: "mysql://user:pw@host:3306/teamtalk".
 db = ""
-# Empty: no Redis (single process). Cluster: "redis://127.0.0.1:6379/0".
+# Empty: no Redis (state kept in this process). Cluster: every node uses the same
+# "redis://127.0.0.1:6379/0"; append "?prefix=name:" to share one Redis between
+# deployments. Redis holds only state that may be lost (failed-login counts, file-transfer
+# progress); the database stays the source of truth, message ids included.
 redis = ""
 
 [msg]
@@ -237,13 +240,17 @@ max_message_size = 65536
 rate_limit = 0
 # The 32-byte AES key clients encrypt text with (the clients' compiled-in default).
 aes_key = "12345678901234567890123456789012"
-# Cluster links (HOST:PORT); empty when the service runs in this process.
+# Cluster links, for a node that does not host the service itself (empty: the service
+# in this process, if any). route_server = "10.0.0.1:8200"; login_server =
+# "10.0.0.1:8100" (several login services: comma-separated); file_server = "10.0.0.1:8601".
 route_server = ""
 login_server = ""
 file_server = ""
 
 [login]
 http_listen = "tcp:8080"
+# Where msg nodes in other processes report their address and load. Keep it private,
+# e.g. "tcp:8100:interface=10.0.0.1": it accepts any peer.
 internal_listen = "tcp:8100"
 # Returned verbatim to clients as msfsPrior/msfsBackup and discovery.
 msfs = "http://127.0.0.1:8700/"
@@ -256,5 +263,6 @@ internal_listen = "tcp:8601"
 task_timeout = 60.0
 
 [route]
+# Where msg nodes link to. Keep it private, e.g. "tcp:8200:interface=10.0.0.1".
 listen = "tcp:8200"
 """

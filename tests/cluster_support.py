@@ -32,6 +32,13 @@ REDIS_SERVER_ENV = "TEAMTALK_TEST_REDIS"
 DEFAULT_REDIS_SERVER = "redis://127.0.0.1:6379"
 
 
+def free_port_number() -> int:
+    """A TCP port nobody listens on right now (for "unreachable server" tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 

@@ -1,0 +1,478 @@
+"""A real cluster: separate ``twistd teamtalk`` processes on one MariaDB and one Redis.
+
+* ``center``: ``--services route,login,file``;
+* ``node1``, ``node2``: ``--services msg`` with ``--route-server``, ``--login-server`` and
+  ``--file-server`` pointing at the center.
+
+Every run uses its own MariaDB database (``tt_cluster_<random>``, dropped at the end) and
+its own Redis key prefix. Accounts are created with ``teamtalk-admin --db``. Clients talk
+to the nodes over loopback with the client library. Without MariaDB or Redis the tests
+are skipped locally and fail when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from twisted.internet import reactor
+
+from teamtalk_py.client import TeamTalkSession, connect, decrypt_text
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from tests.cluster_support import (
+    IOS,
+    PASSWORD,
+    PC,
+    Client,
+    MariaDB,
+    RedisPrefix,
+    log_in,
+    sleep,
+    status_is,
+)
+from tests.support import TestCase
+
+BIN = Path(sys.executable).parent
+TWISTD = str(BIN / "twistd")
+ADMIN = str(BIN / "teamtalk-admin")
+USERS = (
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local(port: int) -> str:
+    return f"tcp:{port}:interface=127.0.0.1"
+
+
+class Process:
+    """One ``twistd teamtalk`` process; its log goes to ``<dir>/twistd-<n>.log``."""
+
+    def __init__(self, name: str, directory: Path, args: list[str]) -> None:
+        self.name = name
+        self.dir = directory
+        self.args = args
+        self.starts = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = directory / "none.log"
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log_path = self.dir / f"twistd-{self.starts}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [TWISTD, "--nodaemon", "--pidfile=", "teamtalk", *self.args],
+                cwd=self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited:\n{self.log()[-4000:]}")
+
+
+class Cluster:
+    """The center and the msg nodes, with the ports they listen on."""
+
+    def __init__(self, root: Path, db_url: str, redis_url: str) -> None:
+        self.root = root
+        self.db_url = db_url
+        self.redis_url = redis_url
+        self.route_port = free_port()
+        self.http_port = free_port()
+        self.login_internal_port = free_port()
+        self.file_port = free_port()
+        self.file_internal_port = free_port()
+        self.center = Process(
+            "center",
+            root / "center",
+            [
+                "--services",
+                "route,login,file",
+                "--data-dir",
+                str(root / "center" / "var"),
+                "--db",
+                db_url,
+                "--redis",
+                redis_url,
+                "--route-listen",
+                local(self.route_port),
+                "--http-listen",
+                local(self.http_port),
+                "--login-internal-listen",
+                local(self.login_internal_port),
+                "--file-listen",
+                local(self.file_port),
+                "--file-internal-listen",
+                local(self.file_internal_port),
+            ],
+        )
+        self.nodes: dict[str, tuple[Process, int]] = {}
+
+    def add_node(self, name: str) -> Process:
+        port = free_port()
+        node = Process(
+            name,
+            self.root / name,
+            [
+                "--services",
+                "msg",
+                "--data-dir",
+                str(self.root / name / "var"),
+                "--db",
+                self.db_url,
+                "--redis",
+                self.redis_url,
+                "--msg-listen",
+                local(port),
+                "--route-server",
+                f"127.0.0.1:{self.route_port}",
+                "--login-server",
+                f"127.0.0.1:{self.login_internal_port}",
+                "--file-server",
+                f"127.0.0.1:{self.file_internal_port}",
+            ],
+        )
+        self.nodes[name] = (node, port)
+        return node
+
+    def port(self, name: str) -> int:
+        return self.nodes[name][1]
+
+    def discovery(self) -> dict:
+        url = f"http://127.0.0.1:{self.http_port}/msg_server"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    def registered(self, names: list[str]) -> bool:
+        """Whether the center's route and login both know every named node right now."""
+        log = self.center.log()
+        route_links = len(re.findall(r"msg node \S+ registered \d+ connections", log))
+        login_ports = set(re.findall(r"msg node 127\.0\.0\.1:(\d+) .*registered with", log))
+        login_ports -= set(re.findall(r"msg node 127\.0\.0\.1:(\d+) unregistered", log))
+        wanted = {str(self.port(n)) for n in names}
+        return route_links >= len(names) and wanted <= login_ports
+
+    def wait_registered_blocking(self, names: list[str], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.registered(names):
+            self.center.check_alive()
+            for name in names:
+                self.nodes[name][0].check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nodes not registered:\n{self.center.log()[-4000:]}")
+            time.sleep(0.05)
+
+    async def wait_registered(self, names: list[str], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.registered(names):
+            self.center.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nodes not registered:\n{self.center.log()[-4000:]}")
+            await sleep(0.05)
+
+    def stop(self) -> None:
+        for node, _ in self.nodes.values():
+            node.stop()
+        self.center.stop()
+
+
+def create_users(db_url: str, names: tuple[str, ...]) -> dict[str, int]:
+    """``teamtalk-admin --db URL user add`` for each name (run side by side); their ids."""
+    first = subprocess.run(
+        [ADMIN, "--db", db_url, "user", "add", "--name", names[0], "--password", PASSWORD],
+        capture_output=True,
+        text=True,
+    )
+    if first.returncode != 0:
+        raise AssertionError(f"teamtalk-admin failed: {first.stderr}")
+    procs = [
+        subprocess.Popen(
+            [ADMIN, "--db", db_url, "user", "add", "--name", name, "--password", PASSWORD],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names[1:]
+    ]
+    ids = {names[0]: int(first.stdout)}
+    for name, proc in zip(names[1:], procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            raise AssertionError(f"teamtalk-admin failed for {name}: {err}")
+        ids[name] = int(out)
+    return ids
+
+
+class ClusterTests(TestCase):
+    """One cluster for the whole class (starting processes is the slow part)."""
+
+    cluster: Cluster
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.db = MariaDB()
+        try:
+            cls.redis = RedisPrefix()
+        except BaseException:
+            cls.db.drop()
+            raise
+        cls.root = Path(tempfile.mkdtemp(prefix="tt_cluster_"))
+        try:
+            cls.ids = create_users(cls.db.url, USERS)
+            cls.cluster = Cluster(cls.root, cls.db.url, cls.redis.url)
+            cls.cluster.center.start()
+            for name in ("node1", "node2"):
+                cls.cluster.add_node(name).start()
+            cls.cluster.wait_registered_blocking(["node1", "node2"])
+        except BaseException:
+            cls._clean_up()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls._clean_up()
+
+    @classmethod
+    def _clean_up(cls) -> None:
+        cluster = getattr(cls, "cluster", None)
+        if cluster is not None:
+            cluster.stop()
+        cls.db.drop()
+        cls.redis.drop()
+        if not os.environ.get("TEAMTALK_KEEP_CLUSTER_LOGS"):
+            shutil.rmtree(cls.root, ignore_errors=True)
+
+    def setUp(self) -> None:
+        self.clients: list[Client] = []
+
+    async def tearDown(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def client(self, node: str, name: str, client_type: int = PC) -> Client:
+        client = await log_in(self.cluster.port(node), name, client_type)
+        self.clients.append(client)
+        return client
+
+    async def users_status(self, asker: Client, user_ids: list[int]) -> list[tuple[int, int]]:
+        answer = await asker.session.get(
+            B.CID_BUDDY_LIST_USERS_STATUS_REQUEST,
+            Buddy_pb2.IMUsersStatReq(user_id=asker.user_id, user_id_list=user_ids),
+        )
+        return [(s.user_id, s.status) for s in answer.user_stat_list]
+
+    # -- chat ------------------------------------------------------------------------
+
+    async def test_one_to_one_chat_and_read_notify_cross_nodes(self):
+        """A message from node 1 reaches the receiver on node 2 live and is in history;
+        the receiver's read ack reaches its own device on node 1."""
+        alice = await self.client("node1", "alice")
+        bob = await self.client("node2", "bob")
+        bob_phone = await self.client("node1", "bob", IOS)
+        ack = await alice.session.send_text(bob.user_id, "hello from node 1")
+        assert ack.msg_id > 0
+        got = await bob.wait_for(B.CID_MSG_DATA)
+        assert got.message.msg_id == ack.msg_id
+        assert decrypt_text(got.message.msg_data) == "hello from node 1"
+        bob.session.read_ack(alice.user_id, ack.msg_id)
+        notify = await bob_phone.wait_for(B.CID_MSG_READ_NOTIFY)
+        assert (notify.message.user_id, notify.message.msg_id) == (bob.user_id, ack.msg_id)
+
+    async def test_group_message_reaches_members_on_the_other_node(self):
+        """A temporary group created on node 1: its messages reach members on node 2."""
+        carol = await self.client("node1", "carol")
+        dave = await self.client("node2", "dave")
+        created = await carol.session.get(
+            B.CID_GROUP_CREATE_REQUEST,
+            Group_pb2.IMGroupCreateReq(
+                user_id=carol.user_id,
+                group_type=B.GROUP_TYPE_TMP,
+                group_name="cross-node",
+                group_avatar="",
+                member_id_list=[carol.user_id, dave.user_id],
+            ),
+        )
+        assert created.result_code == 0
+        ack = await carol.session.send_text(
+            created.group_id, "hello group", session_type=B.SESSION_TYPE_GROUP
+        )
+        assert ack.msg_id > 0
+        got = await dave.wait_for(
+            B.CID_MSG_DATA, lambda p: p.message.msg_type == B.MSG_TYPE_GROUP_TEXT
+        )
+        assert got.message.to_session_id == created.group_id
+        assert got.message.msg_id == ack.msg_id
+        assert decrypt_text(got.message.msg_data) == "hello group"
+
+    # -- presence ----------------------------------------------------------------------
+
+    async def test_presence_notifies_and_status_queries_cross_nodes(self):
+        """A login on node 2 is announced to PC clients on node 1, which can ask for its
+        status; the logout is announced too."""
+        erin = await self.client("node1", "erin")
+        frank = await self.client("node2", "frank")
+        await erin.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, status_is(frank.user_id, 1))
+        assert await self.users_status(erin, [frank.user_id, self.ids["judy"]]) == [
+            (frank.user_id, B.USER_STATUS_ONLINE),
+            (self.ids["judy"], B.USER_STATUS_OFFLINE),
+        ]
+        await frank.close()
+        await erin.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, status_is(frank.user_id, 2))
+
+    async def test_second_login_on_another_node_kicks_the_first(self):
+        """One PC connection per account in the whole cluster."""
+        first = await self.client("node1", "grace")
+        await self.client("node2", "grace", B.CLIENT_TYPE_MAC)
+        kick = await first.wait_for(B.CID_LOGIN_KICK_USER)
+        assert kick.message.kick_reason == B.KICK_REASON_DUPLICATE_USER
+        await first.protocol.closed
+
+    async def test_failed_login_lockout_is_shared_by_every_node(self):
+        """Eleven wrong passwords spread over both nodes lock the name out on both: the
+        count lives in Redis, not in either process (each saw only five or six)."""
+        for attempt in range(11):
+            answer = await self._log_in_with_wrong_password(("node1", "node2")[attempt % 2])
+            assert answer.result_code == B.REFUSE_REASON_DB_VALIDATE_FAILED
+        with self.assertRaises(AssertionError) as refused:
+            await log_in(self.cluster.port("node1"), "mallory", PC)
+        assert "次数太多" in str(refused.exception)
+
+    async def _log_in_with_wrong_password(self, node: str):
+        protocol = await connect(reactor, "127.0.0.1", self.cluster.port(node))
+        try:
+            return await TeamTalkSession(protocol).login("mallory", "wrong")
+        finally:
+            if not protocol.closed.called:
+                protocol.transport.loseConnection()
+            await protocol.closed
+
+    # -- login service -----------------------------------------------------------------
+
+    async def test_msg_server_sends_each_new_client_to_the_least_loaded_node(self):
+        """/msg_server follows the nodes' load reports: four clients end up two a node."""
+        ports = {self.cluster.port("node1"): 0, self.cluster.port("node2"): 0}
+        for name in ("alice", "bob", "carol", "dave"):
+            least = min(ports.values())
+            deadline = time.monotonic() + 5
+            while True:
+                chosen = int(self.cluster.discovery()["port"])
+                if ports[chosen] == least:
+                    break
+                assert time.monotonic() < deadline, f"discovery stuck on {chosen}: {ports}"
+                await sleep(0.05)
+            self.clients.append(await log_in(chosen, name, PC))
+            ports[chosen] += 1
+        assert sorted(ports.values()) == [2, 2]
+
+    # -- failures ----------------------------------------------------------------------
+
+    async def test_killed_msg_node_goes_offline_everywhere_and_is_no_longer_offered(self):
+        """Killing a msg node (SIGKILL) marks its users offline on the other nodes and
+        removes it from /msg_server."""
+        node3 = self.cluster.add_node("node3")
+        node3.start()
+        try:
+            await self.cluster.wait_registered(["node1", "node2", "node3"])
+            watcher = await self.client("node1", "judy")
+            await self.client("node1", "judy", IOS)
+            await self.client("node2", "alice")
+            await self.client("node2", "alice", IOS)
+            erin = await log_in(self.cluster.port("node3"), "erin", PC)
+            await watcher.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, status_is(erin.user_id, 1))
+            port3 = self.cluster.port("node3")
+            deadline = time.monotonic() + 5
+            while int(self.cluster.discovery()["port"]) != port3:
+                assert time.monotonic() < deadline, "node 3 (least loaded) never offered"
+                await sleep(0.05)
+            node3.kill()
+            await watcher.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, status_is(erin.user_id, 2))
+            assert await self.users_status(watcher, [erin.user_id]) == [
+                (erin.user_id, B.USER_STATUS_OFFLINE)
+            ]
+            deadline = time.monotonic() + 5
+            while int(self.cluster.discovery()["port"]) == port3:
+                assert time.monotonic() < deadline, "killed node still offered"
+                await sleep(0.05)
+            await erin.protocol.closed
+        finally:
+            node3.kill()
+            del self.cluster.nodes["node3"]
+
+    async def test_route_restart_loses_no_acked_message(self):
+        """With the route (and login, file) process killed, a message sent on node 1 is
+        still acked (it is stored); after the restart the receiver on node 2 gets it
+        live, finds it in history, and presence works across nodes again."""
+        bob = await self.client("node2", "bob")
+        alice = await self.client("node1", "alice")
+        center = self.cluster.center
+        center.kill()
+        try:
+            ack = await alice.session.send_text(bob.user_id, "sent while route was down")
+            assert ack.msg_id > 0
+        finally:
+            center.start()
+        await self.cluster.wait_registered(["node1", "node2"])
+        got = await bob.wait_for(
+            B.CID_MSG_DATA, lambda p: p.message.msg_id == ack.msg_id, timeout=15
+        )
+        assert decrypt_text(got.message.msg_data) == "sent while route was down"
+        history = await bob.session.get(
+            B.CID_MSG_LIST_REQUEST,
+            Message_pb2.IMGetMsgListReq(
+                user_id=bob.user_id,
+                session_type=B.SESSION_TYPE_SINGLE,
+                session_id=alice.user_id,
+                msg_id_begin=0,
+                msg_cnt=20,
+            ),
+        )
+        assert ack.msg_id in [m.msg_id for m in history.msg_list]
+        assert await self.users_status(bob, [alice.user_id]) == [
+            (alice.user_id, B.USER_STATUS_ONLINE)
+        ]
+        assert int(self.cluster.discovery()["code"]) == 0

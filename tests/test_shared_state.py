@@ -1,0 +1,177 @@
+"""``SharedState`` on memory (fake clock) and on the real Redis, and the shared lockout."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from teamtalk_py.msg.lockout import SharedLoginLockout
+from teamtalk_py.shared_state import (
+    MemoryBackend,
+    RedisBackend,
+    SharedStateUnavailable,
+    parse_redis_url,
+)
+from tests.cluster_support import RedisPrefix, free_port_number, sleep
+from tests.support import TestCase
+
+
+class UrlTests(TestCase):
+    def test_url_gives_host_port_db_and_prefix(self):
+        """``redis://host:port/db?prefix=`` with defaults for what is left out."""
+        p = parse_redis_url("redis://:pw@10.0.0.9:6380/3?prefix=acme:")
+        assert (p.host, p.port, p.db, p.password, p.prefix) == ("10.0.0.9", 6380, 3, "pw", "acme:")
+        p = parse_redis_url("redis://127.0.0.1")
+        assert (p.port, p.db, p.password, p.prefix) == (6379, 0, None, "teamtalk:")
+
+    def test_non_numeric_database_is_refused(self):
+        """A typo in the db part fails at start, naming the value."""
+        with self.assertRaises(ValueError):
+            parse_redis_url("redis://127.0.0.1/teamtalk")
+
+
+class MemoryTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.state = MemoryBackend(self.clock)
+
+    def value(self, d):
+        return self.successResultOf(d)
+
+    def test_values_expire_after_their_ttl(self):
+        """set(ttl) is gone once the TTL has passed; without TTL it stays."""
+        self.state.set("a", b"1", ttl=10)
+        self.state.set("b", "2")
+        self.clock.advance(9)
+        assert self.value(self.state.get("a")) == b"1"
+        self.clock.advance(1)
+        assert self.value(self.state.get("a")) is None
+        assert self.value(self.state.get("b")) == b"2"
+
+    def test_counter_expires_ttl_after_its_first_increment(self):
+        """incr(ttl) sets the TTL when the key is created, not on every increment."""
+        assert self.value(self.state.incr("n", ttl=10)) == 1
+        self.clock.advance(6)
+        assert self.value(self.state.incr("n", 2, ttl=10)) == 3
+        self.clock.advance(4)
+        assert self.value(self.state.get("n")) is None
+
+    def test_events_are_counted_in_a_sliding_window(self):
+        """Events older than the window no longer count."""
+        for _ in range(3):
+            self.state.record_event("e", 30)
+            self.clock.advance(10)
+        assert self.value(self.state.count_events("e", 30)) == 2
+
+    def test_transfer_progress_round_trips_and_expires(self):
+        """The file-service hook stores a JSON dict with the task's TTL."""
+        self.state.save_transfer("t1", {"offset": 32768, "size": 100000}, ttl=60)
+        assert self.value(self.state.load_transfer("t1")) == {"offset": 32768, "size": 100000}
+        self.clock.advance(60)
+        assert self.value(self.state.load_transfer("t1")) is None
+
+
+class RedisTests(TestCase):
+    def setUp(self):
+        self.redis = RedisPrefix()
+        self.addCleanup(self.redis.drop)
+        self.state = self.backend()
+        return self.state.start()
+
+    def backend(self, url: str | None = None, **kwargs) -> RedisBackend:
+        backend = RedisBackend(reactor, url or self.redis.url, **kwargs)
+        self.addCleanup(backend.stop)
+        return backend
+
+    async def test_get_set_delete_with_ttl(self):
+        """Values live under the prefix, expire with their TTL and can be deleted."""
+        await self.state.set("a", b"\x00bytes", ttl=0.3)
+        await self.state.set("b", 42)
+        assert await self.state.get("a") == b"\x00bytes"
+        assert await self.state.get("b") == b"42"
+        assert self.redis.prefix.encode() + b"a" in self.redis.keys()
+        await sleep(0.4)
+        assert await self.state.get("a") is None
+        await self.state.delete("b")
+        assert await self.state.get("b") is None
+
+    async def test_incr_is_shared_and_expires_after_the_first_increment(self):
+        """Two nodes increment the same counter; its TTL starts with the first increment."""
+        other = self.backend()
+        await other.start()
+        assert await self.state.incr("n", ttl=0.5) == 1
+        await sleep(0.3)
+        assert await other.incr("n", 5, ttl=0.5) == 6
+        await sleep(0.3)
+        assert await self.state.get("n") is None
+
+    async def test_sliding_window_counts_every_nodes_events(self):
+        """Events recorded by two nodes are counted together; old ones drop out."""
+        other = self.backend()
+        await other.start()
+        await self.state.record_event("e", 0.5)
+        await sleep(0.3)
+        await other.record_event("e", 0.5)
+        assert await self.state.count_events("e", 0.5) == 2
+        await sleep(0.3)
+        assert await other.count_events("e", 0.5) == 1
+
+    async def test_transfer_progress_is_visible_to_other_nodes(self):
+        """The file-service hook: one node saves, another loads, then it is forgotten."""
+        other = self.backend()
+        await other.start()
+        await self.state.save_transfer("t1", {"offset": 65536}, ttl=5)
+        assert await other.load_transfer("t1") == {"offset": 65536}
+        await other.forget_transfer("t1")
+        assert await self.state.load_transfer("t1") is None
+
+    async def test_unreachable_redis_fails_within_the_timeout_then_at_once(self):
+        """With nobody listening, calls give up after the timeout; once a PING has
+        failed, they fail immediately instead of waiting again."""
+        dead = self.backend(f"redis://127.0.0.1:{free_port_number()}/0", timeout=0.3)
+        await dead.start()
+        started = time.monotonic()
+        with self.assertRaises(SharedStateUnavailable):
+            await dead.get("x")
+        assert time.monotonic() - started < 1.0
+        await sleep(0.35)  # the first PING (sent at start) has failed by now
+        assert dead.healthy is False
+        started = time.monotonic()
+        with self.assertRaises(SharedStateUnavailable):
+            await dead.get("x")
+        assert time.monotonic() - started < 0.05
+
+
+class SharedLockoutTests(TestCase):
+    def setUp(self):
+        self.redis = RedisPrefix()
+        self.addCleanup(self.redis.drop)
+
+    async def node(self, url: str, **kwargs) -> SharedLoginLockout:
+        backend = RedisBackend(reactor, url, **kwargs)
+        self.addCleanup(backend.stop)
+        await backend.start()
+        return SharedLoginLockout(backend, reactor)
+
+    async def test_failures_on_two_nodes_add_up(self):
+        """Six failures on one node and five on another lock the name on both."""
+        a = await self.node(self.redis.url)
+        b = await self.node(self.redis.url)
+        for _ in range(6):
+            await a.record_failure("mallory")
+        for _ in range(5):
+            await b.record_failure("mallory")
+        assert await a.is_locked("mallory")
+        assert await b.is_locked("mallory")
+        await a.clear("mallory")
+        assert not await b.is_locked("mallory")
+
+    async def test_without_redis_each_node_counts_for_itself(self):
+        """Redis unreachable: logins are not blocked; the node's own count still locks."""
+        node = await self.node(f"redis://127.0.0.1:{free_port_number()}/0", timeout=0.2)
+        for _ in range(11):
+            await node.record_failure("mallory")
+        assert await node.is_locked("mallory")
+        assert not await node.is_locked("alice")
