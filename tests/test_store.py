@@ -1,18 +1,17 @@
 """The store engine: migrations, group commit, read/write paths, reopening, URLs.
 
-Every test that touches a database runs on SQLite and on MariaDB (``database`` fixture,
-or ``target`` below for an empty database of its own).
+Every test that touches a database runs on SQLite and on MariaDB: ``StoreEngineTests`` on
+a started database (``self.database``), ``NewDatabaseTests`` on a database that does not
+exist yet (``self.url``, ``self.data_dir``); the classes after each run them on each
+backend (``tests.store_support``).
 """
 
 from __future__ import annotations
 
-import secrets
+import contextlib
 import threading
-from contextlib import suppress
 from pathlib import Path
 
-import pytest
-import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from teamtalk_py.store import accounts, messages, schema
@@ -28,6 +27,14 @@ from teamtalk_py.store.database import (
     parse_mysql_url,
     sqlite_path,
 )
+from tests.store_support import (
+    MariaDBNewDatabaseCase,
+    MariaDBStoreCase,
+    SQLiteNewDatabaseCase,
+    SQLiteStoreCase,
+    mysql_url,
+)
+from tests.support import TestCase
 
 NOW = 1_700_000_000
 
@@ -60,34 +67,6 @@ def department_names(txn) -> list[str]:
     return [row[0] for row in txn.execute("SELECT name FROM departments ORDER BY name").fetchall()]
 
 
-def _drop_mysql_database(url: str) -> None:
-    import pymysql
-
-    params = parse_mysql_url(url)
-    conn = pymysql.connect(
-        host=params.host, port=params.port, user=params.user, password=params.password
-    )
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{params.database}`")
-    finally:
-        conn.close()
-
-
-@pytest.fixture(params=["sqlite", "mysql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path):
-    """``(url, data_dir)`` of a database that does not exist yet (dropped afterwards)."""
-    data_dir = tmp_path / "data"
-    if request.param == "sqlite":
-        yield None, data_dir
-        return
-    url = f"{request.getfixturevalue('mysql_url')}_{secrets.token_hex(3)}"
-    try:
-        yield url, data_dir
-    finally:
-        _drop_mysql_database(url)
-
-
 class Gate:
     """A write job that holds the writer thread until released, so that the jobs queued
     meanwhile are committed together in the next batch."""
@@ -102,359 +81,353 @@ class Gate:
             raise AssertionError("gate never released")
 
 
-# --------------------------------------------------------------------------------------
-# Schema and migrations
-
-
-@pytest_twisted.ensureDeferred
-async def test_start_records_the_latest_schema_version(database: Database):
-    """start() migrates an empty database and records every migration."""
-    version = await database.read(schema.current_version)
-    rows = await database.read(
-        lambda txn: txn.execute("SELECT version, description FROM schema_version").fetchall()
-    )
-    assert version == schema.LATEST_VERSION
-    assert sorted(r[0] for r in rows) == [m.version for m in schema.MIGRATIONS]
-
-
-def test_migrate_again_changes_nothing(database: Database):
-    """A second migrate() finds nothing to do and records nothing new."""
-    assert database.migrate() == schema.LATEST_VERSION
-    assert database.migrate() == schema.LATEST_VERSION
-    with database.sync_transaction() as txn:
-        assert count_rows(txn, "schema_version") == len(schema.MIGRATIONS)
-
-
-def test_migration_rerun_over_existing_tables_succeeds(database: Database):
-    """A migration re-run over tables that already exist (MySQL's half-applied case) works."""
-    with database.sync_transaction() as txn:
-        txn.execute("DELETE FROM schema_version")
-    assert database.migrate() == schema.LATEST_VERSION
-    with database.sync_transaction() as txn:
-        assert schema.current_version(txn) == schema.LATEST_VERSION
-
-
-@pytest_twisted.ensureDeferred
-async def test_start_creates_the_missing_database(target):
-    """SQLite: the data dir and default file appear; MySQL: the database is created."""
-    url, data_dir = target
-    db = open_database(url, data_dir, reactor)
-    try:
-        assert await db.start() == schema.LATEST_VERSION
-        if url is None:
-            assert (data_dir / DEFAULT_SQLITE_NAME).is_file()
-        assert await db.read(count_rows, "users") == 0
-    finally:
-        await db.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_start_refuses_a_schema_newer_than_the_code(target):
-    """A database migrated by a newer release is not touched."""
-    url, data_dir = target
-    db = open_database(url, data_dir, reactor)
-    await db.start()
-    await db.write(
-        lambda txn: txn.execute(
-            "INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?)",
-            (schema.LATEST_VERSION + 1, "from the future", NOW),
-        )
-    )
-    await db.stop()
-
-    newer = open_database(url, data_dir, reactor)
-    with pytest.raises(SchemaTooNewError):
-        await newer.start()
-    with pytest.raises(SchemaTooNewError):
-        await newer.write(count_rows, "users")
-    await newer.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_durability_settings(database: Database):
-    """SQLite runs in WAL with synchronous=FULL; MySQL tables are InnoDB and utf8mb4."""
-    if database.dialect is Dialect.SQLITE:
-        mode = await database.read(lambda txn: txn.execute("PRAGMA journal_mode").fetchone())
-        sync = await database.write(lambda txn: txn.execute("PRAGMA synchronous").fetchone())
-        assert (mode[0], sync[0]) == ("wal", 2)
-    else:
-        rows = await database.read(
-            lambda txn: txn.execute(
-                "SELECT DISTINCT ENGINE, TABLE_COLLATION FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = DATABASE()"
-            ).fetchall()
-        )
-        assert set(rows) == {("InnoDB", "utf8mb4_bin")}
-
-
-# --------------------------------------------------------------------------------------
-# Reopening
-
-
-@pytest_twisted.ensureDeferred
-async def test_data_survives_close_and_reopen(target):
-    """Users and messages written before stop() are there after a restart, and the
-    pair's message ids continue where they stopped."""
-    url, data_dir = target
-    db = open_database(url, data_dir, reactor)
-    await db.start()
-    alice = await db.write(accounts.add_user, "alice", "pw", now=NOW)
-    bob = await db.write(accounts.add_user, "bob", "pw", now=NOW)
-    await db.write(messages.store_single_message, alice, bob, 1, b"before", NOW)
-    await db.stop()
-
-    again = open_database(url, data_dir, reactor)
-    await again.start()
-    try:
-        user = await again.read(accounts.get_user_by_name, "alice")
-        history = await again.read(messages.single_history, bob, alice, 0, 10)
-        after = await again.write(messages.store_single_message, bob, alice, 1, b"after", NOW)
-    finally:
-        await again.stop()
-    assert user is not None and user.id == alice
-    assert [m.content for m in history] == [b"before"]
-    assert after.msg_id == 2
-
-
-# --------------------------------------------------------------------------------------
-# Write path and group commit
-
-
-@pytest_twisted.ensureDeferred
-async def test_write_fires_with_the_function_result(database: Database):
-    """write() returns what the job returned, keyword arguments included."""
-    result = await database.write(lambda txn, a, b=0: a + b, 2, b=3)
-    assert result == 5
-
-
-@pytest_twisted.ensureDeferred
-async def test_read_sees_a_committed_write(database: Database):
-    """Once write() fired, any reader sees the row."""
-    await database.write(insert_department, "sales")
-    assert await database.read(department_names) == ["sales"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_concurrent_writes_all_commit_in_batches(database: Database):
-    """2000 writes issued at once all commit, in far fewer transactions than writes."""
-    before = database.stats.batches
-    ds = [database.write(insert_department, f"d{i:04d}") for i in range(2000)]
-    ids = await defer.gatherResults(ds)
-    assert len(set(ids)) == 2000
-    assert await database.read(count_rows, "departments") == 2000
-    assert database.stats.batches - before < 2000
-    assert database.stats.largest_batch > 1
-
-
-@pytest_twisted.ensureDeferred
-async def test_batches_are_capped_at_max_batch(target):
-    """The writer never puts more than max_batch jobs in one transaction."""
-    url, data_dir = target
-    db = open_database(url, data_dir, reactor, max_batch=8)
-    await db.start()
-    try:
-        gate = Gate()
-        gated = db.write(gate)
-        await wait_for(gate.entered)
-        ds = [db.write(insert_department, f"d{i}") for i in range(100)]
-        gate.release.set()
-        await gated
-        await defer.gatherResults(ds)
-        assert db.stats.largest_batch == 8
-    finally:
-        await db.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_failing_job_rolls_back_only_itself(database: Database):
-    """In one batch, a job raising (Python error or constraint violation) loses only its
-    own changes; its neighbours commit."""
-
-    def insert_then_fail(txn):
-        insert_department(txn, "ghost")
-        raise RuntimeError("job failed")
-
-    await database.write(insert_department, "taken")
-    gate = Gate()
-    gated = database.write(gate)
-    await wait_for(gate.entered)
-    batches = database.stats.batches
-    first = database.write(insert_department, "first")
-    broken = database.write(insert_then_fail)
-    duplicate = database.write(insert_department, "taken")
-    last = database.write(insert_department, "last")
-    gate.release.set()
-    await gated
-
-    results = await defer.DeferredList([first, broken, duplicate, last], consumeErrors=True)
-    assert [ok for ok, _ in results] == [True, False, False, True]
-    assert results[1][1].check(RuntimeError)
-    assert results[2][1].check(DuplicateError)
-    assert database.stats.batches - batches == 1  # all four in the batch after the gate
-    assert database.stats.savepoint_reruns == 1  # "ghost" had to be undone
-    assert await database.read(department_names) == ["first", "last", "taken"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_job_failing_before_any_write_needs_no_savepoints(database: Database):
-    """A job refused before it changed anything (validation, duplicate key) fails alone
-    without the batch being run again with savepoints."""
-
-    def refuse(txn):
-        raise ValueError("bad request")
-
-    await database.write(insert_department, "taken")
-    gate = Gate()
-    gated = database.write(gate)
-    await wait_for(gate.entered)
-    ok = database.write(insert_department, "fine")
-    refused = database.write(refuse)
-    duplicate = database.write(insert_department, "taken")
-    gate.release.set()
-    await gated
-
-    results = await defer.DeferredList([ok, refused, duplicate], consumeErrors=True)
-    assert [ok for ok, _ in results] == [True, False, False]
-    assert database.stats.savepoint_reruns == 0
-    assert await database.read(department_names) == ["fine", "taken"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_deferreds_fire_only_after_commit(database: Database):
-    """A finished job's Deferred waits for its batch's COMMIT, and until then readers
-    do not see its row."""
-    slow = Gate()
-    gate = Gate()
-    gated = database.write(gate)
-    await wait_for(gate.entered)
-    done = database.write(insert_department, "early")
-    slowed = database.write(slow)
-    gate.release.set()
-    await gated
-    await wait_for(slow.entered)
-    await sleep(0.1)
-
-    assert not done.called
-    assert await database.read(department_names) == []
-
-    slow.release.set()
-    assert await done is not None
-    await slowed
-    assert await database.read(department_names) == ["early"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_stop_drains_queued_writes(database: Database):
-    """stop() fires only after every write queued before it has committed."""
-    ds = [database.write(insert_department, f"q{i}") for i in range(500)]
-    await database.stop()
-    assert all(d.called for d in ds)
-    results = await defer.gatherResults(ds)
-    assert len(results) == 500
-    with database.sync_transaction() as txn:
-        assert count_rows(txn, "departments") == 500
-
-
-@pytest_twisted.ensureDeferred
-async def test_jobs_after_stop_fail_with_store_closed(database: Database):
-    """Once stopping, write() and read() refuse new work instead of hanging."""
-    stopping = database.stop()
-    with pytest.raises(StoreClosedError):
-        await database.write(insert_department, "late")
-    with pytest.raises(StoreClosedError):
-        await database.read(count_rows, "departments")
-    await stopping
-    await database.stop()  # a second stop() is harmless
-
-
-# --------------------------------------------------------------------------------------
-# Read path, Txn, sync transactions
-
-
-@pytest_twisted.ensureDeferred
-async def test_read_error_reaches_the_caller_and_the_reader_survives(database: Database):
-    """A failing read errbacks; the next read on the same readers works."""
-    with pytest.raises(Exception, match="no_such_table|doesn't exist"):
-        await database.read(count_rows, "no_such_table")
-    assert await database.read(count_rows, "users") == 0
-
-
-@pytest_twisted.ensureDeferred
-async def test_reads_cannot_write(database: Database):
-    """Reader transactions are read-only, so a write slipped into read() fails."""
-    with pytest.raises(Exception):  # noqa: B017 (driver-specific error class)
-        await database.read(insert_department, "sneaky")
-    assert await database.read(count_rows, "departments") == 0
-
-
-@pytest_twisted.ensureDeferred
-async def test_txn_placeholders_keep_percent_literals(database: Database):
-    """``?`` becomes a parameter in both dialects; a literal ``%`` stays literal."""
-    await database.write(insert_department, "50% off")
-    await database.write(insert_department, "full price")
-
-    def query(txn):
-        by_param = txn.execute(
-            "SELECT name FROM departments WHERE name LIKE ?", ("50%",)
-        ).fetchall()
-        by_literal = txn.execute(
-            "SELECT COUNT(*) FROM departments WHERE name LIKE '%price' AND 7 % 4 = ?", (3,)
-        ).fetchone()
-        return by_param, by_literal[0]
-
-    assert await database.read(query) == ([("50% off",)], 1)
-
-
 INSERT_DEPARTMENT = "INSERT INTO departments (name, created, updated) VALUES (?, ?, ?)"
 
 
-@pytest_twisted.ensureDeferred
-async def test_execute_batch_answers_with_the_last_statements_rows(database: Database):
-    """execute_batch runs every statement in order and leaves the last one's rows."""
+class StoreEngineTests:
+    """The engine tests on a started database, ``self.database``."""
 
-    def batch(txn):
-        return txn.execute_batch(
-            [
-                (INSERT_DEPARTMENT, ("a", NOW, NOW)),
-                (INSERT_DEPARTMENT, ("b", NOW, NOW)),
-                ("SELECT COUNT(*), MAX(name) FROM departments WHERE created = ?", (NOW,)),
-            ]
-        ).fetchone()
+    database: Database
 
-    assert await database.write(batch) == (2, "b")
+    # ----------------------------------------------------------------------------------
+    # Schema and migrations
 
-
-@pytest_twisted.ensureDeferred
-async def test_execute_batch_failing_midway_undoes_the_whole_job(database: Database):
-    """A duplicate in the second statement raises DuplicateError and the first
-    statement's row is rolled back with the job."""
-
-    def batch(txn):
-        txn.execute_batch(
-            [(INSERT_DEPARTMENT, ("once", NOW, NOW)), (INSERT_DEPARTMENT, ("once", NOW, NOW))]
+    async def test_start_records_the_latest_schema_version(self) -> None:
+        """start() migrates an empty database and records every migration."""
+        version = await self.database.read(schema.current_version)
+        rows = await self.database.read(
+            lambda txn: txn.execute("SELECT version, description FROM schema_version").fetchall()
         )
+        assert version == schema.LATEST_VERSION
+        assert sorted(r[0] for r in rows) == [m.version for m in schema.MIGRATIONS]
 
-    with pytest.raises(DuplicateError):
-        await database.write(batch)
-    assert await database.read(count_rows, "departments") == 0
+    def test_migrate_again_changes_nothing(self) -> None:
+        """A second migrate() finds nothing to do and records nothing new."""
+        assert self.database.migrate() == schema.LATEST_VERSION
+        assert self.database.migrate() == schema.LATEST_VERSION
+        with self.database.sync_transaction() as txn:
+            assert count_rows(txn, "schema_version") == len(schema.MIGRATIONS)
+
+    def test_migration_rerun_over_existing_tables_succeeds(self) -> None:
+        """A migration re-run over tables that already exist (MySQL's half-applied case) works."""
+        with self.database.sync_transaction() as txn:
+            txn.execute("DELETE FROM schema_version")
+        assert self.database.migrate() == schema.LATEST_VERSION
+        with self.database.sync_transaction() as txn:
+            assert schema.current_version(txn) == schema.LATEST_VERSION
+
+    async def test_durability_settings(self) -> None:
+        """SQLite runs in WAL with synchronous=FULL; MySQL tables are InnoDB and utf8mb4."""
+        if self.database.dialect is Dialect.SQLITE:
+            mode = await self.database.read(
+                lambda txn: txn.execute("PRAGMA journal_mode").fetchone()
+            )
+            sync = await self.database.write(
+                lambda txn: txn.execute("PRAGMA synchronous").fetchone()
+            )
+            assert (mode[0], sync[0]) == ("wal", 2)
+        else:
+            rows = await self.database.read(
+                lambda txn: txn.execute(
+                    "SELECT DISTINCT ENGINE, TABLE_COLLATION FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE()"
+                ).fetchall()
+            )
+            assert set(rows) == {("InnoDB", "utf8mb4_bin")}
+
+    # ----------------------------------------------------------------------------------
+    # Write path and group commit
+
+    async def test_write_fires_with_the_function_result(self) -> None:
+        """write() returns what the job returned, keyword arguments included."""
+        result = await self.database.write(lambda txn, a, b=0: a + b, 2, b=3)
+        assert result == 5
+
+    async def test_read_sees_a_committed_write(self) -> None:
+        """Once write() fired, any reader sees the row."""
+        await self.database.write(insert_department, "sales")
+        assert await self.database.read(department_names) == ["sales"]
+
+    async def test_concurrent_writes_all_commit_in_batches(self) -> None:
+        """2000 writes issued at once all commit, in far fewer transactions than writes."""
+        before = self.database.stats.batches
+        ds = [self.database.write(insert_department, f"d{i:04d}") for i in range(2000)]
+        ids = await defer.gatherResults(ds)
+        assert len(set(ids)) == 2000
+        assert await self.database.read(count_rows, "departments") == 2000
+        assert self.database.stats.batches - before < 2000
+        assert self.database.stats.largest_batch > 1
+
+    async def test_failing_job_rolls_back_only_itself(self) -> None:
+        """In one batch, a job raising (Python error or constraint violation) loses only its
+        own changes; its neighbours commit."""
+
+        def insert_then_fail(txn):
+            insert_department(txn, "ghost")
+            raise RuntimeError("job failed")
+
+        await self.database.write(insert_department, "taken")
+        gate = Gate()
+        gated = self.database.write(gate)
+        await wait_for(gate.entered)
+        batches = self.database.stats.batches
+        first = self.database.write(insert_department, "first")
+        broken = self.database.write(insert_then_fail)
+        duplicate = self.database.write(insert_department, "taken")
+        last = self.database.write(insert_department, "last")
+        gate.release.set()
+        await gated
+
+        results = await defer.DeferredList([first, broken, duplicate, last], consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, False, False, True]
+        assert results[1][1].check(RuntimeError)
+        assert results[2][1].check(DuplicateError)
+        assert self.database.stats.batches - batches == 1  # all four in the batch after the gate
+        assert self.database.stats.savepoint_reruns == 1  # "ghost" had to be undone
+        assert await self.database.read(department_names) == ["first", "last", "taken"]
+
+    async def test_job_failing_before_any_write_needs_no_savepoints(self) -> None:
+        """A job refused before it changed anything (validation, duplicate key) fails alone
+        without the batch being run again with savepoints."""
+
+        def refuse(txn):
+            raise ValueError("bad request")
+
+        await self.database.write(insert_department, "taken")
+        gate = Gate()
+        gated = self.database.write(gate)
+        await wait_for(gate.entered)
+        ok = self.database.write(insert_department, "fine")
+        refused = self.database.write(refuse)
+        duplicate = self.database.write(insert_department, "taken")
+        gate.release.set()
+        await gated
+
+        results = await defer.DeferredList([ok, refused, duplicate], consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, False, False]
+        assert self.database.stats.savepoint_reruns == 0
+        assert await self.database.read(department_names) == ["fine", "taken"]
+
+    async def test_deferreds_fire_only_after_commit(self) -> None:
+        """A finished job's Deferred waits for its batch's COMMIT, and until then readers
+        do not see its row."""
+        slow = Gate()
+        gate = Gate()
+        gated = self.database.write(gate)
+        await wait_for(gate.entered)
+        done = self.database.write(insert_department, "early")
+        slowed = self.database.write(slow)
+        gate.release.set()
+        await gated
+        await wait_for(slow.entered)
+        await sleep(0.1)
+
+        assert not done.called
+        assert await self.database.read(department_names) == []
+
+        slow.release.set()
+        assert await done is not None
+        await slowed
+        assert await self.database.read(department_names) == ["early"]
+
+    async def test_stop_drains_queued_writes(self) -> None:
+        """stop() fires only after every write queued before it has committed."""
+        ds = [self.database.write(insert_department, f"q{i}") for i in range(500)]
+        await self.database.stop()
+        assert all(d.called for d in ds)
+        results = await defer.gatherResults(ds)
+        assert len(results) == 500
+        with self.database.sync_transaction() as txn:
+            assert count_rows(txn, "departments") == 500
+
+    async def test_jobs_after_stop_fail_with_store_closed(self) -> None:
+        """Once stopping, write() and read() refuse new work instead of hanging."""
+        stopping = self.database.stop()
+        with self.assertRaises(StoreClosedError):
+            await self.database.write(insert_department, "late")
+        with self.assertRaises(StoreClosedError):
+            await self.database.read(count_rows, "departments")
+        await stopping
+        await self.database.stop()  # a second stop() is harmless
+
+    # ----------------------------------------------------------------------------------
+    # Read path, Txn, sync transactions
+
+    async def test_read_error_reaches_the_caller_and_the_reader_survives(self) -> None:
+        """A failing read errbacks; the next read on the same readers works."""
+        with self.assertRaisesRegex(Exception, "no_such_table|doesn't exist"):
+            await self.database.read(count_rows, "no_such_table")
+        assert await self.database.read(count_rows, "users") == 0
+
+    async def test_reads_cannot_write(self) -> None:
+        """Reader transactions are read-only, so a write slipped into read() fails."""
+        with self.assertRaises(Exception):  # noqa: B017 (driver-specific error class)
+            await self.database.read(insert_department, "sneaky")
+        assert await self.database.read(count_rows, "departments") == 0
+
+    async def test_txn_placeholders_keep_percent_literals(self) -> None:
+        """``?`` becomes a parameter in both dialects; a literal ``%`` stays literal."""
+        await self.database.write(insert_department, "50% off")
+        await self.database.write(insert_department, "full price")
+
+        def query(txn):
+            by_param = txn.execute(
+                "SELECT name FROM departments WHERE name LIKE ?", ("50%",)
+            ).fetchall()
+            by_literal = txn.execute(
+                "SELECT COUNT(*) FROM departments WHERE name LIKE '%price' AND 7 % 4 = ?", (3,)
+            ).fetchone()
+            return by_param, by_literal[0]
+
+        assert await self.database.read(query) == ([("50% off",)], 1)
+
+    async def test_execute_batch_answers_with_the_last_statements_rows(self) -> None:
+        """execute_batch runs every statement in order and leaves the last one's rows."""
+
+        def batch(txn):
+            return txn.execute_batch(
+                [
+                    (INSERT_DEPARTMENT, ("a", NOW, NOW)),
+                    (INSERT_DEPARTMENT, ("b", NOW, NOW)),
+                    ("SELECT COUNT(*), MAX(name) FROM departments WHERE created = ?", (NOW,)),
+                ]
+            ).fetchone()
+
+        assert await self.database.write(batch) == (2, "b")
+
+    async def test_execute_batch_failing_midway_undoes_the_whole_job(self) -> None:
+        """A duplicate in the second statement raises DuplicateError and the first
+        statement's row is rolled back with the job."""
+
+        def batch(txn):
+            txn.execute_batch(
+                [(INSERT_DEPARTMENT, ("once", NOW, NOW)), (INSERT_DEPARTMENT, ("once", NOW, NOW))]
+            )
+
+        with self.assertRaises(DuplicateError):
+            await self.database.write(batch)
+        assert await self.database.read(count_rows, "departments") == 0
+
+    def test_sync_transaction_commits_and_rolls_back(self) -> None:
+        """The CLI path commits a block that ends normally and rolls back one that raises."""
+        with self.database.sync_transaction() as txn:
+            insert_department(txn, "kept")
+        with self.assertRaises(RuntimeError), self.database.sync_transaction() as txn:
+            insert_department(txn, "dropped")
+            raise RuntimeError("abort")
+        with self.database.sync_transaction() as txn:
+            assert department_names(txn) == ["kept"]
+
+    def test_unique_violation_raises_duplicate_error(self) -> None:
+        """Both drivers' duplicate-key errors surface as DuplicateError."""
+        with self.assertRaises(DuplicateError), self.database.sync_transaction() as txn:
+            insert_department(txn, "twice")
+            insert_department(txn, "twice")
 
 
-def test_sync_transaction_commits_and_rolls_back(database: Database):
-    """The CLI path commits a block that ends normally and rolls back one that raises."""
-    with database.sync_transaction() as txn:
-        insert_department(txn, "kept")
-    with pytest.raises(RuntimeError), database.sync_transaction() as txn:
-        insert_department(txn, "dropped")
-        raise RuntimeError("abort")
-    with database.sync_transaction() as txn:
-        assert department_names(txn) == ["kept"]
+class SQLiteStoreEngineTests(StoreEngineTests, SQLiteStoreCase):
+    """The engine tests on SQLite."""
 
 
-def test_unique_violation_raises_duplicate_error(database: Database):
-    """Both drivers' duplicate-key errors surface as DuplicateError."""
-    with pytest.raises(DuplicateError), database.sync_transaction() as txn:
-        insert_department(txn, "twice")
-        insert_department(txn, "twice")
+class MariaDBStoreEngineTests(StoreEngineTests, MariaDBStoreCase):
+    """The engine tests on MariaDB."""
+
+
+class NewDatabaseTests:
+    """Tests that open databases themselves, on ``self.url`` and ``self.data_dir``: a
+    database that does not exist yet (on MariaDB one of its own, dropped afterwards)."""
+
+    url: str | None
+    data_dir: Path
+
+    # ----------------------------------------------------------------------------------
+    # Schema and migrations
+
+    async def test_start_creates_the_missing_database(self) -> None:
+        """SQLite: the data dir and default file appear; MySQL: the database is created."""
+        url, data_dir = self.url, self.data_dir
+        db = open_database(url, data_dir, reactor)
+        try:
+            assert await db.start() == schema.LATEST_VERSION
+            if url is None:
+                assert (data_dir / DEFAULT_SQLITE_NAME).is_file()
+            assert await db.read(count_rows, "users") == 0
+        finally:
+            await db.stop()
+
+    async def test_start_refuses_a_schema_newer_than_the_code(self) -> None:
+        """A database migrated by a newer release is not touched."""
+        url, data_dir = self.url, self.data_dir
+        db = open_database(url, data_dir, reactor)
+        await db.start()
+        await db.write(
+            lambda txn: txn.execute(
+                "INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?)",
+                (schema.LATEST_VERSION + 1, "from the future", NOW),
+            )
+        )
+        await db.stop()
+
+        newer = open_database(url, data_dir, reactor)
+        with self.assertRaises(SchemaTooNewError):
+            await newer.start()
+        with self.assertRaises(SchemaTooNewError):
+            await newer.write(count_rows, "users")
+        await newer.stop()
+
+    # ----------------------------------------------------------------------------------
+    # Reopening
+
+    async def test_data_survives_close_and_reopen(self) -> None:
+        """Users and messages written before stop() are there after a restart, and the
+        pair's message ids continue where they stopped."""
+        url, data_dir = self.url, self.data_dir
+        db = open_database(url, data_dir, reactor)
+        await db.start()
+        alice = await db.write(accounts.add_user, "alice", "pw", now=NOW)
+        bob = await db.write(accounts.add_user, "bob", "pw", now=NOW)
+        await db.write(messages.store_single_message, alice, bob, 1, b"before", NOW)
+        await db.stop()
+
+        again = open_database(url, data_dir, reactor)
+        await again.start()
+        try:
+            user = await again.read(accounts.get_user_by_name, "alice")
+            history = await again.read(messages.single_history, bob, alice, 0, 10)
+            after = await again.write(messages.store_single_message, bob, alice, 1, b"after", NOW)
+        finally:
+            await again.stop()
+        assert user is not None and user.id == alice
+        assert [m.content for m in history] == [b"before"]
+        assert after.msg_id == 2
+
+    # ----------------------------------------------------------------------------------
+    # Write path and group commit
+
+    async def test_batches_are_capped_at_max_batch(self) -> None:
+        """The writer never puts more than max_batch jobs in one transaction."""
+        url, data_dir = self.url, self.data_dir
+        db = open_database(url, data_dir, reactor, max_batch=8)
+        await db.start()
+        try:
+            gate = Gate()
+            gated = db.write(gate)
+            await wait_for(gate.entered)
+            ds = [db.write(insert_department, f"d{i}") for i in range(100)]
+            gate.release.set()
+            await gated
+            await defer.gatherResults(ds)
+            assert db.stats.largest_batch == 8
+        finally:
+            await db.stop()
+
+
+class SQLiteNewDatabaseTests(NewDatabaseTests, SQLiteNewDatabaseCase):
+    """The new-database tests on SQLite."""
+
+
+class MariaDBNewDatabaseTests(NewDatabaseTests, MariaDBNewDatabaseCase):
+    """The new-database tests on MariaDB."""
 
 
 # --------------------------------------------------------------------------------------
@@ -477,7 +450,7 @@ def _kill_connections(mysql_db_url: str) -> int:
                 (params.database,),
             )
             for (conn_id,) in cursor.fetchall():
-                with suppress(pymysql.err.MySQLError):  # it may have closed meanwhile
+                with contextlib.suppress(pymysql.err.MySQLError):  # it may have closed meanwhile
                     cursor.execute("KILL CONNECTION %s", (conn_id,))
                     killed += 1
     finally:
@@ -485,73 +458,72 @@ def _kill_connections(mysql_db_url: str) -> int:
     return killed
 
 
-@pytest_twisted.ensureDeferred
-async def test_mysql_lost_connections_are_reopened(mysql_url: str, tmp_path: Path):
-    """MySQL only (SQLite has no connection to lose): after the server kills every
-    connection, the next write batch and the next read reconnect and succeed."""
-    db = open_database(mysql_url, tmp_path, reactor, readers=2)
-    await db.start()
-    try:
-        await db.write(insert_department, "before")
-        await db.read(count_rows, "departments")
-        assert _kill_connections(mysql_url) >= 2
-        await db.write(insert_department, "after")
-        assert await db.read(department_names) == ["after", "before"]
-        assert db.stats.retries >= 1
-    finally:
-        await db.stop()
-        with db.sync_transaction() as txn:
-            txn.execute("DELETE FROM departments")
+class MariaDBConnectionLossTests(TestCase):
+    """MariaDB only: the store survives the server dropping its connections."""
+
+    async def test_mysql_lost_connections_are_reopened(self) -> None:
+        """MySQL only (SQLite has no connection to lose): after the server kills every
+        connection, the next write batch and the next read reconnect and succeed."""
+        url = mysql_url()
+        db = open_database(url, self.tmp_path(), reactor, readers=2)
+        await db.start()
+        try:
+            await db.write(insert_department, "before")
+            await db.read(count_rows, "departments")
+            assert _kill_connections(url) >= 2
+            await db.write(insert_department, "after")
+            assert await db.read(department_names) == ["after", "before"]
+            assert db.stats.retries >= 1
+        finally:
+            await db.stop()
+            with db.sync_transaction() as txn:
+                txn.execute("DELETE FROM departments")
 
 
 # --------------------------------------------------------------------------------------
 # URLs
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        (None, "data/" + DEFAULT_SQLITE_NAME),
-        ("", "data/" + DEFAULT_SQLITE_NAME),
-        ("sqlite://", "data/" + DEFAULT_SQLITE_NAME),
-        ("sqlite:///chat.db", "data/chat.db"),
-        ("sqlite:////abs/chat.db", "/abs/chat.db"),
-    ],
-)
-def test_sqlite_url_names_the_file(url, expected):
-    """No URL means <data_dir>/teamtalk.sqlite3; relative paths live in data_dir."""
-    assert sqlite_path(url, "data") == Path(expected)
+class UrlTests(TestCase):
+    """Database URLs: SQLite file names, MySQL URL parsing, no password in repr()."""
 
+    def test_sqlite_url_names_the_file(self) -> None:
+        """No URL means <data_dir>/teamtalk.sqlite3; relative paths live in data_dir."""
+        for url, expected in [
+            (None, "data/" + DEFAULT_SQLITE_NAME),
+            ("", "data/" + DEFAULT_SQLITE_NAME),
+            ("sqlite://", "data/" + DEFAULT_SQLITE_NAME),
+            ("sqlite:///chat.db", "data/chat.db"),
+            ("sqlite:////abs/chat.db", "/abs/chat.db"),
+        ]:
+            assert sqlite_path(url, "data") == Path(expected), url
 
-def test_sqlite_memory_url_is_refused():
-    """:memory: cannot be shared by the store's threads."""
-    with pytest.raises(StoreError):
-        sqlite_path("sqlite:///:memory:", "data")
+    def test_sqlite_memory_url_is_refused(self) -> None:
+        """:memory: cannot be shared by the store's threads."""
+        with self.assertRaises(StoreError):
+            sqlite_path("sqlite:///:memory:", "data")
 
+    def test_mysql_url_is_parsed(self) -> None:
+        """User, password (percent-decoded), host, default port 3306 and database."""
+        for url, expected in [
+            (
+                "mysql://tt:p%40ss@db.local:3307/teamtalk",
+                ("db.local", 3307, "tt", "p@ss", "teamtalk"),
+            ),
+            ("mysql://root@127.0.0.1/chat", ("127.0.0.1", 3306, "root", "", "chat")),
+            ("mariadb://u:p@h/x", ("h", 3306, "u", "p", "x")),
+        ]:
+            p = parse_mysql_url(url)
+            assert (p.host, p.port, p.user, p.password, p.database) == expected, url
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("mysql://tt:p%40ss@db.local:3307/teamtalk", ("db.local", 3307, "tt", "p@ss", "teamtalk")),
-        ("mysql://root@127.0.0.1/chat", ("127.0.0.1", 3306, "root", "", "chat")),
-        ("mariadb://u:p@h/x", ("h", 3306, "u", "p", "x")),
-    ],
-)
-def test_mysql_url_is_parsed(url, expected):
-    """User, password (percent-decoded), host, default port 3306 and database."""
-    p = parse_mysql_url(url)
-    assert (p.host, p.port, p.user, p.password, p.database) == expected
+    def test_mysql_url_needs_a_valid_database_name(self) -> None:
+        """The database name becomes an identifier, so only [A-Za-z0-9_$] is accepted."""
+        for url in ["mysql://root@host/", "mysql://root@host/bad-name;drop"]:
+            with self.assertRaises(StoreError):
+                open_database(url, self.tmp_path(), reactor)
 
-
-@pytest.mark.parametrize("url", ["mysql://root@host/", "mysql://root@host/bad-name;drop"])
-def test_mysql_url_needs_a_valid_database_name(url, tmp_path):
-    """The database name becomes an identifier, so only [A-Za-z0-9_$] is accepted."""
-    with pytest.raises(StoreError):
-        open_database(url, tmp_path, reactor)
-
-
-def test_repr_does_not_show_the_password(tmp_path):
-    """A logged Database names its target without the password."""
-    db = open_database("mysql://tt:secret@127.0.0.1/teamtalk", tmp_path, reactor)
-    assert "secret" not in repr(db)
-    assert "teamtalk" in repr(db)
+    def test_repr_does_not_show_the_password(self) -> None:
+        """A logged Database names its target without the password."""
+        db = open_database("mysql://tt:secret@127.0.0.1/teamtalk", self.tmp_path(), reactor)
+        assert "secret" not in repr(db)
+        assert "teamtalk" in repr(db)
