@@ -144,6 +144,25 @@ class MariaDB:
             cursor.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
         conn.close()
 
+    def kill_connections(self) -> int:
+        """Kill every server connection using this database (as a restart would)."""
+        conn = _mysql_admin(self.server)
+        killed = 0
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> "
+                "CONNECTION_ID()",
+                (self.name,),
+            )
+            for (thread_id,) in cursor.fetchall():
+                try:
+                    cursor.execute(f"KILL {int(thread_id)}")
+                    killed += 1
+                except Exception:
+                    pass  # gone already
+        conn.close()
+        return killed
+
 
 class RedisPrefix:
     """A Redis URL whose key prefix is unique to this test run; ``drop`` deletes its keys."""
@@ -176,3 +195,7 @@ class RedisPrefix:
     def drop(self) -> None:
         for key in self.keys():
             self._command(b"DEL", key)
+
+    def kill_client(self, local_port: int) -> bytes:
+        """Make Redis close the connection that comes from ``127.0.0.1:local_port``."""
+        return self._command(b"CLIENT", b"KILL", b"ADDR", b"127.0.0.1:%d" % local_port)

@@ -391,6 +391,21 @@ class ClusterTests(TestCase):
                 protocol.transport.loseConnection()
             await protocol.closed
 
+    # -- shared services ---------------------------------------------------------------
+
+    async def test_database_connections_dropped_under_the_nodes_are_reopened(self):
+        """MariaDB kills every connection the processes hold; logins and messages keep
+        working because the store reopens them (no message is refused)."""
+        await self.client("node2", "ivan")  # a reader and the writer are in use
+        killed = self.db.kill_connections()
+        assert killed > 0
+        heidi = await self.client("node1", "heidi")
+        ivan = await self.client("node2", "ivan", IOS)
+        ack = await heidi.session.send_text(ivan.user_id, "after the connections died")
+        assert ack.msg_id > 0
+        got = await ivan.wait_for(B.CID_MSG_DATA)
+        assert got.message.msg_id == ack.msg_id
+
     # -- login service -----------------------------------------------------------------
 
     async def test_msg_server_sends_each_new_client_to_the_least_loaded_node(self):

@@ -127,6 +127,26 @@ class RedisTests(TestCase):
         await other.forget_transfer("t1")
         assert await self.state.load_transfer("t1") is None
 
+    async def test_connection_closed_by_redis_is_reopened(self):
+        """Redis drops our connections (restart, CLIENT KILL): calls work again shortly
+        after, without anybody restarting the node."""
+        await self.state.set("k", b"v")
+        pool = self.state._redis._factory.pool
+        ports = [conn.transport.getHost().port for conn in pool]
+        for port in ports:
+            assert self.redis.kill_client(port) == b":1\r\n"
+        deadline = time.monotonic() + 8
+        while True:
+            try:
+                if await self.state.get("k") == b"v":
+                    break
+            except SharedStateUnavailable:
+                pass
+            assert time.monotonic() < deadline, "redis connection never came back"
+            await sleep(0.1)
+        new_ports = {conn.transport.getHost().port for conn in self.state._redis._factory.pool}
+        assert not new_ports & set(ports)
+
     async def test_unreachable_redis_fails_within_the_timeout_then_at_once(self):
         """With nobody listening, calls give up after the timeout; once a PING has
         failed, they fail immediately instead of waiting again."""

@@ -1,16 +1,29 @@
 """``StoreService``: opens the database before any other service starts using it, and
-closes it last, after every pending group commit is flushed."""
+closes it last, after every pending group commit is flushed.
+
+Every ``PING_INTERVAL`` seconds it runs ``SELECT 1`` on a reader connection: a connection
+the server dropped (restart, ``wait_timeout``, network) is noticed and reopened by the
+store's retry before a client request needs it, and an unreachable database is logged
+once when it goes and once when it comes back.
+"""
 
 from __future__ import annotations
 
 import sys
 from functools import partial
 
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from teamtalk_py.services import TeamTalkService
 
 log = Logger(namespace="teamtalk.store")
+
+PING_INTERVAL = 30.0
+
+
+def _ping(txn) -> None:
+    txn.execute("SELECT 1").fetchall()
 
 
 class StoreService(TeamTalkService):
@@ -19,6 +32,9 @@ class StoreService(TeamTalkService):
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
         self.db = None
+        self.healthy: bool | None = None
+        self._ping = LoopingCall(self.ping)
+        self._ping.clock = reactor
 
     async def start(self) -> None:
         from teamtalk_py.store.database import open_database
@@ -32,10 +48,29 @@ class StoreService(TeamTalkService):
         )
         await self.db.start()
         log.info("store ready ({dialect})", dialect=self.db.dialect)
+        self.healthy = True
+        self._ping.start(PING_INTERVAL, now=False)
 
     async def stop(self) -> None:
+        if self._ping.running:
+            self._ping.stop()
         if self.db is not None:
             await self.db.stop()
+
+    def ping(self):
+        """``SELECT 1`` on a reader; logs when the database becomes (un)reachable."""
+
+        def ok(_) -> None:
+            if self.healthy is False:
+                log.info("store reachable again")
+            self.healthy = True
+
+        def failed(failure) -> None:
+            if self.healthy is not False:
+                log.warn("store unreachable: {error}", error=failure.getErrorMessage())
+            self.healthy = False
+
+        return self.db.read(_ping).addCallbacks(ok, failed)
 
     def read(self, fn, *args, **kwargs):
         """Run ``fn(txn, *args, **kwargs)`` on a reader thread; a Deferred of its result."""
