@@ -63,6 +63,10 @@ class Server:
             local.format(free_port()),
             "--route-listen",
             local.format(free_port()),
+            "--login-internal-listen",
+            local.format(free_port()),
+            "--file-internal-listen",
+            local.format(free_port()),
             *extra,
         ]
         tmp_path.mkdir(parents=True, exist_ok=True)
