@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 ALL_SERVICES = ("msg", "route", "file", "login")
+_REDIS_URL = re.compile(r"^redis://[^/?]*(/\d*)?(\?.*)?$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$")
 
 
 class ConfigError(ValueError):
@@ -111,8 +113,14 @@ class Config:
             value = getattr(getattr(self, section), key)
             if value and not value.startswith(("mysql://", "sqlite://")):
                 raise ConfigError(f"{section}.{key}: expected mysql://... or sqlite://...")
-        if self.store.redis and not self.store.redis.startswith("redis://"):
-            raise ConfigError("store.redis: expected redis://host:port/db")
+        if self.store.redis and not _REDIS_URL.match(self.store.redis):
+            raise ConfigError("store.redis: expected redis://host:port/db (db a number)")
+        for key in ("route_server", "login_server", "file_server"):
+            for address in getattr(self.msg, key).split(","):
+                if address.strip() and not _HOST_PORT.match(address.strip()):
+                    raise ConfigError(
+                        f"msg.{key}: expected HOST:PORT (comma-separated), got {address!r}"
+                    )
 
 
 def _field_type(section: Any, key: str) -> Any:

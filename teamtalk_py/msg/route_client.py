@@ -25,7 +25,6 @@ While the link is down:
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -153,7 +152,7 @@ class LinkedRoute:
             )
         conn.send(B.CID_OTHER_ONLINE_USER_INFO, info)
         backlog, self._backlog = self._backlog, deque(maxlen=BACKLOG_MAX)
-        horizon = time.monotonic() - BACKLOG_MAX_AGE
+        horizon = self.reactor.seconds() - BACKLOG_MAX_AGE
         sent = 0
         for kept_at, pdu in backlog:
             if kept_at >= horizon:
@@ -170,7 +169,7 @@ class LinkedRoute:
 
     def _send_or_keep(self, pdu: bytes) -> None:
         if not self.link.send_raw(pdu):
-            self._backlog.append((time.monotonic(), pdu))
+            self._backlog.append((self.reactor.seconds(), pdu))
 
     # -- the route verbs ---------------------------------------------------------------
 
