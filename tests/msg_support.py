@@ -102,11 +102,11 @@ class MsgTestCase(TestCase):
         if server not in self._servers:
             return
         self._servers.remove(server)
-        msg = server.service("msg")
+        msg = server.collection.get("msg")  # None on a node without the msg service
         await server.stop()
         # Let the server side of closed connections finish closing too.
         deadline = time.monotonic() + 2
-        while msg.factory.connections and time.monotonic() < deadline:
+        while msg is not None and msg.factory.connections and time.monotonic() < deadline:
             await sleep(0.01)
 
     async def restart(self) -> RunningServer:
