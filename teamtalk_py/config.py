@@ -65,6 +65,11 @@ class FileConfig:
     listen: str = "tcp:8600"
     internal_listen: str = "tcp:8601"
     task_timeout: float = 60.0
+    public_addresses: tuple[str, ...] = ()
+    max_file_size: int = 2 * 1024**3
+    min_free_disk: int = 256 * 1024**2
+    max_pulls_in_flight: int = 16
+    offline_ttl: float = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,12 @@ class Config:
                     raise ConfigError(
                         f"msg.{key}: expected HOST:PORT (comma-separated), got {address!r}"
                     )
+        if self.file.max_pulls_in_flight < 1:
+            raise ConfigError("file.max_pulls_in_flight: must be at least 1")
+        if not 0 <= self.file.max_file_size <= 0xFFFFFFFF:
+            raise ConfigError("file.max_file_size: 0 .. 4294967295 (sizes are 32-bit)")
+        if self.file.min_free_disk < 0 or self.file.offline_ttl <= 0:
+            raise ConfigError("file.min_free_disk / file.offline_ttl: must not be negative")
 
 
 def _field_type(section: Any, key: str) -> Any:
@@ -267,8 +278,19 @@ discovery = "http://127.0.0.1/api/discovery"
 [file]
 listen = "tcp:8600"
 internal_listen = "tcp:8601"
-# Seconds an unused transfer task is kept.
+# Seconds an unused transfer task is kept in memory (stored offline files stay).
 task_timeout = 60.0
+# Where clients reach the file service, "HOST" or "HOST:PORT" (a bare host gets the
+# bound client port). Empty: server.advertise with the bound client port.
+public_addresses = []
+# Largest offline file accepted, in bytes; bigger requests are refused at once.
+max_file_size = 2147483648
+# Bytes of disk an offline upload must leave free; requests that would not are refused.
+min_free_disk = 268435456
+# Blocks the server asks an offline uploader for ahead of time.
+max_pulls_in_flight = 16
+# Seconds an offline file (or an abandoned upload) is kept after its last activity.
+offline_ttl = 2592000.0
 
 [route]
 # Where msg nodes link to. Keep it private, e.g. "tcp:8200:interface=10.0.0.1".

@@ -1,26 +1,34 @@
-"""The file service's client listener.
+"""The file service: client listener (8600), msg-node listener (8601), disk threads, sweeps.
 
-Task creation, file login and the pull protocol belong to the file-transfer issue; for
-now the listener accepts clients, echoes heartbeats and enforces the idle timeout.
+``FileService`` owns the lifecycles; the rules live in ``FileTransfers`` and the tasks. A
+co-hosted msg service creates tasks by calling ``transfer_request`` directly; remote msg
+nodes send ``CID_OTHER_FILE_TRANSFER_REQ`` over the internal port and get the same answer.
 """
 
 from __future__ import annotations
 
-from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from teamtalk_py.file.connection import FileClientFactory, FileInternalFactory
+from teamtalk_py.file.handlers import build_client_table, build_internal_table
+from teamtalk_py.file.storage import DIRECTORY, OfflineFileStore
+from teamtalk_py.file.tasks import MAX_PULL_SIZE, Refused
+from teamtalk_py.file.transfers import FileTransfers, Limits, SharedStateProgress
+from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.services import TeamTalkService
-from teamtalk_py.wire import CommandTable, PduFactory, PduProtocol, echo_heartbeat
+from teamtalk_py.wire.link import parse_host_port
 
+log = Logger(namespace="teamtalk.file")
 
-class FileClientConnection(PduProtocol):
-    """A client connection to the file service; idle after 120 s (wire.md §7)."""
-
-    idle_timeout = 120.0
-
-
-def build_table() -> CommandTable:
-    table = CommandTable()
-    table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
-    return table
+#: How often idle tasks are dropped from memory (the reference's timer, §2.5.9).
+EXPIRY_INTERVAL = 10.0
+#: How often withdrawn, cancelled and expired offline files are deleted.
+SWEEP_INTERVAL = 60.0
+IO_THREADS = 4
 
 
 class FileService(TeamTalkService):
@@ -28,8 +36,115 @@ class FileService(TeamTalkService):
 
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
-        self.factory = PduFactory(clock=reactor, table=build_table())
-        self.factory.protocol = FileClientConnection
+        conf = config.file
+        self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-file-io")
+        self.transfers = FileTransfers(
+            reactor,
+            OfflineFileStore(config.data_dir / DIRECTORY),
+            self.io,
+            limits=Limits(
+                max_file_size=conf.max_file_size,
+                min_free_disk=conf.min_free_disk,
+                pulls_in_flight=conf.max_pulls_in_flight,
+                task_timeout=conf.task_timeout,
+                offline_ttl=conf.offline_ttl,
+            ),
+        )
+        self.factory = FileClientFactory(
+            self.transfers,
+            clock=reactor,
+            table=build_client_table(),
+            max_pdu_size=MAX_PULL_SIZE + 4096,
+        )
+        self.internal_factory = FileInternalFactory(
+            self, clock=reactor, table=build_internal_table()
+        )
+        self._expiry = LoopingCall(self.transfers.expire_idle)
+        self._expiry.clock = reactor
+        self._sweep = LoopingCall(self.sweep)
+        self._sweep.clock = reactor
+
+    def io(self, fn, *args, **kwargs) -> defer.Deferred:
+        """Run blocking disk work on the service's I/O threads."""
+        return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        store = self.sibling("store")
+        if store is not None:
+            await store.ready
+            self.transfers.attach_store(store)
+        shared = self.sibling("redis")
+        if shared is not None and getattr(shared, "shared", False):
+            self.transfers.progress_sinks.append(
+                SharedStateProgress(shared, self.config.file.offline_ttl)
+            )
+        self.pool.start()
         await self.listen(self.config.file.listen, self.factory)
+        await self.listen(self.config.file.internal_listen, self.internal_factory)
+        self._expiry.start(EXPIRY_INTERVAL, now=False)
+        self._sweep.start(SWEEP_INTERVAL, now=True)
+
+    async def stop(self) -> None:
+        for loop in (self._expiry, self._sweep):
+            if loop.running:
+                loop.stop()
+        for conn in list(self.factory.connections) + list(self.internal_factory.connections):
+            conn.transport.loseConnection()
+        await self.transfers.stop()
+        self.pool.stop()
+
+    def sweep(self) -> defer.Deferred:
+        """One offline-file sweep; a failure is logged and the next sweep runs anyway."""
+        d = defer.ensureDeferred(self.transfers.sweep_offline())
+        d.addErrback(lambda f: log.failure("offline file sweep failed", f))
+        return d
+
+    # -- what msg nodes ask ----------------------------------------------------------------
+
+    def client_addresses(self) -> list[tuple[str, int]]:
+        """Where clients reach this service: ``file.public_addresses`` (``HOST`` or
+        ``HOST:PORT``), else the server's advertised address with the bound client port."""
+        port = self.bound_port(0) if self._ports else 0
+        entries = self.config.file.public_addresses or (self.config.server.advertise,)
+        return [parse_host_port(entry, port) for entry in entries]
+
+    async def transfer_request(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> Server_pb2.IMFileTransferRsp:
+        """``CID_OTHER_FILE_TRANSFER_REQ`` -> ``IMFileTransferRsp`` (attach_data echoed)."""
+        answer = Server_pb2.IMFileTransferRsp(
+            result_code=1,
+            from_user_id=request.from_user_id,
+            to_user_id=request.to_user_id,
+            file_name=request.file_name,
+            file_size=request.file_size,
+            task_id="",
+            trans_mode=request.trans_mode,
+        )
+        if request.HasField("attach_data"):
+            answer.attach_data = request.attach_data
+        try:
+            task = await self.transfers.create_task(
+                request.from_user_id,
+                request.to_user_id,
+                request.file_name,
+                request.file_size,
+                request.trans_mode,
+            )
+        except Refused as e:
+            log.info(
+                "transfer {from_id} -> {to_id} refused: {reason}",
+                from_id=request.from_user_id,
+                to_id=request.to_user_id,
+                reason=str(e),
+            )
+            return answer
+        answer.result_code = 0
+        answer.task_id = task.task_id
+        return answer
+
+    async def progress(self, task_id: str) -> tuple[int, int] | None:
+        """``(uploaded, file_size)`` of an offline upload, wherever it runs."""
+        return await self.transfers.progress(task_id)

@@ -1,0 +1,134 @@
+"""The file service's connections: clients (port 8600) and msg nodes (port 8601).
+
+``FileClientConnection`` frames and dispatches; it is the ``Peer`` the tasks send to. Its
+one addition to ``PduProtocol`` is flow control in both directions: when its peer stops
+reading, the task hears of it (a downloader's pump stops, an online sender is held), and a
+task may *hold* this connection's input (stop reading from the socket) for as long as it
+needs, whatever the connection's own output state.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from twisted.python.failure import Failure
+
+from teamtalk_py.wire import PduFactory, PduProtocol
+
+if TYPE_CHECKING:
+    from teamtalk_py.file.service import FileService
+    from teamtalk_py.file.tasks import Task
+    from teamtalk_py.file.transfers import FileTransfers
+
+
+SOCKET_BUFFER = 128 * 1024
+
+
+class FileClientConnection(PduProtocol):
+    """One client connection; it serves exactly one task once logged in."""
+
+    factory: FileClientFactory
+    #: Seconds without a byte before the sweep closes us (wire.md §7).
+    idle_timeout = 120.0
+    #: The reference has no login deadline; a minute is generous for any client.
+    login_deadline = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_id = 0
+        self.role = 0
+        self.task: Task | None = None
+        self._holds: set[str] = set()
+        self._reading = True
+
+    @property
+    def transfers(self) -> FileTransfers:
+        return self.factory.transfers
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        # The reference gives file clients 128 KiB socket buffers (commands.md §2.5.1).
+        get_handle = getattr(self.transport, "getHandle", None)
+        sock = get_handle() if get_handle is not None else None
+        if isinstance(sock, socket.socket):
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                except OSError:
+                    pass
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closing = True
+        super().connectionLost(reason)
+        self.transfers.peer_lost(self)
+
+    # -- flow control --------------------------------------------------------------------
+
+    def hold_input(self, reason: str) -> None:
+        self._holds.add(reason)
+        self._apply_reading()
+
+    def release_input(self, reason: str) -> None:
+        self._holds.discard(reason)
+        self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        should_read = not self._paused and not self._holds
+        if self.transport is None or should_read == self._reading:
+            return
+        self._reading = should_read
+        if should_read:
+            if not self.closing:
+                self.transport.resumeProducing()
+        else:
+            self.transport.pauseProducing()
+
+    def pauseProducing(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._written_while_paused = 0
+            self._apply_reading()
+            self.transfers.output_paused(self)
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._written_while_paused = 0
+            self._apply_reading()
+            self.transfers.output_resumed(self)
+
+
+class FileClientFactory(PduFactory):
+    protocol = FileClientConnection
+
+    def __init__(self, transfers: FileTransfers, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.transfers = transfers
+
+
+class FileInternalConnection(PduProtocol):
+    """A msg node's link to us: trusted, no login; silent for 30 s means dead (wire.md §7)."""
+
+    factory: FileInternalFactory
+    logged_in = True
+    idle_timeout = 30.0
+
+
+class FileInternalFactory(PduFactory):
+    protocol = FileInternalConnection
+
+    def __init__(self, service: FileService, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+
+__all__ = [
+    "FileClientConnection",
+    "FileClientFactory",
+    "FileInternalConnection",
+    "FileInternalFactory",
+]

@@ -1,0 +1,744 @@
+"""Transfer tasks: what one online or offline file transfer is, and its state machine.
+
+An ``OnlineTask`` relays blocks between two connected clients (commands.md §2.5.5): the
+receiver's pull requests go verbatim to the sender, and the sender's blocks go back with
+the seq of the request they answer. An ``OfflineTask`` owns a stored file: its uploader is
+asked for blocks ahead of time (several pulls in flight), each batch is written and
+fsynced before more is asked for, and its downloaders are served from disk in batches,
+only while their connection is reading.
+
+Tasks talk to connections through ``Peer`` (the *mind* in twisted.words' vocabulary): send
+a PDU, close, hold or release input. Everything that needs the outside world (clock, disk
+threads, store, limits) comes from the ``FileTransfers`` that owns the task.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from teamtalk_py.file.storage import FileHeader, OpenFile
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import File_pb2
+from teamtalk_py.protocol.header import with_seq
+
+if TYPE_CHECKING:
+    from teamtalk_py.file.transfers import FileTransfers
+    from teamtalk_py.wire import Request
+
+log = Logger(namespace="teamtalk.file")
+
+#: The reference's block size for offline uploads (commands.md §2.5.4).
+BLOCK_SIZE = 32768
+#: Largest block a client may pull in one request (online or offline).
+MAX_PULL_SIZE = 256 * 1024
+#: Most bytes read from disk in one go for a downloader (contiguous pulls are batched).
+READ_BATCH = 256 * 1024
+#: Pull requests a downloader may queue before we stop reading from its connection.
+MAX_QUEUED_PULLS = 64
+#: Online pulls relayed to the sender and not yet answered, per task.
+MAX_RELAYED_PULLS = 1024
+#: Seconds between progress records of one upload (plus one at the end and on disconnect).
+PROGRESS_INTERVAL = 1.0
+
+#: The error a rejected pull is answered with before the connection is closed.
+PULL_REJECTED = B.FILE_SERVER_ERRNO_PULL_DATA_SEEK_OFFSET_ERROR
+
+
+class State(enum.IntEnum):
+    """Task states, numbered as in the reference (commands.md §2.5.3)."""
+
+    INVALID = 0
+    READY = 1
+    WAITING_SENDER = 2
+    WAITING_RECEIVER = 3
+    WAITING_TRANSFER = 4
+    TRANSFERRING = 5
+    TRANSFER_DONE = 6
+    WAITING_UPLOAD = 7
+    UPLOADING = 8
+    UPLOAD_END = 9
+    WAITING_DOWNLOAD = 10
+    DOWNLOADING = 11
+    DOWNLOAD_END = 12
+    ERROR = 13
+
+
+class Refused(Exception):
+    """A login or packet the task turns down; the connection is closed with this reason."""
+
+
+class PullRejected(Refused):
+    """A pull whose offset or size does not fit the task; answered, then closed."""
+
+
+class Peer(Protocol):
+    """A client connection as the tasks see it."""
+
+    user_id: int
+    role: int
+    task: Task | None
+    closing: bool
+    logged_in: bool
+
+    def send(self, command_id: int, message: Any, seq: int = 0) -> None: ...
+
+    def send_raw(self, pdu: bytes) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+    def hold_input(self, reason: str) -> None: ...
+
+    def release_input(self, reason: str) -> None: ...
+
+
+def file_state(state: int, task_id: str, user_id: int) -> File_pb2.IMFileState:
+    return File_pb2.IMFileState(state=state, task_id=task_id, user_id=user_id)
+
+
+class Task:
+    """What both kinds of task share: identity, the file's description, liveness."""
+
+    mode: int
+
+    def __init__(
+        self,
+        transfers: FileTransfers,
+        task_id: str,
+        from_id: int,
+        to_id: int,
+        file_name: str,
+        file_size: int,
+        created: int,
+    ) -> None:
+        self.transfers = transfers
+        self.task_id = task_id
+        self.from_id = from_id
+        self.to_id = to_id
+        self.file_name = file_name
+        self.file_size = file_size
+        self.created = created
+        self.state = State.READY
+        self.last_active = transfers.clock.seconds()
+
+    def touch(self) -> None:
+        self.last_active = self.transfers.clock.seconds()
+
+    def peers(self) -> list[Peer]:
+        raise NotImplementedError
+
+    def bound(self) -> bool:
+        """Whether a connection is logged in to this task."""
+        return bool(self.peers())
+
+    def check_login(self, user_id: int, role: int) -> None:
+        raise NotImplementedError
+
+    def check_packet(self, peer: Peer, user_id: int, task_id: str, owner: int) -> None:
+        """A packet's ``user_id`` must be the connection's and the task's, and its task id
+        this task's."""
+        if task_id != self.task_id:
+            raise Refused(f"packet for task {task_id!r} on a connection of {self.task_id}")
+        if user_id != peer.user_id or user_id != owner:
+            raise Refused(f"user {user_id} may not do this on task {self.task_id}")
+
+    def reject_pull(self, peer: Peer, seq: int, request: Any, why: str) -> None:
+        """Answer a pull that does not fit the task with an error, then refuse it."""
+        peer.send(
+            B.CID_FILE_PULL_DATA_RSP,
+            File_pb2.IMFilePullDataRsp(
+                result_code=PULL_REJECTED,
+                task_id=self.task_id,
+                user_id=request.user_id,
+                offset=request.offset,
+                file_data=b"",
+            ),
+            seq,
+        )
+        raise PullRejected(why)
+
+    def check_range(self, peer: Peer, seq: int, request: Any) -> None:
+        size, offset = request.data_size, request.offset
+        if not 0 < size <= MAX_PULL_SIZE:
+            self.reject_pull(peer, seq, request, f"pull of {size} bytes (1..{MAX_PULL_SIZE})")
+        if offset + size > self.file_size:
+            self.reject_pull(
+                peer, seq, request, f"pull of {offset}+{size} past the size {self.file_size}"
+            )
+
+    # -- what a connection can do, once logged in -----------------------------------
+
+    async def login(self, peer: Peer, role: int) -> None:
+        raise NotImplementedError
+
+    def after_login(self, peer: Peer) -> None:
+        """Follow-ups once the login answer is on its way."""
+
+    def pull_request(self, peer: Peer, request: Request) -> None:
+        raise Refused("pull requests are not accepted here")
+
+    def pull_response(self, peer: Peer, request: Request) -> None:
+        raise Refused("blocks are not accepted here")
+
+    def state_received(self, peer: Peer, request: Request) -> None:
+        """``CID_FILE_STATE`` from a client (the connection is closed afterwards)."""
+
+    def peer_lost(self, peer: Peer) -> None:
+        raise NotImplementedError
+
+    def output_paused(self, peer: Peer) -> None:
+        """``peer`` stopped reading (its send buffer is full)."""
+
+    def output_resumed(self, peer: Peer) -> None:
+        """``peer`` reads again."""
+
+    async def dispose(self) -> None:
+        """Release what the task holds (open files) when it leaves memory."""
+
+
+# ------------------------------------------------------------------------------------
+# Online
+
+
+class OnlineTask(Task):
+    """Both clients connected; the server relays, keeping the receiver's seqs."""
+
+    mode = B.FILE_TYPE_ONLINE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sender: Peer | None = None
+        self.receiver: Peer | None = None
+        # offset -> (seq, size) of the receiver's pulls not yet answered, oldest first.
+        self._pulls: dict[int, deque[tuple[int, int]]] = {}
+        self._pull_count = 0
+
+    def peers(self) -> list[Peer]:
+        return [p for p in (self.sender, self.receiver) if p is not None]
+
+    def check_login(self, user_id: int, role: int) -> None:
+        if role == B.CLIENT_REALTIME_SENDER:
+            owner = self.from_id
+        elif role == B.CLIENT_REALTIME_RECVER:
+            owner = self.to_id
+        else:
+            raise Refused(f"role {role} is not an online role")
+        if user_id != owner:
+            raise Refused(f"user {user_id} is not the {_role_name(role)} of this task")
+
+    async def login(self, peer: Peer, role: int) -> None:
+        state = self.state
+        if role == B.CLIENT_REALTIME_SENDER:
+            if state == State.READY:
+                self.state = State.WAITING_RECEIVER
+            elif state == State.WAITING_SENDER:
+                self.state = State.WAITING_TRANSFER
+            else:
+                raise Refused(f"sender login in state {state.name}")
+            self.sender = peer
+        else:
+            if state == State.READY:
+                self.state = State.WAITING_SENDER
+            elif state == State.WAITING_RECEIVER:
+                self.state = State.WAITING_TRANSFER
+            else:
+                raise Refused(f"receiver login in state {state.name}")
+            self.receiver = peer
+
+    def after_login(self, peer: Peer) -> None:
+        if self.state == State.WAITING_TRANSFER and self.receiver is not None:
+            self.receiver.send(
+                B.CID_FILE_STATE, file_state(B.CLIENT_FILE_PEER_READY, self.task_id, self.from_id)
+            )
+
+    def _check_transfer_state(self) -> None:
+        if self.state not in (State.WAITING_TRANSFER, State.TRANSFERRING):
+            raise Refused(f"transfer packet in state {self.state.name}")
+
+    def pull_request(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        if peer is not self.receiver:
+            raise Refused("only the receiver pulls in an online transfer")
+        self.check_packet(peer, msg.user_id, msg.task_id, self.to_id)
+        self._check_transfer_state()
+        self.check_range(peer, request.seq, msg)
+        if self._pull_count >= MAX_RELAYED_PULLS:
+            self.reject_pull(peer, request.seq, msg, f"over {MAX_RELAYED_PULLS} pulls pending")
+        self.state = State.TRANSFERRING
+        self._pulls.setdefault(msg.offset, deque()).append((request.seq, msg.data_size))
+        self._pull_count += 1
+        self.touch()
+        assert self.sender is not None
+        self.sender.send_raw(request.pdu)
+
+    def pull_response(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        if peer is not self.sender:
+            raise Refused("only the sender sends blocks in an online transfer")
+        self.check_packet(peer, msg.user_id, msg.task_id, self.from_id)
+        self._check_transfer_state()
+        waiting = self._pulls.get(msg.offset)
+        if not waiting:
+            raise Refused(f"block at {msg.offset} that the receiver did not ask for")
+        seq, size = waiting.popleft()
+        if not waiting:
+            del self._pulls[msg.offset]
+        self._pull_count -= 1
+        if len(msg.file_data) > size:
+            raise Refused(f"block of {len(msg.file_data)} bytes for a pull of {size}")
+        self.touch()
+        assert self.receiver is not None
+        self.receiver.send_raw(with_seq(request.pdu, seq))
+
+    def state_received(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        if msg.state not in (B.CLIENT_FILE_CANCEL, B.CLIENT_FILE_REFUSE, B.CLIENT_FILE_DONE):
+            return
+        other = self.receiver if peer is self.sender else self.sender
+        if other is not None:
+            other.send_raw(request.pdu)
+
+    def peer_lost(self, peer: Peer) -> None:
+        if peer is self.sender:
+            self.sender = None
+        elif peer is self.receiver:
+            self.receiver = None
+            if self.sender is not None:
+                self.sender.release_input("receiver")
+        else:
+            return
+        self.state = State.INVALID
+        for other in self.peers():
+            other.close("the other side of the transfer left")
+        if not self.bound():
+            self.transfers.forget(self)
+
+    def output_paused(self, peer: Peer) -> None:
+        # A receiver that stops reading must stop the sender too, or its blocks pile up
+        # in our memory.
+        if peer is self.receiver and self.sender is not None:
+            self.sender.hold_input("receiver")
+
+    def output_resumed(self, peer: Peer) -> None:
+        if peer is self.receiver and self.sender is not None:
+            self.sender.release_input("receiver")
+
+
+# ------------------------------------------------------------------------------------
+# Offline
+
+
+@dataclass(eq=False)
+class UploadSession:
+    """An upload in progress: the open file and the blocks between client and disk."""
+
+    file: OpenFile
+    durable: int
+    next_offset: int = 0
+    #: (offset, size) asked of the uploader and not yet received, oldest first.
+    outstanding: deque[tuple[int, int]] = field(default_factory=deque)
+    #: Received blocks waiting for the next write, in order.
+    buffered: list[bytes] = field(default_factory=list)
+    #: Blocks in the write running now (0: no write running).
+    writing: int = 0
+    last_recorded: float = float("-inf")
+    _idle: list[defer.Deferred[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.next_offset = self.durable
+
+    @property
+    def in_flight(self) -> int:
+        """Blocks asked for and not yet durable: what the window limits."""
+        return len(self.outstanding) + len(self.buffered) + self.writing
+
+    @property
+    def settled(self) -> bool:
+        return not self.writing and not self.buffered
+
+    def when_settled(self) -> defer.Deferred[None]:
+        if self.settled:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def notify_settled(self) -> None:
+        if self.settled:
+            waiters, self._idle = self._idle, []
+            for d in waiters:
+                d.callback(None)
+
+
+@dataclass(eq=False)
+class DownloadSession:
+    """One downloading connection: its open file and its queued pulls."""
+
+    peer: Peer
+    file: OpenFile
+    #: (seq, offset, size, user_id) of pulls not yet answered, in arrival order.
+    queue: deque[tuple[int, int, int, int]] = field(default_factory=deque)
+    reading: bool = False
+    paused: bool = False
+    held: bool = False
+    served_end: bool = False
+
+
+class OfflineTask(Task):
+    """An upload to disk, and any number of downloads of the finished file."""
+
+    mode = B.FILE_TYPE_OFFLINE
+
+    def __init__(self, *args: Any, stored: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: File bytes known durable on disk.
+        self.stored = stored
+        self.uploader: Peer | None = None
+        self.upload: UploadSession | None = None
+        self.downloads: dict[Peer, DownloadSession] = {}
+        self.cancelled = False
+
+    @property
+    def complete(self) -> bool:
+        return self.stored >= self.file_size
+
+    def header(self) -> FileHeader:
+        return FileHeader(
+            self.task_id, self.from_id, self.to_id, self.created, self.file_name, self.file_size
+        )
+
+    def peers(self) -> list[Peer]:
+        peers = list(self.downloads)
+        if self.uploader is not None:
+            peers.append(self.uploader)
+        return peers
+
+    def check_login(self, user_id: int, role: int) -> None:
+        if role == B.CLIENT_OFFLINE_UPLOAD:
+            owner = self.from_id
+        elif role == B.CLIENT_OFFLINE_DOWNLOAD:
+            owner = self.to_id
+        else:
+            raise Refused(f"role {role} is not an offline role")
+        if user_id != owner:
+            raise Refused(f"user {user_id} is not the {_role_name(role)} of this task")
+
+    async def login(self, peer: Peer, role: int) -> None:
+        if self.cancelled:
+            raise Refused("task cancelled")
+        if role == B.CLIENT_OFFLINE_UPLOAD:
+            await self._login_upload(peer)
+        else:
+            await self._login_download(peer)
+
+    def after_login(self, peer: Peer) -> None:
+        if peer is self.uploader:
+            if self.complete:
+                self._finish_upload()
+            else:
+                self._ask_ahead()
+        elif peer in self.downloads and self.file_size == 0:
+            self._download_done(self.downloads[peer])
+
+    # -- upload ------------------------------------------------------------------------
+
+    async def _login_upload(self, peer: Peer) -> None:
+        transfers = self.transfers
+        previous, self.uploader = self.uploader, None
+        if previous is not None:
+            previous.close("replaced by a new upload login")
+        if not self.complete and self.upload is None:
+            opened = await transfers.io(transfers.files.open, self.task_id, write=True)
+            if opened is None:
+                raise Refused("the stored file is missing")
+            if self.upload is not None or self.complete:  # a concurrent login was quicker
+                await transfers.io(opened.close)
+            else:
+                self.stored = opened.stored
+                self.upload = UploadSession(opened, durable=opened.stored)
+        if self.upload is not None:
+            # Blocks of an earlier connection that already arrived are still written;
+            # the new connection continues from what is then durable.
+            self.upload.outstanding.clear()
+            await self.upload.when_settled()
+        if not self.complete:
+            await transfers.check_disk(self.file_size - self.stored, exclude=self)
+            if self.upload is None:
+                raise Refused("the upload was cancelled")
+            self.upload.next_offset = self.upload.durable
+            self.state = State.UPLOADING if self.stored else State.WAITING_UPLOAD
+        if self.uploader is not None or peer.closing:
+            raise Refused("another upload login took over")
+        self.uploader = peer
+
+    def _ask_ahead(self) -> None:
+        """Keep ``pulls_in_flight`` block requests outstanding with the uploader."""
+        upload, peer = self.upload, self.uploader
+        if upload is None or peer is None or peer.closing:
+            return
+        window = self.transfers.limits.pulls_in_flight
+        while upload.in_flight < window and upload.next_offset < self.file_size:
+            offset = upload.next_offset
+            size = min(BLOCK_SIZE, self.file_size - offset)
+            upload.outstanding.append((offset, size))
+            upload.next_offset += size
+            peer.send(
+                B.CID_FILE_PULL_DATA_REQ,
+                File_pb2.IMFilePullDataReq(
+                    task_id=self.task_id,
+                    user_id=self.from_id,
+                    trans_mode=B.FILE_TYPE_OFFLINE,
+                    offset=offset,
+                    data_size=size,
+                ),
+            )
+
+    def pull_response(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        upload = self.upload
+        if peer is not self.uploader or upload is None:
+            raise Refused("only the uploader sends blocks to an offline task")
+        self.check_packet(peer, msg.user_id, msg.task_id, self.from_id)
+        if msg.result_code != 0:
+            raise Refused(f"the uploader reports error {msg.result_code}")
+        expected = upload.outstanding[0] if upload.outstanding else None
+        got = (msg.offset, len(msg.file_data))
+        if got != expected:
+            raise Refused(f"block {got} where {expected} (offset, size) was asked for")
+        upload.outstanding.popleft()
+        upload.buffered.append(msg.file_data)
+        self.state = State.UPLOADING
+        self.touch()
+        self._write()
+
+    def _write(self) -> None:
+        upload = self.upload
+        if upload is None or upload.writing or not upload.buffered:
+            return
+        chunks, upload.buffered = upload.buffered, []
+        upload.writing = len(chunks)
+        d = self.transfers.io(upload.file.append, upload.durable, chunks)
+        d.addCallbacks(partial(self._written, upload), partial(self._write_failed, upload))
+
+    def _written(self, upload: UploadSession, count: int) -> None:
+        upload.writing = 0
+        upload.durable += count
+        if upload is not self.upload:  # cancelled or disposed meanwhile
+            upload.notify_settled()
+            return
+        self.stored = upload.durable
+        if self.complete:
+            upload.notify_settled()
+            self._finish_upload()
+            return
+        self._record_progress(upload)
+        self._ask_ahead()
+        self._write()
+        upload.notify_settled()
+
+    def _write_failed(self, upload: UploadSession, failure: Failure) -> None:
+        upload.writing = 0
+        upload.buffered.clear()
+        upload.outstanding.clear()
+        log.error(
+            "writing offline file {task_id} at {offset} failed: {error}",
+            task_id=self.task_id,
+            offset=upload.durable,
+            error=failure.getErrorMessage(),
+        )
+        if self.uploader is not None:
+            self.uploader.close("storage error")
+        upload.notify_settled()
+
+    def _record_progress(self, upload: UploadSession, *, force: bool = False) -> None:
+        now = self.transfers.clock.seconds()
+        if not force and now - upload.last_recorded < PROGRESS_INTERVAL:
+            return
+        upload.last_recorded = now
+        self.transfers.record_progress(self, upload.durable)
+
+    def _finish_upload(self) -> None:
+        self.state = State.UPLOAD_END
+        upload, self.upload = self.upload, None
+        d: defer.Deferred[Any] = defer.succeed(None)
+        if upload is not None:
+            d = self.transfers.io(upload.file.close)
+        d.addCallback(lambda _: self.transfers.record_progress(self, self.file_size))
+        d.addErrback(lambda f: log.failure("finishing upload {t}", f, t=self.task_id))
+        d.addCallback(lambda _: self._confirm_upload())
+
+    def _confirm_upload(self) -> None:
+        """Tell the uploader it is done, once the store says UPLOADED (so its add-offline
+        request finds the file finished)."""
+        peer, self.uploader = self.uploader, None
+        if peer is not None and not peer.closing:
+            peer.send(B.CID_FILE_STATE, file_state(B.CLIENT_FILE_DONE, self.task_id, self.from_id))
+            peer.close("upload complete")
+
+    # -- download ------------------------------------------------------------------
+
+    async def _login_download(self, peer: Peer) -> None:
+        if not self.complete:
+            raise Refused(f"upload not finished ({self.stored} of {self.file_size} bytes)")
+        transfers = self.transfers
+        opened = await transfers.io(transfers.files.open, self.task_id)
+        if opened is None or not opened.complete:
+            if opened is not None:
+                await transfers.io(opened.close)
+            raise Refused("the stored file is missing or incomplete")
+        if peer.closing or self.cancelled:
+            await transfers.io(opened.close)
+            raise Refused("gone while opening the file")
+        self.downloads[peer] = DownloadSession(peer, opened)
+        self.state = State.WAITING_DOWNLOAD
+
+    def pull_request(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        session = self.downloads.get(peer)
+        if session is None:
+            raise Refused("only a downloader pulls from an offline task")
+        self.check_packet(peer, msg.user_id, msg.task_id, self.to_id)
+        self.check_range(peer, request.seq, msg)
+        session.queue.append((request.seq, msg.offset, msg.data_size, msg.user_id))
+        if len(session.queue) >= MAX_QUEUED_PULLS and not session.held:
+            session.held = True
+            peer.hold_input("pulls")
+        self.state = State.DOWNLOADING
+        self.touch()
+        self._pump(session)
+
+    def _pump(self, session: DownloadSession) -> None:
+        if session.reading or session.paused or not session.queue or session.peer.closing:
+            return
+        queue = session.queue
+        batch = [queue.popleft()]
+        total = batch[0][2]
+        while queue:
+            _, offset, size, _ = queue[0]
+            _, last_offset, last_size, _ = batch[-1]
+            if offset != last_offset + last_size or total + size > READ_BATCH:
+                break
+            batch.append(queue.popleft())
+            total += size
+        session.reading = True
+        d = self.transfers.io(session.file.read, batch[0][1], total)
+        d.addCallbacks(
+            partial(self._read_done, session, batch, total), partial(self._read_failed, session)
+        )
+
+    def _read_done(
+        self, session: DownloadSession, batch: list[tuple[int, int, int, int]], total: int, data
+    ) -> None:
+        session.reading = False
+        peer = session.peer
+        if self.downloads.get(peer) is not session:
+            return
+        if len(data) != total:
+            peer.close(f"stored file {self.task_id} is shorter than its size")
+            return
+        position = 0
+        for seq, offset, size, user_id in batch:
+            peer.send(
+                B.CID_FILE_PULL_DATA_RSP,
+                File_pb2.IMFilePullDataRsp(
+                    result_code=0,
+                    task_id=self.task_id,
+                    user_id=user_id,
+                    offset=offset,
+                    file_data=data[position : position + size],
+                ),
+                seq,
+            )
+            position += size
+            if offset + size == self.file_size:
+                session.served_end = True
+        self.touch()
+        if session.held and len(session.queue) <= MAX_QUEUED_PULLS // 2:
+            session.held = False
+            peer.release_input("pulls")
+        if session.served_end and not session.queue:
+            self._download_done(session)
+            return
+        self._pump(session)
+
+    def _read_failed(self, session: DownloadSession, failure: Failure) -> None:
+        session.reading = False
+        log.error(
+            "reading offline file {task_id} failed: {error}",
+            task_id=self.task_id,
+            error=failure.getErrorMessage(),
+        )
+        session.peer.close("storage error")
+
+    def _download_done(self, session: DownloadSession) -> None:
+        peer = session.peer
+        peer.send(B.CID_FILE_STATE, file_state(B.CLIENT_FILE_DONE, self.task_id, self.from_id))
+        peer.close("download complete")
+
+    def output_paused(self, peer: Peer) -> None:
+        session = self.downloads.get(peer)
+        if session is not None:
+            session.paused = True
+
+    def output_resumed(self, peer: Peer) -> None:
+        session = self.downloads.get(peer)
+        if session is not None:
+            session.paused = False
+            self._pump(session)
+
+    # -- state, disconnects, disposal --------------------------------------------------
+
+    def state_received(self, peer: Peer, request: Request) -> None:
+        msg = request.message
+        if peer is self.uploader and msg.state == B.CLIENT_FILE_CANCEL:
+            self.transfers.cancel(self)
+        elif peer in self.downloads and self.uploader is not None:
+            if msg.state in (B.CLIENT_FILE_CANCEL, B.CLIENT_FILE_REFUSE, B.CLIENT_FILE_DONE):
+                self.uploader.send_raw(request.pdu)
+
+    def peer_lost(self, peer: Peer) -> None:
+        if peer is self.uploader:
+            self.uploader = None
+            upload = self.upload
+            if upload is not None:
+                upload.outstanding.clear()
+                # What already arrived is still written; then the progress is recorded.
+                upload.when_settled().addCallback(
+                    lambda _: (
+                        self._record_progress(upload, force=True) if upload is self.upload else None
+                    )
+                )
+        session = self.downloads.pop(peer, None)
+        if session is not None:
+            self.transfers.io(session.file.close).addErrback(
+                lambda f: log.failure("closing {t}", f, t=self.task_id)
+            )
+            if not self.downloads and self.state == State.DOWNLOADING:
+                self.state = State.UPLOAD_END
+        self.touch()
+
+    async def dispose(self) -> None:
+        upload, self.upload = self.upload, None
+        if upload is not None:
+            await upload.when_settled()
+            await self.transfers.io(upload.file.close)
+        sessions = list(self.downloads.values())
+        self.downloads.clear()
+        for session in sessions:
+            await self.transfers.io(session.file.close)
+
+
+def _role_name(role: int) -> str:
+    return {
+        B.CLIENT_REALTIME_SENDER: "sender",
+        B.CLIENT_REALTIME_RECVER: "receiver",
+        B.CLIENT_OFFLINE_UPLOAD: "uploader",
+        B.CLIENT_OFFLINE_DOWNLOAD: "downloader",
+    }.get(role, f"role {role}")

@@ -1,0 +1,158 @@
+"""How a msg node reaches file services: create transfer tasks, learn client addresses.
+
+The msg handlers (``teamtalk_py.msg.files``) only see ``FileServers``: "is one
+available", "create this task", "where do clients connect". Behind it are either
+
+* ``InProcessFileServer``: the co-hosted file service, called directly; or
+* ``RemoteFileServer``: one per ``--file-server HOST:PORT`` entry, a ``ServerLink`` to that
+  file service's internal port (8601) speaking TeamTalk's own PDUs. On every connect it
+  asks ``CID_OTHER_FILE_SERVER_IP_REQ`` for the client addresses (wire.md §7.1); tasks are
+  created with ``CID_OTHER_FILE_TRANSFER_REQ``, answered by seq. The link reconnects with
+  the reference's back-off and heartbeats every 5 s when silent.
+
+Like the reference, each request goes to a random available file service.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Server_pb2
+from teamtalk_py.wire import CommandTable, Request
+from teamtalk_py.wire.link import LinkProtocol, ServerLink, parse_host_port
+
+log = Logger(namespace="teamtalk.msg.files")
+
+DEFAULT_FILE_SERVER_PORT = 8601
+#: Seconds a task creation may take over a link before the sender is told it failed.
+REQUEST_TIMEOUT = 10.0
+
+
+class FileServer(Protocol):
+    @property
+    def available(self) -> bool: ...
+
+    def addresses(self) -> list[tuple[str, int]]: ...
+
+    def transfer(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> defer.Deferred[None] | None: ...
+
+
+class InProcessFileServer:
+    """The file service of this process."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    @property
+    def available(self) -> bool:
+        return bool(self.service.running) and self.service.ready.called
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return self.service.client_addresses()
+
+    def transfer(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]:
+        return defer.ensureDeferred(self.service.transfer_request(request))
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def _heartbeat_echo(conn: LinkProtocol, request: Request) -> None:
+    """The file service echoes our heartbeats; the echo only proves it is alive."""
+
+
+class RemoteFileServer:
+    """A file service in another process, over its internal port."""
+
+    def __init__(self, reactor: Any, address: str) -> None:
+        self.reactor = reactor
+        host, port = parse_host_port(address, DEFAULT_FILE_SERVER_PORT)
+        table = CommandTable()
+        table.register(B.CID_OTHER_HEARTBEAT, _heartbeat_echo, decode=False)
+        self.link = ServerLink(reactor, "file", host, port, table, on_connect=self._connected)
+        self._addresses: list[tuple[str, int]] = []
+
+    @property
+    def available(self) -> bool:
+        return self.link.connected
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return list(self._addresses)
+
+    def start(self) -> None:
+        self.link.start()
+
+    def stop(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self.link.stop())
+
+    def _connected(self, conn: LinkProtocol) -> None:
+        d = conn.request(B.CID_OTHER_FILE_SERVER_IP_REQ, Server_pb2.IMFileServerIPReq())
+        d.addCallback(self._got_addresses)
+        d.addErrback(
+            lambda f: log.info(
+                "no address list from file service {address}: {error}",
+                address=self.link.address,
+                error=f.getErrorMessage(),
+            )
+        )
+
+    def _got_addresses(self, answer: Request) -> None:
+        self._addresses = [(a.ip, a.port) for a in answer.message.ip_addr_list]
+        log.info(
+            "file service {address} serves clients at {clients}",
+            address=self.link.address,
+            clients=", ".join(f"{h}:{p}" for h, p in self._addresses),
+        )
+
+    def transfer(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]:
+        d = self.link.request(B.CID_OTHER_FILE_TRANSFER_REQ, request)
+        d.addTimeout(REQUEST_TIMEOUT, self.reactor)
+        return d.addCallback(lambda answer: answer.message)
+
+
+class FileServers:
+    """Every file service this msg node may use."""
+
+    def __init__(self, servers: list[FileServer]) -> None:
+        self.servers = servers
+
+    @classmethod
+    def for_service(cls, service: Any) -> FileServers:
+        """``msg.file_server`` (comma-separated ``HOST:PORT``) when set, else the
+        co-hosted file service, else none (file requests then fail politely)."""
+        configured = [a.strip() for a in service.config.msg.file_server.split(",") if a.strip()]
+        if configured:
+            return cls([RemoteFileServer(service.reactor, a) for a in configured])
+        local = service.sibling("file")
+        return cls([InProcessFileServer(local)] if local is not None else [])
+
+    def pick(self) -> FileServer | None:
+        """A random available file service (None when there is none)."""
+        available = [s for s in self.servers if s.available]
+        return random.choice(available) if available else None
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await defer.maybeDeferred(server.stop)
