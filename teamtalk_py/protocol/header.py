@@ -7,7 +7,7 @@ fields are unsigned big-endian; ``length`` counts the whole PDU, header included
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct(">IHHHHHH")
 HEADER_SIZE = HEADER.size  # 16
@@ -16,9 +16,12 @@ HEADER_SIZE = HEADER.size  # 16
 SERVER_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class PduHeader:
-    """A decoded header. ``length`` is the whole PDU length as announced by the peer."""
+class PduHeader(NamedTuple):
+    """A decoded header. ``length`` is the whole PDU length as announced by the peer.
+
+    A NamedTuple rather than a dataclass: one is built for every PDU received, and a
+    tuple is the cheapest immutable record Python has.
+    """
 
     length: int
     version: int
@@ -30,18 +33,10 @@ class PduHeader:
 
     @classmethod
     def unpack_from(cls, buffer: bytes | bytearray | memoryview, offset: int = 0) -> PduHeader:
-        return cls(*HEADER.unpack_from(buffer, offset))
+        return cls._make(HEADER.unpack_from(buffer, offset))
 
     def pack(self) -> bytes:
-        return HEADER.pack(
-            self.length,
-            self.version,
-            self.flag,
-            self.service_id,
-            self.command_id,
-            self.seq_num,
-            self.reserved,
-        )
+        return HEADER.pack(*self)
 
 
 def pack_pdu(service_id: int, command_id: int, body: bytes, seq_num: int = 0) -> bytes:

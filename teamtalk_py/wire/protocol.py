@@ -138,6 +138,11 @@ class PduProtocol(Protocol):
         self.connected_at = self.last_received = now
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        # Small PDUs (acks, deliveries) must not wait for Nagle's algorithm (wire.md §3:
+        # the reference sets TCP_NODELAY too).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.transport.registerProducer(self, True)
         self.factory.connections.add(self)
 
