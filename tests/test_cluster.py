@@ -29,7 +29,7 @@ from twisted.internet import reactor
 
 from teamtalk_py.client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2
 from tests.cluster_support import (
     IOS,
     PASSWORD,
@@ -390,6 +390,30 @@ class ClusterTests(TestCase):
             if not protocol.closed.called:
                 protocol.transport.loseConnection()
             await protocol.closed
+
+    # -- files -------------------------------------------------------------------------
+
+    async def test_file_notify_reaches_the_receiver_on_another_node(self):
+        """A file offer made on node 1 (task created by the center's file service) is
+        announced to the receiver on node 2."""
+        heidi = await self.client("node1", "heidi")
+        ivan = await self.client("node2", "ivan")
+        request = File_pb2.IMFileReq(
+            from_user_id=heidi.user_id,
+            to_user_id=ivan.user_id,
+            file_name="notes.txt",
+            file_size=12,
+            trans_mode=B.FILE_TYPE_OFFLINE,
+        )
+        # Node 1's link to the file service comes up on its own schedule after start-up.
+        deadline = time.monotonic() + 10
+        while (answer := await heidi.session.get(B.CID_FILE_REQUEST, request)).result_code:
+            assert time.monotonic() < deadline, "no file service reachable from node 1"
+            await sleep(0.1)
+        notify = await ivan.wait_for(B.CID_FILE_NOTIFY)
+        assert notify.message.task_id == answer.task_id
+        assert notify.message.from_user_id == heidi.user_id
+        assert [a.port for a in notify.message.ip_addr_list] == [self.cluster.file_port]
 
     # -- shared services ---------------------------------------------------------------
 
