@@ -30,6 +30,7 @@ import errno
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,9 @@ class OpenFile:
     """An open stored file: the header and how many file bytes are on disk.
 
     Writes go to explicit offsets (``pwrite``) and are fsynced before they return, so a
-    failed or repeated write never leaves a gap or a duplicate.
+    failed or repeated write never leaves a gap or a duplicate. Reads, writes and the close
+    may run on different I/O threads; a lock orders them, so none of them can ever use the
+    descriptor number after it was closed (and perhaps reused for a socket).
     """
 
     def __init__(self, path: Path, fd: int, header: FileHeader, stored: int) -> None:
@@ -120,6 +123,12 @@ class OpenFile:
         self.fd = fd
         self.header = header
         self.stored = stored
+        self._lock = threading.Lock()
+
+    def _open_fd(self) -> int:
+        if self.fd < 0:
+            raise OSError(errno.EBADF, f"{self.path} is closed")
+        return self.fd
 
     @property
     def complete(self) -> bool:
@@ -130,38 +139,44 @@ class OpenFile:
         On failure the file is cut back to ``offset`` so it never holds a torn block."""
         data = b"".join(chunks)
         position = HEADER_SIZE + offset
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(self.fd, view, position)
-                view = view[written:]
-                position += written
-            os.fsync(self.fd)
-        except OSError:
+        with self._lock:
+            fd = self._open_fd()
             try:
-                os.ftruncate(self.fd, HEADER_SIZE + offset)
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(fd, view, position)
+                    view = view[written:]
+                    position += written
+                os.fsync(fd)
             except OSError:
-                pass
-            raise
-        self.stored = max(self.stored, offset + len(data))
+                try:
+                    os.ftruncate(fd, HEADER_SIZE + offset)
+                except OSError:
+                    pass
+                raise
+            self.stored = max(self.stored, offset + len(data))
         return len(data)
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` file bytes from ``offset`` (fewer only at the end of what is stored)."""
         parts = []
         position = HEADER_SIZE + offset
-        while size > 0:
-            chunk = os.pread(self.fd, size, position)
-            if not chunk:
-                break
-            parts.append(chunk)
-            size -= len(chunk)
-            position += len(chunk)
+        with self._lock:
+            fd = self._open_fd()
+            while size > 0:
+                chunk = os.pread(fd, size, position)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size -= len(chunk)
+                position += len(chunk)
         return b"".join(parts)
 
     def close(self) -> None:
-        if self.fd >= 0:
+        """Close the descriptor (once; later calls do nothing)."""
+        with self._lock:
             fd, self.fd = self.fd, -1
+        if fd >= 0:
             os.close(fd)
 
 

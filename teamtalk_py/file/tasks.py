@@ -531,12 +531,13 @@ class OfflineTask(Task):
         upload.writing = 0
         upload.durable += count
         if upload is not self.upload:  # cancelled or disposed meanwhile
+            upload.buffered.clear()  # never written; a resumed upload asks again
             upload.notify_settled()
             return
         self.stored = upload.durable
         if self.complete:
-            upload.notify_settled()
             self._finish_upload()
+            upload.notify_settled()
             return
         self._record_progress(upload)
         self._ask_ahead()
@@ -670,6 +671,8 @@ class OfflineTask(Task):
 
     def _read_failed(self, session: DownloadSession, failure: Failure) -> None:
         session.reading = False
+        if self.downloads.get(session.peer) is not session:
+            return  # the downloader left and its file was closed under the read
         log.error(
             "reading offline file {task_id} failed: {error}",
             task_id=self.task_id,
