@@ -404,7 +404,7 @@ class OfflineRecordTests(FileTestCase):
         add-offline by someone else's account is ignored."""
         a = await self.add_user("alice")
         b = await self.add_user("bob")
-        c = await self.add_user("carol")
+        await self.add_user("carol")
         alice = await self.login("alice")
         carol = await self.login("carol")
         bob = await self.login("bob")
@@ -435,11 +435,11 @@ class OfflineRecordTests(FileTestCase):
         assert [f.task_id for f in listed.offline_file_list] == [finished.task_id]
         assert [(x.ip, x.port) for x in listed.ip_addr_list] == [("127.0.0.1", self.file_port)]
         assert pending.task_id not in [f.task_id for f in listed.offline_file_list]
-        assert c
 
     async def test_sweep_deletes_withdrawn_cancelled_and_expired_files(self):
         """The sweep removes files the receiver withdrew, the uploader cancelled, or that
-        outlived the offline TTL, from disk and from the store; others stay."""
+        outlived the offline TTL, from disk and from the store; others stay. A withdrawn
+        file cannot be downloaded any more."""
         a = await self.add_user("alice")
         b = await self.add_user("bob")
         alice = await self.login("alice")
@@ -482,6 +482,8 @@ class OfflineRecordTests(FileTestCase):
 
         await store.write(age, tasks["expired"])
         await listed_count(2)
+        _, refused = await self.file_attempt(b, tasks["withdrawn"], DOWNLOAD)
+        assert refused.result_code == 1  # withdrawn: not downloadable even before the sweep
         for _ in range(100):
             row = await store.read(offline_files.get, tasks["cancelled"])
             if row.status == offline_files.DELETED:

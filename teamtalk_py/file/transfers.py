@@ -254,6 +254,10 @@ class FileTransfers:
         if task is None:
             raise Refused("unknown task")
         task.check_login(msg.user_id, role)
+        if role == B.CLIENT_OFFLINE_DOWNLOAD and self.store is not None:
+            row = await self.store.read(offline_files.get, task_id)
+            if row is not None and row.status == offline_files.DELETED:
+                raise Refused("the file was withdrawn")
         if peer.closing:
             raise Refused("connection closed")
         peer.user_id = msg.user_id
