@@ -4,7 +4,11 @@ The expected values are not re-typed here: they are parsed at test time from the
 reference (``shared/protocol/messages.md`` and ``commands.md``) and compared with the
 generated descriptors and with ``teamtalk_py.protocol.registry``. The reference lives next
 to the repository clone (``<parent>/shared/protocol``) or wherever
-``TEAMTALK_PROTOCOL_DIR`` points; the reference-driven tests skip only if neither exists.
+``TEAMTALK_PROTOCOL_DIR`` points; the reference-driven tests skip only if neither exists
+(and fail instead when ``CI`` is set).
+
+A test over many items (commands, files, messages, enums) checks them all and fails with
+one line per wrong item, naming it.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import unittest
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
 
 from teamtalk_py.pb.IM import (
@@ -33,6 +37,7 @@ from teamtalk_py.pb.IM import (
     SwitchService_pb2,
 )
 from teamtalk_py.protocol import registry
+from tests.support import TestCase
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PB_IM_DIR = REPO_ROOT / "teamtalk_py" / "pb" / "IM"
@@ -295,18 +300,44 @@ DOCS = _load_docs()
 _NO_DOCS = "protocol reference not found (../shared/protocol or $TEAMTALK_PROTOCOL_DIR)"
 
 
-@pytest.fixture
-def docs() -> ProtocolDocs:
+def _docs() -> ProtocolDocs:
+    """The parsed reference; skips the calling test when it is missing (fails it when
+    ``CI`` is set: there the reference must be present)."""
     if DOCS is None:
-        pytest.skip(_NO_DOCS)
+        if os.environ.get("CI"):
+            raise AssertionError(_NO_DOCS + " (CI is set: the protocol tests must run)")
+        raise unittest.SkipTest(_NO_DOCS)
     return DOCS
 
 
-def _params(items: Iterable[T], ident: Callable[[T], str]) -> list[Any]:
-    """Parametrize over parsed reference items, or one skipped case if there is none."""
-    if DOCS is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=_NO_DOCS))]
-    return [pytest.param(item, id=ident(item)) for item in items]
+def _mismatches(items: Iterable[T], name: Callable[[T], str], check: Callable[[T], Any]) -> str:
+    """Run ``check`` on every item; one line per item it found wrong, naming the item.
+
+    ``check`` returns None when the item is right, else a description of what is wrong.
+    An empty ``items`` is itself a mismatch: a check over nothing proves nothing.
+    """
+    items = list(items)
+    if not items:
+        return "nothing to check"
+    lines = []
+    for item in items:
+        wrong = check(item)
+        if wrong is not None:
+            lines.append(f"{name(item)}: {wrong}")
+    return "\n".join(lines)
+
+
+def _differs(actual: Any, expected: Any) -> str | None:
+    return None if actual == expected else f"got {actual!r}, expected {expected!r}"
+
+
+def _set_difference(generated: list[Any], documented: list[Any]) -> str:
+    """What differs between two lists that are not equal, as the entries on each side."""
+    extra = sorted(set(generated) - set(documented))
+    missing = sorted(set(documented) - set(generated))
+    if not extra and not missing:  # the same entries, repeated a different number of times
+        return f"got {generated!r}, expected {documented!r}"
+    return f"generated but not documented {extra}, documented but not generated {missing}"
 
 
 # --------------------------------------------------------------------------------------
@@ -318,10 +349,8 @@ def _file_descriptor(file_name: str) -> FileDescriptor:
     return PB_MODULES[file_name].DESCRIPTOR
 
 
-def _message_descriptor(doc: MessageDoc) -> Descriptor:
-    descriptor = _file_descriptor(doc.file).message_types_by_name.get(doc.name)
-    assert descriptor is not None, f"{doc.full_name} is not generated"
-    return descriptor
+def _message_descriptor(doc: MessageDoc) -> Descriptor | None:
+    return _file_descriptor(doc.file).message_types_by_name.get(doc.name)
 
 
 def _label(fd: FieldDescriptor) -> str:
@@ -366,34 +395,33 @@ def _load_genproto() -> ModuleType:
 # --------------------------------------------------------------------------------------
 
 
-def test_generated_modules_match_proto_files(tmp_path: Path) -> None:
-    """Regenerating from proto/ gives byte-identical copies of the committed *_pb2.py files."""
-    genproto = _load_genproto()
-    fresh = {p.name: p.read_bytes() for p in genproto.generate(tmp_path)}
-    committed = {p.name: p.read_bytes() for p in PB_IM_DIR.glob("*_pb2.py")}
-    assert sorted(fresh) == sorted(committed), "run: python scripts/genproto.py"
-    stale = [name for name in sorted(fresh) if fresh[name] != committed[name]]
-    assert stale == [], f"stale generated modules {stale}; run: python scripts/genproto.py"
+class GeneratedModuleTests(TestCase):
+    def test_generated_modules_match_proto_files(self) -> None:
+        """Regenerating from proto/ gives byte-identical copies of the committed *_pb2.py files."""
+        genproto = _load_genproto()
+        fresh = {p.name: p.read_bytes() for p in genproto.generate(self.tmp_path())}
+        committed = {p.name: p.read_bytes() for p in PB_IM_DIR.glob("*_pb2.py")}
+        assert sorted(fresh) == sorted(committed), "run: python scripts/genproto.py"
+        stale = [name for name in sorted(fresh) if fresh[name] != committed[name]]
+        assert stale == [], f"stale generated modules {stale}; run: python scripts/genproto.py"
 
+    def test_generated_modules_import_only_teamtalk_package(self) -> None:
+        """No generated module keeps protoc's top-level `from IM import ...` cross import."""
+        offenders = [
+            p.name
+            for p in sorted(PB_IM_DIR.glob("*_pb2.py"))
+            if re.search(r"^from IM import ", p.read_text("utf-8"), re.MULTILINE)
+        ]
+        assert offenders == [], offenders
 
-def test_generated_modules_import_only_teamtalk_package() -> None:
-    """No generated module keeps protoc's top-level `from IM import ...` cross import."""
-    offenders = [
-        p.name
-        for p in sorted(PB_IM_DIR.glob("*_pb2.py"))
-        if re.search(r"^from IM import ", p.read_text("utf-8"), re.MULTILINE)
-    ]
-    assert offenders == []
-
-
-def test_generated_classes_name_their_real_module() -> None:
-    """Message classes report teamtalk_py.pb.IM.* as __module__, so pickling can find them."""
-    wrong = []
-    for module in PB_MODULES.values():
-        for name in module.DESCRIPTOR.message_types_by_name:
-            if getattr(module, name).__module__ != module.__name__:
-                wrong.append(f"{module.__name__}.{name}")
-    assert wrong == []
+    def test_generated_classes_name_their_real_module(self) -> None:
+        """Message classes report teamtalk_py.pb.IM.* as __module__, so pickling can find them."""
+        wrong = []
+        for module in PB_MODULES.values():
+            for name in module.DESCRIPTOR.message_types_by_name:
+                if getattr(module, name).__module__ != module.__name__:
+                    wrong.append(f"{module.__name__}.{name}")
+        assert wrong == [], wrong
 
 
 # --------------------------------------------------------------------------------------
@@ -401,86 +429,110 @@ def test_generated_classes_name_their_real_module() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_commands_md_was_parsed(docs: ProtocolDocs) -> None:
-    """The commands.md parser found every service section of Part 1 and no duplicate ids."""
-    sections = {c.section for c in docs.commands}
-    assert sections == set(BaseDefine_pb2.ServiceID.keys()) - {"SID_INTERNAL"}
-    ids = [c.command_id for c in docs.commands]
-    assert len(ids) == len(set(ids))
+class CommandTableTests(TestCase):
+    def test_commands_md_was_parsed(self) -> None:
+        """The commands.md parser found every service section of Part 1 and no duplicate ids."""
+        docs = _docs()
+        sections = {c.section for c in docs.commands}
+        assert sections == set(BaseDefine_pb2.ServiceID.keys()) - {"SID_INTERNAL"}, sections
+        ids = [c.command_id for c in docs.commands]
+        duplicates = sorted(hex(i) for i in set(ids) if ids.count(i) > 1)
+        assert duplicates == [], duplicates
 
+    def test_registry_has_exactly_the_documented_commands(self) -> None:
+        """The registry covers every command of commands.md Part 1 and nothing else."""
+        registered = sorted(registry.COMMANDS)
+        documented = sorted(c.command_id for c in _docs().commands)
+        assert registered == documented, (
+            f"registered, not documented: {[hex(i) for i in registered if i not in documented]}; "
+            f"documented, not registered: {[hex(i) for i in documented if i not in registered]}"
+        )
 
-def test_registry_has_exactly_the_documented_commands(docs: ProtocolDocs) -> None:
-    """The registry covers every command of commands.md Part 1 and nothing else."""
-    assert sorted(registry.COMMANDS) == sorted(c.command_id for c in docs.commands)
+    def test_command_matches_commands_md(self) -> None:
+        """Service id, command id, enum name and body message of each documented command."""
 
+        def check(doc: CommandDoc) -> str | None:
+            try:
+                entry = registry.command(doc.command_id)
+            except KeyError:
+                return f"{doc.command_id:#06x} is not registered"
+            return _differs(
+                (
+                    BaseDefine_pb2.ServiceID.Name(entry.service_id),
+                    entry.service_id,
+                    entry.command_id,
+                    entry.name,
+                    entry.message.DESCRIPTOR.full_name,
+                ),
+                (doc.section, doc.service_id, doc.command_id, doc.name, doc.body),
+            )
 
-@pytest.mark.parametrize("doc", _params(DOCS.commands if DOCS else [], lambda c: c.name))
-def test_command_matches_commands_md(doc: CommandDoc) -> None:
-    """Service id, command id, enum name and body message of one documented command."""
-    entry = registry.command(doc.command_id)
-    assert (
-        BaseDefine_pb2.ServiceID.Name(entry.service_id),
-        entry.service_id,
-        entry.command_id,
-        entry.name,
-        entry.message.DESCRIPTOR.full_name,
-    ) == (doc.section, doc.service_id, doc.command_id, doc.name, doc.body)
+        wrong = _mismatches(_docs().commands, lambda c: c.name, check)
+        assert wrong == "", wrong
 
+    def test_command_enum_constant_matches_commands_md(self) -> None:
+        """The generated BaseDefine constant of each command's name has the documented value."""
 
-@pytest.mark.parametrize("doc", _params(DOCS.commands if DOCS else [], lambda c: c.name))
-def test_command_enum_constant_matches_commands_md(doc: CommandDoc) -> None:
-    """The generated BaseDefine constant of the command's name has the documented value."""
-    assert getattr(BaseDefine_pb2, doc.name) == doc.command_id
-    assert getattr(BaseDefine_pb2, doc.section) == doc.service_id
+        def check(doc: CommandDoc) -> str | None:
+            return _differs(
+                (
+                    getattr(BaseDefine_pb2, doc.name, None),
+                    getattr(BaseDefine_pb2, doc.section, None),
+                ),
+                (doc.command_id, doc.service_id),
+            )
 
+        wrong = _mismatches(_docs().commands, lambda c: c.name, check)
+        assert wrong == "", wrong
 
-def test_command_high_byte_is_its_service() -> None:
-    """Every registered command id carries its service id in the high byte."""
-    mismatched = [c.name for c in registry.COMMANDS.values() if c.command_id >> 8 != c.service_id]
-    assert mismatched == []
+    def test_command_high_byte_is_its_service(self) -> None:
+        """Every registered command id carries its service id in the high byte."""
+        mismatched = [
+            c.name for c in registry.COMMANDS.values() if c.command_id >> 8 != c.service_id
+        ]
+        assert mismatched == [], mismatched
 
+    def test_every_command_enum_value_is_registered(self) -> None:
+        """Each value of the *CmdID enums in BaseDefine has a registry entry of the same name."""
+        enum_names = [
+            "LoginCmdID",
+            "BuddyListCmdID",
+            "MessageCmdID",
+            "GroupCmdID",
+            "FileCmdID",
+            "SwitchServiceCmdID",
+            "OtherCmdID",
+        ]
+        declared = {
+            value.number: value.name
+            for enum in enum_names
+            for value in BaseDefine_pb2.DESCRIPTOR.enum_types_by_name[enum].values
+        }
+        registered = {cid: c.name for cid, c in registry.COMMANDS.items()}
+        assert registered == declared, (
+            f"registered, not declared: {sorted(registered.items() - declared.items())}; "
+            f"declared, not registered: {sorted(declared.items() - registered.items())}"
+        )
 
-def test_every_command_enum_value_is_registered() -> None:
-    """Each value of the *CmdID enums in BaseDefine has a registry entry of the same name."""
-    enum_names = [
-        "LoginCmdID",
-        "BuddyListCmdID",
-        "MessageCmdID",
-        "GroupCmdID",
-        "FileCmdID",
-        "SwitchServiceCmdID",
-        "OtherCmdID",
-    ]
-    declared = {
-        value.number: value.name
-        for enum in enum_names
-        for value in BaseDefine_pb2.DESCRIPTOR.enum_types_by_name[enum].values
-    }
-    assert {cid: c.name for cid, c in registry.COMMANDS.items()} == declared
+    def test_registry_lookups(self) -> None:
+        """command/message_class/service_of/name_of answer for a known id."""
+        cid = BaseDefine_pb2.CID_MSG_DATA
+        assert registry.command(cid).command_id == cid
+        assert registry.message_class(cid) is Message_pb2.IMMsgData
+        assert registry.service_of(cid) == BaseDefine_pb2.SID_MSG
+        assert registry.name_of(cid) == "CID_MSG_DATA"
 
+    def test_registry_unknown_command(self) -> None:
+        """An unassigned id (0x070c) raises KeyError and is named by its hex value."""
+        self.assertRaises(KeyError, registry.command, 0x070C)
+        self.assertRaises(KeyError, registry.message_class, 0x070C)
+        assert registry.name_of(0x0999) == "0x0999"
 
-def test_registry_lookups() -> None:
-    """command/message_class/service_of/name_of answer for a known id."""
-    cid = BaseDefine_pb2.CID_MSG_DATA
-    assert registry.command(cid).command_id == cid
-    assert registry.message_class(cid) is Message_pb2.IMMsgData
-    assert registry.service_of(cid) == BaseDefine_pb2.SID_MSG
-    assert registry.name_of(cid) == "CID_MSG_DATA"
-
-
-def test_registry_unknown_command() -> None:
-    """An unassigned id (0x070c) raises KeyError and is named by its hex value."""
-    with pytest.raises(KeyError):
-        registry.command(0x070C)
-    with pytest.raises(KeyError):
-        registry.message_class(0x070C)
-    assert registry.name_of(0x0999) == "0x0999"
-
-
-def test_registry_is_read_only() -> None:
-    """COMMANDS cannot be modified at run time."""
-    with pytest.raises(TypeError):
-        registry.COMMANDS[0x0999] = registry.command(BaseDefine_pb2.CID_MSG_DATA)  # type: ignore[index]
+    def test_registry_is_read_only(self) -> None:
+        """COMMANDS cannot be modified at run time."""
+        entry = registry.command(BaseDefine_pb2.CID_MSG_DATA)
+        with self.assertRaises(TypeError):
+            registry.COMMANDS[0x0999] = entry  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------------------
@@ -488,106 +540,139 @@ def test_registry_is_read_only() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_messages_md_was_parsed(docs: ProtocolDocs) -> None:
-    """The messages.md parser found all nine files and a field table or "No fields" for each."""
-    assert sorted(docs.files) == sorted(PB_MODULES)
-    empty = [m.full_name for m in docs.messages if not m.fields and not m.no_fields]
-    assert empty == []
-    contradictory = [m.full_name for m in docs.messages if m.fields and m.no_fields]
-    assert contradictory == []
+class MessageTests(TestCase):
+    def test_messages_md_was_parsed(self) -> None:
+        """The messages.md parser found all nine files and a field table or "No fields" for each."""
+        docs = _docs()
+        assert sorted(docs.files) == sorted(PB_MODULES)
+        empty = [m.full_name for m in docs.messages if not m.fields and not m.no_fields]
+        assert empty == [], empty
+        contradictory = [m.full_name for m in docs.messages if m.fields and m.no_fields]
+        assert contradictory == [], contradictory
 
+    def test_file_package_and_options(self) -> None:
+        """Package, java_package, optimize_for and imports of each file follow messages.md."""
+        docs = _docs()
 
-@pytest.mark.parametrize("file_name", sorted(PB_MODULES))
-def test_file_package_and_options(file_name: str, docs: ProtocolDocs) -> None:
-    """Package, java_package, optimize_for and imports of one file follow messages.md."""
-    fd = _file_descriptor(file_name)
-    options = fd.GetOptions()
-    java = options.java_package if options.HasField("java_package") else None
-    expected_java = None if file_name in FILES_WITHOUT_JAVA_PACKAGE else JAVA_PACKAGE
-    deps = [d.name for d in fd.dependencies]
-    expected_deps = ["IM.BaseDefine.proto"] if file_name in FILES_IMPORTING_BASEDEFINE else []
-    assert (fd.package, java, options.optimize_for, deps) == (
-        docs.files[file_name],
-        expected_java,
-        options.LITE_RUNTIME,
-        expected_deps,
-    )
+        def check(file_name: str) -> str | None:
+            fd = _file_descriptor(file_name)
+            options = fd.GetOptions()
+            java = options.java_package if options.HasField("java_package") else None
+            expected_java = None if file_name in FILES_WITHOUT_JAVA_PACKAGE else JAVA_PACKAGE
+            deps = [d.name for d in fd.dependencies]
+            expected_deps = (
+                ["IM.BaseDefine.proto"] if file_name in FILES_IMPORTING_BASEDEFINE else []
+            )
+            return _differs(
+                (fd.package, java, options.optimize_for, deps),
+                (docs.files.get(file_name), expected_java, options.LITE_RUNTIME, expected_deps),
+            )
 
+        wrong = _mismatches(sorted(PB_MODULES), str, check)
+        assert wrong == "", wrong
 
-@pytest.mark.parametrize("file_name", sorted(PB_MODULES))
-def test_file_declares_exactly_the_documented_types(file_name: str, docs: ProtocolDocs) -> None:
-    """A file declares exactly the messages and enums messages.md lists for it."""
-    fd = _file_descriptor(file_name)
-    documented_messages = sorted(m.name for m in docs.messages if m.file == file_name)
-    documented_enums = sorted(e.name for e in docs.enums if e.file == file_name)
-    assert (sorted(fd.message_types_by_name), sorted(fd.enum_types_by_name)) == (
-        documented_messages,
-        documented_enums,
-    )
+    def test_file_declares_exactly_the_documented_types(self) -> None:
+        """Each file declares exactly the messages and enums messages.md lists for it."""
+        docs = _docs()
 
+        def check(file_name: str) -> str | None:
+            fd = _file_descriptor(file_name)
+            documented_messages = sorted(m.name for m in docs.messages if m.file == file_name)
+            documented_enums = sorted(e.name for e in docs.enums if e.file == file_name)
+            return _differs(
+                (sorted(fd.message_types_by_name), sorted(fd.enum_types_by_name)),
+                (documented_messages, documented_enums),
+            )
 
-@pytest.mark.parametrize("doc", _params(DOCS.messages if DOCS else [], lambda m: m.full_name))
-def test_message_fields_match_messages_md(doc: MessageDoc) -> None:
-    """Number, label, type, name and default of every field of one message."""
-    descriptor = _message_descriptor(doc)
-    expected = sorted(
-        (f.number, f.label, _doc_type(doc, f.type), f.name, f.default) for f in doc.fields
-    )
-    actual = sorted(
-        (fd.number, _label(fd), _type_name(fd), fd.name, _default(fd)) for fd in descriptor.fields
-    )
-    assert actual == expected
+        wrong = _mismatches(sorted(PB_MODULES), str, check)
+        assert wrong == "", wrong
 
+    def test_message_fields_match_messages_md(self) -> None:
+        """Number, label, type, name and default of every field of each message."""
 
-@pytest.mark.parametrize("doc", _params(DOCS.messages if DOCS else [], lambda m: m.full_name))
-def test_message_carrier_matches_registry(doc: MessageDoc) -> None:
-    """The "Carried by" command of a message maps back to it in the registry."""
-    if doc.carried_by is None:
-        owners = [
-            c.name
-            for c in registry.COMMANDS.values()
-            if c.message.DESCRIPTOR.full_name == doc.full_name
-        ]
-        assert owners == [], f"embedded type {doc.full_name} is registered as a PDU body"
-        return
-    entry = registry.command(doc.carried_by.command_id)
-    assert (
-        entry.name,
-        BaseDefine_pb2.ServiceID.Name(entry.service_id),
-        entry.service_id,
-        entry.message.DESCRIPTOR.full_name,
-    ) == (
-        doc.carried_by.command_name,
-        doc.carried_by.service_name,
-        doc.carried_by.service_id,
-        doc.full_name,
-    )
+        def check(doc: MessageDoc) -> str | None:
+            descriptor = _message_descriptor(doc)
+            if descriptor is None:
+                return "not generated"
+            expected = sorted(
+                (f.number, f.label, _doc_type(doc, f.type), f.name, f.default) for f in doc.fields
+            )
+            actual = sorted(
+                (fd.number, _label(fd), _type_name(fd), fd.name, _default(fd))
+                for fd in descriptor.fields
+            )
+            if actual == expected:
+                return None
+            return _set_difference(actual, expected)
 
+        wrong = _mismatches(_docs().messages, lambda m: m.full_name, check)
+        assert wrong == "", wrong
 
-@pytest.mark.parametrize("doc", _params(DOCS.enums if DOCS else [], lambda e: e.full_name))
-def test_enum_values_match_messages_md(doc: EnumDoc) -> None:
-    """Every name and number of one enum, and no extra values."""
-    descriptor = _file_descriptor(doc.file).enum_types_by_name.get(doc.name)
-    assert descriptor is not None, f"{doc.full_name} is not generated"
-    assert sorted((v.name, v.number) for v in descriptor.values) == sorted(doc.values)
+    def test_message_carrier_matches_registry(self) -> None:
+        """The "Carried by" command of each message maps back to it in the registry."""
 
+        def check(doc: MessageDoc) -> str | None:
+            if doc.carried_by is None:
+                owners = [
+                    c.name
+                    for c in registry.COMMANDS.values()
+                    if c.message.DESCRIPTOR.full_name == doc.full_name
+                ]
+                return f"embedded type is registered as the body of {owners}" if owners else None
+            try:
+                entry = registry.command(doc.carried_by.command_id)
+            except KeyError:
+                return f"carrier {doc.carried_by.command_id:#06x} is not registered"
+            return _differs(
+                (
+                    entry.name,
+                    BaseDefine_pb2.ServiceID.Name(entry.service_id),
+                    entry.service_id,
+                    entry.message.DESCRIPTOR.full_name,
+                ),
+                (
+                    doc.carried_by.command_name,
+                    doc.carried_by.service_name,
+                    doc.carried_by.service_id,
+                    doc.full_name,
+                ),
+            )
 
-def test_repeated_scalars_are_sent_unpacked() -> None:
-    """Repeated scalar fields are encoded one tag per element, as the original peers expect."""
-    checked = 0
-    for module in PB_MODULES.values():
-        for descriptor in module.DESCRIPTOR.message_types_by_name.values():
-            for fd in descriptor.fields:
-                if not fd.is_repeated or fd.type not in (
-                    FieldDescriptor.TYPE_UINT32,
-                    FieldDescriptor.TYPE_UINT64,
-                ):
-                    continue
-                message = getattr(module, descriptor.name)()
-                getattr(message, fd.name).extend([1, 2])
-                tag = bytes([fd.number << 3])  # varint wire type; all such fields are < 16
-                assert message.SerializePartialToString() == tag + b"\x01" + tag + b"\x02", (
-                    fd.full_name
-                )
-                checked += 1
-    assert checked > 0
+        wrong = _mismatches(_docs().messages, lambda m: m.full_name, check)
+        assert wrong == "", wrong
+
+    def test_enum_values_match_messages_md(self) -> None:
+        """Every name and number of each enum, and no extra values."""
+
+        def check(doc: EnumDoc) -> str | None:
+            descriptor = _file_descriptor(doc.file).enum_types_by_name.get(doc.name)
+            if descriptor is None:
+                return "not generated"
+            actual = sorted((v.name, v.number) for v in descriptor.values)
+            if actual == sorted(doc.values):
+                return None
+            return _set_difference(actual, sorted(doc.values))
+
+        wrong = _mismatches(_docs().enums, lambda e: e.full_name, check)
+        assert wrong == "", wrong
+
+    def test_repeated_scalars_are_sent_unpacked(self) -> None:
+        """Repeated scalar fields are encoded one tag per element, as the original peers expect."""
+        checked = 0
+        packed = []
+        for module in PB_MODULES.values():
+            for descriptor in module.DESCRIPTOR.message_types_by_name.values():
+                for fd in descriptor.fields:
+                    if not fd.is_repeated or fd.type not in (
+                        FieldDescriptor.TYPE_UINT32,
+                        FieldDescriptor.TYPE_UINT64,
+                    ):
+                        continue
+                    message = getattr(module, descriptor.name)()
+                    getattr(message, fd.name).extend([1, 2])
+                    tag = bytes([fd.number << 3])  # varint wire type; all such fields are < 16
+                    if message.SerializePartialToString() != tag + b"\x01" + tag + b"\x02":
+                        packed.append(fd.full_name)
+                    checked += 1
+        assert packed == [], packed
+        assert checked > 0
