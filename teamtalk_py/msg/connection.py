@@ -26,17 +26,16 @@ def is_mobile(client_type: int) -> bool:
 class MsgConnection(PduProtocol):
     factory: MsgFactory
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.user_id = 0
-        self.login_name = ""
-        self.client_type = BaseDefine_pb2.CLIENT_TYPE_WINDOWS
-        self.client_version = ""
-        self.online_status = BaseDefine_pb2.USER_STATUS_ONLINE
-        self.login_requested = False
-        self.kicked = False
-        self._rate_second = -1
-        self._rate_count = 0
+    # Defaults live on the class; see PduProtocol for why.
+    user_id = 0
+    login_name = ""
+    client_type = BaseDefine_pb2.CLIENT_TYPE_WINDOWS
+    client_version = ""
+    online_status = BaseDefine_pb2.USER_STATUS_ONLINE
+    login_requested = False
+    kicked = False
+    _rate_second = -1
+    _rate_count = 0
 
     @property
     def service(self) -> MsgService:

@@ -122,22 +122,27 @@ class PduProtocol(Protocol):
     #: Seconds from accept within which login must succeed (None: no deadline).
     login_deadline: float | None = None
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._paused = False
-        self._written_while_paused = 0
-        self.connected_at = 0.0
-        self.last_received = 0.0
-        self.peer = "?"
-        self.closing = False
+    # Per-connection state starts as class attributes: an instance only stores what
+    # changed, which keeps an idle connection small (tens of thousands of them are held).
+    _pending_bytes: bytearray | None = None
+    _paused = False
+    _written_while_paused = 0
+    connected_at = 0.0
+    last_received = 0.0
+    closing = False
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the other end, for log lines."""
+        transport = self.transport
+        address = transport.getPeer() if transport is not None else None
+        return f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}"
 
     # -- connection lifecycle -------------------------------------------------------
 
     def connectionMade(self) -> None:
         now = self.factory.clock.seconds()
         self.connected_at = self.last_received = now
-        peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         # Small PDUs (acks, deliveries) must not wait for Nagle's algorithm (wire.md §3:
         # the reference sets TCP_NODELAY too).
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -148,7 +153,7 @@ class PduProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.factory.connections.discard(self)
-        self._buffer = bytearray()
+        self._pending_bytes = None
 
     def close(self, reason: str) -> None:
         """Close this connection only, with one log line naming peer and reason."""
@@ -168,13 +173,18 @@ class PduProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.factory.clock.seconds()
-        buf = self._buffer
-        buf += data
+        pending = self._pending_bytes
+        if pending is not None:
+            # Only a PDU split across reads pays for a buffer; whole PDUs are cut straight
+            # out of the bytes the transport handed us.
+            pending += data
+            data = bytes(pending)
+            self._pending_bytes = None
         offset = 0
-        size = len(buf)
+        size = len(data)
         max_size = self.factory.max_pdu_size
         while size - offset >= HEADER_SIZE and not self.closing:
-            header = PduHeader.unpack_from(buf, offset)
+            header = PduHeader.unpack_from(data, offset)
             length = header.length
             if length < HEADER_SIZE:
                 self.close(f"bad PDU length {length}")
@@ -184,11 +194,11 @@ class PduProtocol(Protocol):
                 return
             if size - offset < length:
                 break
-            pdu = bytes(buf[offset : offset + length])
+            pdu = data if length == size else data[offset : offset + length]
             offset += length
             self.pduReceived(header, pdu)
-        if offset:
-            del buf[:offset]
+        if offset < size and not self.closing:
+            self._pending_bytes = bytearray(data[offset:])
 
     # -- dispatch ----------------------------------------------------------------------
 
