@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +68,20 @@ def drop_mysql_database(name: str) -> None:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         conn.close()
+
+
+class Gate:
+    """A write job that holds the writer thread until released, so that the jobs queued
+    meanwhile are committed together in the next batch."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, txn) -> None:
+        self.entered.set()
+        if not self.release.wait(10):
+            raise AssertionError("gate never released")
 
 
 # The process's test database: its URL once created, or why it could not be.

@@ -1,23 +1,31 @@
 """Groups end to end over loopback with the client library: creating temporary groups,
 member changes and their notifies, fixed group lists and infos, shield, group messages to
 every member device, refusals acked with msg_id 0, unread, history, latest id, get by id,
-recent sessions, a restart, packets from other nodes, and the one-encode fan-out."""
+recent sessions, a restart, packets from other nodes; and the one-encode fan-out to a
+thousand members, whose connections sit on in-memory transports."""
 
 from __future__ import annotations
 
 import time
 
-from teamtalk_py.client import TeamTalkSession, decrypt_text, encrypt_text
-from teamtalk_py.msg.groups import Groups, version_blob
-from teamtalk_py.msg.online import OnlineUsers
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from teamtalk_py.client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
+from teamtalk_py.msg.connection import MsgConnection
+from teamtalk_py.msg.groups import version_blob
+from teamtalk_py.msg.route_client import LocalLink
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Login_pb2, Message_pb2
+from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
+from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
-from teamtalk_py.store.groups import GroupMembers
-from teamtalk_py.store.messages import StoredMessage
+from teamtalk_py.store.accounts import md5_hex
 from teamtalk_py.wire.protocol import encode
-from tests.msg_support import IOS, MsgTestCase, assert_nothing, next_pdu
-from tests.support import TestCase
+from tests.msg_support import IOS, PASSWORD, PC, MsgTestCase, assert_nothing, next_pdu, sleep
+from tests.store_support import Gate
 
 GROUP = B.SESSION_TYPE_GROUP
 TEXT = B.MSG_TYPE_GROUP_TEXT
@@ -551,75 +559,192 @@ class OtherNodeTests(GroupTestCase):
 
 
 # --------------------------------------------------------------------------------------
-# Fan-out mechanics, without sockets
+# Fan-out mechanics: many members, on in-memory transports
 
 
-class FakeConnection:
-    def __init__(self, user_id: int) -> None:
-        self.user_id = user_id
-        self.client_type = B.CLIENT_TYPE_WINDOWS
-        self.kicked = False
-        self.is_mobile = False
-        self.sent: list[bytes] = []
-
-    def send_raw(self, pdu: bytes) -> None:
-        self.sent.append(pdu)
-
-
-class FakeRoute:
-    has_peers = True
+class RecordingTransport(StringTransport):
+    """Twisted's in-memory transport that also keeps every written bytes object, by
+    command id, so a test can tell one encoding written to many connections from copies."""
 
     def __init__(self) -> None:
-        self.relayed: list[tuple[bytes, object]] = []
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 0))
+        self.writes: dict[int, list[bytes]] = {}
 
-    def relay(self, pdu: bytes, user_ids) -> None:
-        self.relayed.append((pdu, user_ids))
+    def write(self, data: bytes) -> None:
+        self.writes.setdefault(PduHeader.unpack_from(data).command_id, []).append(data)
+        super().write(data)
 
-
-class FakeStore:
-    def __init__(self, members: GroupMembers) -> None:
-        self.members = members
-        self.reads = 0
-
-    async def read(self, fn, *args):
-        self.reads += 1
-        return self.members
+    def pdus(self, command_id: int) -> list[bytes]:
+        return self.writes.get(command_id, [])
 
 
-class FakeService:
-    def __init__(self, members: GroupMembers) -> None:
-        self.online = OnlineUsers()
-        self.route = FakeRoute()
-        self.store = FakeStore(members)
+def message_pdu(sender: int, group_id: int, text: str, seq: int) -> bytes:
+    body = Message_pb2.IMMsgData(
+        from_user_id=sender,
+        to_session_id=group_id,
+        msg_id=0,
+        create_time=0,
+        msg_type=TEXT,
+        msg_data=encrypt_text(text),
+    )
+    return encode_pdu(B.CID_MSG_DATA, body.SerializeToString(), seq_num=seq)
 
 
-class FanOutTests(TestCase):
-    def setUp(self) -> None:
-        self.members = GroupMembers(7, 3, {uid: 0 for uid in range(1, 2001)})
-        self.service = FakeService(self.members)
-        self.conns = [FakeConnection(uid) for uid in range(1, 2001, 2)]  # half online
-        for conn in self.conns:
-            self.service.online.add(conn)
-        self.groups = Groups(self.service)
+def body(pdu: bytes) -> Message_pb2.IMMsgData:
+    return Message_pb2.IMMsgData.FromString(pdu[HEADER_SIZE:])
+
+
+async def wait_until(predicate, what: str, timeout: float = 5.0) -> None:
+    """Let the reactor run until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await sleep(0.01)
+
+
+class FanOutTests(GroupTestCase):
+    """Group fan-out through the running server's msg service, store and route hub.
+
+    Each member connection is a ``MsgConnection`` of the server's own factory on an
+    in-memory transport, logged in through the login handler, so hundreds of them cost
+    no sockets; group messages enter through the same connections.
+    """
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.msg = self.server.service("msg")
+        self.store = self.server.service("store")
+        self.local: list[MsgConnection] = []
+        self.addCleanup(self._close_local)
+
+    def _close_local(self) -> None:
+        for conn in self.local:
+            conn.connectionLost(Failure(ConnectionDone()))
+
+    async def add_users(self, names: list[str]) -> list[int]:
+        def add(txn, now: int) -> list[int]:
+            return [accounts.add_user(txn, name, PASSWORD, now=now) for name in names]
+
+        return await self.store.write(add, int(time.time()))
+
+    async def log_in_locally(
+        self, names: list[str], client_type: int = PC
+    ) -> list[tuple[MsgConnection, RecordingTransport]]:
+        """A logged-in connection on an in-memory transport for each name."""
+        opened = []
+        for name in names:
+            conn = self.msg.factory.buildProtocol(None)
+            transport = RecordingTransport()
+            conn.makeConnection(transport)
+            self.local.append(conn)
+            login = Login_pb2.IMLoginReq(
+                user_name=name,
+                password=md5_hex(PASSWORD),
+                online_status=B.USER_STATUS_ONLINE,
+                client_type=client_type,
+                client_version="test",
+            )
+            conn.dataReceived(
+                encode_pdu(B.CID_LOGIN_REQ_USERLOGIN, login.SerializeToString(), seq_num=1)
+            )
+            opened.append((conn, transport))
+        await wait_until(lambda: all(c.logged_in for c, _ in opened), "the logins")
+        return opened
+
+    def reads_of(self, fn) -> list[tuple]:
+        """The arguments of every read of ``fn`` through the store from now on: the store
+        service's own ``read`` is still what runs, it is only watched."""
+        calls: list[tuple] = []
+        real_read = self.store.read
+
+        def read(read_fn, *args, **kwargs):
+            if read_fn is fn:
+                calls.append(args)
+            return real_read(read_fn, *args, **kwargs)
+
+        self.patch(self.store, "read", read)
+        return calls
+
+    def other_node(self) -> list[bytes]:
+        """What a second msg node linked to the route hub receives."""
+        received: list[bytes] = []
+        hub = self.server.service("route").hub
+        link = LocalLink(received.append)
+        hub.attach(link)
+        self.addCleanup(hub.detach, link)
+        return received
 
     async def test_one_encoding_is_written_to_every_member_connection(self):
-        """2000 members, 1000 online: every online connection but the sender's gets the
+        """1000 members, 500 online: every online connection but the sender's gets the
         very same bytes object; other nodes get one relayed copy; one member read."""
-        message = StoredMessage(5, 1, 7, TEXT, b"x" * 100, 1_700_000_000)
-        await self.groups._fan_out(message, 3, exclude=self.conns[0])
-        await self.groups._fan_out(message, 3, exclude=self.conns[0])
-        assert self.conns[0].sent == []
-        first = self.conns[1].sent[0]
-        assert all(len(c.sent) == 2 and c.sent[0] is first for c in self.conns[1:])
-        assert len(self.service.route.relayed) == 2
-        assert self.service.route.relayed[0][1] is None
-        assert self.service.store.reads == 1
+        ids = await self.add_users([f"user{i:03}" for i in range(1000)] + ["outsider"])
+        members, sender_id = ids[:1000], ids[0]
+        group_id = await self.store_group("big", sender_id, members, group_store.GROUP_TMP)
+        online = [f"user{i:03}" for i in range(0, 1000, 2)]
+        (sender, sender_wire), *others = await self.log_in_locally(online)
+        (_, phone_wire), *_ = await self.log_in_locally([online[0]], client_type=IOS)
+        (_, outsider_wire), *_ = await self.log_in_locally(["outsider"])
+        receivers = [phone_wire] + [wire for _, wire in others]
+        relayed = self.other_node()
+        member_reads = self.reads_of(group_store.group_members)
+
+        for n, text in enumerate(("first", "second"), 1):
+            sender.dataReceived(message_pdu(sender_id, group_id, text, seq=n))
+            await wait_until(
+                lambda n=n: all(len(w.pdus(B.CID_MSG_DATA)) >= n for w in receivers),
+                f"message {n} at every member connection",
+            )
+
+        acks = [body(p) for p in sender_wire.pdus(B.CID_MSG_DATA_ACK)]
+        assert [a.msg_id for a in acks] == [1, 2]
+        assert sender_wire.pdus(B.CID_MSG_DATA) == []
+        assert outsider_wire.pdus(B.CID_MSG_DATA) == []
+        counts = {len(w.pdus(B.CID_MSG_DATA)) for w in receivers}
+        assert counts == {2}, counts
+        for k, text in enumerate(("first", "second")):
+            first = receivers[0].pdus(B.CID_MSG_DATA)[k]
+            copies = [i for i, w in enumerate(receivers) if w.pdus(B.CID_MSG_DATA)[k] is not first]
+            assert copies == [], (
+                f"message {k + 1}: {len(copies)} receivers got another bytes object"
+            )
+            assert PduHeader.unpack_from(first).seq_num == 0
+            m = body(first)
+            assert (m.from_user_id, m.to_session_id, m.msg_id) == (sender_id, group_id, k + 1)
+            assert decrypt_text(m.msg_data) == text and not m.HasField("attach_data")
+        elsewhere = [
+            body(p) for p in relayed if PduHeader.unpack_from(p).command_id == B.CID_MSG_DATA
+        ]
+        assert [(m.msg_id, m.attach_data) for m in elsewhere] == [
+            (1, version_blob(1)),
+            (2, version_blob(1)),
+        ]
+        assert member_reads == [(group_id,)]
 
     async def test_a_newer_member_list_skips_members_who_joined_after_the_message(self):
-        """When the cached list is newer than the message, members whose join watermark
-        is not below the message id do not get it."""
-        late = GroupMembers(7, 4, {1: 0, 3: 5})
-        self.service.store.members = late
-        message = StoredMessage(5, 1, 7, TEXT, b"x", 1_700_000_000)
-        await self.groups._fan_out(message, 3, exclude=None)
-        assert [len(c.sent) for c in self.conns[:2]] == [1, 0]
+        """A member added in the same commit as a message is in the member list the
+        fan-out loads, newer than the message; their join watermark keeps it from them,
+        and the next message reaches them."""
+        a, b, d = await self.add_users(["alice", "bob", "dave"])
+        group_id = await self.store_group("g", a, [b], group_store.GROUP_TMP)
+        (alice, alice_wire), (_, bob_wire), (_, dave_wire) = await self.log_in_locally(
+            ["alice", "bob", "dave"]
+        )
+        gate = Gate()
+        gated = self.store.write(gate)
+        await wait_until(gate.entered.is_set, "the writer to hold")
+        alice.dataReceived(message_pdu(a, group_id, "before dave", seq=1))
+        joined = self.store.write(group_store.change_members, group_id, a, ADD, [d], now=1)
+        gate.release.set()
+        await gated
+        assert (await joined).version == 2
+        await wait_until(lambda: bob_wire.pdus(B.CID_MSG_DATA), "the message at bob")
+
+        assert [body(p).msg_id for p in alice_wire.pdus(B.CID_MSG_DATA_ACK)] == [1]
+        cached = self.msg.groups.cache.get(group_id)
+        assert cached is not None and cached.version == 2, cached  # the list with dave in it
+        assert dave_wire.pdus(B.CID_MSG_DATA) == []
+        alice.dataReceived(message_pdu(a, group_id, "hi dave", seq=2))
+        await wait_until(lambda: dave_wire.pdus(B.CID_MSG_DATA), "the next message at dave")
+        assert [body(p).msg_id for p in dave_wire.pdus(B.CID_MSG_DATA)] == [2]
+        assert [body(p).msg_id for p in bob_wire.pdus(B.CID_MSG_DATA)] == [1, 2]

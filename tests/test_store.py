@@ -28,6 +28,7 @@ from teamtalk_py.store.database import (
     sqlite_path,
 )
 from tests.store_support import (
+    Gate,
     MariaDBNewDatabaseCase,
     MariaDBStoreCase,
     SQLiteNewDatabaseCase,
@@ -65,20 +66,6 @@ def insert_department(txn, name: str) -> int:
 
 def department_names(txn) -> list[str]:
     return [row[0] for row in txn.execute("SELECT name FROM departments ORDER BY name").fetchall()]
-
-
-class Gate:
-    """A write job that holds the writer thread until released, so that the jobs queued
-    meanwhile are committed together in the next batch."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, txn) -> None:
-        self.entered.set()
-        if not self.release.wait(10):
-            raise AssertionError("gate never released")
 
 
 INSERT_DEPARTMENT = "INSERT INTO departments (name, created, updated) VALUES (?, ?, ?)"
