@@ -1,4 +1,5 @@
-"""The msg and route domain classes on their own, with a fake clock and fake connections:
+"""The msg and route domain classes on their own, with Twisted's test clock, connections on
+in-memory transports and in-process route links:
 ``LoginLockout``, ``RecentMessages`` (resend detection), ``OnlineUsers``, and the route
 rules of commands.md §2.2.2-§2.2.3 in ``PresenceTable`` and ``RouteHub``."""
 
@@ -11,6 +12,7 @@ from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.dedup import RecentMessages, message_key
 from teamtalk_py.msg.lockout import LoginLockout
 from teamtalk_py.msg.online import OnlineUsers, same_category
+from teamtalk_py.msg.route_client import LocalLink
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
@@ -218,15 +220,16 @@ def decode(pdu: bytes):
     return ("other", header.command_id)
 
 
-class Link:
+class Link(LocalLink):
+    """A msg node as the hub sees it: the in-process link, keeping what it is sent."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
-
-    def send_raw(self, pdu: bytes) -> None:
-        self.sent.append(pdu)
+        super().__init__(self.sent.append)
 
     def take(self) -> list[tuple]:
-        sent, self.sent = self.sent, []
+        sent = list(self.sent)
+        self.sent.clear()
         return [decode(p) for p in sent]
 
 

@@ -1,9 +1,11 @@
-"""The route rules (commands.md §2.2) on ``RouteHub``, with recording links and a fake clock."""
+"""The route rules (commands.md §2.2) on ``RouteHub``, with in-process links that keep what
+they are sent, and Twisted's test clock."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 
+from teamtalk_py.msg.route_client import LocalLink
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import (
     Buddy_pb2,
@@ -23,15 +25,13 @@ ON, OFF = B.USER_STATUS_ONLINE, B.USER_STATUS_OFFLINE
 WIN, MAC, IOS = B.CLIENT_TYPE_WINDOWS, B.CLIENT_TYPE_MAC, B.CLIENT_TYPE_IOS
 
 
-class Link:
-    """A msg node as the hub sees it: records every PDU, decoded."""
+class Link(LocalLink):
+    """A msg node as the hub sees it: the in-process link, handing every PDU to a list."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.pdus: list[bytes] = []
-
-    def send_raw(self, pdu: bytes) -> None:
-        self.pdus.append(pdu)
+        super().__init__(self.pdus.append)
 
     def received(self, command_id: int | None = None) -> list:
         result = []
