@@ -48,9 +48,6 @@ class FileClientConnection(PduProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
         # The reference gives file clients 128 KiB socket buffers (commands.md §2.5.1).
         get_handle = getattr(self.transport, "getHandle", None)
         sock = get_handle() if get_handle is not None else None
