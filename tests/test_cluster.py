@@ -12,6 +12,7 @@ are skipped locally and fail when ``CI`` is set.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -248,46 +249,62 @@ def create_users(db_url: str, names: tuple[str, ...]) -> dict[str, int]:
     return ids
 
 
+class SharedCluster:
+    """One cluster for every test of this module (starting processes is the slow part).
+
+    Started by the first test that needs it and stopped when the test process exits:
+    trial has no class-level set-up, so this works the same under ``trial`` and
+    ``pytest``.
+    """
+
+    _instance: SharedCluster | None = None
+
+    @classmethod
+    def get(cls) -> SharedCluster:
+        if cls._instance is None:
+            cls._instance = cls()
+            atexit.register(cls._instance.clean_up)
+        return cls._instance
+
+    def __init__(self) -> None:
+        self.cluster: Cluster | None = None
+        self.db = MariaDB()
+        try:
+            self.redis = RedisPrefix()
+        except BaseException:
+            self.db.drop()
+            raise
+        self.root = Path(tempfile.mkdtemp(prefix="tt_cluster_"))
+        try:
+            self.ids = create_users(self.db.url, USERS)
+            self.cluster = Cluster(self.root, self.db.url, self.redis.url)
+            self.cluster.center.start()
+            for name in ("node1", "node2"):
+                self.cluster.add_node(name).start()
+            self.cluster.wait_registered_blocking(["node1", "node2"])
+        except BaseException:
+            self.clean_up()
+            raise
+
+    def clean_up(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        self.db.drop()
+        self.redis.drop()
+        if not os.environ.get("TEAMTALK_KEEP_CLUSTER_LOGS"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
 class ClusterTests(TestCase):
-    """One cluster for the whole class (starting processes is the slow part)."""
+    """Real processes: one node with route + login + file, two msg-only nodes."""
 
     cluster: Cluster
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.db = MariaDB()
-        try:
-            cls.redis = RedisPrefix()
-        except BaseException:
-            cls.db.drop()
-            raise
-        cls.root = Path(tempfile.mkdtemp(prefix="tt_cluster_"))
-        try:
-            cls.ids = create_users(cls.db.url, USERS)
-            cls.cluster = Cluster(cls.root, cls.db.url, cls.redis.url)
-            cls.cluster.center.start()
-            for name in ("node1", "node2"):
-                cls.cluster.add_node(name).start()
-            cls.cluster.wait_registered_blocking(["node1", "node2"])
-        except BaseException:
-            cls._clean_up()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls._clean_up()
-
-    @classmethod
-    def _clean_up(cls) -> None:
-        cluster = getattr(cls, "cluster", None)
-        if cluster is not None:
-            cluster.stop()
-        cls.db.drop()
-        cls.redis.drop()
-        if not os.environ.get("TEAMTALK_KEEP_CLUSTER_LOGS"):
-            shutil.rmtree(cls.root, ignore_errors=True)
-
     def setUp(self) -> None:
+        shared = SharedCluster.get()
+        self.cluster = shared.cluster
+        self.db, self.redis, self.ids = shared.db, shared.redis, shared.ids
         self.clients: list[Client] = []
 
     async def tearDown(self) -> None:
