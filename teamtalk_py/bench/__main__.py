@@ -1,4 +1,4 @@
-"""``python -m teamtalk_py.bench {msg,ping,login,idle,group,file,all,users} …``
+"""``python -m teamtalk_py.bench {msg,ping,login,idle,group,file,cluster,all,users} …``
 
 Without ``--url`` each scenario starts a throwaway ``twistd teamtalk`` (temporary data
 dir, free loopback ports, its own users) and stops it afterwards. With ``--url
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from teamtalk_py.bench import stats
-from teamtalk_py.bench.scenarios import SCENARIOS
+from teamtalk_py.bench.scenarios import SCENARIOS, STANDALONE
 from teamtalk_py.bench.server import (
     DEFAULT_PASSWORD,
     DEFAULT_PREFIX,
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark a TeamTalk msg server over loopback.",
     )
     commands = parser.add_subparsers(dest="scenario", required=True)
-    for name in SCENARIOS:
+    for name in SCENARIOS + STANDALONE:
         module = _scenario(name)
         sub = commands.add_parser(name, help=(module.__doc__ or "").split("\n")[0])
         module.add_arguments(sub)
@@ -119,7 +119,10 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
     started = datetime.datetime.now()
     raise_nofile_limit()
     server = None
-    if args.url:
+    standalone = getattr(module, "run", None)
+    if standalone is not None:
+        target = None  # the scenario starts its own servers
+    elif args.url:
         target = remote_target(args.url, args.user_prefix, args.password, args.server_pid)
     else:
         server = ThrowawayServer(
@@ -134,7 +137,7 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
     document: dict[str, Any] = {
         "scenario": name,
         "started": started.isoformat(timespec="seconds"),
-        "target": target.describe(),
+        "target": target.describe() if target is not None else None,
         "params": params,
         "machine": {
             "cpus": _cpus(),
@@ -154,16 +157,20 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
         document["server_source"] = _source_revision(args.server_tree)
     t0 = time.monotonic()
     try:
-        if hasattr(module, "prepare"):
-            module.prepare(params, target)
-        count = module.worker_count(params, max(1, args.processes))
-        document["params"] = params
         children_before = stats.children_cpu_seconds()
-        run = start_workers(name, params, target, count, args.profile)
-        try:
-            outcome = module.coordinate(run)
-        finally:
-            run.close()
+        if standalone is not None:
+            document["server_source"] = _source_revision(None)
+            outcome = standalone(params, args)
+        else:
+            if hasattr(module, "prepare"):
+                module.prepare(params, target)
+            count = module.worker_count(params, max(1, args.processes))
+            document["params"] = params
+            run = start_workers(name, params, target, count, args.profile)
+            try:
+                outcome = module.coordinate(run)
+            finally:
+                run.close()
         # The workers are joined (the server is not yet reaped): their whole CPU, start-up
         # and log-in included, next to the measured-window figures in "client".
         document["client_total_cpu_seconds"] = round(

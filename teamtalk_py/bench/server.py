@@ -321,6 +321,284 @@ class ThrowawayServer:
 
 
 # --------------------------------------------------------------------------------------
+# The throwaway cluster
+
+DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
+DEFAULT_REDIS = "redis://127.0.0.1:6379"
+
+
+def _mysql_admin(server_url: str):
+    import pymysql
+
+    parts = urllib.parse.urlsplit(server_url)
+    return pymysql.connect(
+        host=parts.hostname or LOOPBACK,
+        port=parts.port or 3306,
+        user=urllib.parse.unquote(parts.username or "root"),
+        password=urllib.parse.unquote(parts.password or ""),
+        connect_timeout=5,
+        autocommit=True,
+    )
+
+
+def _resp_parse(buf: bytes, i: int = 0) -> tuple[Any, int]:
+    """One RESP value from ``buf`` at ``i``: (value, next index); IndexError if partial."""
+    end = buf.index(b"\r\n", i) if b"\r\n" in buf[i:] else -1
+    if end < 0:
+        raise IndexError("partial")
+    kind, head = buf[i : i + 1], buf[i + 1 : end]
+    if kind in (b"+", b"-", b":"):
+        return head, end + 2
+    if kind == b"$":
+        n = int(head)
+        if n < 0:
+            return None, end + 2
+        if len(buf) < end + 2 + n + 2:
+            raise IndexError("partial")
+        return buf[end + 2 : end + 2 + n], end + 2 + n + 2
+    if kind == b"*":
+        items, j = [], end + 2
+        for _ in range(max(int(head), 0)):
+            item, j = _resp_parse(buf, j)
+            items.append(item)
+        return items, j
+    raise ValueError(f"unexpected RESP reply {buf[:50]!r}")
+
+
+def _redis_command(host: str, port: int, *args: bytes) -> Any:
+    """One command on a throwaway blocking socket; the parsed reply (``-ERR`` as bytes)."""
+    payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(payload)
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise OSError("Redis closed the connection")
+            reply += chunk
+            try:
+                return _resp_parse(reply)[0]
+            except IndexError:
+                continue
+
+
+class ThrowawayCluster:
+    """A center (route, login, file) and msg-only nodes, each a ``twistd teamtalk``
+    subprocess on free loopback ports, on a fresh MariaDB database ``tt_bench_<random>``
+    and a Redis key prefix of their own; ``stop`` drops the database and the keys."""
+
+    def __init__(
+        self,
+        users: int,
+        nodes: int = 2,
+        *,
+        mysql: str = DEFAULT_MYSQL,
+        redis: str = DEFAULT_REDIS,
+        prefix: str = DEFAULT_PREFIX,
+        password: str = DEFAULT_PASSWORD,
+        keep: bool = False,
+        extra_args: list[str] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        import secrets
+
+        self.users = users
+        self.node_count = nodes
+        self.mysql = mysql.rstrip("/")
+        self.redis = redis.rstrip("/")
+        self.prefix = prefix
+        self.password = password
+        self.keep = keep
+        self.extra_args = list(extra_args or [])
+        self.start_timeout = start_timeout
+        token = secrets.token_hex(5)
+        self.db_name = f"tt_bench_{token}"
+        self.redis_prefix = f"tt_bench_{token}:"
+        self.db_created = False
+        self.root = Path(tempfile.mkdtemp(prefix="teamtalk-bench-cluster-"))
+        #: name -> (process, msg port or None), center first.
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self._logs: list[Any] = []
+        self.http_port = 0
+
+    @property
+    def db_url(self) -> str:
+        return f"{self.mysql}/{self.db_name}"
+
+    @property
+    def redis_url(self) -> str:
+        host, port = self._redis_address()
+        return f"redis://{host}:{port}/0?prefix={self.redis_prefix}"
+
+    def _redis_address(self) -> tuple[str, int]:
+        parts = urllib.parse.urlsplit(self.redis)
+        return parts.hostname or LOOPBACK, parts.port or 6379
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def start(self) -> list[int]:
+        """Create the database, the users and the processes; the user ids by index."""
+        try:
+            conn = _mysql_admin(self.mysql)
+        except Exception as exc:
+            raise BenchSetupError(f"MariaDB/MySQL at {self.mysql} not reachable: {exc}") from exc
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"CREATE DATABASE `{self.db_name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+        conn.close()
+        self.db_created = True
+        try:
+            reply = _redis_command(*self._redis_address(), b"PING")
+        except OSError as exc:
+            raise BenchSetupError(f"Redis at {self.redis} not reachable: {exc}") from exc
+        if reply != b"PONG":
+            raise BenchSetupError(f"Redis at {self.redis} answered {reply!r}")
+        ids = create_users(
+            self.users, self.prefix, self.password, data_dir=str(self.root), db_url=self.db_url
+        )
+        local = "tcp:{}:interface=" + LOOPBACK
+        route, login, file_internal = free_port(), free_port(), free_port()
+        self.http_port = free_port()
+        common = ["--db", self.db_url, "--redis", self.redis_url, "--advertise", LOOPBACK]
+        self._spawn(
+            "center",
+            [
+                "--services",
+                "route,login,file",
+                *common,
+                "--route-listen",
+                local.format(route),
+                "--http-listen",
+                local.format(self.http_port),
+                "--login-internal-listen",
+                local.format(login),
+                "--file-listen",
+                local.format(free_port()),
+                "--file-internal-listen",
+                local.format(file_internal),
+            ],
+        )
+        for n in range(1, self.node_count + 1):
+            port = free_port()
+            self.ports[f"node{n}"] = port
+            self._spawn(
+                f"node{n}",
+                [
+                    "--services",
+                    "msg",
+                    *common,
+                    "--msg-listen",
+                    local.format(port),
+                    "--route-server",
+                    f"{LOOPBACK}:{route}",
+                    "--login-server",
+                    f"{LOOPBACK}:{login}",
+                    "--file-server",
+                    f"{LOOPBACK}:{file_internal}",
+                ],
+            )
+        self._wait_registered()
+        return ids
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        directory = self.root / name
+        (directory / "var").mkdir(parents=True)
+        log = open(directory / "twistd.log", "w")
+        self._logs.append(log)
+        self.procs[name] = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("twistd")),
+                "--nodaemon",
+                "--pidfile=",
+                "teamtalk",
+                "--data-dir",
+                str(directory / "var"),
+                *args,
+                *self.extra_args,
+            ],
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_raise_nofile_in_child,
+        )
+
+    def log(self, name: str) -> str:
+        for log in self._logs:
+            log.flush()
+        try:
+            return (self.root / name / "twistd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _registered(self) -> bool:
+        """Whether the center's route and login both know every node (from its log)."""
+        import re
+
+        log = self.log("center")
+        route_links = len(re.findall(r"msg node \S+ registered \d+ connections", log))
+        up = set(re.findall(r"msg node 127\.0\.0\.1:(\d+) .*registered with", log))
+        up -= set(re.findall(r"msg node 127\.0\.0\.1:(\d+) unregistered", log))
+        return route_links >= self.node_count and {str(p) for p in self.ports.values()} <= up
+
+    def _wait_registered(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while not self._registered():
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise BenchSetupError(f"{name} exited at start-up:\n{self.log(name)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise BenchSetupError(f"the cluster did not come up:\n{self.log('center')[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every process (SIGKILL after 10 s), drop the database and the Redis
+        keys, remove the directory unless ``keep``; the exit codes by name."""
+        codes: dict[str, int | None] = {}
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(list(self.procs.items())):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            codes[name] = proc.returncode
+        for log in self._logs:
+            log.close()
+        if self.db_created:
+            try:
+                conn = _mysql_admin(self.mysql)
+                with conn.cursor() as cursor:
+                    cursor.execute(f"DROP DATABASE IF EXISTS `{self.db_name}`")
+                conn.close()
+            except Exception:
+                pass
+            self.db_created = False
+        try:
+            host, port = self._redis_address()
+            pattern = self.redis_prefix.encode() + b"*"
+            cursor = b"0"
+            for _ in range(10_000):  # SCAN until the cursor comes back to 0
+                cursor, keys = _redis_command(
+                    host, port, b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000"
+                )
+                if keys:
+                    _redis_command(host, port, b"DEL", *keys)
+                if cursor == b"0":
+                    break
+        except (OSError, ValueError):
+            pass
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return codes
+
+
+# --------------------------------------------------------------------------------------
 # /proc readings
 
 

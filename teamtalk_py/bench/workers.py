@@ -49,6 +49,10 @@ class Run:
     procs: list[multiprocessing.process.BaseProcess]
     profiler: Profiler | None = None
     window: ServerWindow | None = None
+    #: Further server processes by name (a cluster's center and nodes): their CPU and RSS
+    #: over the measured phase go to the server result's ``processes``.
+    processes: dict[str, int] | None = None
+    process_windows: dict[str, ServerWindow] | None = None
 
     @property
     def workers(self) -> int:
@@ -64,6 +68,12 @@ class Run:
             self.profiler.start()
         self.window = ServerWindow(self.server_stats)
         self.window.start()
+        if self.processes:
+            self.process_windows = {
+                name: ServerWindow(ProcessStats(pid)) for name, pid in self.processes.items()
+            }
+            for window in self.process_windows.values():
+                window.start()
 
     def measure_stop(self) -> dict[str, Any]:
         """The measured phase ended: server CPU/RSS over it (and the profile file)."""
@@ -71,6 +81,10 @@ class Run:
             self.window = ServerWindow(self.server_stats)
             self.window.start()
         result = self.window.stop()
+        if self.process_windows:
+            result["processes"] = {
+                name: window.stop() for name, window in self.process_windows.items()
+            }
         if self.profiler is not None:
             result["profile"] = self.profiler.stop()
         return result
@@ -126,6 +140,7 @@ def start_workers(
     target: Target,
     count: int,
     profile: str | None = None,
+    processes: dict[str, int] | None = None,
 ) -> Run:
     context = multiprocessing.get_context("spawn")
     pipes, procs = [], []
@@ -142,7 +157,7 @@ def start_workers(
         pipes.append(parent_end)
         procs.append(proc)
     profiler = Profiler(target.pid, profile) if profile else None
-    return Run(scenario, params, target, pipes, procs, profiler)
+    return Run(scenario, params, target, pipes, procs, profiler, processes=processes)
 
 
 class WorkerContext:

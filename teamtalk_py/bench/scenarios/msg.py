@@ -288,9 +288,15 @@ async def worker(ctx: WorkerContext) -> None:
     p, t, reactor = ctx.params, ctx.target, ctx.reactor
     pairs = list(ctx.share(p["pairs"]))
     indexes = [u for i in pairs for u in (2 * i, 2 * i + 1)]
+    # The cluster scenario: users from ``user_offset`` on, and per pair the ports of the
+    # msg nodes its sender and its receiver log in to.
+    offset = p.get("user_offset", 0)
+    pair_ports = p.get("pair_ports")
 
     async def open_user(index: int):
-        return await open_logged_in(reactor, t.host, t.port, t.user_name(index), t.password, PC)
+        port = pair_ports[index // 2][index % 2] if pair_ports else t.port
+        name = t.user_name(offset + index)
+        return await open_logged_in(reactor, t.host, port, name, t.password, PC)
 
     conns = await bounded(indexes, 64, open_user)
     failures = [c for c in conns if isinstance(c, BaseException)]
