@@ -143,6 +143,40 @@ class ScenarioSmokeTests(TestCase):
         else:
             assert doc["reason"] and doc["results"] is None
 
+    def test_cluster_smoke_cross_node_and_aggregate(self):
+        """A throwaway center + two msg nodes on MariaDB and Redis: 2 pairs x 10 messages in
+        each phase (cross-node, two nodes, one node), nothing lost or duplicated, and the
+        database is dropped afterwards. Without MariaDB/Redis the run fails: in CI they
+        are there, and the test is not skipped."""
+        doc = bench(
+            self.tmp_path(),
+            "cluster",
+            "--pairs",
+            "2",
+            "--messages",
+            "10",
+            "--window",
+            "4",
+            timeout=180,
+        )
+        cross = doc["results"]["cross_node"]
+        assert (cross["sent"], cross["acked"], cross["delivered"]) == (20, 20, 20)
+        assert cross["lost"] == 0 and cross["duplicated"] == 0 and cross["refused"] == 0
+        assert_latency(cross["ack_latency"], 20)
+        assert_latency(cross["delivery_latency"], 20)
+        aggregate = doc["results"]["aggregate"]
+        for phase in ("two_nodes", "one_node"):
+            r = aggregate[phase]
+            assert (r["acked"], r["delivered"], r["lost"], r["duplicated"]) == (20, 20, 0, 0)
+        assert {"two_nodes_acked_per_second", "one_node_acked_per_second", "ratio"} <= (
+            aggregate.keys()
+        )
+        assert set(doc["phases"]) == {"cross_node", "two_nodes", "one_node"}
+        assert set(doc["server"]["processes"]) == {"center", "node1", "node2"}
+        assert doc["server_exit"] == {"center": 0, "node1": 0, "node2": 0}
+        assert doc["target"]["database"].startswith("tt_bench_")
+        assert doc["ok"] is True
+
     def test_url_mode_targets_an_existing_server_with_existing_users(self):
         """--url runs against a server the bench did not start, with its pre-created users."""
         server = ThrowawayServer(2, prefix="ext", password="pw")
