@@ -169,6 +169,8 @@ def _document(
             f"{two['results']['lost']} / {two['results']['duplicated']}, "
             f"{one['results']['lost']} / {one['results']['duplicated']}",
         ),
+        ("  server CPU, two nodes", _cpu_line(two["server"])),
+        ("  server CPU, one node", _cpu_line(one["server"])),
         *[("  client, two nodes: " + k, v) for k, v in stats.cpu_rows(two["client"], None)],
         *[("  client, one node: " + k, v) for k, v in stats.cpu_rows(one["client"], None)],
     ]
@@ -214,3 +216,12 @@ def _server_rows(server: dict[str, Any]) -> list[tuple[str, Any]]:
             )
         )
     return rows
+
+
+def _cpu_line(server: dict[str, Any]) -> str:
+    """``center 5%, node1 60%, node2 58%`` (share of one core over the measured phase)."""
+    parts = []
+    for name, figures in (server.get("processes") or {}).items():
+        cpu = figures.get("cpu_percent")
+        parts.append(f"{name} {cpu:g}%" if cpu is not None else f"{name} -")
+    return ", ".join(parts) or "-"
