@@ -37,7 +37,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class MsgConfig:
-    listen: str = "tcp:8000"
+    listen: str = ""
     max_connections: int = 100000
     max_pdu_size: int = 4 * 1024 * 1024
     max_outbuf: int = 8 * 1024 * 1024
@@ -54,16 +54,16 @@ class MsgConfig:
 
 @dataclass(frozen=True)
 class LoginConfig:
-    http_listen: str = "tcp:8080"
-    internal_listen: str = "tcp:8100"
+    http_listen: str = ""
+    internal_listen: str = ""
     msfs: str = "http://127.0.0.1:8700/"
     discovery: str = "http://127.0.0.1/api/discovery"
 
 
 @dataclass(frozen=True)
 class FileConfig:
-    listen: str = "tcp:8600"
-    internal_listen: str = "tcp:8601"
+    listen: str = ""
+    internal_listen: str = ""
     task_timeout: float = 60.0
     public_addresses: tuple[str, ...] = ()
     max_file_size: int = 2 * 1024**3
@@ -74,7 +74,18 @@ class FileConfig:
 
 @dataclass(frozen=True)
 class RouteConfig:
-    listen: str = "tcp:8200"
+    listen: str = ""
+
+
+#: Listen endpoints and their default TCP ports (wire.md §8.1).
+DEFAULT_PORTS = {
+    "msg.listen": 8000,
+    "login.http_listen": 8080,
+    "login.internal_listen": 8100,
+    "file.listen": 8600,
+    "file.internal_listen": 8601,
+    "route.listen": 8200,
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,21 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+    def with_default_listeners(self) -> Config:
+        """Fill the listen endpoints left empty with their default ports.
+
+        While ``server.advertise`` is a loopback address (the out-of-the-box setting)
+        clients elsewhere could not use this server anyway, so the defaults bind
+        127.0.0.1 only; advertising a reachable address opens them on every interface.
+        """
+        interface = ":interface=127.0.0.1" if is_loopback_host(self.server.advertise) else ""
+        overrides = {}
+        for dotted, port in DEFAULT_PORTS.items():
+            section, key = dotted.split(".")
+            if not getattr(getattr(self, section), key):
+                overrides[dotted] = f"tcp:{port}{interface}"
+        return self.with_overrides(overrides)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """Apply ``{"section.key": value}`` overrides (None values are skipped)."""
@@ -227,6 +253,8 @@ services = ["msg", "route", "file", "login"]
 data_dir = "./var"
 # The address clients are told to connect to (returned by /msg_server). Set it to
 # an address your clients can reach; a loopback address only works on this machine.
+# It also picks where listeners with no explicit endpoint bind: 127.0.0.1 only while
+# this is a loopback address, every interface otherwise.
 advertise = "127.0.0.1"
 
 [store]
@@ -239,8 +267,10 @@ db = ""
 redis = ""
 
 [msg]
-# Twisted endpoint strings, e.g. "tcp:8000" or "tcp:8000:interface=10.0.0.5".
-listen = "tcp:8000"
+# Listen endpoints are Twisted endpoint strings, e.g. "tcp:8000" (every interface) or
+# "tcp:8000:interface=10.0.0.5". Empty: the default port (8000 here; 8080/8100 login,
+# 8600/8601 file, 8200 route), bound as server.advertise says.
+listen = ""
 # Connection limit announced to the login service.
 max_connections = 100000
 # Largest PDU accepted from a client, in bytes; bigger ones close that connection.
@@ -267,17 +297,17 @@ login_server = ""
 file_server = ""
 
 [login]
-http_listen = "tcp:8080"
+http_listen = ""
 # Where msg nodes in other processes report their address and load. Keep it private,
 # e.g. "tcp:8100:interface=10.0.0.1": it accepts any peer.
-internal_listen = "tcp:8100"
+internal_listen = ""
 # Returned verbatim to clients as msfsPrior/msfsBackup and discovery.
 msfs = "http://127.0.0.1:8700/"
 discovery = "http://127.0.0.1/api/discovery"
 
 [file]
-listen = "tcp:8600"
-internal_listen = "tcp:8601"
+listen = ""
+internal_listen = ""
 # Seconds an unused transfer task is kept in memory (stored offline files stay).
 task_timeout = 60.0
 # Where clients reach the file service, "HOST" or "HOST:PORT" (a bare host gets the
@@ -294,5 +324,5 @@ offline_ttl = 2592000.0
 
 [route]
 # Where msg nodes link to. Keep it private, e.g. "tcp:8200:interface=10.0.0.1".
-listen = "tcp:8200"
+listen = ""
 """

@@ -56,7 +56,10 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a TeamTalk-compatible IM server. With no options it hosts the msg, route, "
-        "file and login services in this process on an embedded SQLite store in ./var."
+        "file and login services in this process on an embedded SQLite store in ./var. "
+        "(*) Listeners without an explicit endpoint bind 127.0.0.1 while --advertise is a "
+        "loopback address (the default), and every interface once --advertise names an "
+        "address clients can reach."
     )
     optFlags = [
         ["generate-config", None, "Print a commented config file with every default and exit."],
@@ -66,12 +69,17 @@ class Options(usage.Options):
         ["data-dir", "d", None, "Directory for the SQLite database and stored files [./var]."],
         ["services", None, None, "Comma-separated services to host: msg,route,file,login [all]."],
         ["advertise", None, None, "Address told to clients by /msg_server [127.0.0.1]."],
-        ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [tcp:8000]."],
-        ["http-listen", None, None, "login HTTP endpoint [tcp:8080]."],
-        ["file-listen", None, None, "file service client endpoint [tcp:8600]."],
-        ["route-listen", None, None, "route service endpoint [tcp:8200]."],
-        ["login-internal-listen", None, None, "login endpoint msg nodes report to [tcp:8100]."],
-        ["file-internal-listen", None, None, "file endpoint msg nodes create tasks on [tcp:8601]."],
+        ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [port 8000 (*)]."],
+        ["http-listen", None, None, "login HTTP endpoint [port 8080 (*)]."],
+        ["file-listen", None, None, "file service client endpoint [port 8600 (*)]."],
+        ["route-listen", None, None, "route service endpoint [port 8200 (*)]."],
+        [
+            "login-internal-listen",
+            None,
+            None,
+            "login endpoint msg nodes report to [port 8100 (*)].",
+        ],
+        ["file-internal-listen", None, None, "file endpoint msg nodes use [port 8601 (*)]."],
         ["db", None, None, "Database URL, mysql://user:pw@host:3306/name [embedded SQLite]."],
         ["redis", None, None, "Redis URL for a cluster, redis://127.0.0.1:6379/0 [none]."],
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
@@ -150,6 +158,7 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
 
+    config = config.with_default_listeners()
     warning = warn_about_advertise(config)
     if warning:
         log.warn("WARNING: {warning}", warning=warning)

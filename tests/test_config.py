@@ -78,19 +78,33 @@ class ConfigTests(TestCase):
 
     def test_loopback_advertise_with_public_listener_warns(self):
         """The top support question gets a loud warning at start-up."""
-        config = Config()
-        warning = warn_about_advertise(config)
-        assert warning is not None and "127.0.0.1" in warning
-        local = Config().with_overrides(
-            {
-                "msg.listen": "tcp:8000:interface=127.0.0.1",
-                "login.http_listen": "tcp:8080:interface=127.0.0.1",
-                "file.listen": "tcp:8600:interface=127.0.0.1",
-            }
-        )
-        assert warn_about_advertise(local) is None
+        public_listener = Config().with_overrides({"msg.listen": "tcp:8000"})
+        warning = warn_about_advertise(public_listener.with_default_listeners())
+        assert warning is not None and "127.0.0.1" in warning and "tcp:8000" in warning
+        assert warn_about_advertise(Config().with_default_listeners()) is None
         public_advertised = Config().with_overrides({"server.advertise": "10.1.2.3"})
-        assert warn_about_advertise(public_advertised) is None
+        assert warn_about_advertise(public_advertised.with_default_listeners()) is None
+
+    def test_default_listeners_follow_the_advertised_address(self):
+        """Out of the box every listener binds 127.0.0.1 on its default port; advertising
+        a reachable address opens them on every interface; explicit endpoints stay."""
+        local = Config().with_default_listeners()
+        assert (local.msg.listen, local.login.http_listen, local.file.listen) == (
+            "tcp:8000:interface=127.0.0.1",
+            "tcp:8080:interface=127.0.0.1",
+            "tcp:8600:interface=127.0.0.1",
+        )
+        assert (local.route.listen, local.login.internal_listen, local.file.internal_listen) == (
+            "tcp:8200:interface=127.0.0.1",
+            "tcp:8100:interface=127.0.0.1",
+            "tcp:8601:interface=127.0.0.1",
+        )
+        public = Config().with_overrides(
+            {"server.advertise": "10.1.2.3", "route.listen": "tcp:9200:interface=10.0.0.1"}
+        )
+        public = public.with_default_listeners()
+        assert (public.msg.listen, public.login.http_listen) == ("tcp:8000", "tcp:8080")
+        assert public.route.listen == "tcp:9200:interface=10.0.0.1"
 
     def test_endpoint_loopback_detection(self):
         """Only an explicit loopback interface counts as loopback-only."""
