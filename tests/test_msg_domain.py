@@ -143,10 +143,6 @@ class Recorded(MsgConnection):
         self.sent.append(pdu)
         super().send_raw(pdu)
 
-    def send_now(self, pdu: bytes) -> None:
-        self.sent.append(pdu)
-        super().send_raw(pdu)
-
 
 class OnlineUsersTests(TestCase):
     def test_client_categories(self):

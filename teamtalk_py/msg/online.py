@@ -22,8 +22,6 @@ class Mind(Protocol):
 
     def send_raw(self, pdu: bytes) -> None: ...
 
-    def send_now(self, pdu: bytes) -> None: ...
-
 
 def same_category(a: int, b: int) -> bool:
     """PC and mobile are the two client categories (bit 0x10)."""
@@ -113,12 +111,14 @@ class OnlineUsers:
         return sent
 
     def send_to_all(self, pdu: bytes, *, pc_only: bool = False) -> int:
-        """Broadcast: each connection gets the bytes straight away (see ``send_now``)."""
+        """Broadcast the same bytes. Twisted's buffered writes coalesce every PDU a
+        connection gets in one reactor turn into one send, which matters in login storms
+        (each PC login is announced to every PC connection)."""
         sent = 0
         for user in self._users.values():
             for conn in user.connections:
                 if pc_only and conn.is_mobile:
                     continue
-                conn.send_now(pdu)
+                conn.send_raw(pdu)
                 sent += 1
         return sent

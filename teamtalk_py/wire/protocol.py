@@ -273,36 +273,6 @@ class PduProtocol(Protocol):
                 return
         self.transport.write(pdu)
 
-    def send_now(self, pdu: bytes) -> None:
-        """Like ``send_raw``, but hand the bytes to the kernel at once when nothing is
-        queued for this peer.
-
-        For fan-out (one notification to thousands of connections) Twisted's buffered
-        ``write`` costs two ``epoll_ctl`` calls per connection (register for writing, then
-        unregister after the send). Sending straight away when the connection's buffer is
-        empty keeps the order of bytes and skips both; whatever the kernel does not take
-        goes through the normal buffered path.
-        """
-        transport = self.transport
-        sock = getattr(transport, "socket", None)
-        if (
-            sock is None
-            or self._paused
-            or self.closing
-            or transport._tempDataBuffer
-            or len(transport.dataBuffer) > transport.offset
-            or not transport.connected
-            or transport.disconnecting
-        ):
-            self.send_raw(pdu)
-            return
-        try:
-            sent = sock.send(pdu)
-        except OSError:
-            sent = 0  # EAGAIN or a dying socket: the buffered path sorts it out
-        if sent < len(pdu):
-            self.send_raw(pdu[sent:])
-
     def send(self, command_id: int, message: Message, seq: int = 0) -> None:
         """Encode and send ``message`` as ``command_id`` with the correct service id."""
         self.send_raw(encode(command_id, message, seq))
