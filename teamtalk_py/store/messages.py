@@ -1,10 +1,10 @@
 """One-to-one messages, recent sessions and unread counters: the msg service's hot path.
 
-Plain synchronous repository functions ``fn(txn, ...)`` (see ``database.py``). Storing a
-message is four statements in the writer's group commit (one round trip on MySQL):
-allocate the pair's next id from ``relations.last_msg_id``, insert the message, bump the
-receiver's unread counter and touch both users' sessions. The id comes from the same
-transaction as the row, so an acknowledged id is never handed out twice and never
+Plain synchronous repository functions ``fn(txn, ...)`` (see ``database.py``). Messages
+are stored in batches (``store_single_messages``), with the work done per user pair:
+allocate the pair's next ids from ``relations.last_msg_id``, insert the messages, move the
+receivers' unread counters and touch both users' sessions. The ids come from the same
+transaction as the rows, so an acknowledged id is never handed out twice and never
 skipped, also after a crash.
 
 Message ids are per user pair (the pair's ``relations`` row), start at 1 and grow by one.
@@ -111,109 +111,28 @@ _MESSAGE_COLUMNS = "m.msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.creat
 # The newest message of a pair is the one whose msg_id is the relation's last_msg_id.
 _LATEST_OF_PAIR = "JOIN messages m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id"
 
-# Allocating the pair's next id: one upsert creates the relation with last_msg_id = 1 or
-# increments it. It write-locks the relation row until COMMIT, so MySQL nodes sharing a
-# database serialise per pair. (On MySQL the upsert may skip relations.id values, which
-# are internal and 64-bit; SQLite's relations.id is a plain rowid and skips nothing.)
-_NEXT_MSG_ID = {
-    dialect: upsert_sql(
-        dialect,
-        "relations",
-        ("small_id", "big_id", "last_msg_id", "created", "updated"),
-        ("small_id", "big_id"),
-        "last_msg_id = last_msg_id + 1, updated = ?",
-    )
-    for dialect in Dialect
-}
-
 _INSERT_MESSAGE = (
     "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
-# MySQL: the message row reads its ids from the relation row just incremented in this
-# transaction, so the whole store is one multi-statement round trip.
-_INSERT_MESSAGE_FROM_RELATION = (
-    "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
-    "SELECT id, ?, ?, last_msg_id, ?, ?, ? FROM relations WHERE small_id = ? AND big_id = ?"
-)
-
-_BUMP_UNREAD = {
-    dialect: upsert_sql(
-        dialect,
-        "unread",
-        ("user_id", "peer_id", "count"),
-        ("user_id", "peer_id"),
-        "count = count + 1",
-    )
-    for dialect in Dialect
-}
-
-# Both users' sessions in one statement: created if missing, re-shown if removed.
-_TOUCH_SESSIONS = {
-    dialect: upsert_sql(
-        dialect,
-        "sessions",
-        ("user_id", "peer_id", "type", "status", "created", "updated"),
-        ("user_id", "peer_id", "type"),
-        "status = 0, updated = ?",
-        rows=2,
-    )
-    for dialect in Dialect
-}
-
 
 def store_single_message(
     txn: Txn, from_id: int, to_id: int, msg_type: int, content: bytes, created: int
 ) -> StoredMessage:
-    """Store a one-to-one message and do its bookkeeping; the message with its new id.
+    """Store one one-to-one message and do its bookkeeping; the message with its new id.
 
     Creates the pair's relation on first use, increments the receiver's unread counter
     for the sender, and makes both users' sessions visible with ``updated = created``
-    (the reference refreshed only one of them; both is what clients expect).
+    (the reference refreshed only one of them; both is what clients expect). The work is
+    ``store_single_messages``'s, for a batch of one.
     """
-    if from_id <= 0 or to_id <= 0 or from_id == to_id:
-        raise ValueError(f"no one-to-one conversation between {from_id} and {to_id}")
     if not isinstance(content, bytes | bytearray | memoryview):
         raise TypeError(f"content must be bytes, not {type(content).__name__}")
-    content = bytes(content)
-    if not content:
-        raise ValueError("empty message")
-    small, big = _pair(from_id, to_id)
-    dialect = txn.dialect
-    relation = (small, big, 1, created, created, created)
-    unread = (to_id, from_id, 1)
-    sessions = (
-        from_id, to_id, _SINGLE, SESSION_VISIBLE, created, created,
-        to_id, from_id, _SINGLE, SESSION_VISIBLE, created, created,
-        created,
-    )  # fmt: skip
-    if dialect is Dialect.SQLITE:
-        relation_id, msg_id = txn.execute(
-            _NEXT_MSG_ID[dialect] + " RETURNING id, last_msg_id", relation
-        ).fetchone()
-        txn.execute(
-            _INSERT_MESSAGE, (relation_id, from_id, to_id, msg_id, msg_type, content, created)
-        )
-        txn.execute(_BUMP_UNREAD[dialect], unread)
-        txn.execute(_TOUCH_SESSIONS[dialect], sessions)
-    else:
-        (msg_id,) = txn.execute_batch(
-            [
-                (_NEXT_MSG_ID[dialect], relation),
-                (
-                    _INSERT_MESSAGE_FROM_RELATION,
-                    (from_id, to_id, msg_type, content, created, small, big),
-                ),
-                (_BUMP_UNREAD[dialect], unread),
-                (_TOUCH_SESSIONS[dialect], sessions),
-                (
-                    "SELECT last_msg_id FROM relations WHERE small_id = ? AND big_id = ?",
-                    (small, big),
-                ),
-            ]
-        ).fetchone()
-    return StoredMessage(int(msg_id), from_id, to_id, msg_type, content, created)
+    (stored,) = store_single_messages(
+        txn, [NewMessage(from_id, to_id, msg_type, bytes(content), created)]
+    )
+    return stored
 
 
 @dataclass(frozen=True, slots=True)
