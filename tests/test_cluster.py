@@ -59,6 +59,8 @@ USERS = (
     "ivan",
     "judy",
     "mallory",
+    "oscar",
+    "peggy",
 )
 
 
@@ -339,6 +341,37 @@ class ClusterTests(TestCase):
         bob.session.read_ack(alice.user_id, ack.msg_id)
         notify = await bob_phone.wait_for(B.CID_MSG_READ_NOTIFY)
         assert (notify.message.user_id, notify.message.msg_id) == (bob.user_id, ack.msg_id)
+
+    async def test_resend_to_another_node_after_a_lost_ack_is_not_duplicated(self):
+        """A client that lost its ack and resends the same message through another node
+        gets the stored id again; the receiver and history have one copy."""
+        oscar_pc = await self.client("node1", "oscar")
+        peggy = await self.client("node2", "peggy")
+        message = Message_pb2.IMMsgData(
+            from_user_id=oscar_pc.user_id,
+            to_session_id=peggy.user_id,
+            msg_id=0,
+            create_time=1_700_000_123,
+            msg_type=B.MSG_TYPE_SINGLE_TEXT,
+            msg_data=b"resend me",
+        )
+        first = await oscar_pc.protocol.request(B.CID_MSG_DATA, message)
+        assert first.message.msg_id > 0
+        await oscar_pc.close()  # the ack is "lost" with the connection
+        oscar_again = await self.client("node2", "oscar")
+        again = await oscar_again.protocol.request(B.CID_MSG_DATA, message)
+        assert again.message.msg_id == first.message.msg_id
+        history = await peggy.session.get(
+            B.CID_MSG_LIST_REQUEST,
+            Message_pb2.IMGetMsgListReq(
+                user_id=peggy.user_id,
+                session_type=B.SESSION_TYPE_SINGLE,
+                session_id=oscar_again.user_id,
+                msg_id_begin=0,
+                msg_cnt=10,
+            ),
+        )
+        assert [m.msg_data for m in history.msg_list].count(b"resend me") == 1
 
     async def test_group_message_reaches_members_on_the_other_node(self):
         """A temporary group created on node 1: its messages reach members on node 2."""

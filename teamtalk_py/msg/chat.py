@@ -112,9 +112,37 @@ def _accept_single(
             lambda msg_id: _ack(conn, seq, to_id, msg_id, B.SESSION_TYPE_SINGLE),
             lambda _: _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE),
         )
+    if service.shared_resends is not None:
+        return defer.ensureDeferred(_store_unless_sent_to_another_node(conn, seq, msg, key))
+    return _store_single(conn, seq, msg, key)
+
+
+async def _store_unless_sent_to_another_node(
+    conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData, key
+) -> None:
+    """Cluster: the first copy may have been stored by another node."""
+    service = conn.service
+    msg_id = await service.shared_resends.lookup(key)
+    if msg_id is not None:
+        service.recent.stored(key, msg_id)
+        _ack(conn, seq, msg.to_session_id, msg_id, B.SESSION_TYPE_SINGLE)
+        return
+    earlier = service.recent.lookup(key)  # a copy may have arrived here meanwhile
+    if earlier is not None:
+        try:
+            msg_id = earlier if isinstance(earlier, int) else await earlier
+        except Exception:
+            msg_id = 0  # the first copy's write failed: refuse the resend too
+        _ack(conn, seq, msg.to_session_id, msg_id, B.SESSION_TYPE_SINGLE)
+        return
+    await _store_single(conn, seq, msg, key)
+
+
+def _store_single(conn: MsgConnection, seq: int, msg: Message_pb2.IMMsgData, key):
+    service = conn.service
     service.recent.pending(key)
     d = service.single_messages.store_message(
-        NewMessage(conn.user_id, to_id, msg.msg_type, msg.msg_data, service.now())
+        NewMessage(conn.user_id, msg.to_session_id, msg.msg_type, msg.msg_data, service.now())
     )
     d.addCallbacks(
         _single_stored,
@@ -131,6 +159,8 @@ def _single_stored(
     service = conn.service
     to_id = msg.to_session_id
     service.recent.stored(key, stored.msg_id)
+    if service.shared_resends is not None:
+        service.shared_resends.remember(key, stored.msg_id)
     _ack(conn, seq, to_id, stored.msg_id, B.SESSION_TYPE_SINGLE)
     delivery = Message_pb2.IMMsgData(
         from_user_id=conn.user_id,

@@ -90,3 +90,31 @@ def _chain(result, waiter: defer.Deferred):
     else:
         waiter.callback(result)
     return result
+
+
+def shared_key(key: MessageKey) -> str:
+    """The cluster-wide name of a message key (for ``SharedResends``)."""
+    *ids, digest = key
+    return "resend:" + ":".join(str(i) for i in ids) + ":" + digest.hex()
+
+
+class SharedResends:
+    """Resends recognised across nodes: a client that lost its ack may reconnect to
+    another msg node and send again. Each stored message leaves its id under its key in
+    the cluster's shared state (Redis) for ``window`` seconds; a node that misses in its
+    own ``RecentMessages`` asks there before storing."""
+
+    def __init__(self, shared, window: float = 600.0) -> None:
+        self.shared = shared
+        self.window = window
+
+    async def lookup(self, key: MessageKey) -> int | None:
+        try:
+            value = await self.shared.get(shared_key(key))
+        except Exception:
+            return None  # shared state down: behave like a single node
+        return int(value) if value else None
+
+    def remember(self, key: MessageKey, msg_id: int) -> None:
+        d = self.shared.set(shared_key(key), msg_id, ttl=self.window)
+        d.addErrback(lambda _: None)  # best effort: the local detector still has it

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from teamtalk_py.login.nodes import MsgNode
 from teamtalk_py.msg.batching import SingleMessageQueue
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
-from teamtalk_py.msg.dedup import RecentMessages
+from teamtalk_py.msg.dedup import RecentMessages, SharedResends
 from teamtalk_py.msg.file_link import FileServers
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
@@ -50,6 +50,8 @@ class MsgService(TeamTalkService):
         self.online = OnlineUsers()
         self.lockout = LoginLockout(reactor)
         self.recent = RecentMessages(reactor)
+        #: Set in a cluster with shared state: resends recognised across nodes.
+        self.shared_resends: SharedResends | None = None
         self.groups = Groups(self)
         self.single_messages: SingleMessageQueue | None = None
         #: The file services this node creates transfer tasks on (set up at start).
@@ -78,6 +80,7 @@ class MsgService(TeamTalkService):
         shared = self.sibling("redis")
         if shared is not None and shared.shared:
             self.lockout = SharedLoginLockout(shared, self.reactor)
+            self.shared_resends = SharedResends(shared)
         # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).
         route_service = self.sibling("route")
         if route_service is None and self.config.msg.route_server:
