@@ -352,23 +352,9 @@ def remove_session(
     if txn.rowcount == 0:
         return False
     if session_type == _GROUP:
-        _mark_group_read(txn, user_id, peer_id)
+        from teamtalk_py.store.groups import mark_group_read  # groups builds on this module
+
+        mark_group_read(txn, user_id, peer_id)
     else:
         mark_single_read(txn, user_id, peer_id)
     return True
-
-
-# --------------------------------------------------------------------------------------
-# Groups. The group store (store_group_message, group_history, ...) comes with the group
-# service: ids from im_groups.last_msg_id like relations.last_msg_id above, unread as
-# im_groups.last_msg_id - group_members.read_msg_id.
-
-
-def _mark_group_read(txn: Txn, user_id: int, group_id: int) -> None:
-    """The member has read every message of the group so far."""
-    txn.execute(
-        "UPDATE group_members SET read_msg_id = "
-        "(SELECT last_msg_id FROM im_groups WHERE id = ?) "
-        "WHERE group_id = ? AND user_id = ?",
-        (group_id, group_id, user_id),
-    )
