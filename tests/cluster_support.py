@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest
 
-from teamtalk_py.client import TeamTalkClientProtocol, TeamTalkSession, connect
+from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 
 PASSWORD = "secret"

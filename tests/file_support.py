@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from twisted.internet import reactor
 
-from teamtalk_py.client import TeamTalkClientProtocol, TeamTalkSession, connect
+from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.file.storage import OfflineFileStore
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2

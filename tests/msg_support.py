@@ -11,7 +11,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import deferLater
 
-from teamtalk_py.client import Pdu, TeamTalkClientProtocol, TeamTalkSession, connect
+from teamtalk_client import Pdu, TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import accounts
 from tests.support import RunningServer, TestCase, local_config, start_server

@@ -1,6 +1,6 @@
 """Smoke runs of every benchmark scenario with tiny sizes.
 
-Each run is the real command (``python -m teamtalk_py.bench …``) against a throwaway server
+Each run is the real command (``python -m teamtalk_bench …``) against a throwaway server
 on loopback; the tests check the JSON document and the correctness counters (nothing lost,
 nothing duplicated), never a timing: speed is for the benchmark itself to report.
 """
@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.server import ThrowawayServer
+from teamtalk_bench import stats
+from teamtalk_bench.server import ThrowawayServer
 from tests.support import TestCase
 
 TOP_LEVEL = {"scenario", "started", "target", "params", "machine", "results", "client", "server"}
@@ -24,7 +24,7 @@ def bench(tmp_path: Path, *argv: str, timeout: float = 60) -> dict:
     """Run the benchmark command and return its JSON document."""
     out = tmp_path / f"{argv[0]}.json"
     done = subprocess.run(
-        [sys.executable, "-m", "teamtalk_py.bench", *argv, "--json", str(out)],
+        [sys.executable, "-m", "teamtalk_bench", *argv, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=timeout,

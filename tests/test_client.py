@@ -20,8 +20,7 @@ from twisted.trial.unittest import SkipTest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from teamtalk_py import client
-from teamtalk_py.client import (
+from teamtalk_client import (
     ANSWER_CID,
     Discovery,
     DiscoveryError,
@@ -30,6 +29,7 @@ from teamtalk_py.client import (
     Pdu,
     TeamTalkClientProtocol,
     TeamTalkSession,
+    client,
     connect,
     decrypt_text,
     discover,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 
-from teamtalk_py.client import TeamTalkSession, connect, decrypt_text
+from teamtalk_client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2
 from tests.cluster_support import (

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from teamtalk_py.file_client import BlockSource, pull_file
+from teamtalk_client import BlockSource, pull_file
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 from tests.file_support import DOWNLOAD, OFFLINE, UPLOAD, FileTestCase, payload

@@ -7,7 +7,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from teamtalk_py.client import encode_pdu, unpack_header
+from teamtalk_client import encode_pdu, unpack_header
 from teamtalk_py.file.connection import FileClientConnection, FileClientFactory
 from teamtalk_py.file.handlers import build_client_table
 from teamtalk_py.file.storage import OfflineFileStore

@@ -7,8 +7,8 @@ import random
 import time
 import uuid
 
+from teamtalk_client import BlockSource, pull_file, send_state
 from teamtalk_py.file.storage import HEADER_SIZE
-from teamtalk_py.file_client import BlockSource, pull_file, send_state
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 from teamtalk_py.store import files as offline_files

@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from teamtalk_py.client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
+from teamtalk_client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.groups import version_blob
 from teamtalk_py.msg.route_client import LocalLink

@@ -9,7 +9,7 @@ import time
 
 from twisted.internet import defer, reactor
 
-from teamtalk_py.client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
+from teamtalk_client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Message_pb2, SwitchService_pb2
 from tests.msg_support import (

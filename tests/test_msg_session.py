@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from teamtalk_py.client import TeamTalkSession, encode_pdu
+from teamtalk_client import TeamTalkSession, encode_pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Login_pb2, Message_pb2
 from teamtalk_py.store import accounts

@@ -3,7 +3,7 @@
 ``twistd teamtalk`` runs as a subprocess, accounts are made with the real ``teamtalk-admin``
 console script, and the client is written here from the protocol documents alone: a
 blocking socket, ``struct`` for the 16-byte header, ``hashlib`` for the password digest
-and the generated protobuf modules. It shares nothing with ``teamtalk_py.client`` or the
+and the generated protobuf modules. It shares nothing with ``teamtalk_client`` or the
 server's framing, so a bug mirrored on both sides of our own code cannot hide here.
 """
 

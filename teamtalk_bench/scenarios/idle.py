@@ -22,10 +22,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.conn import MOBILE, PC, BenchError, bounded, open_logged_in
-from teamtalk_py.bench.server import LOOPBACK, ProcessStats, raise_nofile_limit
-from teamtalk_py.bench.workers import Run, WorkerContext
+from teamtalk_bench import stats
+from teamtalk_bench.conn import MOBILE, PC, BenchError, bounded, open_logged_in
+from teamtalk_bench.server import LOOPBACK, ProcessStats, raise_nofile_limit
+from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2
 

@@ -93,7 +93,7 @@ def free_port() -> int:
 
 _CREATE_USERS = """
 import json, sys
-from teamtalk_py.bench.server import create_users
+from teamtalk_bench.server import create_users
 print(json.dumps(create_users(int(sys.argv[1]), sys.argv[2], sys.argv[3], data_dir=sys.argv[4])))
 """
 _CREATE_USERS_PORTABLE = """

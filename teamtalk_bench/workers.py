@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from teamtalk_py.bench.server import (
+from teamtalk_bench.server import (
     ProcessStats,
     Profiler,
     ServerWindow,
@@ -210,7 +210,7 @@ def worker_main(
     """Entry point of a worker process: run ``scenarios.<scenario>.worker`` on a reactor."""
     from twisted.internet import defer, reactor
 
-    module = importlib.import_module(f"teamtalk_py.bench.scenarios.{scenario}")
+    module = importlib.import_module(f"teamtalk_bench.scenarios.{scenario}")
     ctx = WorkerContext(pipe, params, target, index, count, reactor)
     outcome: list[int] = [0]
 

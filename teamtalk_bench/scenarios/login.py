@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.conn import CLIENT_TYPES, BenchError, bounded, connect, login_body
-from teamtalk_py.bench.workers import Run, WorkerContext
+from teamtalk_bench import stats
+from teamtalk_bench.conn import CLIENT_TYPES, BenchError, bounded, connect, login_body
+from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
 

@@ -1,6 +1,6 @@
 """The client side of TeamTalk file transfer, for tests and the benchmark.
 
-Built on ``teamtalk_py.client`` (its own framing, none of the server's code): log in to a
+Built on ``teamtalk_client`` (its own framing, none of the server's code): log in to a
 file service by role (``file_login``), answer the server's pull requests with blocks of
 a file (``BlockSource``: an offline uploader or an online sender), and pull a file with
 several requests in flight (``pull_file``: an offline downloader or an online receiver).
@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
 
-from teamtalk_py.client import Pdu, TeamTalkClientProtocol, connect
+from teamtalk_client.client import Pdu, TeamTalkClientProtocol, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 

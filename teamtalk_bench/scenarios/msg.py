@@ -15,9 +15,9 @@ from typing import Any
 
 from twisted.internet.task import LoopingCall
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.conn import PC, BenchError, bounded, open_logged_in
-from teamtalk_py.bench.workers import Run, WorkerContext
+from teamtalk_bench import stats
+from teamtalk_bench.conn import PC, BenchError, bounded, open_logged_in
+from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from twisted.internet import defer
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.conn import PC, BenchConnection, BenchError, connect, open_logged_in
-from teamtalk_py.bench.workers import Run, WorkerContext
+from teamtalk_bench import stats
+from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, open_logged_in
+from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 

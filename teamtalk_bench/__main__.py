@@ -1,4 +1,4 @@
-"""``python -m teamtalk_py.bench {msg,ping,login,idle,group,file,cluster,all,users} …``
+"""``python -m teamtalk_bench {msg,ping,login,idle,group,file,cluster,all,users} …``
 
 Without ``--url`` each scenario starts a throwaway ``twistd teamtalk`` (temporary data
 dir, free loopback ports, its own users) and stops it afterwards. With ``--url
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.scenarios import SCENARIOS, STANDALONE
-from teamtalk_py.bench.server import (
+from teamtalk_bench import stats
+from teamtalk_bench.scenarios import SCENARIOS, STANDALONE
+from teamtalk_bench.server import (
     DEFAULT_PASSWORD,
     DEFAULT_PREFIX,
     BenchSetupError,
@@ -30,11 +30,11 @@ from teamtalk_py.bench.server import (
     raise_nofile_limit,
     remote_target,
 )
-from teamtalk_py.bench.workers import WorkerError, start_workers
+from teamtalk_bench.workers import WorkerError, start_workers
 
 
 def _scenario(name: str):
-    return importlib.import_module(f"teamtalk_py.bench.scenarios.{name}")
+    return importlib.import_module(f"teamtalk_bench.scenarios.{name}")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +92,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m teamtalk_py.bench",
+        prog="python -m teamtalk_bench",
         description="Benchmark a TeamTalk msg server over loopback.",
     )
     commands = parser.add_subparsers(dest="scenario", required=True)

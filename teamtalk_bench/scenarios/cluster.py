@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from teamtalk_py.bench import stats
-from teamtalk_py.bench.scenarios import msg
-from teamtalk_py.bench.server import (
+from teamtalk_bench import stats
+from teamtalk_bench.scenarios import msg
+from teamtalk_bench.server import (
     DEFAULT_MYSQL,
     DEFAULT_REDIS,
     LOOPBACK,
@@ -29,7 +29,7 @@ from teamtalk_py.bench.server import (
     Target,
     ThrowawayCluster,
 )
-from teamtalk_py.bench.workers import start_workers
+from teamtalk_bench.workers import start_workers
 
 #: The msg scenario's worker, with the ``user_offset`` and ``pair_ports`` params.
 worker = msg.worker

@@ -1,4 +1,4 @@
-"""The benchmark harness: ``python -m teamtalk_py.bench SCENARIO …``.
+"""The benchmark harness: ``python -m teamtalk_bench SCENARIO …``.
 
 It measures a TeamTalk msg server from the outside, over loopback: either a throwaway
 ``twistd teamtalk`` it starts itself (own data dir, own ports, its own users), or any
@@ -12,7 +12,7 @@ Layout:
 - ``workers``: client worker processes, each with its own reactor, and the phase barrier
   the parent uses to drive them; results come back as raw lists and are merged.
 - ``conn``: a lean client connection for load generation (callbacks, no Deferred per
-  message), framed with ``teamtalk_py.client``'s header codec, never the server's.
+  message), framed with ``teamtalk_client``'s header codec, never the server's.
 - ``stats``: percentiles, rates, client CPU, the human table and the JSON file.
 - ``scenarios``: one module per scenario (msg, ping, login, idle, group, file).
 """

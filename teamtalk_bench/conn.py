@@ -1,6 +1,6 @@
 """A lean client connection for load generation.
 
-``teamtalk_py.client.TeamTalkClientProtocol`` builds a ``Pdu`` object, a Deferred and a
+``teamtalk_client.TeamTalkClientProtocol`` builds a ``Pdu`` object, a Deferred and a
 timeout timer per request: right for tests, too slow for a load generator that must not be
 what it measures. ``BenchConnection`` keeps the same wire format (and uses that module's
 header codec, never the server's) but dispatches raw ``(seq, body)`` to plain callbacks:
@@ -29,7 +29,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 
-from teamtalk_py.client import ANSWER_CID, HEADER_SIZE, encode_pdu, unpack_header
+from teamtalk_client import ANSWER_CID, HEADER_SIZE, encode_pdu, unpack_header
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
 
