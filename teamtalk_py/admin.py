@@ -18,7 +18,8 @@ from typing import Any
 from teamtalk_py.config import ConfigError, load_config
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
-from teamtalk_py.store.database import Database, DuplicateError, open_database
+from teamtalk_py.store.database import Database, open_database
+from teamtalk_py.store.txn import DuplicateError
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
 #: UserInfo.user_gender: 0 unknown, 1 male, 2 female.

@@ -15,17 +15,14 @@ from pathlib import Path
 from twisted.internet import defer, reactor, task
 
 from teamtalk_py.store import accounts, messages, schema
-from teamtalk_py.store.database import (
-    DEFAULT_SQLITE_NAME,
-    Database,
+from teamtalk_py.store.database import Database, open_database
+from teamtalk_py.store.engines import DEFAULT_SQLITE_NAME, parse_mysql_url, sqlite_path
+from teamtalk_py.store.txn import (
     Dialect,
     DuplicateError,
     SchemaTooNewError,
     StoreClosedError,
     StoreError,
-    open_database,
-    parse_mysql_url,
-    sqlite_path,
 )
 from tests.store_support import (
     Gate,
@@ -267,33 +264,6 @@ class StoreEngineTests:
             return by_param, by_literal[0]
 
         assert await self.database.read(query) == ([("50% off",)], 1)
-
-    async def test_execute_batch_answers_with_the_last_statements_rows(self) -> None:
-        """execute_batch runs every statement in order and leaves the last one's rows."""
-
-        def batch(txn):
-            return txn.execute_batch(
-                [
-                    (INSERT_DEPARTMENT, ("a", NOW, NOW)),
-                    (INSERT_DEPARTMENT, ("b", NOW, NOW)),
-                    ("SELECT COUNT(*), MAX(name) FROM departments WHERE created = ?", (NOW,)),
-                ]
-            ).fetchone()
-
-        assert await self.database.write(batch) == (2, "b")
-
-    async def test_execute_batch_failing_midway_undoes_the_whole_job(self) -> None:
-        """A duplicate in the second statement raises DuplicateError and the first
-        statement's row is rolled back with the job."""
-
-        def batch(txn):
-            txn.execute_batch(
-                [(INSERT_DEPARTMENT, ("once", NOW, NOW)), (INSERT_DEPARTMENT, ("once", NOW, NOW))]
-            )
-
-        with self.assertRaises(DuplicateError):
-            await self.database.write(batch)
-        assert await self.database.read(count_rows, "departments") == 0
 
     def test_sync_transaction_commits_and_rolls_back(self) -> None:
         """The CLI path commits a block that ends normally and rolls back one that raises."""

@@ -10,7 +10,8 @@ import hashlib
 import re
 
 from teamtalk_py.store import accounts
-from teamtalk_py.store.database import Database, DuplicateError
+from teamtalk_py.store.database import Database
+from teamtalk_py.store.txn import DuplicateError
 from tests.store_support import MariaDBStoreCase, SQLiteStoreCase
 
 NOW = 1_700_000_000

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from teamtalk_py.store.database import Txn, placeholders, upsert_sql
+from teamtalk_py.store.txn import Txn, placeholders, upsert_sql
 
 USER_STATUS_NORMAL = 0
 # The reference admin tool's "delete": the user left the company and can no longer log in.

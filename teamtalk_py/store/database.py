@@ -1,7 +1,8 @@
-"""The relational store's engine: connections, migrations and the two ways to run SQL.
+"""The group-committing database: a reader pool and one writer thread over an engine.
 
-Repository functions (``accounts``, ``messages``) are plain synchronous ``fn(txn, ...)``
-functions over a :class:`Txn`. :class:`Database` runs them off the reactor thread:
+Repository functions (``accounts``, ``messages``, ``groups``, ``sessions``, ``files``) are
+plain synchronous ``fn(txn, ...)`` functions over a :class:`~teamtalk_py.store.txn.Txn`.
+:class:`Database` runs them off the reactor thread:
 
 * :meth:`Database.read` in a small pool of reader threads, each with its own connection
   (SQLite in WAL mode lets readers run beside the writer);
@@ -17,574 +18,37 @@ functions over a :class:`Txn`. :class:`Database` runs them off the reactor threa
 The admin CLI reuses the same repository functions through
 :meth:`Database.sync_transaction`, a blocking transaction on a private connection.
 
-SQL is written once with ``?`` placeholders; the MySQL backend turns them into PyMySQL's
-``%s``. Values always travel as parameters, never inside the SQL text.
+What differs between SQLite and MySQL lives in ``store/engines/``; the schema's
+migrations are applied by ``store/migrate.py`` before the first job runs.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 import queue
-import re
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.store.engines.base import Engine, close_quietly, rollback_quietly
+from teamtalk_py.store.engines.mysql import MySQLEngine, parse_mysql_url
+from teamtalk_py.store.engines.sqlite import SQLiteEngine, sqlite_path
+from teamtalk_py.store.migrate import migrate
+from teamtalk_py.store.txn import Dialect, StoreClosedError, StoreError, Txn
+
 log = Logger(namespace="teamtalk.store")
 
 T = TypeVar("T")
 
-DEFAULT_SQLITE_NAME = "teamtalk.sqlite3"
 DEFAULT_MAX_BATCH = 512
 DEFAULT_READERS = 4
 CHECKPOINT_INTERVAL = 1.0
-# Oldest SQLite with both UPSERT (3.24) and RETURNING (3.35).
-MIN_SQLITE_VERSION = (3, 35, 0)
-
-
-class Dialect(enum.Enum):
-    """Which SQL flavour a connection speaks; repository functions branch on it rarely."""
-
-    SQLITE = "sqlite"
-    MYSQL = "mysql"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class StoreError(Exception):
-    """Base class of the errors the store raises itself."""
-
-
-class DuplicateError(StoreError):
-    """An insert or update hit a UNIQUE or PRIMARY KEY constraint (name taken, ...)."""
-
-
-class StoreClosedError(StoreError):
-    """The database was stopped (or never started) when a job was submitted."""
-
-
-class SchemaTooNewError(StoreError):
-    """The database was migrated by a newer version of teamtalk_py than this one."""
-
-
-class WriterLockTimeout(StoreError):
-    """Another node held the MySQL writer lock for too long."""
-
-
-# --------------------------------------------------------------------------------------
-# Txn
-
-
-class Txn:
-    """A thin wrapper over a DB-API cursor inside one transaction.
-
-    ``execute`` takes ``?`` placeholders in both dialects and returns the Txn, so
-    ``txn.execute(sql, params).fetchone()`` reads naturally. A violated unique key raises
-    :class:`DuplicateError` whatever the driver.
-
-    ``writes`` counts the statements that may have changed data (anything but a SELECT
-    that succeeded); the writer uses it to know whether a failed job left changes behind.
-    """
-
-    __slots__ = ("_cursor", "_backend", "dialect", "writes")
-
-    def __init__(self, cursor: Any, backend: _Backend) -> None:
-        self._cursor = cursor
-        self._backend = backend
-        self.dialect: Dialect = backend.dialect
-        self.writes = 0
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Txn:
-        try:
-            self._cursor.execute(self._backend.convert(sql), tuple(params))
-        except Exception as exc:
-            if self._backend.is_duplicate(exc):
-                raise DuplicateError(str(exc)) from exc
-            raise
-        # A statement that failed was undone by the server, so only successes count.
-        if _may_write(sql):
-            self.writes += 1
-        return self
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Txn:
-        """One statement over many parameter rows (PyMySQL folds an INSERT into one
-        multi-row statement; SQLite reuses one prepared statement)."""
-        if not rows:
-            return self
-        try:
-            self._cursor.executemany(self._backend.convert(sql), [tuple(r) for r in rows])
-        except Exception as exc:
-            if self._backend.is_duplicate(exc):
-                raise DuplicateError(str(exc)) from exc
-            raise
-        if _may_write(sql):
-            self.writes += 1
-        return self
-
-    def execute_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> Txn:
-        """Run statements in order, in ONE round trip on MySQL (multi-statement query).
-
-        ``fetchone``/``fetchall`` then read the last statement's rows. Meant for hot paths
-        whose statements do not need each other's results in Python. If one fails, the
-        ones before it have run (the enclosing job is rolled back as usual).
-        """
-        if self.dialect is Dialect.SQLITE:
-            for sql, params in statements:
-                self.execute(sql, params)
-            return self
-        # Counted up front: a failure in the middle leaves the earlier statements applied.
-        self.writes += sum(1 for sql, _ in statements if _may_write(sql))
-        sql = _joined(tuple(sql for sql, _ in statements))
-        params = tuple(value for _, values in statements for value in values)
-        try:
-            self._cursor.execute(sql, params)
-            while self._cursor.nextset():
-                pass  # the last result set stays current
-        except Exception as exc:
-            if self._backend.is_duplicate(exc):
-                raise DuplicateError(str(exc)) from exc
-            raise
-        return self
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return list(self._cursor.fetchall())
-
-    @property
-    def lastrowid(self) -> int:
-        return self._cursor.lastrowid
-
-    @property
-    def rowcount(self) -> int:
-        """Rows matched by the last UPDATE/DELETE (MySQL is opened with FOUND_ROWS)."""
-        return self._cursor.rowcount
-
-
-@functools.lru_cache(maxsize=1024)
-def _may_write(sql: str) -> bool:
-    return sql.lstrip()[:6].upper() != "SELECT"
-
-
-@functools.lru_cache(maxsize=256)
-def _joined(statements: tuple[str, ...]) -> str:
-    return ";\n".join(_to_pyformat(sql) for sql in statements)
-
-
-def placeholders(count: int) -> str:
-    """``?, ?, ?`` for an ``IN (...)`` list of ``count`` parameters (never values)."""
-    if count < 1:
-        raise ValueError("an IN list needs at least one parameter")
-    return ", ".join("?" * count)
-
-
-@functools.cache
-def upsert_sql(
-    dialect: Dialect,
-    table: str,
-    columns: tuple[str, ...],
-    conflict: tuple[str, ...],
-    update: str,
-    rows: int = 1,
-) -> str:
-    """``INSERT ... VALUES (?, ...) [, (...)]`` that runs ``update`` when a key exists.
-
-    ``update`` is an assignment list such as ``"count = count + 1"``; in both dialects a bare
-    column name there means the existing row's value. Its own ``?`` parameters follow the
-    inserted values. Table and column names are code constants, never user input.
-    """
-    row = "(" + ", ".join("?" * len(columns)) + ")"
-    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
-    if dialect is Dialect.SQLITE:
-        return f"{head} ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {update}"
-    return f"{head} ON DUPLICATE KEY UPDATE {update}"
-
-
-# --------------------------------------------------------------------------------------
-# Backends: how to connect, begin, and classify driver errors.
-
-
-class _Backend:
-    dialect: Dialect
-    # SQLite savepoints stack up until released; MySQL replaces a savepoint of the same
-    # name, which saves one round trip per job.
-    release_savepoints: bool
-
-    def connect(self, role: str) -> Any:
-        raise NotImplementedError
-
-    def convert(self, sql: str) -> str:
-        return sql
-
-    def begin_read(self, cursor: Any) -> None:
-        raise NotImplementedError
-
-    def begin_write(self, cursor: Any) -> None:
-        """Start a write transaction, once every other writer of the database is done."""
-        raise NotImplementedError
-
-    def commit_write(self, cursor: Any) -> None:
-        cursor.execute("COMMIT")
-
-    def abort_write(self, conn: Any, cursor: Any) -> None:
-        """Roll back and let other writers in; never raises."""
-        _rollback_quietly(conn)
-
-    def is_duplicate(self, exc: BaseException) -> bool:
-        raise NotImplementedError
-
-    def is_connection_lost(self, exc: BaseException) -> bool:
-        return False
-
-    def is_transient(self, exc: BaseException) -> bool:
-        """The server rolled the whole transaction back (deadlock, busy): rerun the batch."""
-        return False
-
-    def transaction_lost(self, conn: Any) -> bool:
-        """After an error: did the database end our transaction on its own?"""
-        return False
-
-    def lock_migrations(self, cursor: Any) -> None:
-        pass
-
-    def unlock_migrations(self, cursor: Any) -> None:
-        pass
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
-class _SQLiteBackend(_Backend):
-    dialect = Dialect.SQLITE
-    release_savepoints = True
-
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-            raise StoreError(
-                f"SQLite {sqlite3.sqlite_version} is too old; "
-                f"{'.'.join(map(str, MIN_SQLITE_VERSION))} or newer is needed"
-            )
-        self.path = path
-        self.busy_timeout = busy_timeout
-
-    def connect(self, role: str) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions, we issue BEGIN/COMMIT ourselves.
-        conn = sqlite3.connect(
-            str(self.path),
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            cached_statements=256,
-        )
-        try:
-            if role != "reader":
-                conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            # FULL: the WAL is fsynced at every COMMIT, so an acked message survives a
-            # power cut. Group commit pays this once per batch.
-            conn.execute("PRAGMA synchronous=FULL")
-            if role == "reader":
-                conn.execute("PRAGMA query_only=ON")
-            if role == "writer":
-                # Checkpoints run on their own thread (Database._checkpoint_main): done
-                # inside a COMMIT they stall the writer, and every ack behind it.
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def begin_read(self, cursor: Any) -> None:
-        cursor.execute("BEGIN")
-
-    def begin_write(self, cursor: Any) -> None:
-        # IMMEDIATE takes the database's write lock up front, so another writer (a second
-        # node, the admin CLI) waits on busy_timeout instead of failing half-way.
-        cursor.execute("BEGIN IMMEDIATE")
-
-    def is_duplicate(self, exc: BaseException) -> bool:
-        if not isinstance(exc, sqlite3.IntegrityError):
-            return False
-        name = getattr(exc, "sqlite_errorname", "")
-        if name:
-            return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-        return "UNIQUE constraint" in str(exc)
-
-    def is_transient(self, exc: BaseException) -> bool:
-        if not isinstance(exc, sqlite3.OperationalError):
-            return False
-        return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or (
-            "database is locked" in str(exc)
-        )
-
-    def transaction_lost(self, conn: Any) -> bool:
-        # Some errors (disk full, I/O) make SQLite roll back by itself; later statements
-        # would then run in autocommit mode, outside our batch.
-        return not conn.in_transaction
-
-    def describe(self) -> str:
-        return f"sqlite:{self.path}"
-
-
-_DB_NAME = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
-# Connection lost or unusable: reconnect and run the batch again.
-_MYSQL_LOST = frozenset({2003, 2006, 2013, 2055})
-# Deadlock / lock wait timeout: InnoDB may have rolled back the whole transaction.
-_MYSQL_TRANSIENT = frozenset({1205, 1213})
-_MYSQL_DUPLICATE = 1062
-_MYSQL_UNKNOWN_DATABASE = 1049
-
-
-@functools.lru_cache(maxsize=1024)
-def _to_pyformat(sql: str) -> str:
-    # PyMySQL interpolates with ``%``, so a literal ``%`` (LIKE 'a%', modulo) is doubled.
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-@dataclass(frozen=True)
-class MySQLParams:
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    unix_socket: str | None = None
-
-    def describe(self) -> str:
-        where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"mysql://{self.user}@{where}/{self.database}"
-
-
-class _MySQLBackend(_Backend):
-    dialect = Dialect.MYSQL
-    release_savepoints = False
-
-    def __init__(self, params: MySQLParams, timeout: float = 120.0, lock_timeout: int = 30) -> None:
-        import pymysql  # noqa: F401  (fail at open time, not at first query)
-
-        if not _DB_NAME.match(params.database):
-            raise StoreError(f"invalid MySQL database name {params.database!r}")
-        self.params = params
-        self.timeout = timeout
-        self.lock_timeout = lock_timeout
-        self._writer_lock = f"teamtalk_py.writer.{params.database}"[:64]
-
-    def _connect(self, database: str | None) -> Any:
-        import pymysql
-        from pymysql.constants import CLIENT
-
-        p = self.params
-        return pymysql.connect(
-            host=p.host,
-            port=p.port,
-            user=p.user,
-            password=p.password,
-            database=database,
-            unix_socket=p.unix_socket,
-            charset="utf8mb4",
-            autocommit=False,
-            # FOUND_ROWS: rowcount = rows matched, as in SQLite, not rows whose value
-            # changed. MULTI_STATEMENTS: Txn.execute_batch sends a hot path in one round
-            # trip (values are always escaped parameters, never spliced SQL).
-            client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,
-            connect_timeout=10,
-            read_timeout=self.timeout,
-            write_timeout=self.timeout,
-            init_command=(
-                "SET SESSION sql_mode = "
-                "'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
-            ),
-        )
-
-    def connect(self, role: str) -> Any:
-        import pymysql
-
-        try:
-            return self._connect(self.params.database)
-        except pymysql.err.OperationalError as exc:
-            if exc.args[0] != _MYSQL_UNKNOWN_DATABASE:
-                raise
-        # First start against this server: create the database (name validated above;
-        # identifiers cannot be parameters).
-        conn = self._connect(None)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{self.params.database}` "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                )
-            conn.commit()
-        finally:
-            conn.close()
-        log.info("created MySQL database {database}", database=self.params.database)
-        return self._connect(self.params.database)
-
-    def convert(self, sql: str) -> str:
-        return _to_pyformat(sql)
-
-    def begin_read(self, cursor: Any) -> None:
-        cursor.execute("START TRANSACTION READ ONLY")
-
-    # Writers of one database take turns through a named lock, like SQLite's write lock.
-    # Without it, two nodes committing large batches over the same users' rows deadlock
-    # all the time. Taking and releasing it rides along with START TRANSACTION and COMMIT,
-    # so it costs no extra round trip; the server drops it if the connection dies.
-
-    def begin_write(self, cursor: Any) -> None:
-        cursor.execute(
-            "SELECT GET_LOCK(%s, %s);\nSTART TRANSACTION", (self._writer_lock, self.lock_timeout)
-        )
-        (got,) = cursor.fetchone()
-        while cursor.nextset():
-            pass
-        if got != 1:
-            raise WriterLockTimeout(
-                f"another writer held {self._writer_lock} for over {self.lock_timeout}s"
-            )
-
-    def commit_write(self, cursor: Any) -> None:
-        cursor.execute("COMMIT;\nSELECT RELEASE_LOCK(%s)", (self._writer_lock,))
-        with suppress(Exception):  # committed; a failed release ends with the session
-            while cursor.nextset():
-                pass
-
-    def abort_write(self, conn: Any, cursor: Any) -> None:
-        try:
-            cursor.execute("ROLLBACK;\nSELECT RELEASE_LOCK(%s)", (self._writer_lock,))
-            while cursor.nextset():
-                pass
-        except Exception:
-            _rollback_quietly(conn)
-
-    def _code(self, exc: BaseException) -> int | None:
-        import pymysql
-
-        if isinstance(exc, pymysql.err.MySQLError) and exc.args:
-            code = exc.args[0]
-            return code if isinstance(code, int) else None
-        return None
-
-    def is_duplicate(self, exc: BaseException) -> bool:
-        import pymysql
-
-        return isinstance(exc, pymysql.err.IntegrityError) and self._code(exc) == _MYSQL_DUPLICATE
-
-    def is_connection_lost(self, exc: BaseException) -> bool:
-        import pymysql
-
-        if isinstance(exc, pymysql.err.InterfaceError):
-            return True  # "(0, '')": the connection object was already closed
-        return isinstance(exc, pymysql.err.OperationalError) and self._code(exc) in _MYSQL_LOST
-
-    def is_transient(self, exc: BaseException) -> bool:
-        import pymysql
-
-        if isinstance(exc, WriterLockTimeout):
-            return True
-        return isinstance(exc, pymysql.err.OperationalError) and self._code(exc) in _MYSQL_TRANSIENT
-
-    def _lock_name(self) -> str:
-        return f"teamtalk_py.migrate.{self.params.database}"[:64]
-
-    def lock_migrations(self, cursor: Any) -> None:
-        # Several nodes may start at once against one database: one migrates, the others
-        # wait and then find nothing left to do.
-        cursor.execute("SELECT GET_LOCK(%s, 120)", (self._lock_name(),))
-        (got,) = cursor.fetchone()
-        if got != 1:
-            raise StoreError("timed out waiting for the migration lock")
-
-    def unlock_migrations(self, cursor: Any) -> None:
-        cursor.execute("SELECT RELEASE_LOCK(%s)", (self._lock_name(),))
-        cursor.fetchall()
-
-    def describe(self) -> str:
-        return self.params.describe()
-
-
-def _close_quietly(conn: Any) -> None:
-    if conn is not None:
-        with suppress(Exception):
-            conn.close()
-
-
-def _rollback_quietly(conn: Any) -> None:
-    with suppress(Exception):
-        conn.rollback()
-
-
-# --------------------------------------------------------------------------------------
-# Migrations (the DDL itself lives in schema.py)
-
-
-def _migrate(backend: _Backend, conn: Any) -> int:
-    """Apply every missing migration on ``conn``; return the resulting schema version."""
-    from teamtalk_py.store import schema
-
-    dialect = backend.dialect
-    cursor = conn.cursor()
-    txn = Txn(cursor, backend)
-    backend.lock_migrations(cursor)
-    try:
-        if dialect is Dialect.SQLITE:
-            # Everything in one transaction: SQLite DDL is transactional, and the write
-            # lock keeps a second process from migrating at the same time.
-            backend.begin_write(cursor)
-        try:
-            txn.execute(schema.VERSION_TABLE[dialect])
-            current = schema.current_version(txn)
-            if current > schema.LATEST_VERSION:
-                raise SchemaTooNewError(
-                    f"database schema version {current} is newer than this code "
-                    f"({schema.LATEST_VERSION})"
-                )
-            for migration in schema.MIGRATIONS:
-                if migration.version <= current:
-                    continue
-                for statement in migration.steps(dialect):
-                    if callable(statement):
-                        statement(txn)  # a step that looks before it alters (re-runnable)
-                    else:
-                        txn.execute(statement)
-                # MySQL commits each DDL statement implicitly, so the steps use IF NOT
-                # EXISTS and a half-applied migration is simply re-run.
-                txn.execute(
-                    "INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?)",
-                    (migration.version, migration.description, int(time.time())),
-                )
-                if dialect is Dialect.MYSQL:
-                    conn.commit()
-                log.info(
-                    "schema migrated to version {version}: {description}",
-                    version=migration.version,
-                    description=migration.description,
-                )
-                current = migration.version
-            cursor.execute("COMMIT")
-        except BaseException:
-            _rollback_quietly(conn)
-            raise
-        return current
-    finally:
-        with suppress(Exception):
-            backend.unlock_migrations(cursor)
-        with suppress(Exception):
-            cursor.close()
-
-
-# --------------------------------------------------------------------------------------
-# Database
 
 
 _STOP = object()
@@ -648,7 +112,7 @@ class Database:
 
     def __init__(
         self,
-        backend: _Backend,
+        engine: Engine,
         reactor: Any,
         *,
         readers: int = DEFAULT_READERS,
@@ -656,7 +120,7 @@ class Database:
     ) -> None:
         if readers < 1 or max_batch < 1:
             raise ValueError("readers and max_batch must be at least 1")
-        self._backend = backend
+        self._engine = engine
         self._reactor = reactor
         self._reader_count = readers
         self._max_batch = max_batch
@@ -682,14 +146,14 @@ class Database:
 
     @property
     def dialect(self) -> Dialect:
-        return self._backend.dialect
+        return self._engine.dialect
 
     def describe(self) -> str:
         """Where the data lives, for logs (no password)."""
-        return self._backend.describe()
+        return self._engine.describe()
 
     def __repr__(self) -> str:
-        return f"<Database {self._backend.describe()} {self._state}>"
+        return f"<Database {self._engine.describe()} {self._state}>"
 
     def start(self) -> Deferred:
         """Open the connections and migrate the schema; fires with the schema version."""
@@ -700,11 +164,11 @@ class Database:
             self._accepting = True
         self._started = Deferred()
         self._spawn("tt-store-writer", self._writer_main)
-        if self.dialect is Dialect.SQLITE:
+        if self._engine.wants_checkpoints:
             self._spawn("tt-store-checkpoint", self._checkpoint_main)
         for index in range(self._reader_count):
             self._spawn(f"tt-store-reader-{index}", self._reader_main)
-        log.info("store opening {target}", target=self._backend.describe())
+        log.info("store opening {target}", target=self._engine.describe())
         return self._started
 
     def stop(self) -> Deferred:
@@ -734,10 +198,6 @@ class Database:
         """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
         return self._submit(self._write_queue, fn, args, kwargs)
 
-    @property
-    def pending_writes(self) -> int:
-        return self._write_queue.qsize()
-
     @contextmanager
     def sync_transaction(self) -> Iterator[Txn]:
         """A blocking write transaction on a private connection (admin CLI, tests).
@@ -745,30 +205,30 @@ class Database:
         Commits when the block ends normally, rolls back when it raises. Never use it on
         the reactor thread of a running server.
         """
-        backend = self._backend
-        conn = backend.connect("sync")
+        engine = self._engine
+        conn = engine.connect("sync")
         try:
             cursor = conn.cursor()
             try:
-                backend.begin_write(cursor)
-                yield Txn(cursor, backend)
+                engine.begin_write(cursor)
+                yield Txn(cursor, engine)
             except BaseException:
-                backend.abort_write(conn, cursor)
+                engine.abort_write(conn, cursor)
                 raise
-            backend.commit_write(cursor)
+            engine.commit_write(cursor)
         finally:
-            _close_quietly(conn)
+            close_quietly(conn)
 
     def migrate(self) -> int:
         """Blocking: apply the missing migrations on a private connection (admin CLI).
 
         ``start()`` does the same on the writer thread. Returns the schema version.
         """
-        conn = self._backend.connect("sync")
+        conn = self._engine.connect("sync")
         try:
-            return _migrate(self._backend, conn)
+            return migrate(self._engine, conn)
         finally:
-            _close_quietly(conn)
+            close_quietly(conn)
 
     # -- reactor-thread helpers ---------------------------------------------------------
 
@@ -794,7 +254,7 @@ class Database:
 
     def _stopped(self, _: Any) -> None:
         self._state = "stopped"
-        log.info("store closed {target}", target=self._backend.describe())
+        log.info("store closed {target}", target=self._engine.describe())
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -807,7 +267,7 @@ class Database:
         assert self._started is not None
         log.error(
             "store failed to open {target}: {error}",
-            target=self._backend.describe(),
+            target=self._engine.describe(),
             error=failure.getErrorMessage(),
         )
         self._started.errback(failure)
@@ -828,8 +288,8 @@ class Database:
     def _writer_main(self, done: Deferred) -> None:
         try:
             try:
-                self._writer_conn = self._backend.connect("writer")
-                version = _migrate(self._backend, self._writer_conn)
+                self._writer_conn = self._engine.connect("writer")
+                version = migrate(self._engine, self._writer_conn)
             except Exception:
                 self._start_failure = Failure()
                 self._schema_ready.set()
@@ -839,7 +299,7 @@ class Database:
                 self._call(self._started_ok, version)
             self._write_loop()
         finally:
-            _close_quietly(self._writer_conn)
+            close_quietly(self._writer_conn)
             self._writer_conn = None
             self._call(done.callback, None)
 
@@ -885,7 +345,7 @@ class Database:
                 continue
             except _BatchRetry as retry:
                 if retry.reconnect:
-                    _close_quietly(self._writer_conn)
+                    close_quietly(self._writer_conn)
                     self._writer_conn = None
                 if not retried:
                     retried = True
@@ -907,10 +367,10 @@ class Database:
 
     def _connect_for_batch(self) -> Any:
         try:
-            return self._backend.connect("writer")
+            return self._engine.connect("writer")
         except Exception as exc:
             failure = Failure()
-            if self._backend.is_connection_lost(exc):
+            if self._engine.is_connection_lost(exc):
                 raise _BatchRetry(failure, reconnect=True) from exc
             raise _BatchFailed(failure) from exc
 
@@ -927,50 +387,50 @@ class Database:
         self, conn: Any, jobs: list[_Job], savepoints: bool
     ) -> list[tuple[Deferred, bool, Any]]:
         """One transaction over ``jobs``; their outcomes once COMMIT succeeded."""
-        backend = self._backend
+        engine = self._engine
         cursor = conn.cursor()
         open_transaction = True
         try:
             try:
-                backend.begin_write(cursor)
+                engine.begin_write(cursor)
             except Exception as exc:
                 raise self._batch_error(exc) from exc
-            outcomes = self._run_jobs(conn, Txn(cursor, backend), jobs, savepoints)
-            if backend.transaction_lost(conn):
+            outcomes = self._run_jobs(conn, cursor, jobs, savepoints)
+            if engine.transaction_lost(conn):
                 # A job swallowed an error that ended the transaction: commit nothing.
                 raise _BatchRetry(Failure(StoreError("transaction ended early")), False)
             try:
-                backend.commit_write(cursor)
+                engine.commit_write(cursor)
             except Exception as exc:
                 # Whether a COMMIT cut off by a lost connection was applied is unknown,
                 # so no retry here: every job of the batch fails.
                 failure = Failure()
-                if backend.is_connection_lost(exc):
+                if engine.is_connection_lost(exc):
                     open_transaction = False
-                    _close_quietly(conn)
+                    close_quietly(conn)
                     self._writer_conn = None
                 raise _BatchFailed(failure) from exc
             open_transaction = False
             return outcomes
         finally:
             if open_transaction:
-                backend.abort_write(conn, cursor)
+                engine.abort_write(conn, cursor)
             with suppress(Exception):
                 cursor.close()
 
     def _batch_error(self, exc: BaseException) -> Exception:
         """What a failure outside any job means for the batch."""
-        lost = self._backend.is_connection_lost(exc)
-        if lost or self._backend.is_transient(exc):
+        lost = self._engine.is_connection_lost(exc)
+        if lost or self._engine.is_transient(exc):
             return _BatchRetry(Failure(), reconnect=lost)
         return _BatchFailed(Failure())
 
     def _run_jobs(
-        self, conn: Any, txn: Txn, jobs: list[_Job], savepoints: bool
+        self, conn: Any, cursor: Any, jobs: list[_Job], savepoints: bool
     ) -> list[tuple[Deferred, bool, Any]]:
         """Run every job; see ``_NeedSavepoints`` for when a job gets its own SAVEPOINT."""
-        backend = self._backend
-        cursor = txn._cursor
+        engine = self._engine
+        txn = Txn(cursor, engine)
         outcomes: list[tuple[Deferred, bool, Any]] = []
         for job in jobs:
             writes_before = txn.writes
@@ -978,13 +438,13 @@ class Database:
                 if savepoints:
                     cursor.execute("SAVEPOINT tt_job")
                 value = job.fn(txn, *job.args, **job.kwargs)
-                if savepoints and backend.release_savepoints:
+                if savepoints and engine.release_savepoints:
                     cursor.execute("RELEASE SAVEPOINT tt_job")
             except Exception as exc:
-                if backend.is_connection_lost(exc) or backend.is_transient(exc):
+                if engine.is_connection_lost(exc) or engine.is_transient(exc):
                     raise self._batch_error(exc) from exc
                 failure = Failure()
-                if backend.transaction_lost(conn):
+                if engine.transaction_lost(conn):
                     raise _BatchRetry(failure, reconnect=False) from exc
                 if savepoints:
                     self._rollback_job(cursor)
@@ -997,17 +457,17 @@ class Database:
         return outcomes
 
     def _rollback_job(self, cursor: Any) -> None:
-        backend = self._backend
+        engine = self._engine
         try:
             cursor.execute("ROLLBACK TO SAVEPOINT tt_job")
-            if backend.release_savepoints:
+            if engine.release_savepoints:
                 cursor.execute("RELEASE SAVEPOINT tt_job")
         except Exception as exc:
             # The server dropped the transaction under us: start over.
-            lost = backend.is_connection_lost(exc)
+            lost = engine.is_connection_lost(exc)
             raise _BatchRetry(Failure(), reconnect=lost) from exc
 
-    # -- reader threads -------------------------------------------------------------------
+    # -- checkpoint and reader threads -----------------------------------------------------
 
     def _checkpoint_main(self, done: Deferred) -> None:
         """Copy the WAL back into the database file every second, off the writer thread.
@@ -1021,14 +481,14 @@ class Database:
             while not self._stopping.wait(CHECKPOINT_INTERVAL):
                 try:
                     if conn is None:
-                        conn = self._backend.connect("checkpoint")
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        conn = self._engine.connect("checkpoint")
+                    self._engine.checkpoint(conn)
                 except Exception as exc:
                     log.warn("WAL checkpoint failed: {error}", error=str(exc))
-                    _close_quietly(conn)
+                    close_quietly(conn)
                     conn = None
         finally:
-            _close_quietly(conn)
+            close_quietly(conn)
             self._call(done.callback, None)
 
     def _reader_main(self, done: Deferred) -> None:
@@ -1045,11 +505,11 @@ class Database:
                 for attempt in (1, 2):
                     try:
                         if conn is None:
-                            conn = self._backend.connect("reader")
+                            conn = self._engine.connect("reader")
                         value = self._run_read(conn, job)
                     except Exception as exc:
-                        if attempt == 1 and self._backend.is_connection_lost(exc):
-                            _close_quietly(conn)
+                        if attempt == 1 and self._engine.is_connection_lost(exc):
+                            close_quietly(conn)
                             conn = None
                             continue
                         self._call(job.deferred.errback, Failure())
@@ -1057,68 +517,23 @@ class Database:
                         self._call(job.deferred.callback, value)
                     break
         finally:
-            _close_quietly(conn)
+            close_quietly(conn)
             self._call(done.callback, None)
 
     def _run_read(self, conn: Any, job: _Job) -> Any:
         cursor = conn.cursor()
         try:
-            self._backend.begin_read(cursor)
+            self._engine.begin_read(cursor)
             try:
-                value = job.fn(Txn(cursor, self._backend), *job.args, **job.kwargs)
+                value = job.fn(Txn(cursor, self._engine), *job.args, **job.kwargs)
             except BaseException:
-                _rollback_quietly(conn)
+                rollback_quietly(conn)
                 raise
             cursor.execute("COMMIT")
             return value
         finally:
             with suppress(Exception):
                 cursor.close()
-
-
-# --------------------------------------------------------------------------------------
-# Opening
-
-
-def parse_mysql_url(url: str) -> MySQLParams:
-    """``mysql://user:pw@host:port/dbname`` (also ``mariadb://``, ``mysql+pymysql://``)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
-        raise StoreError(f"not a MySQL URL: {parts.scheme}://...")
-    database = unquote(parts.path.lstrip("/"))
-    if not database:
-        raise StoreError("MySQL URL needs a database name: mysql://user:pw@host:port/dbname")
-    query = parse_qs(parts.query)
-    socket = query.get("unix_socket", [None])[0]
-    return MySQLParams(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=database,
-        unix_socket=socket,
-    )
-
-
-def sqlite_path(url: str | None, data_dir: str | Path) -> Path:
-    """Where the SQLite file lives: ``<data_dir>/teamtalk.sqlite3`` unless a URL names one.
-
-    ``sqlite:///name.db`` is relative to ``data_dir``, ``sqlite:////abs/name.db`` absolute.
-    """
-    base = Path(data_dir)
-    if not url:
-        return base / DEFAULT_SQLITE_NAME
-    if not url.startswith("sqlite://"):
-        raise StoreError(f"not a SQLite URL: {url!r}")
-    rest = url[len("sqlite://") :]
-    if rest.startswith("/"):
-        rest = rest[1:]
-    if not rest:
-        return base / DEFAULT_SQLITE_NAME
-    if rest == ":memory:":
-        raise StoreError("sqlite :memory: cannot be shared between the store's threads")
-    path = Path(rest)
-    return path if path.is_absolute() else base / path
 
 
 def open_database(
@@ -1131,12 +546,12 @@ def open_database(
 ) -> Database:
     """A not-yet-started :class:`Database` for ``url`` (None/"" = SQLite in ``data_dir``)."""
     if url and not url.startswith("sqlite:"):
-        backend: _Backend = _MySQLBackend(parse_mysql_url(url))
+        engine: Engine = MySQLEngine(parse_mysql_url(url))
     else:
         path = sqlite_path(url, data_dir).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = _SQLiteBackend(path)
+        engine = SQLiteEngine(path)
         url = f"sqlite:///{path}"
-    db = Database(backend, reactor, readers=readers, max_batch=max_batch)
+    db = Database(engine, reactor, readers=readers, max_batch=max_batch)
     db.url = url
     return db

@@ -1,6 +1,6 @@
 """Offline file records: what the file service stored and what a receiver is offered.
 
-Plain synchronous repository functions ``fn(txn, ...)`` (see ``database.py``). One row per
+Plain synchronous repository functions ``fn(txn, ...)`` (see ``txn.py``). One row per
 offline task in ``offline_files``; its ``status`` walks
 
     UPLOADING ──(last byte durable)──► UPLOADED ──(sender's add-offline)──► OFFERED
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from teamtalk_py.store.database import DuplicateError, Txn, placeholders
+from teamtalk_py.store.txn import DuplicateError, Txn, placeholders
 
 OFFERED = 0
 UPLOADING = 1

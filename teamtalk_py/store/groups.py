@@ -41,8 +41,8 @@ from typing import Any
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import messages
-from teamtalk_py.store.database import Dialect, Txn, placeholders, upsert_sql
 from teamtalk_py.store.messages import SessionRow, StoredMessage, UnreadRow
+from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
 GROUP_NORMAL = B.GROUP_TYPE_NORMAL
 GROUP_TMP = B.GROUP_TYPE_TMP

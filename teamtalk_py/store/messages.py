@@ -1,6 +1,6 @@
 """One-to-one messages, recent sessions and unread counters: the msg service's hot path.
 
-Plain synchronous repository functions ``fn(txn, ...)`` (see ``database.py``). Messages
+Plain synchronous repository functions ``fn(txn, ...)`` (see ``txn.py``). Messages
 are stored in batches (``store_single_messages``), with the work done per user pair:
 allocate the pair's next ids from ``relations.last_msg_id``, insert the messages, move the
 receivers' unread counters and touch both users' sessions. The ids come from the same
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from teamtalk_py.pb.IM import BaseDefine_pb2
-from teamtalk_py.store.database import Dialect, Txn, placeholders, upsert_sql
+from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
 SESSION_VISIBLE = 0
 SESSION_REMOVED = 1

@@ -5,9 +5,9 @@ replaces the original's Redis counters with columns: ``relations.last_msg_id`` a
 ``im_groups.last_msg_id`` allocate message ids, ``unread`` holds one-to-one unread counts
 and ``group_members.read_msg_id`` marks what a member has read in a group.
 
-A migration is an ordered list of DDL steps per dialect. ``Database.start()`` (or
-``Database.migrate()``) applies the ones newer than the version recorded in
-``schema_version``. Never edit a released migration: append a new one.
+A migration is an ordered list of DDL steps per dialect. ``migrate.py`` (run by
+``Database.start()`` and ``Database.migrate()``) applies the ones newer than the version
+recorded in ``schema_version``. Never edit a released migration: append a new one.
 
 All times are Unix seconds. ``status`` 0 means normal/visible unless stated otherwise.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from teamtalk_py.store.database import Dialect, Txn
+from teamtalk_py.store.txn import Dialect, Txn
 
 #: A DDL statement, or a function of the transaction for steps that must look first
 #: (``ADD COLUMN`` has no ``IF NOT EXISTS`` in SQLite or MySQL 8).

@@ -1,0 +1,154 @@
+"""What repository functions see of the database: :class:`Txn`, SQL helpers and errors.
+
+Repository functions (``accounts``, ``messages``, ``groups``, ``sessions``, ``files``) are
+plain synchronous ``fn(txn, ...)`` functions over a :class:`Txn`; they import this module
+and nothing of the engines or the pool, so the same function runs in the server's
+group commit and in the admin CLI's blocking transaction.
+
+SQL is written once with ``?`` placeholders; the MySQL engine turns them into PyMySQL's
+``%s``. Values always travel as parameters, never inside the SQL text.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Dialect(enum.Enum):
+    """Which SQL flavour a connection speaks; repository functions branch on it rarely."""
+
+    SQLITE = "sqlite"
+    MYSQL = "mysql"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StoreError(Exception):
+    """Base class of the errors the store raises itself."""
+
+
+class DuplicateError(StoreError):
+    """An insert or update hit a UNIQUE or PRIMARY KEY constraint (name taken, ...)."""
+
+
+class StoreClosedError(StoreError):
+    """The database was stopped (or never started) when a job was submitted."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by a newer version of teamtalk_py than this one."""
+
+
+class StatementRules(Protocol):
+    """What a :class:`Txn` needs from its engine (``store.engines``)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def convert(self, sql: str) -> str:
+        """``sql`` with ``?`` placeholders in the driver's own style."""
+        ...
+
+    def is_duplicate(self, exc: BaseException) -> bool:
+        """Whether the driver's ``exc`` is a violated UNIQUE or PRIMARY KEY."""
+        ...
+
+
+class Txn:
+    """A thin wrapper over a DB-API cursor inside one transaction.
+
+    ``execute`` takes ``?`` placeholders in both dialects and returns the Txn, so
+    ``txn.execute(sql, params).fetchone()`` reads naturally. A violated unique key raises
+    :class:`DuplicateError` whatever the driver.
+
+    ``writes`` counts the statements that may have changed data (anything but a SELECT
+    that succeeded); the writer uses it to know whether a failed job left changes behind.
+    """
+
+    __slots__ = ("_cursor", "_rules", "dialect", "writes")
+
+    def __init__(self, cursor: Any, rules: StatementRules) -> None:
+        self._cursor = cursor
+        self._rules = rules
+        self.dialect: Dialect = rules.dialect
+        self.writes = 0
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Txn:
+        try:
+            self._cursor.execute(self._rules.convert(sql), tuple(params))
+        except Exception as exc:
+            if self._rules.is_duplicate(exc):
+                raise DuplicateError(str(exc)) from exc
+            raise
+        # A statement that failed was undone by the server, so only successes count.
+        if _may_write(sql):
+            self.writes += 1
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Txn:
+        """One statement over many parameter rows (PyMySQL folds an INSERT into one
+        multi-row statement; SQLite reuses one prepared statement)."""
+        if not rows:
+            return self
+        try:
+            self._cursor.executemany(self._rules.convert(sql), [tuple(r) for r in rows])
+        except Exception as exc:
+            if self._rules.is_duplicate(exc):
+                raise DuplicateError(str(exc)) from exc
+            raise
+        if _may_write(sql):
+            self.writes += 1
+        return self
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self._cursor.fetchall())
+
+    @property
+    def lastrowid(self) -> int:
+        return self._cursor.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        """Rows matched by the last UPDATE/DELETE (MySQL is opened with FOUND_ROWS)."""
+        return self._cursor.rowcount
+
+
+@functools.lru_cache(maxsize=1024)
+def _may_write(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() != "SELECT"
+
+
+def placeholders(count: int) -> str:
+    """``?, ?, ?`` for an ``IN (...)`` list of ``count`` parameters (never values)."""
+    if count < 1:
+        raise ValueError("an IN list needs at least one parameter")
+    return ", ".join("?" * count)
+
+
+@functools.cache
+def upsert_sql(
+    dialect: Dialect,
+    table: str,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    update: str,
+    rows: int = 1,
+) -> str:
+    """``INSERT ... VALUES (?, ...) [, (...)]`` that runs ``update`` when a key exists.
+
+    ``update`` is an assignment list such as ``"count = count + 1"``; in both dialects a bare
+    column name there means the existing row's value. Its own ``?`` parameters follow the
+    inserted values. Table and column names are code constants, never user input.
+    """
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
+    if dialect is Dialect.SQLITE:
+        return f"{head} ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {update}"
+    return f"{head} ON DUPLICATE KEY UPDATE {update}"
