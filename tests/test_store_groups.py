@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.store import accounts, messages, schema
+from teamtalk_py.store import accounts, messages, schema, sessions
 from teamtalk_py.store import groups as g
 from teamtalk_py.store.database import Database
 from tests.store_support import MariaDBStoreCase, SQLiteStoreCase
@@ -50,7 +50,7 @@ async def history_ids(db: Database, user_id: int, group_id: int) -> list[int]:
 
 
 async def session_list(db: Database, user_id: int, after: int = 0) -> list[tuple[int, int, int]]:
-    rows = await db.read(g.recent_sessions, user_id, after)
+    rows = await db.read(sessions.recent_sessions, user_id, after)
     return [(s.peer_id, s.session_type, s.updated) for s in rows]
 
 
@@ -417,7 +417,7 @@ class GroupStoreTests:
             (group_id, GROUP, NOW + 2),
             (carol, SINGLE, NOW + 1),
         ]
-        (top, _) = await self.database.read(g.recent_sessions, bob, 0)
+        (top, _) = await self.database.read(sessions.recent_sessions, bob, 0)
         assert (top.latest_msg_id, top.latest_msg_from_id, top.latest_msg_data) == (1, alice, b"g")
         assert await session_list(self.database, bob, NOW + 1) == [(group_id, GROUP, NOW + 2)]
         assert await session_list(self.database, alice) == [(group_id, GROUP, NOW + 2)]
@@ -428,9 +428,11 @@ class GroupStoreTests:
         alice, bob = await users(self.database, "alice", "bob")
         group_id = await tmp_group(self.database, alice, bob)
         await post(self.database, group_id, alice, at=NOW)
-        assert await self.database.write(g.remove_session, bob, group_id, GROUP, now=NOW + 1)
+        assert await self.database.write(sessions.remove_session, bob, group_id, GROUP, now=NOW + 1)
         assert await unread(self.database, bob) == {}
-        assert not await self.database.write(g.remove_session, bob, group_id, GROUP, now=NOW + 1)
+        assert not await self.database.write(
+            sessions.remove_session, bob, group_id, GROUP, now=NOW + 1
+        )
         await post(self.database, group_id, alice, at=NOW + 2)
         assert await session_list(self.database, bob) == []
         assert await unread(self.database, bob) == {group_id: 1}
@@ -445,7 +447,9 @@ class GroupStoreTests:
         await post(self.database, group_id, bob, at=NOW)
         await change(self.database, group_id, alice, g.ADD, dave, at=NOW + 1)
         assert await session_list(self.database, dave) == []
-        assert not await self.database.write(g.remove_session, dave, group_id, GROUP, now=NOW + 1)
+        assert not await self.database.write(
+            sessions.remove_session, dave, group_id, GROUP, now=NOW + 1
+        )
         await post(self.database, group_id, alice, at=NOW + 2)
         assert await session_list(self.database, dave) == [(group_id, GROUP, NOW + 2)]
         await change(self.database, group_id, alice, g.DEL, bob, at=NOW + 3)
@@ -455,11 +459,11 @@ class GroupStoreTests:
         assert await session_list(self.database, bob) == [(group_id, GROUP, NOW + 5)]
 
     async def test_remove_session_still_handles_single_sessions(self):
-        """The group-aware remove_session hands single sessions to the message store."""
+        """remove_session hides one-to-one sessions as well as group sessions."""
         alice, bob = await users(self.database, "alice", "bob")
         await self.database.write(messages.store_single_message, alice, bob, B.MSG_TYPE_SINGLE_TEXT,
                              b"dm", NOW)  # fmt: skip
-        assert await self.database.write(g.remove_session, bob, alice, SINGLE, now=NOW + 1)
+        assert await self.database.write(sessions.remove_session, bob, alice, SINGLE, now=NOW + 1)
         assert await session_list(self.database, bob) == []
 
     # --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from twisted.internet import defer
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.store import messages
+from teamtalk_py.store import messages, sessions
 from teamtalk_py.store.database import Database
 from teamtalk_py.store.messages import StoredMessage
 from tests.store_support import MariaDBStoreCase, SQLiteStoreCase
@@ -199,15 +199,15 @@ class MessageTests:
         await send(self.database, BOB, ALICE, b"from bob", at=NOW + 1)
         await send(self.database, CAROL, ALICE, b"from carol", at=NOW + 2)
         await send(self.database, ALICE, 44, b"to 44", at=NOW + 3)
-        rows = await self.database.read(messages.recent_sessions, ALICE, 0)
+        rows = await self.database.read(sessions.recent_single_sessions, ALICE, 0)
         assert [(s.peer_id, s.updated, s.latest.content) for s in rows] == [
             (44, NOW + 3, b"to 44"),
             (CAROL, NOW + 2, b"from carol"),
             (BOB, NOW + 1, b"from bob"),
         ]
-        later = await self.database.read(messages.recent_sessions, ALICE, NOW + 1)
+        later = await self.database.read(sessions.recent_single_sessions, ALICE, NOW + 1)
         assert [s.peer_id for s in later] == [44, CAROL]
-        limited = await self.database.read(messages.recent_sessions, ALICE, 0, 1)
+        limited = await self.database.read(sessions.recent_single_sessions, ALICE, 0, 1)
         assert [s.peer_id for s in limited] == [44]
 
     async def test_recent_sessions_leave_out_sessions_without_messages(self) -> None:
@@ -222,7 +222,7 @@ class MessageTests:
             )
 
         await self.database.write(add_bare_session)
-        rows = await self.database.read(messages.recent_sessions, ALICE, 0)
+        rows = await self.database.read(sessions.recent_single_sessions, ALICE, 0)
         assert [s.peer_id for s in rows] == [BOB]
 
     # ----------------------------------------------------------------------------------
@@ -231,21 +231,21 @@ class MessageTests:
     async def test_remove_session_hides_it_and_clears_unread(self) -> None:
         """Removing hides the session and drops its unread count; a second remove fails."""
         await send(self.database, ALICE, BOB)
-        assert await self.database.write(messages.remove_session, BOB, ALICE, SINGLE, now=NOW + 9)
-        assert await self.database.read(messages.recent_sessions, BOB, 0) == []
+        assert await self.database.write(sessions.remove_session, BOB, ALICE, SINGLE, now=NOW + 9)
+        assert await self.database.read(sessions.recent_single_sessions, BOB, 0) == []
         assert await self.database.read(messages.unread_counts, BOB) == []
         assert await self.database.read(sessions_of, BOB) == [(ALICE, SINGLE, 1, NOW + 9)]
         assert not await self.database.write(
-            messages.remove_session, BOB, ALICE, SINGLE, now=NOW + 10
+            sessions.remove_session, BOB, ALICE, SINGLE, now=NOW + 10
         )
-        assert not await self.database.write(messages.remove_session, BOB, CAROL, SINGLE, now=NOW)
+        assert not await self.database.write(sessions.remove_session, BOB, CAROL, SINGLE, now=NOW)
 
     async def test_new_message_shows_a_removed_session_again(self) -> None:
         """A later message in the conversation makes the session visible again."""
         await send(self.database, ALICE, BOB)
-        await self.database.write(messages.remove_session, BOB, ALICE, SINGLE, now=NOW + 1)
+        await self.database.write(sessions.remove_session, BOB, ALICE, SINGLE, now=NOW + 1)
         await send(self.database, ALICE, BOB, b"still there?", at=NOW + 2)
-        (row,) = await self.database.read(messages.recent_sessions, BOB, 0)
+        (row,) = await self.database.read(sessions.recent_single_sessions, BOB, 0)
         assert (row.peer_id, row.updated, row.latest.content) == (ALICE, NOW + 2, b"still there?")
 
     async def test_remove_group_session_marks_the_group_read(self) -> None:
@@ -271,7 +271,7 @@ class MessageTests:
             return group_id
 
         group_id = await self.database.write(setup)
-        assert await self.database.write(messages.remove_session, BOB, group_id, GROUP, now=NOW + 1)
+        assert await self.database.write(sessions.remove_session, BOB, group_id, GROUP, now=NOW + 1)
         marker = await self.database.read(
             lambda txn: txn.execute(
                 "SELECT read_msg_id FROM group_members WHERE group_id = ? AND user_id = ?",
@@ -336,11 +336,11 @@ class MessageTests:
         await self.database.write(messages.store_single_messages, batch)
         unread = {u.peer_id: u.count for u in await self.database.read(messages.unread_counts, BOB)}
         assert unread == {ALICE: 3, CAROL: 1}
-        alice_sessions = await self.database.read(messages.recent_sessions, ALICE, 0)
+        alice_sessions = await self.database.read(sessions.recent_single_sessions, ALICE, 0)
         assert [(s.peer_id, s.updated, s.latest_msg_id) for s in alice_sessions] == [
             (BOB, NOW + 2, 3)
         ]
-        bob_sessions = await self.database.read(messages.recent_sessions, BOB, 0)
+        bob_sessions = await self.database.read(sessions.recent_single_sessions, BOB, 0)
         assert {s.peer_id for s in bob_sessions} == {ALICE, CAROL}
 
     async def test_batch_with_an_invalid_message_stores_nothing(self) -> None:

@@ -13,7 +13,7 @@ from teamtalk_py.msg.session import user_info
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2
 from teamtalk_py.store import accounts
-from teamtalk_py.store import groups as group_store
+from teamtalk_py.store import sessions as session_store
 from teamtalk_py.wire import Request
 from teamtalk_py.wire.protocol import encode
 
@@ -64,7 +64,7 @@ async def handle_user_info(conn: MsgConnection, request: Request) -> None:
 async def handle_recent_sessions(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMRecentContactSessionReq = request.message
     sessions = await conn.service.store.read(
-        group_store.recent_sessions, conn.user_id, req.latest_update_time
+        session_store.recent_sessions, conn.user_id, req.latest_update_time
     )
     answer = Buddy_pb2.IMRecentContactSessionRsp(user_id=conn.user_id)
     for s in sessions:
@@ -85,7 +85,7 @@ async def handle_remove_session(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMRemoveSessionReq = request.message
     service = conn.service
     removed = await service.store.write(
-        group_store.remove_session,
+        session_store.remove_session,
         conn.user_id,
         req.session_id,
         req.session_type,

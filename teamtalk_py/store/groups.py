@@ -1,5 +1,5 @@
-"""Groups: fixed ("normal") and temporary groups, members, group messages, unread state and
-group sessions (commands.md §2.1.13, storage.md §4.4-4.6).
+"""Groups: fixed ("normal") and temporary groups, members, group messages and unread state
+(commands.md §2.1.13, storage.md §4.4-4.6).
 
 Plain synchronous repository functions ``fn(txn, ...)`` like ``messages.py``. What the
 reference kept in Redis lives in columns here:
@@ -20,7 +20,7 @@ reference kept in Redis lives in columns here:
   being written per member per message (the reference refreshed them in a 5-second
   background job). A member sees a group session when a message arrived since they
   joined, unless they removed it; the ``sessions`` row only records the removal (and the
-  sender's own session, which sending always re-shows). See ``recent_group_sessions``.
+  sender's own session, which sending always re-shows). ``sessions.py`` lists them.
 
 Rules of membership changes (``change_members``): the requester 0 (admin CLI) may do
 anything; in a temporary group any current member may add people; otherwise only the
@@ -34,14 +34,13 @@ Refusals raise a :class:`GroupError` subclass, which rolls back the job's savepo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import messages
-from teamtalk_py.store.messages import SessionRow, StoredMessage, UnreadRow
+from teamtalk_py.store.messages import StoredMessage, UnreadRow
 from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
 GROUP_NORMAL = B.GROUP_TYPE_NORMAL
@@ -161,7 +160,7 @@ def _group(row: tuple[Any, ...]) -> GroupRow:
     )  # fmt: skip
 
 
-def _message(group_id: int, row: tuple[Any, ...]) -> StoredMessage:
+def group_message_from_row(group_id: int, row: tuple[Any, ...]) -> StoredMessage:
     msg_id, from_id, msg_type, content, created = row
     return StoredMessage(int(msg_id), int(from_id), group_id, int(msg_type), bytes(content),
                          int(created))  # fmt: skip
@@ -573,7 +572,7 @@ def group_history(
         "WHERE group_id = ? AND msg_id > ? AND msg_id <= ? ORDER BY msg_id DESC LIMIT ?",
         (group_id, member.join_msg_id, msg_id_begin or _NO_UPPER_BOUND, count),
     ).fetchall()
-    return [_message(group_id, row) for row in rows]
+    return [group_message_from_row(group_id, row) for row in rows]
 
 
 def group_messages_by_ids(
@@ -591,7 +590,7 @@ def group_messages_by_ids(
         "ORDER BY msg_id DESC",
         (group_id, member.join_msg_id, *wanted),
     ).fetchall()
-    return [_message(group_id, row) for row in rows]
+    return [group_message_from_row(group_id, row) for row in rows]
 
 
 def latest_group_msg_id(txn: Txn, user_id: int, group_id: int) -> int:
@@ -627,7 +626,8 @@ def group_unread_counts(txn: Txn, user_id: int) -> list[UnreadRow]:
         (user_id, MEMBER_ACTIVE, GROUP_ACTIVE),
     ).fetchall()
     return [
-        UnreadRow(int(row[0]), _GROUP, int(row[1]), _message(int(row[0]), row[2:])) for row in rows
+        UnreadRow(int(row[0]), _GROUP, int(row[1]), group_message_from_row(int(row[0]), row[2:]))
+        for row in rows
     ]
 
 
@@ -650,105 +650,4 @@ def mark_group_read(txn: Txn, user_id: int, group_id: int, msg_id: int = 0) -> b
         "WHERE group_id = ? AND user_id = ? AND read_msg_id < ?",
         (upto, group_id, user_id, upto),
     )
-    return True
-
-
-# --------------------------------------------------------------------------------------
-# Sessions
-
-# A member's group session: shown when a message arrived since they joined and they did
-# not remove it; touched at the later of the group's last message and their own row.
-_TOUCHED = (
-    "CASE WHEN s.updated IS NOT NULL AND s.updated > g.last_chated "
-    "THEN s.updated ELSE g.last_chated END"
-)
-_GROUP_SESSIONS = (
-    f"SELECT g.id, {_TOUCHED}, gm.msg_id, gm.from_id, gm.msg_type, gm.content, gm.created "
-    "FROM group_members m JOIN im_groups g ON g.id = m.group_id "
-    "JOIN group_messages gm ON gm.group_id = g.id AND gm.msg_id = g.last_msg_id "
-    "LEFT JOIN sessions s ON s.user_id = m.user_id AND s.peer_id = m.group_id AND s.type = ? "
-    "WHERE m.user_id = ? AND m.status = ? AND g.status = ? AND g.last_msg_id > m.join_msg_id "
-    "AND (s.status IS NULL OR s.status = ?)"
-)
-
-
-def recent_group_sessions(
-    txn: Txn,
-    user_id: int,
-    updated_after: int,
-    limit: int = messages.MAX_RECENT_SESSIONS,
-) -> list[SessionRow]:
-    """Visible group sessions touched after ``updated_after``, newest first.
-
-    Computed from membership and the group's last message instead of being written for
-    every member on every message: a member sees the group as soon as a message arrives
-    since they joined; one who removed the session does not get it back from others'
-    messages (their own message shows it again); a member added later gets it at the
-    next message.
-    """
-    if limit <= 0:
-        return []
-    rows = txn.execute(
-        f"{_GROUP_SESSIONS} AND {_TOUCHED} > ? ORDER BY 2 DESC, g.id DESC LIMIT ?",
-        (_GROUP, user_id, MEMBER_ACTIVE, GROUP_ACTIVE, messages.SESSION_VISIBLE,
-         updated_after, limit),
-    ).fetchall()  # fmt: skip
-    return [
-        SessionRow(int(row[0]), _GROUP, int(row[1]), _message(int(row[0]), row[2:])) for row in rows
-    ]
-
-
-def recent_sessions(
-    txn: Txn, user_id: int, updated_after: int, limit: int = messages.MAX_RECENT_SESSIONS
-) -> list[SessionRow]:
-    """One-to-one and group sessions together, newest first, at most ``limit``."""
-    rows = messages.recent_sessions(txn, user_id, updated_after, limit)
-    rows += recent_group_sessions(txn, user_id, updated_after, limit)
-    rows.sort(key=lambda s: (s.updated, s.peer_id), reverse=True)
-    return rows[:limit]
-
-
-_HIDE_SESSION = {
-    dialect: upsert_sql(
-        dialect,
-        "sessions",
-        ("user_id", "peer_id", "type", "status", "created", "updated"),
-        ("user_id", "peer_id", "type"),
-        "status = ?, updated = ?",
-    )
-    for dialect in Dialect
-}
-
-
-def remove_session(
-    txn: Txn, user_id: int, peer_id: int, session_type: int, *, now: int | None = None
-) -> bool:
-    """Hide a visible session and clear its unread count; False if it was not visible.
-
-    One-to-one sessions go to ``messages.remove_session``. A group session is visible
-    when ``recent_group_sessions`` would list it; hiding it records a removed row, which
-    later messages of others leave hidden.
-    """
-    if session_type != _GROUP:
-        return messages.remove_session(txn, user_id, peer_id, session_type, now=now)
-    if now is None:
-        now = int(time.time())
-    row = txn.execute(
-        "SELECT s.status FROM sessions s WHERE s.user_id = ? AND s.peer_id = ? AND s.type = ?",
-        (user_id, peer_id, _GROUP),
-    ).fetchone()
-    if row is not None:
-        visible = row[0] == messages.SESSION_VISIBLE
-    else:
-        member = membership(txn, peer_id, user_id)
-        group = get_group(txn, peer_id) if member is not None else None
-        visible = group is not None and group.last_msg_id > member.join_msg_id
-    if not visible:
-        return False
-    hidden = messages.SESSION_REMOVED
-    txn.execute(
-        _HIDE_SESSION[txn.dialect],
-        (user_id, peer_id, _GROUP, hidden, now, now, hidden, now),
-    )
-    mark_group_read(txn, user_id, peer_id)
     return True

@@ -1,11 +1,11 @@
-"""One-to-one messages, recent sessions and unread counters: the msg service's hot path.
+"""One-to-one messages and unread counters: the msg service's hot path.
 
 Plain synchronous repository functions ``fn(txn, ...)`` (see ``txn.py``). Messages
 are stored in batches (``store_single_messages``), with the work done per user pair:
 allocate the pair's next ids from ``relations.last_msg_id``, insert the messages, move the
-receivers' unread counters and touch both users' sessions. The ids come from the same
-transaction as the rows, so an acknowledged id is never handed out twice and never
-skipped, also after a crash.
+receivers' unread counters and show both users' sessions (listed by ``sessions.py``).
+The ids come from the same transaction as the rows, so an acknowledged id is never
+handed out twice and never skipped, also after a crash.
 
 Message ids are per user pair (the pair's ``relations`` row), start at 1 and grow by one.
 "Newest" means the highest ``msg_id``: ids follow commit order, which is the order the
@@ -14,7 +14,6 @@ reference sorts by (create time, then row id) without its clock-skew ties.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +21,13 @@ from typing import Any
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
+# A sessions row's status; written with the messages, listed by sessions.py.
 SESSION_VISIBLE = 0
 SESSION_REMOVED = 1
 # The reference answers at most this many messages for a get-by-id request.
 MAX_IDS_PER_REQUEST = 100
-# Recent-session answers are capped like the reference's.
-MAX_RECENT_SESSIONS = 100
 
 _SINGLE = BaseDefine_pb2.SESSION_TYPE_SINGLE
-_GROUP = BaseDefine_pb2.SESSION_TYPE_GROUP
 _NO_UPPER_BOUND = 2**62
 
 
@@ -45,7 +42,7 @@ class StoredMessage:
     created: int
 
 
-class _LatestMessage:
+class LatestMessage:
     """``latest_msg_*`` shortcuts named like the protobuf fields they fill."""
 
     __slots__ = ()
@@ -70,17 +67,7 @@ class _LatestMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionRow(_LatestMessage):
-    """A visible recent session with the newest message exchanged in it."""
-
-    peer_id: int
-    session_type: int
-    updated: int
-    latest: StoredMessage
-
-
-@dataclass(frozen=True, slots=True)
-class UnreadRow(_LatestMessage):
+class UnreadRow(LatestMessage):
     """Unread messages from one peer, with the newest message of the pair (any sender)."""
 
     peer_id: int
@@ -93,12 +80,12 @@ def _pair(a: int, b: int) -> tuple[int, int]:
     return (a, b) if a < b else (b, a)
 
 
-def _message(row: tuple[Any, ...]) -> StoredMessage:
+def message_from_row(row: tuple[Any, ...]) -> StoredMessage:
     msg_id, from_id, to_id, msg_type, content, created = row
     return StoredMessage(msg_id, from_id, to_id, msg_type, bytes(content), created)
 
 
-def _pair_join(user_col: str, peer_col: str) -> str:
+def pair_join(user_col: str, peer_col: str) -> str:
     """Join condition from a (user, peer) row to the pair's ``relations r`` row."""
     return (
         f"r.small_id = CASE WHEN {peer_col} < {user_col} THEN {peer_col} ELSE {user_col} END "
@@ -106,10 +93,10 @@ def _pair_join(user_col: str, peer_col: str) -> str:
     )
 
 
-_MESSAGE_COLUMNS = "m.msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created"
+MESSAGE_COLUMNS = "m.msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created"
 
 # The newest message of a pair is the one whose msg_id is the relation's last_msg_id.
-_LATEST_OF_PAIR = "JOIN messages m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id"
+LATEST_OF_PAIR = "JOIN messages m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id"
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
@@ -264,13 +251,13 @@ def single_history(
         return []
     small, big = _pair(user_id, peer_id)
     rows = txn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM relations r "
+        f"SELECT {MESSAGE_COLUMNS} FROM relations r "
         "JOIN messages m ON m.relation_id = r.id "
         "WHERE r.small_id = ? AND r.big_id = ? AND m.msg_id <= ? "
         "ORDER BY m.msg_id DESC LIMIT ?",
         (small, big, msg_id_begin or _NO_UPPER_BOUND, count),
     ).fetchall()
-    return [_message(row) for row in rows]
+    return [message_from_row(row) for row in rows]
 
 
 def single_messages_by_ids(
@@ -283,13 +270,13 @@ def single_messages_by_ids(
         return []
     small, big = _pair(user_id, peer_id)
     rows = txn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM relations r "
+        f"SELECT {MESSAGE_COLUMNS} FROM relations r "
         "JOIN messages m ON m.relation_id = r.id "
         f"WHERE r.small_id = ? AND r.big_id = ? AND m.msg_id IN ({placeholders(len(wanted))}) "
         "ORDER BY m.msg_id DESC",
         (small, big, *wanted),
     ).fetchall()
-    return [_message(row) for row in rows]
+    return [message_from_row(row) for row in rows]
 
 
 def mark_single_read(txn: Txn, reader_id: int, peer_id: int) -> None:
@@ -298,63 +285,13 @@ def mark_single_read(txn: Txn, reader_id: int, peer_id: int) -> None:
 
 
 def unread_counts(txn: Txn, user_id: int) -> list[UnreadRow]:
-    """One-to-one unread counters of the user, each with the pair's newest message.
-
-    Group counters will be appended here by the group store (members' ``read_msg_id``
-    against the group's ``last_msg_id``).
-    """
+    """One-to-one unread counters of the user, each with the pair's newest message
+    (``groups.group_unread_counts`` has the groups')."""
     rows = txn.execute(
-        f"SELECT u.peer_id, u.count, {_MESSAGE_COLUMNS} FROM unread u "
-        f"JOIN relations r ON {_pair_join('u.user_id', 'u.peer_id')} "
-        f"{_LATEST_OF_PAIR} "
+        f"SELECT u.peer_id, u.count, {MESSAGE_COLUMNS} FROM unread u "
+        f"JOIN relations r ON {pair_join('u.user_id', 'u.peer_id')} "
+        f"{LATEST_OF_PAIR} "
         "WHERE u.user_id = ? AND u.count > 0 ORDER BY u.peer_id",
         (user_id,),
     ).fetchall()
-    return [UnreadRow(row[0], _SINGLE, int(row[1]), _message(row[2:])) for row in rows]
-
-
-def recent_sessions(
-    txn: Txn, user_id: int, updated_after: int, limit: int = MAX_RECENT_SESSIONS
-) -> list[SessionRow]:
-    """Visible sessions with ``updated > updated_after``, newest first, each with the
-    newest message of the pair; sessions without any message are left out.
-
-    Only one-to-one sessions for now; group sessions join here with the group store.
-    """
-    if limit <= 0:
-        return []
-    rows = txn.execute(
-        f"SELECT s.peer_id, s.type, s.updated, {_MESSAGE_COLUMNS} FROM sessions s "
-        f"JOIN relations r ON {_pair_join('s.user_id', 's.peer_id')} "
-        f"{_LATEST_OF_PAIR} "
-        "WHERE s.user_id = ? AND s.status = ? AND s.updated > ? AND s.type = ? "
-        "ORDER BY s.updated DESC, s.peer_id DESC LIMIT ?",
-        (user_id, SESSION_VISIBLE, updated_after, _SINGLE, limit),
-    ).fetchall()
-    return [SessionRow(row[0], row[1], row[2], _message(row[3:])) for row in rows]
-
-
-def remove_session(
-    txn: Txn, user_id: int, peer_id: int, session_type: int, *, now: int | None = None
-) -> bool:
-    """Hide the user's visible session and clear its unread count; False if none.
-
-    A later message in that conversation shows the session again. ``now`` defaults to
-    the wall clock (it only orders sessions, nothing is computed from it).
-    """
-    if now is None:
-        now = int(time.time())
-    txn.execute(
-        "UPDATE sessions SET status = ?, updated = ? "
-        "WHERE user_id = ? AND peer_id = ? AND type = ? AND status = ?",
-        (SESSION_REMOVED, now, user_id, peer_id, session_type, SESSION_VISIBLE),
-    )
-    if txn.rowcount == 0:
-        return False
-    if session_type == _GROUP:
-        from teamtalk_py.store.groups import mark_group_read  # groups builds on this module
-
-        mark_group_read(txn, user_id, peer_id)
-    else:
-        mark_single_read(txn, user_id, peer_id)
-    return True
+    return [UnreadRow(row[0], _SINGLE, int(row[1]), message_from_row(row[2:])) for row in rows]
