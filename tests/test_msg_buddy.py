@@ -321,5 +321,5 @@ class ProfileChangeTests(MsgTestCase):
         assert answer.result_code == 1
         assert not answer.HasField("sign_info")
         await assert_nothing(alice.protocol, B.CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY)
-        row = await self.server.service("store").read(accounts.get_user, a)
+        (row,) = await self.server.service("store").read(accounts.get_users_by_ids, [a])
         assert row.sign_info == ""

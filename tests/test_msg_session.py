@@ -372,7 +372,7 @@ class BeforeLoginTests(MsgTestCase):
             B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=0)
         )
         assert unread.total_cnt == 0
-        row = await self.server.service("store").read(accounts.get_user, bob_id)
+        (row,) = await self.server.service("store").read(accounts.get_users_by_ids, [bob_id])
         assert row.sign_info == ""
 
 

@@ -106,7 +106,7 @@ class AccountTests:
         """After set_password only the new password works; unknown users report False."""
         (user_id,) = await add_users(self.database, "alice")
         assert await self.database.write(accounts.set_password, user_id, "n3w", now=NOW + 1)
-        row = await self.database.read(accounts.get_user, user_id)
+        (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
         assert accounts.check_password(row, md5_hex("n3w"))
         assert not accounts.check_password(row, md5_hex("secret"))
         assert row.updated == NOW + 1
@@ -175,7 +175,7 @@ class AccountTests:
         assert not await self.database.write(
             accounts.set_sign_info, user_id, fits + "x", now=NOW + 4
         )
-        row = await self.database.read(accounts.get_user, user_id)
+        (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
         assert (row.sign_info, row.updated) == (fits, NOW + 3)
         assert not await self.database.write(accounts.set_sign_info, 999_999, "hi", now=NOW)
 
@@ -185,7 +185,7 @@ class AccountTests:
         assert await self.database.write(
             accounts.set_avatar, user_id, "http://img/1.png", now=NOW + 1
         )
-        row = await self.database.read(accounts.get_user, user_id)
+        (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
         assert (row.avatar, row.updated) == ("http://img/1.png", NOW + 1)
 
     async def test_push_shield_round_trip(self) -> None:
@@ -203,7 +203,7 @@ class AccountTests:
         assert await self.database.write(
             accounts.update_user_profile, user_id, now=NOW + 9, nick="Ann", phone="555", sex=2
         )
-        row = await self.database.read(accounts.get_user, user_id)
+        (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
         assert (row.nick, row.phone, row.sex, row.updated) == ("Ann", "555", 2, NOW + 9)
 
     async def test_update_user_profile_refuses_unknown_fields_and_taken_names(self) -> None:

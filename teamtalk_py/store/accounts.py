@@ -289,11 +289,6 @@ def update_user_profile(txn: Txn, user_id: int, *, now: int, **fields: Any) -> b
     return txn.rowcount > 0
 
 
-def get_user(txn: Txn, user_id: int) -> UserRow | None:
-    row = txn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
-    return _user(row) if row else None
-
-
 def get_user_by_name(txn: Txn, name: str, *, only_active: bool = False) -> UserRow | None:
     """The user called ``name``; with ``only_active``, None unless it may log in."""
     sql = f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?"
