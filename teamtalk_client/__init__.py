@@ -7,26 +7,12 @@ in a shared codec would be invisible to every test. It shares only what is gener
 the protocol description (the protobuf modules and the command -> message class table).
 """
 
-from teamtalk_client.client import (
-    ANSWER_CID,
-    DEFAULT_AES_KEY,
-    HEADER_SIZE,
+from teamtalk_client.discovery import (
     Discovery,
     DiscoveryError,
     DiscoveryFormatError,
-    FramingError,
-    Pdu,
-    TeamTalkClientProtocol,
-    TeamTalkSession,
-    answer_cid,
-    command_name,
-    connect,
-    decrypt_text,
     discover,
-    encode_pdu,
-    encrypt_text,
-    pack_header,
-    unpack_header,
+    parse_discovery,
 )
 from teamtalk_client.files import (
     BLOCK_SIZE,
@@ -37,6 +23,19 @@ from teamtalk_client.files import (
     pull_file,
     send_state,
 )
+from teamtalk_client.pdu import (
+    ANSWER_CID,
+    HEADER_SIZE,
+    Pdu,
+    answer_cid,
+    command_name,
+    encode_pdu,
+    pack_header,
+    unpack_header,
+)
+from teamtalk_client.protocol import FramingError, TeamTalkClientProtocol, connect
+from teamtalk_client.session import TeamTalkSession
+from teamtalk_client.text import DEFAULT_AES_KEY, decrypt_text, encrypt_text
 
 __all__ = [
     "ANSWER_CID",
@@ -62,6 +61,7 @@ __all__ = [
     "encrypt_text",
     "file_login",
     "pack_header",
+    "parse_discovery",
     "pull_file",
     "send_state",
     "unpack_header",

@@ -15,7 +15,8 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
 
-from teamtalk_client.client import Pdu, TeamTalkClientProtocol, connect
+from teamtalk_client.pdu import Pdu
+from teamtalk_client.protocol import TeamTalkClientProtocol, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 

@@ -4,6 +4,7 @@ server's codec (which the client must not share)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
@@ -16,7 +17,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -29,7 +29,6 @@ from teamtalk_client import (
     Pdu,
     TeamTalkClientProtocol,
     TeamTalkSession,
-    client,
     connect,
     decrypt_text,
     discover,
@@ -480,8 +479,8 @@ OPENSSL_VECTORS = [
 ]
 
 
-class AesBackendTests:
-    """Text encryption through one AES backend (see the two classes below)."""
+class TextEncryptionTests(TestCase):
+    """Text encryption (AES-256-ECB + base64) as the clients do it."""
 
     def test_encrypt_text_matches_openssl_vectors(self) -> None:
         """encrypt_text produces the ciphertext openssl computes for the padded buffer."""
@@ -499,39 +498,10 @@ class AesBackendTests:
             text = ("é" * n)[:n] if n % 2 else "a" * n
             assert decrypt_text(encrypt_text(text)) == text, n
 
-
-class CryptographyAesTests(AesBackendTests, TestCase):
-    """The text encryption tests with the ``cryptography`` package."""
-
-    def setUp(self) -> None:
-        if not client._HAVE_CRYPTOGRAPHY:
-            raise SkipTest("cryptography is not installed")
-
-
-class PurePythonAesTests(AesBackendTests, TestCase):
-    """The text encryption tests with the pure-Python fallback."""
-
-    def setUp(self) -> None:
-        self.patch(client, "_HAVE_CRYPTOGRAPHY", False)
-
-
-class TextEncryptionTests(TestCase):
-    """Text encryption (AES-256-ECB + base64) independent of the backend."""
-
-    def test_pure_aes_matches_the_fips_197_vector(self) -> None:
-        """The fallback block cipher gives the FIPS-197 appendix C.3 AES-256 result."""
-        aes = client._PureAES256(bytes(range(32)))
-        plain = bytes.fromhex("00112233445566778899aabbccddeeff")
-        cipher = aes.encrypt_block(plain)
-        assert (cipher.hex(), aes.decrypt_block(cipher)) == (
-            "8ea2b7ca516745bfeafc49904b496089",
-            plain,
-        )
-
     def test_padding_adds_a_block_when_the_length_field_does_not_fit(self) -> None:
         """Block count follows wire.md 6.1: an extra block when L mod 16 is 0 or above 12."""
         for size, blocks in [(1, 1), (12, 1), (13, 2), (16, 2), (28, 2), (29, 3)]:
-            raw = client.base64.b64decode(encrypt_text("x" * size))
+            raw = base64.b64decode(encrypt_text("x" * size))
             assert len(raw) == blocks * 16, size
 
     def test_decrypt_skips_whitespace_and_missing_padding(self) -> None:
@@ -541,7 +511,7 @@ class TextEncryptionTests(TestCase):
     def test_decrypt_rejects_a_partial_block(self) -> None:
         """Ciphertext that is not whole 16-byte blocks is refused."""
         with self.assertRaisesRegex(ValueError, "blocks"):
-            decrypt_text(client.base64.b64encode(b"x" * 15))
+            decrypt_text(base64.b64encode(b"x" * 15))
 
     def test_encryption_uses_the_given_key(self) -> None:
         """Another aesKey gives another ciphertext that only that key decrypts."""
