@@ -10,12 +10,12 @@ open files ``ProcessStats`` reads from ``/proc``. ``Profiler`` runs py-spy on th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,9 +26,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from teamtalk_testing import (
+    LOOPBACK,
+    StandaloneServer,
+    StartupError,
+    TwistdProcess,
+    free_port,
+    loopback_endpoint,
+)
+from teamtalk_testing.scratch import (
+    DEFAULT_MYSQL,
+    DEFAULT_REDIS,
+    ScratchDatabase,
+    ScratchRedisPrefix,
+    Unreachable,
+)
+
 DEFAULT_PREFIX = "bench"
 DEFAULT_PASSWORD = "bench-pw"
-LOOPBACK = "127.0.0.1"
 
 
 class BenchSetupError(Exception):
@@ -81,12 +96,6 @@ def _raise_nofile_in_child() -> None:  # preexec_fn: runs in the forked server p
     raise_nofile_limit()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------------------
 # Users
 
@@ -122,8 +131,9 @@ def create_users_with(
     script = _CREATE_USERS
     if python_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [python_path, env.get("PYTHONPATH")]))
-        if not (Path(python_path) / "teamtalk_py" / "bench").is_dir():
-            script = _CREATE_USERS_PORTABLE  # an older tree without this package
+        tree = Path(python_path)
+        if not ((tree / "teamtalk_bench").is_dir() or (tree / "teamtalk_py" / "bench").is_dir()):
+            script = _CREATE_USERS_PORTABLE  # an older tree without create_users
     done = subprocess.run(
         [sys.executable, "-c", script, str(count), prefix, password, data_dir],
         env=env,
@@ -207,108 +217,49 @@ class ThrowawayServer:
         self.prefix = prefix
         self.password = password
         self.keep = keep
-        self.extra_args = list(extra_args or [])
         self.start_timeout = start_timeout
         self.root = Path(tempfile.mkdtemp(prefix="teamtalk-bench-"))
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.root / "twistd.log"
-        self._log = None
-
-    def start(self) -> Target:
-        data_dir = self.root / "var"
-        data_dir.mkdir()
-        ids = create_users_with(
-            self.server_tree, self.users, self.prefix, self.password, str(data_dir)
-        )
-        msg_port, http_port = free_port(), free_port()
-        local = "tcp:{}:interface=" + LOOPBACK
-        args = [
-            str(Path(sys.executable).with_name("twistd")),
-            "--nodaemon",
-            "--pidfile=",
-            "teamtalk",
-            "--data-dir",
-            str(data_dir),
-            "--advertise",
-            LOOPBACK,
-            "--msg-listen",
-            local.format(msg_port),
-            "--http-listen",
-            local.format(http_port),
-            "--file-listen",
-            local.format(free_port()),
-            "--route-listen",
-            local.format(free_port()),
-            "--login-internal-listen",
-            local.format(free_port()),
-            "--file-internal-listen",
-            local.format(free_port()),
-            *self.extra_args,
-        ]
         env = dict(os.environ)
         if self.server_tree:
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [self.server_tree, env.get("PYTHONPATH")])
             )
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            args,
-            cwd=self.root,
+        self.server = StandaloneServer(
+            self.root,
+            ["--advertise", LOOPBACK, *(extra_args or [])],
             env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
             preexec_fn=_raise_nofile_in_child,
         )
-        url = f"http://{LOOPBACK}:{http_port}/msg_server"
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchSetupError(f"the server exited at start-up:\n{self.log_tail()}")
-            try:
-                host, port = discover(url, timeout=2)
-                if port == msg_port:
-                    break
-            except (OSError, ValueError, BenchSetupError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BenchSetupError(f"the server did not come up:\n{self.log_tail()}")
-            time.sleep(0.05)
+
+    def start(self) -> Target:
+        data_dir = self.server.data_dir
+        data_dir.mkdir()
+        ids = create_users_with(
+            self.server_tree, self.users, self.prefix, self.password, str(data_dir)
+        )
+        try:
+            answer = self.server.start(self.start_timeout)
+        except StartupError as exc:
+            self.stop()
+            raise BenchSetupError(str(exc)) from exc
         return Target(
-            host,
-            port,
-            url,
+            answer["priorIP"],
+            int(answer["port"]),
+            f"http://{LOOPBACK}:{self.server.http_port}/msg_server",
             self.prefix,
             self.password,
-            pid=self.proc.pid,
+            pid=self.server.process.pid,
             throwaway=True,
             data_dir=str(data_dir),
             user_ids=ids,
         )
 
     def log_tail(self, lines: int = 30) -> str:
-        if self._log is not None and not self._log.closed:
-            self._log.flush()
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.server.process.tail(lines)
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 10 s; removes the data dir unless ``keep``."""
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            code = self.proc.returncode
-        if self._log is not None:
-            self._log.close()
+        code = self.server.stop()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
         return code
@@ -322,64 +273,6 @@ class ThrowawayServer:
 
 # --------------------------------------------------------------------------------------
 # The throwaway cluster
-
-DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306"
-DEFAULT_REDIS = "redis://127.0.0.1:6379"
-
-
-def _mysql_admin(server_url: str):
-    import pymysql
-
-    parts = urllib.parse.urlsplit(server_url)
-    return pymysql.connect(
-        host=parts.hostname or LOOPBACK,
-        port=parts.port or 3306,
-        user=urllib.parse.unquote(parts.username or "root"),
-        password=urllib.parse.unquote(parts.password or ""),
-        connect_timeout=5,
-        autocommit=True,
-    )
-
-
-def _resp_parse(buf: bytes, i: int = 0) -> tuple[Any, int]:
-    """One RESP value from ``buf`` at ``i``: (value, next index); IndexError if partial."""
-    end = buf.index(b"\r\n", i) if b"\r\n" in buf[i:] else -1
-    if end < 0:
-        raise IndexError("partial")
-    kind, head = buf[i : i + 1], buf[i + 1 : end]
-    if kind in (b"+", b"-", b":"):
-        return head, end + 2
-    if kind == b"$":
-        n = int(head)
-        if n < 0:
-            return None, end + 2
-        if len(buf) < end + 2 + n + 2:
-            raise IndexError("partial")
-        return buf[end + 2 : end + 2 + n], end + 2 + n + 2
-    if kind == b"*":
-        items, j = [], end + 2
-        for _ in range(max(int(head), 0)):
-            item, j = _resp_parse(buf, j)
-            items.append(item)
-        return items, j
-    raise ValueError(f"unexpected RESP reply {buf[:50]!r}")
-
-
-def _redis_command(host: str, port: int, *args: bytes) -> Any:
-    """One command on a throwaway blocking socket; the parsed reply (``-ERR`` as bytes)."""
-    payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(payload)
-        reply = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise OSError("Redis closed the connection")
-            reply += chunk
-            try:
-                return _resp_parse(reply)[0]
-            except IndexError:
-                continue
 
 
 class ThrowawayCluster:
@@ -400,40 +293,26 @@ class ThrowawayCluster:
         extra_args: list[str] | None = None,
         start_timeout: float = 30.0,
     ) -> None:
-        import secrets
-
         self.users = users
         self.node_count = nodes
-        self.mysql = mysql.rstrip("/")
-        self.redis = redis.rstrip("/")
+        self.mysql = mysql
+        self.redis = redis
         self.prefix = prefix
         self.password = password
         self.keep = keep
         self.extra_args = list(extra_args or [])
         self.start_timeout = start_timeout
-        token = secrets.token_hex(5)
-        self.db_name = f"tt_bench_{token}"
-        self.redis_prefix = f"tt_bench_{token}:"
-        self.db_created = False
+        self.database: ScratchDatabase | None = None
+        self.redis_space: ScratchRedisPrefix | None = None
+        #: The names the run used, kept for the report after ``stop`` removed them.
+        self.db_name = ""
+        self.redis_prefix = ""
         self.root = Path(tempfile.mkdtemp(prefix="teamtalk-bench-cluster-"))
-        #: name -> (process, msg port or None), center first.
-        self.procs: dict[str, subprocess.Popen] = {}
+        #: The processes by name, center first.
+        self.procs: dict[str, TwistdProcess] = {}
+        #: The msg port of each node by name.
         self.ports: dict[str, int] = {}
-        self._logs: list[Any] = []
         self.http_port = 0
-
-    @property
-    def db_url(self) -> str:
-        return f"{self.mysql}/{self.db_name}"
-
-    @property
-    def redis_url(self) -> str:
-        host, port = self._redis_address()
-        return f"redis://{host}:{port}/0?prefix={self.redis_prefix}"
-
-    def _redis_address(self) -> tuple[str, int]:
-        parts = urllib.parse.urlsplit(self.redis)
-        return parts.hostname or LOOPBACK, parts.port or 6379
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
@@ -441,44 +320,35 @@ class ThrowawayCluster:
     def start(self) -> list[int]:
         """Create the database, the users and the processes; the user ids by index."""
         try:
-            conn = _mysql_admin(self.mysql)
-        except Exception as exc:
-            raise BenchSetupError(f"MariaDB/MySQL at {self.mysql} not reachable: {exc}") from exc
-        with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE DATABASE `{self.db_name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            )
-        conn.close()
-        self.db_created = True
-        try:
-            reply = _redis_command(*self._redis_address(), b"PING")
-        except OSError as exc:
-            raise BenchSetupError(f"Redis at {self.redis} not reachable: {exc}") from exc
-        if reply != b"PONG":
-            raise BenchSetupError(f"Redis at {self.redis} answered {reply!r}")
+            self.database = ScratchDatabase(self.mysql, "tt_bench")
+            self.redis_space = ScratchRedisPrefix(self.redis, "tt_bench")
+        except Unreachable as exc:
+            raise BenchSetupError(str(exc)) from exc
+        self.db_name, self.redis_prefix = self.database.name, self.redis_space.prefix
         ids = create_users(
-            self.users, self.prefix, self.password, data_dir=str(self.root), db_url=self.db_url
+            self.users,
+            self.prefix,
+            self.password,
+            data_dir=str(self.root),
+            db_url=self.database.url,
         )
-        local = "tcp:{}:interface=" + LOOPBACK
         route, login, file_internal = free_port(), free_port(), free_port()
         self.http_port = free_port()
-        common = ["--db", self.db_url, "--redis", self.redis_url, "--advertise", LOOPBACK]
+        common = [
+            *("--db", self.database.url),
+            *("--redis", self.redis_space.url),
+            *("--advertise", LOOPBACK),
+        ]
         self._spawn(
             "center",
             [
-                "--services",
-                "route,login,file",
+                *("--services", "route,login,file"),
                 *common,
-                "--route-listen",
-                local.format(route),
-                "--http-listen",
-                local.format(self.http_port),
-                "--login-internal-listen",
-                local.format(login),
-                "--file-listen",
-                local.format(free_port()),
-                "--file-internal-listen",
-                local.format(file_internal),
+                *("--route-listen", loopback_endpoint(route)),
+                *("--http-listen", loopback_endpoint(self.http_port)),
+                *("--login-internal-listen", loopback_endpoint(login)),
+                *("--file-listen", loopback_endpoint(free_port())),
+                *("--file-internal-listen", loopback_endpoint(file_internal)),
             ],
         )
         for n in range(1, self.node_count + 1):
@@ -487,17 +357,12 @@ class ThrowawayCluster:
             self._spawn(
                 f"node{n}",
                 [
-                    "--services",
-                    "msg",
+                    *("--services", "msg"),
                     *common,
-                    "--msg-listen",
-                    local.format(port),
-                    "--route-server",
-                    f"{LOOPBACK}:{route}",
-                    "--login-server",
-                    f"{LOOPBACK}:{login}",
-                    "--file-server",
-                    f"{LOOPBACK}:{file_internal}",
+                    *("--msg-listen", loopback_endpoint(port)),
+                    *("--route-server", f"{LOOPBACK}:{route}"),
+                    *("--login-server", f"{LOOPBACK}:{login}"),
+                    *("--file-server", f"{LOOPBACK}:{file_internal}"),
                 ],
             )
         self._wait_registered()
@@ -505,34 +370,16 @@ class ThrowawayCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         directory = self.root / name
-        (directory / "var").mkdir(parents=True)
-        log = open(directory / "twistd.log", "w")
-        self._logs.append(log)
-        self.procs[name] = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("twistd")),
-                "--nodaemon",
-                "--pidfile=",
-                "teamtalk",
-                "--data-dir",
-                str(directory / "var"),
-                *args,
-                *self.extra_args,
-            ],
-            cwd=directory,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        process = TwistdProcess(
+            directory,
+            ["--data-dir", str(directory / "var"), *args, *self.extra_args],
             preexec_fn=_raise_nofile_in_child,
         )
+        self.procs[name] = process
+        process.start()
 
     def log(self, name: str) -> str:
-        for log in self._logs:
-            log.flush()
-        try:
-            return (self.root / name / "twistd.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.procs[name].output()
 
     def _registered(self) -> bool:
         """Whether the center's route and login both know every node (from its log)."""
@@ -548,10 +395,12 @@ class ThrowawayCluster:
         deadline = time.monotonic() + self.start_timeout
         while not self._registered():
             for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise BenchSetupError(f"{name} exited at start-up:\n{self.log(name)[-3000:]}")
+                if not proc.running:
+                    raise BenchSetupError(f"{name} exited at start-up:\n{proc.tail(60)}")
             if time.monotonic() > deadline:
-                raise BenchSetupError(f"the cluster did not come up:\n{self.log('center')[-3000:]}")
+                raise BenchSetupError(
+                    f"the cluster did not come up:\n{self.procs['center'].tail(60)}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> dict[str, int | None]:
@@ -559,40 +408,22 @@ class ThrowawayCluster:
         keys, remove the directory unless ``keep``; the exit codes by name."""
         codes: dict[str, int | None] = {}
         for proc in self.procs.values():
-            if proc.poll() is None:
+            if proc.running:
                 proc.send_signal(signal.SIGTERM)
         for name, proc in reversed(list(self.procs.items())):
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
             codes[name] = proc.returncode
-        for log in self._logs:
-            log.close()
-        if self.db_created:
-            try:
-                conn = _mysql_admin(self.mysql)
-                with conn.cursor() as cursor:
-                    cursor.execute(f"DROP DATABASE IF EXISTS `{self.db_name}`")
-                conn.close()
-            except Exception:
-                pass
-            self.db_created = False
-        try:
-            host, port = self._redis_address()
-            pattern = self.redis_prefix.encode() + b"*"
-            cursor = b"0"
-            for _ in range(10_000):  # SCAN until the cursor comes back to 0
-                cursor, keys = _redis_command(
-                    host, port, b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000"
-                )
-                if keys:
-                    _redis_command(host, port, b"DEL", *keys)
-                if cursor == b"0":
-                    break
-        except (OSError, ValueError):
-            pass
+        if self.database is not None:
+            with contextlib.suppress(Exception):
+                self.database.drop()
+            self.database = None
+        if self.redis_space is not None:
+            with contextlib.suppress(Exception):
+                self.redis_space.drop()
+            self.redis_space = None
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
         return codes

@@ -8,11 +8,9 @@ reachable, the tests that need it are skipped locally and fail when ``CI`` is se
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import NoReturn
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -20,6 +18,13 @@ from twisted.trial.unittest import SkipTest
 
 from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_testing.scratch import (
+    DEFAULT_MYSQL,
+    DEFAULT_REDIS,
+    ScratchDatabase,
+    ScratchRedisPrefix,
+    Unreachable,
+)
 
 PASSWORD = "secret"
 PC = B.CLIENT_TYPE_WINDOWS
@@ -27,16 +32,7 @@ MAC = B.CLIENT_TYPE_MAC
 IOS = B.CLIENT_TYPE_IOS
 
 MYSQL_SERVER_ENV = "TEAMTALK_TEST_MYSQL"
-DEFAULT_MYSQL_SERVER = "mysql://root@127.0.0.1:3306"
 REDIS_SERVER_ENV = "TEAMTALK_TEST_REDIS"
-DEFAULT_REDIS_SERVER = "redis://127.0.0.1:6379"
-
-
-def free_port_number() -> int:
-    """A TCP port nobody listens on right now (for "unreachable server" tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def sleep(seconds: float) -> None:
@@ -98,104 +94,25 @@ def status_is(user_id: int, status: int):
 # -- external servers -------------------------------------------------------------------
 
 
-def _unreachable(what: str, error: object) -> None:
-    message = f"{what} not reachable: {error}"
+def _unreachable(error: Unreachable) -> NoReturn:
     if os.environ.get("CI"):
-        raise AssertionError(message + " (CI is set: cluster tests must run)")
-    raise SkipTest(message)
+        raise AssertionError(f"{error} (CI is set: cluster tests must run)")
+    raise SkipTest(str(error))
 
 
-def _mysql_admin(server_url: str):
-    import pymysql
-
-    parts = urlsplit(server_url)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=5,
-        autocommit=True,
-    )
+def scratch_database() -> ScratchDatabase:
+    """A fresh ``tt_cluster_<random>`` database on the test MariaDB; skips the test (fails
+    it when ``CI`` is set) when the server does not answer."""
+    try:
+        return ScratchDatabase(os.environ.get(MYSQL_SERVER_ENV, DEFAULT_MYSQL), "tt_cluster")
+    except Unreachable as exc:
+        _unreachable(exc)
 
 
-class MariaDB:
-    """A fresh ``tt_cluster_<random>`` database on the test MariaDB, dropped by ``drop``."""
-
-    def __init__(self) -> None:
-        import pymysql
-
-        self.server = os.environ.get(MYSQL_SERVER_ENV, DEFAULT_MYSQL_SERVER).rstrip("/")
-        try:
-            conn = _mysql_admin(self.server)
-        except pymysql.err.MySQLError as exc:
-            _unreachable(f"MariaDB/MySQL at {self.server}", exc)
-        self.name = f"tt_cluster_{secrets.token_hex(5)}"
-        with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            )
-        conn.close()
-        self.url = f"{self.server}/{self.name}"
-
-    def drop(self) -> None:
-        conn = _mysql_admin(self.server)
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        conn.close()
-
-    def kill_connections(self) -> int:
-        """Kill every server connection using this database (as a restart would)."""
-        conn = _mysql_admin(self.server)
-        killed = 0
-        with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> "
-                "CONNECTION_ID()",
-                (self.name,),
-            )
-            for (thread_id,) in cursor.fetchall():
-                try:
-                    cursor.execute(f"KILL {int(thread_id)}")
-                    killed += 1
-                except Exception:
-                    pass  # gone already
-        conn.close()
-        return killed
-
-
-class RedisPrefix:
-    """A Redis URL whose key prefix is unique to this test run; ``drop`` deletes its keys."""
-
-    def __init__(self) -> None:
-        server = os.environ.get(REDIS_SERVER_ENV, DEFAULT_REDIS_SERVER).rstrip("/")
-        parts = urlsplit(server)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
-        try:
-            reply = self._command(b"PING")
-        except OSError as exc:
-            _unreachable(f"Redis at {server}", exc)
-        if not reply.startswith(b"+PONG"):
-            _unreachable(f"Redis at {server}", reply)
-        self.prefix = f"tt_cluster_{secrets.token_hex(5)}:"
-        self.url = f"redis://{self.host}:{self.port}/0?prefix={self.prefix}"
-
-    def _command(self, *args: bytes) -> bytes:
-        """One RESP command on a throwaway blocking socket; the raw reply."""
-        payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-        with socket.create_connection((self.host, self.port), timeout=5) as s:
-            s.sendall(payload)
-            return s.recv(65536)
-
-    def keys(self) -> list[bytes]:
-        reply = self._command(b"KEYS", self.prefix.encode() + b"*")
-        lines = reply.split(b"\r\n")
-        return [line for line in lines[2::2] if line]
-
-    def drop(self) -> None:
-        for key in self.keys():
-            self._command(b"DEL", key)
-
-    def kill_client(self, local_port: int) -> bytes:
-        """Make Redis close the connection that comes from ``127.0.0.1:local_port``."""
-        return self._command(b"CLIENT", b"KILL", b"ADDR", b"127.0.0.1:%d" % local_port)
+def scratch_redis() -> ScratchRedisPrefix:
+    """A ``tt_cluster_<random>:`` key prefix on the test Redis; skips the test (fails it
+    when ``CI`` is set) when the server does not answer."""
+    try:
+        return ScratchRedisPrefix(os.environ.get(REDIS_SERVER_ENV, DEFAULT_REDIS), "tt_cluster")
+    except Unreachable as exc:
+        _unreachable(exc)

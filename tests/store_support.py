@@ -24,17 +24,16 @@ import secrets
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest
 
 from teamtalk_py.store import schema
 from teamtalk_py.store.database import Database, open_database
+from teamtalk_testing.scratch import DEFAULT_MYSQL, ScratchDatabase, Unreachable, drop_database
 from tests.support import TestCase
 
 MYSQL_SERVER_ENV = "TEAMTALK_TEST_MYSQL"
-DEFAULT_MYSQL_SERVER = "mysql://root@127.0.0.1:3306"
 
 SQLITE = "sqlite"
 MARIADB = "mysql"
@@ -42,32 +41,12 @@ MARIADB = "mysql"
 
 def mysql_server() -> str:
     """The MariaDB server URL (no database) the tests use."""
-    return os.environ.get(MYSQL_SERVER_ENV, DEFAULT_MYSQL_SERVER).rstrip("/")
-
-
-def mysql_admin_connection(server_url: str | None = None) -> Any:
-    """An autocommit pymysql connection to the server, no database selected."""
-    import pymysql
-
-    parts = urlsplit(server_url or mysql_server())
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=5,
-        autocommit=True,
-    )
+    return os.environ.get(MYSQL_SERVER_ENV, DEFAULT_MYSQL).rstrip("/")
 
 
 def drop_mysql_database(name: str) -> None:
     """``DROP DATABASE IF EXISTS name`` on the test server."""
-    conn = mysql_admin_connection()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    drop_database(mysql_server(), name)
 
 
 class Gate:
@@ -104,22 +83,13 @@ def mysql_url() -> str:
         return _mysql_url
     if _mysql_unreachable is not None:
         _unreachable(_mysql_unreachable)
-    import pymysql
-
-    server = mysql_server()
     try:
-        conn = mysql_admin_connection(server)
-    except pymysql.err.MySQLError as exc:
-        _mysql_unreachable = f"MariaDB/MySQL not reachable at {server}: {exc}"
+        database = ScratchDatabase(mysql_server(), "tt_test")
+    except Unreachable as exc:
+        _mysql_unreachable = str(exc)
         _unreachable(_mysql_unreachable)
-    name = f"tt_test_{secrets.token_hex(6)}"
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    finally:
-        conn.close()
-    atexit.register(drop_mysql_database, name)
-    _mysql_url = f"{server}/{name}"
+    atexit.register(database.drop)
+    _mysql_url = database.url
     return _mysql_url
 
 

@@ -13,17 +13,13 @@ are skipped locally and fail when ``CI`` is set.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -31,21 +27,21 @@ from twisted.internet import reactor
 from teamtalk_client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2
+from teamtalk_testing import TwistdProcess, free_port, get_msg_server, loopback_endpoint
 from tests.cluster_support import (
     IOS,
     PASSWORD,
     PC,
     Client,
-    MariaDB,
-    RedisPrefix,
     log_in,
+    scratch_database,
+    scratch_redis,
     sleep,
     status_is,
 )
 from tests.support import TestCase
 
 BIN = Path(sys.executable).parent
-TWISTD = str(BIN / "twistd")
 ADMIN = str(BIN / "teamtalk-admin")
 USERS = (
     "alice",
@@ -64,60 +60,6 @@ USERS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def local(port: int) -> str:
-    return f"tcp:{port}:interface=127.0.0.1"
-
-
-class Process:
-    """One ``twistd teamtalk`` process; its log goes to ``<dir>/twistd-<n>.log``."""
-
-    def __init__(self, name: str, directory: Path, args: list[str]) -> None:
-        self.name = name
-        self.dir = directory
-        self.args = args
-        self.starts = 0
-        self.proc: subprocess.Popen | None = None
-        self.log_path = directory / "none.log"
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log_path = self.dir / f"twistd-{self.starts}.log"
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [TWISTD, "--nodaemon", "--pidfile=", "teamtalk", *self.args],
-                cwd=self.dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited:\n{self.log()[-4000:]}")
-
-
 class Cluster:
     """The center and the msg nodes, with the ports they listen on."""
 
@@ -130,8 +72,7 @@ class Cluster:
         self.login_internal_port = free_port()
         self.file_port = free_port()
         self.file_internal_port = free_port()
-        self.center = Process(
-            "center",
+        self.center = TwistdProcess(
             root / "center",
             [
                 "--services",
@@ -143,23 +84,23 @@ class Cluster:
                 "--redis",
                 redis_url,
                 "--route-listen",
-                local(self.route_port),
+                loopback_endpoint(self.route_port),
                 "--http-listen",
-                local(self.http_port),
+                loopback_endpoint(self.http_port),
                 "--login-internal-listen",
-                local(self.login_internal_port),
+                loopback_endpoint(self.login_internal_port),
                 "--file-listen",
-                local(self.file_port),
+                loopback_endpoint(self.file_port),
                 "--file-internal-listen",
-                local(self.file_internal_port),
+                loopback_endpoint(self.file_internal_port),
             ],
+            name="center",
         )
-        self.nodes: dict[str, tuple[Process, int]] = {}
+        self.nodes: dict[str, tuple[TwistdProcess, int]] = {}
 
-    def add_node(self, name: str) -> Process:
+    def add_node(self, name: str) -> TwistdProcess:
         port = free_port()
-        node = Process(
-            name,
+        node = TwistdProcess(
             self.root / name,
             [
                 "--services",
@@ -171,7 +112,7 @@ class Cluster:
                 "--redis",
                 self.redis_url,
                 "--msg-listen",
-                local(port),
+                loopback_endpoint(port),
                 "--route-server",
                 f"127.0.0.1:{self.route_port}",
                 "--login-server",
@@ -179,6 +120,7 @@ class Cluster:
                 "--file-server",
                 f"127.0.0.1:{self.file_internal_port}",
             ],
+            name=name,
         )
         self.nodes[name] = (node, port)
         return node
@@ -187,13 +129,11 @@ class Cluster:
         return self.nodes[name][1]
 
     def discovery(self) -> dict:
-        url = f"http://127.0.0.1:{self.http_port}/msg_server"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
+        return get_msg_server(self.http_port)
 
     def registered(self, names: list[str]) -> bool:
         """Whether the center's route and login both know every named node right now."""
-        log = self.center.log()
+        log = self.center.output()
         route_links = len(re.findall(r"msg node \S+ registered \d+ connections", log))
         login_ports = set(re.findall(r"msg node 127\.0\.0\.1:(\d+) .*registered with", log))
         login_ports -= set(re.findall(r"msg node 127\.0\.0\.1:(\d+) unregistered", log))
@@ -207,7 +147,7 @@ class Cluster:
             for name in names:
                 self.nodes[name][0].check_alive()
             if time.monotonic() > deadline:
-                raise AssertionError(f"nodes not registered:\n{self.center.log()[-4000:]}")
+                raise AssertionError(f"nodes not registered:\n{self.center.output()[-4000:]}")
             time.sleep(0.05)
 
     async def wait_registered(self, names: list[str], timeout: float = 20.0) -> None:
@@ -215,7 +155,7 @@ class Cluster:
         while not self.registered(names):
             self.center.check_alive()
             if time.monotonic() > deadline:
-                raise AssertionError(f"nodes not registered:\n{self.center.log()[-4000:]}")
+                raise AssertionError(f"nodes not registered:\n{self.center.output()[-4000:]}")
             await sleep(0.05)
 
     def stop(self) -> None:
@@ -270,9 +210,9 @@ class SharedCluster:
 
     def __init__(self) -> None:
         self.cluster: Cluster | None = None
-        self.db = MariaDB()
+        self.db = scratch_database()
         try:
-            self.redis = RedisPrefix()
+            self.redis = scratch_redis()
         except BaseException:
             self.db.drop()
             raise

@@ -12,16 +12,9 @@ from twisted.internet.protocol import Factory, Protocol
 from teamtalk_client import BlockSource, pull_file
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
+from teamtalk_testing import free_port
 from tests.file_support import DOWNLOAD, OFFLINE, UPLOAD, FileTestCase, payload
 from tests.msg_support import next_pdu, sleep
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_until(predicate, timeout: float) -> None:

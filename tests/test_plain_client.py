@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import socket
 import struct
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Login_pb2, Message_pb2
+from teamtalk_testing import StandaloneServer
 from tests.support import TestCase
 
 BIN = Path(sys.executable).parent
@@ -38,12 +38,6 @@ SERVICE_OF = {
     B.CID_MSG_READ_ACK: B.SID_MSG,
     B.CID_MSG_LIST_REQUEST: B.SID_MSG,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get_json(port: int, path: str) -> dict:
@@ -204,47 +198,6 @@ class PlainClient:
         )
 
 
-class Process:
-    """``twistd teamtalk`` on fresh loopback ports over a given data dir."""
-
-    def __init__(self, workdir: Path, data_dir: Path) -> None:
-        self.http_port, self.msg_port = free_port(), free_port()
-        local = "tcp:{}:interface=127.0.0.1"
-        args = [str(BIN / "twistd"), "--nodaemon", "--pidfile=", "teamtalk"]
-        args += ["--data-dir", str(data_dir)]
-        args += ["--msg-listen", local.format(self.msg_port)]
-        args += ["--http-listen", local.format(self.http_port)]
-        for option in ("file-listen", "route-listen", "login-internal-listen",
-                       "file-internal-listen"):  # fmt: skip
-            args += [f"--{option}", local.format(free_port())]
-        self.log_path = workdir / f"twistd-{self.msg_port}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def discover(self, timeout: float = 20.0) -> dict:
-        """Poll /msg_server until the msg node is registered."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                answer = http_get_json(self.http_port, "/msg_server")
-                if answer["code"] == 0:
-                    return answer
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not come up:\n{self.log_path.read_text()}")
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 class PlainClientScenarioTests(TestCase):
     def admin(self, *args: str) -> str:
         result = subprocess.run(
@@ -256,10 +209,14 @@ class PlainClientScenarioTests(TestCase):
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
-    def start(self) -> Process:
-        process = Process(self.workdir, self.data_dir)
-        self.addCleanup(process.stop)
-        return process
+    def start(self) -> tuple[StandaloneServer, dict]:
+        """Start ``twistd teamtalk`` on the test's data dir; the server and the answer of
+        a bare-HTTP ``/msg_server``, as a client would ask."""
+        self.runs += 1
+        server = StandaloneServer(self.workdir / f"run{self.runs}", data_dir=self.data_dir)
+        self.addCleanup(server.stop)
+        server.start()
+        return server, http_get_json(server.http_port, "/msg_server")
 
     def connect(self, discovery: dict) -> PlainClient:
         client = PlainClient(discovery["priorIP"], int(discovery["port"]))
@@ -271,8 +228,8 @@ class PlainClientScenarioTests(TestCase):
         restart the server and find the same history, sessions and unread counts."""
         self.workdir = self.tmp_path()
         self.data_dir = self.workdir / "var"
-        server = self.start()
-        discovery = server.discover()
+        self.runs = 0
+        server, discovery = self.start()
         assert discovery["port"] == str(server.msg_port)
 
         # Accounts made while the server runs are visible at once.
@@ -328,9 +285,8 @@ class PlainClientScenarioTests(TestCase):
         assert [s[:2] for s in sessions_before] == [(a, 3)]
 
         # Restart the process on the same data dir.
-        assert server.terminate() == 0
-        server = self.start()
-        discovery = server.discover()
+        assert server.stop() == 0
+        server, discovery = self.start()
         bob = self.connect(discovery)
         bob.login("bob", "b0b")
         unread = bob.unread()

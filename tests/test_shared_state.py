@@ -14,7 +14,8 @@ from teamtalk_py.shared_state import (
     SharedStateUnavailable,
     parse_redis_url,
 )
-from tests.cluster_support import RedisPrefix, free_port_number, sleep
+from teamtalk_testing import free_port
+from tests.cluster_support import scratch_redis, sleep
 from tests.support import TestCase
 
 
@@ -75,7 +76,7 @@ class MemoryTests(TestCase):
 
 class RedisTests(TestCase):
     def setUp(self):
-        self.redis = RedisPrefix()
+        self.redis = scratch_redis()
         self.addCleanup(self.redis.drop)
         self.state = self.backend()
         return self.state.start()
@@ -134,7 +135,7 @@ class RedisTests(TestCase):
         pool = self.state._redis._factory.pool
         ports = [conn.transport.getHost().port for conn in pool]
         for port in ports:
-            assert self.redis.kill_client(port) == b":1\r\n"
+            assert self.redis.kill_client(port) == 1
         deadline = time.monotonic() + 8
         while True:
             try:
@@ -150,7 +151,7 @@ class RedisTests(TestCase):
     async def test_unreachable_redis_fails_within_the_timeout_then_at_once(self):
         """With nobody listening, calls give up after the timeout; once a PING has
         failed, they fail immediately instead of waiting again."""
-        dead = self.backend(f"redis://127.0.0.1:{free_port_number()}/0", timeout=0.3)
+        dead = self.backend(f"redis://127.0.0.1:{free_port()}/0", timeout=0.3)
         await dead.start()
         started = time.monotonic()
         with self.assertRaises(SharedStateUnavailable):
@@ -166,7 +167,7 @@ class RedisTests(TestCase):
 
 class SharedLockoutTests(TestCase):
     def setUp(self):
-        self.redis = RedisPrefix()
+        self.redis = scratch_redis()
         self.addCleanup(self.redis.drop)
 
     async def node(self, url: str, **kwargs) -> SharedLoginLockout:
@@ -190,7 +191,7 @@ class SharedLockoutTests(TestCase):
 
     async def test_without_redis_each_node_counts_for_itself(self):
         """Redis unreachable: logins are not blocked; the node's own count still locks."""
-        node = await self.node(f"redis://127.0.0.1:{free_port_number()}/0", timeout=0.2)
+        node = await self.node(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
         for _ in range(11):
             await node.record_failure("mallory")
         assert await node.is_locked("mallory")

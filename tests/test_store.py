@@ -8,7 +8,6 @@ backend (``tests.store_support``).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from pathlib import Path
 
@@ -24,12 +23,14 @@ from teamtalk_py.store.txn import (
     StoreClosedError,
     StoreError,
 )
+from teamtalk_testing.scratch import kill_connections
 from tests.store_support import (
     Gate,
     MariaDBNewDatabaseCase,
     MariaDBStoreCase,
     SQLiteNewDatabaseCase,
     SQLiteStoreCase,
+    mysql_server,
     mysql_url,
 )
 from tests.support import TestCase
@@ -391,30 +392,6 @@ class MariaDBNewDatabaseTests(NewDatabaseTests, MariaDBNewDatabaseCase):
 # MySQL connection loss
 
 
-def _kill_connections(mysql_db_url: str) -> int:
-    """Kill every server connection to the test database; how many were killed."""
-    import pymysql
-
-    params = parse_mysql_url(mysql_db_url)
-    conn = pymysql.connect(host=params.host, port=params.port, user=params.user,
-                           password=params.password, autocommit=True)  # fmt: skip
-    killed = 0
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST "
-                "WHERE DB = %s AND ID <> CONNECTION_ID()",
-                (params.database,),
-            )
-            for (conn_id,) in cursor.fetchall():
-                with contextlib.suppress(pymysql.err.MySQLError):  # it may have closed meanwhile
-                    cursor.execute("KILL CONNECTION %s", (conn_id,))
-                    killed += 1
-    finally:
-        conn.close()
-    return killed
-
-
 class MariaDBConnectionLossTests(TestCase):
     """MariaDB only: the store survives the server dropping its connections."""
 
@@ -427,7 +404,7 @@ class MariaDBConnectionLossTests(TestCase):
         try:
             await db.write(insert_department, "before")
             await db.read(count_rows, "departments")
-            assert _kill_connections(url) >= 2
+            assert kill_connections(mysql_server(), parse_mysql_url(url).database) >= 2
             await db.write(insert_department, "after")
             assert await db.read(department_names) == ["after", "before"]
             assert db.stats.retries >= 1

@@ -6,28 +6,19 @@ systemd unit do, and talk to it over loopback with plain blocking sockets.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from teamtalk_testing import TWISTD, StandaloneServer, free_port
 from tests.support import TestCase
 
 REPO = Path(__file__).resolve().parents[1]
-TWISTD = [str(Path(sys.executable).with_name("twistd"))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def heartbeat(seq: int) -> bytes:
@@ -44,76 +35,13 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-class Server:
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
-        self.msg_port, self.http_port = free_port(), free_port()
-        local = "tcp:{}:interface=127.0.0.1"
-        self.args = [
-            *TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            "teamtalk",
-            "--data-dir",
-            str(tmp_path / "var"),
-            "--msg-listen",
-            local.format(self.msg_port),
-            "--http-listen",
-            local.format(self.http_port),
-            "--file-listen",
-            local.format(free_port()),
-            "--route-listen",
-            local.format(free_port()),
-            "--login-internal-listen",
-            local.format(free_port()),
-            "--file-internal-listen",
-            local.format(free_port()),
-            *extra,
-        ]
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.log_path = tmp_path / "twistd.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            self.args, cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def discovery(self) -> dict:
-        url = f"http://127.0.0.1:{self.http_port}/msg_server"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())
-
-    def wait_until_up(self, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                answer = self.discovery()
-                if answer["code"] == 0:
-                    return answer
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server did not come up:\n{self.output()}")
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 class TwistdProcessTests(TestCase):
     def test_fresh_server_answers_discovery_heartbeat_and_rejects_bad_peers(self):
         """Discovery gives code 0 with the msg node; heartbeats echo; garbage closes only the
         offending connection; SIGTERM exits 0 within 5 s."""
-        server = Server(self.tmp_path())
+        server = StandaloneServer(self.tmp_path())
         self.addCleanup(server.stop)
-        answer = server.wait_until_up()
+        answer = server.start()
         assert answer["code"] == 0
         assert answer["priorIP"] == "127.0.0.1"
         assert answer["port"] == str(server.msg_port)
@@ -137,43 +65,42 @@ class TwistdProcessTests(TestCase):
         garbage.close()
 
         started = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(timeout=5) == 0
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=5) == 0
         assert time.monotonic() - started < 5
-        output = server.output()
+        output = server.process.output()
         assert "PDU length 2147483647 over the limit" in output
         assert "bad PDU length 3" in output
 
     def test_loopback_advertise_with_public_listener_warns_loudly(self):
         """The start-up log warns when clients would be told 127.0.0.1 by a public server."""
         tmp_path = self.tmp_path()
-        srv = Server(tmp_path)
+        srv = StandaloneServer(tmp_path)
         try:
-            srv.wait_until_up()
+            srv.start()
         finally:
             srv.stop()
         # All listeners in the fixture are loopback-only: no warning.
-        assert "advertising the loopback address" not in srv.output()
-        port = free_port()
-        public = Server(tmp_path / "public", "--msg-listen", f"tcp:{port}")
+        assert "advertising the loopback address" not in srv.process.output()
+        public = StandaloneServer(tmp_path / "public", ["--msg-listen", f"tcp:{free_port()}"])
         try:
-            public.wait_until_up()
+            public.start()
         finally:
             public.stop()
-        assert "advertising the loopback address 127.0.0.1" in public.output()
+        assert "advertising the loopback address 127.0.0.1" in public.process.output()
 
     def test_generated_config_is_accepted_back(self):
         """--generate-config prints a config the server starts with."""
         tmp_path = self.tmp_path()
         generated = subprocess.run(
-            [*TWISTD, "teamtalk", "--generate-config"], capture_output=True, text=True, check=True
+            [TWISTD, "teamtalk", "--generate-config"], capture_output=True, text=True, check=True
         ).stdout
         assert "[msg]" in generated and "max_connections = 100000" in generated
         config = tmp_path / "teamtalk.toml"
         config.write_text(generated)
-        srv = Server(tmp_path, "--config", str(config))
+        srv = StandaloneServer(tmp_path, ["--config", str(config)])
         try:
-            answer = srv.wait_until_up()
+            answer = srv.start()
             assert answer["port"] == str(srv.msg_port)  # command line wins over the file
         finally:
             srv.stop()
@@ -181,7 +108,7 @@ class TwistdProcessTests(TestCase):
     def test_help_lists_every_option(self):
         """twistd teamtalk --help documents the options deployment scripts use."""
         out = subprocess.run(
-            [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, check=True
+            [TWISTD, "teamtalk", "--help"], capture_output=True, text=True, check=True
         ).stdout
         for option in (
             "--config",
@@ -215,7 +142,7 @@ class TwistdProcessTests(TestCase):
         os.utime(cache, (old, old))
         env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
         result = subprocess.run(
-            [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
+            [TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path
         )
         assert result.returncode == 0, result.stderr
         assert "--msg-listen" in result.stdout
@@ -223,7 +150,7 @@ class TwistdProcessTests(TestCase):
             os.chmod(plugins, 0o555)
             try:
                 result = subprocess.run(
-                    [*TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env
+                    [TWISTD, "teamtalk", "--help"], capture_output=True, text=True, env=env
                 )
                 assert result.returncode == 0, result.stderr
             finally:

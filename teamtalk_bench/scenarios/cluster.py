@@ -113,7 +113,7 @@ def run(params: dict[str, Any], args) -> dict[str, Any]:
                 workers.close()
             outcome.pop("table")
             for proc_name, proc in cluster.procs.items():
-                if proc.poll() is not None:
+                if not proc.running:
                     raise BenchSetupError(
                         f"{proc_name} exited during {name}:\n{cluster.log(proc_name)[-3000:]}"
                     )
