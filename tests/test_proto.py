@@ -397,19 +397,21 @@ def _load_genproto() -> ModuleType:
 
 class GeneratedModuleTests(TestCase):
     def test_generated_modules_match_proto_files(self) -> None:
-        """Regenerating from proto/ gives byte-identical copies of the committed *_pb2.py files."""
+        """Regenerating from proto/ gives byte-identical copies of the committed *_pb2.py
+        files and their *_pb2.pyi stubs."""
         genproto = _load_genproto()
         fresh = {p.name: p.read_bytes() for p in genproto.generate(self.tmp_path())}
-        committed = {p.name: p.read_bytes() for p in PB_IM_DIR.glob("*_pb2.py")}
+        committed = {p.name: p.read_bytes() for p in PB_IM_DIR.glob("*_pb2.py*")}
+        assert any(name.endswith(".pyi") for name in fresh), "no stubs generated"
         assert sorted(fresh) == sorted(committed), "run: python scripts/genproto.py"
         stale = [name for name in sorted(fresh) if fresh[name] != committed[name]]
         assert stale == [], f"stale generated modules {stale}; run: python scripts/genproto.py"
 
     def test_generated_modules_import_only_teamtalk_package(self) -> None:
-        """No generated module keeps protoc's top-level `from IM import ...` cross import."""
+        """No generated module or stub keeps protoc's top-level `from IM import ...`."""
         offenders = [
             p.name
-            for p in sorted(PB_IM_DIR.glob("*_pb2.py"))
+            for p in sorted(PB_IM_DIR.glob("*_pb2.py*"))
             if re.search(r"^from IM import ", p.read_text("utf-8"), re.MULTILINE)
         ]
         assert offenders == [], offenders
