@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
@@ -44,6 +44,7 @@ from teamtalk_py.store.txn import Dialect, StoreClosedError, StoreError, Txn
 
 log = Logger(namespace="teamtalk.store")
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 512
@@ -190,11 +191,15 @@ class Database:
             gatherResults(self._thread_done, consumeErrors=True).addBoth(self._stopped)
         return waiter
 
-    def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def read(
+        self, fn: Callable[Concatenate[Txn, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]:
         """Run ``fn(txn, *args, **kwargs)`` on a reader thread in a read-only transaction."""
         return self._submit(self._read_queue, fn, args, kwargs)
 
-    def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def write(
+        self, fn: Callable[Concatenate[Txn, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]:
         """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
         return self._submit(self._write_queue, fn, args, kwargs)
 
@@ -235,11 +240,11 @@ class Database:
     def _submit(
         self,
         q: queue.SimpleQueue[Any],
-        fn: Callable[..., Any],
+        fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Deferred:
-        d: Deferred = Deferred()
+    ) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
         with self._lock:
             if self._accepting:
                 q.put(_Job(fn, args, kwargs, d))

@@ -430,6 +430,7 @@ def change_members(
                 "ORDER BY join_msg_id, joined, user_id LIMIT 1",
                 (group_id, MEMBER_ACTIVE),
             ).fetchone()
+            assert row is not None  # ``after`` holds the remaining members
             creator = int(row[0])
     version = group.version + 1
     txn.execute(

@@ -206,15 +206,17 @@ def store_single_messages(txn: Txn, batch: Sequence[NewMessage]) -> list[StoredM
         created = max(batch[i].created for i in indexes)
         params = (small, big, count, created, created, count, created)
         if dialect is Dialect.SQLITE:
-            relation_id, last = txn.execute(
+            allocated = txn.execute(
                 _NEXT_MSG_IDS[dialect] + " RETURNING id, last_msg_id", params
             ).fetchone()
         else:
             txn.execute(_NEXT_MSG_IDS[dialect], params)
-            relation_id, last = txn.execute(
+            allocated = txn.execute(
                 "SELECT id, last_msg_id FROM relations WHERE small_id = ? AND big_id = ?",
                 (small, big),
             ).fetchone()
+        assert allocated is not None  # the upsert above wrote the row
+        relation_id, last = allocated
         msg_id = int(last) - count
         for index in indexes:
             m = batch[index]
