@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -55,12 +56,14 @@ class ServiceCollection(MultiService):
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    @defer.inlineCallbacks
-    def stopService(self):  # type: ignore[override]
+    def stopService(self) -> defer.Deferred[None]:
         Service.stopService(self)
+        return defer.ensureDeferred(self._stop_children())
+
+    async def _stop_children(self) -> None:
         for child in reversed(list(self)):
             try:
-                yield defer.maybeDeferred(child.stopService)
+                await defer.maybeDeferred(child.stopService)
             except Exception:
                 log.failure("stopping {name} failed", name=child.name)
 
@@ -139,7 +142,9 @@ class TeamTalkService(Service):
 
     def bound_port(self, index: int = 0) -> int:
         """The TCP port actually bound (useful when the config asked for port 0)."""
-        return self._ports[index].getHost().port
+        address = self._ports[index].getHost()
+        assert isinstance(address, IPv4Address | IPv6Address), address
+        return address.port
 
 
 __all__ = ["IService", "ServiceCollection", "TeamTalkService"]

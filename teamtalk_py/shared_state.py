@@ -38,12 +38,13 @@ import json
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from teamtalk_py.services import TeamTalkService
 
@@ -294,7 +295,7 @@ class RedisBackend(_Backend):
         d = defer.maybeDeferred(getattr(self._redis, method), *args, **kwargs)
         d.addTimeout(self.timeout, self.reactor)
 
-        def unavailable(failure):
+        def unavailable(failure: Failure) -> NoReturn:
             raise SharedStateUnavailable(f"redis {method}: {failure.getErrorMessage()}")
 
         return d.addErrback(unavailable)
@@ -305,7 +306,7 @@ class RedisBackend(_Backend):
                 log.info("shared state: {target} reachable", target=self.describe())
             self.healthy = True
 
-        def failed(failure) -> None:
+        def failed(failure: Failure) -> None:
             if self.healthy is not False:
                 log.warn(
                     "shared state: {target} unreachable ({error}); reconnecting",

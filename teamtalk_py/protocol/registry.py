@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from teamtalk_py.pb.IM import (
@@ -45,11 +45,11 @@ class Command:
 
 _MessageTable = tuple[tuple[int, type[Message]], ...]
 
-# (service id, enum of its command ids, (command id, body message class) ...)
-_SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
+# (service id, the enum of its command ids, (command id, body message class) ...)
+_SERVICES: tuple[tuple[int, EnumDescriptor, _MessageTable], ...] = (
     (
         B.SID_LOGIN,
-        B.LoginCmdID,
+        B.LoginCmdID.DESCRIPTOR,
         (
             (B.CID_LOGIN_REQ_MSGSERVER, Login_pb2.IMMsgServReq),
             (B.CID_LOGIN_RES_MSGSERVER, Login_pb2.IMMsgServRsp),
@@ -70,7 +70,7 @@ _SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
     ),
     (
         B.SID_BUDDY_LIST,
-        B.BuddyListCmdID,
+        B.BuddyListCmdID.DESCRIPTOR,
         (
             (B.CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST, Buddy_pb2.IMRecentContactSessionReq),
             (B.CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE, Buddy_pb2.IMRecentContactSessionRsp),
@@ -97,7 +97,7 @@ _SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
     ),
     (
         B.SID_MSG,
-        B.MessageCmdID,
+        B.MessageCmdID.DESCRIPTOR,
         (
             (B.CID_MSG_DATA, Message_pb2.IMMsgData),
             (B.CID_MSG_DATA_ACK, Message_pb2.IMMsgDataAck),
@@ -117,7 +117,7 @@ _SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
     ),
     (
         B.SID_GROUP,
-        B.GroupCmdID,
+        B.GroupCmdID.DESCRIPTOR,
         (
             (B.CID_GROUP_NORMAL_LIST_REQUEST, Group_pb2.IMNormalGroupListReq),
             (B.CID_GROUP_NORMAL_LIST_RESPONSE, Group_pb2.IMNormalGroupListRsp),
@@ -134,7 +134,7 @@ _SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
     ),
     (
         B.SID_FILE,
-        B.FileCmdID,
+        B.FileCmdID.DESCRIPTOR,
         (
             (B.CID_FILE_LOGIN_REQ, File_pb2.IMFileLoginReq),
             (B.CID_FILE_LOGIN_RES, File_pb2.IMFileLoginRsp),
@@ -152,12 +152,12 @@ _SERVICES: tuple[tuple[int, EnumTypeWrapper, _MessageTable], ...] = (
     ),
     (
         B.SID_SWITCH_SERVICE,
-        B.SwitchServiceCmdID,
+        B.SwitchServiceCmdID.DESCRIPTOR,
         ((B.CID_SWITCH_P2P_CMD, SwitchService_pb2.IMP2PCmdMsg),),
     ),
     (
         B.SID_OTHER,
-        B.OtherCmdID,
+        B.OtherCmdID.DESCRIPTOR,
         (
             (B.CID_OTHER_HEARTBEAT, Other_pb2.IMHeartBeat),
             (B.CID_OTHER_STOP_RECV_PACKET, Server_pb2.IMStopReceivePacket),
@@ -191,7 +191,8 @@ def _build() -> Mapping[int, Command]:
         for command_id, message in entries:
             if command_id in table:
                 raise ValueError(f"duplicate command id 0x{command_id:04x}")
-            table[command_id] = Command(service_id, command_id, cmd_enum.Name(command_id), message)
+            name = cmd_enum.values_by_number[command_id].name
+            table[command_id] = Command(service_id, command_id, name, message)
     return MappingProxyType(table)
 
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.protocol.header import HEADER_SIZE, pack_pdu
+from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
 from teamtalk_py.wire.protocol import CommandTable, PduFactory, PduProtocol, Request, encode
 
 log = Logger(namespace="teamtalk.link")
@@ -98,7 +98,7 @@ class LinkProtocol(PduProtocol):
         self.send(command_id, message, seq)
         return d
 
-    def pduReceived(self, header, pdu: bytes) -> None:
+    def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
         waiter = None
         if header.seq_num:
             entry = self._pending.get(header.seq_num)
@@ -158,7 +158,11 @@ class ServerLink:
 
     @property
     def connected(self) -> bool:
-        return self.connection is not None and not self.connection.closing
+        return self._open_connection() is not None
+
+    def _open_connection(self) -> LinkProtocol | None:
+        conn = self.connection
+        return conn if conn is not None and not conn.closing else None
 
     def start(self) -> None:
         self.factory.doStart()
@@ -170,23 +174,26 @@ class ServerLink:
 
     def send(self, command_id: int, message: Message, seq: int = 0) -> bool:
         """Send if connected; False when the link is down (the caller decides what then)."""
-        if not self.connected:
+        conn = self._open_connection()
+        if conn is None:
             return False
-        self.connection.send(command_id, message, seq)
+        conn.send(command_id, message, seq)
         return True
 
     def send_raw(self, pdu: bytes) -> bool:
-        if not self.connected:
+        conn = self._open_connection()
+        if conn is None:
             return False
-        self.connection.send_raw(pdu)
+        conn.send_raw(pdu)
         return True
 
     def request(
         self, command_id: int, message: Message, answer_id: int | None = None
     ) -> defer.Deferred[Request]:
-        if not self.connected:
+        conn = self._open_connection()
+        if conn is None:
             return defer.fail(ConnectionError(f"{self.name} link to {self.address} is down"))
-        return self.connection.request(command_id, message, answer_id)
+        return conn.request(command_id, message, answer_id)
 
     def _connected(self, conn: LinkProtocol) -> None:
         self.connection = conn

@@ -23,11 +23,12 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.protocol import registry
@@ -108,6 +109,12 @@ def echo_heartbeat(conn: PduProtocol, request: Request) -> None:
     conn.send_raw(request.pdu)
 
 
+class ConnectionTransport(ITCPTransport, IConsumer, IPushProducer):
+    """What a PDU connection uses of its transport: a TCP connection (or TLS, or a test's
+    ``StringTransport``) that consumes our output and whose reading can be paused."""
+
+
+@implementer(IPushProducer)
 class PduProtocol(Protocol):
     """A TeamTalk PDU connection: frames, dispatches, and keeps its own liveness clock.
 
@@ -116,6 +123,8 @@ class PduProtocol(Protocol):
     """
 
     factory: PduFactory
+    # Set by makeConnection before any other method runs.
+    transport: ConnectionTransport
     logged_in: bool = False
     #: Seconds without a received byte before the sweep closes us (None: never).
     idle_timeout: float | None = 120.0
@@ -247,7 +256,8 @@ class PduProtocol(Protocol):
                 "dropping {command} from {peer}: missing {fields}",
                 command=registry.name_of(cid),
                 peer=self.peer,
-                fields=",".join(message.FindInitializationErrors()),
+                # Missing from the protobuf stubs, present in every runtime.
+                fields=",".join(message.FindInitializationErrors()),  # type: ignore[attr-defined]
             )
             return None
         return message
@@ -304,10 +314,10 @@ def encode(command_id: int, message: Message, seq: int = 0) -> bytes:
     )
 
 
-class PduFactory(Factory):
+class PduFactory(Factory[PduProtocol]):
     """Shared settings and the once-a-second liveness sweep for one listener or link set."""
 
-    protocol: type[PduProtocol] = PduProtocol
+    protocol = PduProtocol
 
     def __init__(
         self,
