@@ -7,15 +7,30 @@ a deployment file fails loudly instead of silently falling back to a default.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ALL_SERVICES = ("msg", "route", "file", "login")
 _REDIS_URL = re.compile(r"^redis://[^/?]*(/\d*)?(\?.*)?$")
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+#: Numbers for which 0 means "off" or "none"; every other number must be positive.
+ZERO_ALLOWED = frozenset({"msg.rate_limit", "file.max_file_size", "file.min_free_disk"})
+#: Listen endpoints: each must parse as a Twisted endpoint string (empty = default).
+ENDPOINT_KEYS = (
+    "msg.listen",
+    "login.http_listen",
+    "login.internal_listen",
+    "file.listen",
+    "file.internal_listen",
+    "route.listen",
+)
 
 
 class ConfigError(ValueError):
@@ -77,6 +92,16 @@ class RouteConfig:
     listen: str = ""
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -96,6 +121,7 @@ class Config:
     login: LoginConfig = field(default_factory=LoginConfig)
     file: FileConfig = field(default_factory=FileConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -130,6 +156,30 @@ class Config:
         return result
 
     def validate(self) -> None:
+        """Check every value, so that a bad config stops the process before anything
+        binds, with an error naming the key."""
+        self._validate_numbers()
+        for dotted in ENDPOINT_KEYS:
+            section, key = dotted.split(".")
+            value = getattr(getattr(self, section), key)
+            problem = endpoint_problem(value) if value else None
+            if problem:
+                raise ConfigError(f"{dotted}: {problem}")
+        advertise = self.server.advertise
+        if not (_HOST_NAME.match(advertise) or _is_ip(advertise)):
+            raise ConfigError(
+                f"server.advertise: expected an IP address or host name, got {advertise!r}"
+            )
+        if self.log.level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {self.log.level!r}"
+            )
+        if self.log.format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log.format: expected one of {', '.join(LOG_FORMATS)}, got {self.log.format!r}"
+            )
+        if not self.server.data_dir.strip():
+            raise ConfigError("server.data_dir: must not be empty")
         for name in self.server.services:
             if name not in ALL_SERVICES:
                 raise ConfigError(
@@ -140,24 +190,97 @@ class Config:
             raise ConfigError("server.services: at least one service is needed")
         if len(self.msg.aes_key.encode()) != 32:
             raise ConfigError("msg.aes_key: must be exactly 32 bytes")
-        for section, key in (("store", "db"),):
-            value = getattr(getattr(self, section), key)
-            if value and not value.startswith(("mysql://", "sqlite://")):
-                raise ConfigError(f"{section}.{key}: expected mysql://... or sqlite://...")
-        if self.store.redis and not _REDIS_URL.match(self.store.redis):
-            raise ConfigError("store.redis: expected redis://host:port/db (db a number)")
+        db = self.store.db
+        if db and not db.startswith(("mysql://", "sqlite://")):
+            raise ConfigError("store.db: expected mysql://... or sqlite://...")
+        if db.startswith("mysql://"):
+            parts = urlsplit(db)
+            _check_url_port("store.db", db)
+            if not parts.path.strip("/"):
+                raise ConfigError("store.db: mysql://user:pw@host:port/NAME needs a database name")
+        if self.store.redis:
+            if not _REDIS_URL.match(self.store.redis):
+                raise ConfigError("store.redis: expected redis://host:port/db (db a number)")
+            _check_url_port("store.redis", self.store.redis)
         for key in ("route_server", "login_server", "file_server"):
             for address in getattr(self.msg, key).split(","):
-                if address.strip() and not _HOST_PORT.match(address.strip()):
+                match = _HOST_PORT.match(address.strip())
+                if address.strip() and not (match and 0 < int(match.group(2)) < 65536):
                     raise ConfigError(
                         f"msg.{key}: expected HOST:PORT (comma-separated), got {address!r}"
                     )
-        if self.file.max_pulls_in_flight < 1:
-            raise ConfigError("file.max_pulls_in_flight: must be at least 1")
+        if self.msg.max_pdu_size < 1024:
+            raise ConfigError(f"msg.max_pdu_size: at least 1024, got {self.msg.max_pdu_size}")
         if not 0 <= self.file.max_file_size <= 0xFFFFFFFF:
             raise ConfigError("file.max_file_size: 0 .. 4294967295 (sizes are 32-bit)")
-        if self.file.min_free_disk < 0 or self.file.offline_ttl <= 0:
-            raise ConfigError("file.min_free_disk / file.offline_ttl: must not be negative")
+
+    def _validate_numbers(self) -> None:
+        """Every number is finite and positive, or zero where ``ZERO_ALLOWED`` says so."""
+        for section_field in fields(self):
+            section = getattr(self, section_field.name)
+            for f in fields(section):
+                if f.type not in ("int", "float"):
+                    continue
+                dotted = f"{section_field.name}.{f.name}"
+                value = getattr(section, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{dotted}: must be a finite number, got {value!r}")
+                if dotted in ZERO_ALLOWED:
+                    if value < 0:
+                        raise ConfigError(f"{dotted}: must not be negative, got {value!r}")
+                elif value <= 0:
+                    raise ConfigError(f"{dotted}: must be greater than 0, got {value!r}")
+
+
+#: Keys a SIGHUP applies to the running server. A change to any other key is logged as
+#: needing a restart and not applied. Services read these from ``self.config`` when they
+#: use them, or apply them in ``reconfigure`` when they copied the value at start.
+RELOADABLE = frozenset(
+    {
+        "log.level",
+        "server.advertise",
+        "msg.max_connections",
+        "msg.max_pdu_size",
+        "msg.max_outbuf",
+        "msg.pc_idle_timeout",
+        "msg.mobile_idle_timeout",
+        "msg.login_deadline",
+        "msg.max_message_size",
+        "msg.rate_limit",
+        "login.msfs",
+        "login.discovery",
+        "file.task_timeout",
+        "file.public_addresses",
+        "file.max_file_size",
+        "file.min_free_disk",
+        "file.max_pulls_in_flight",
+        "file.offline_ttl",
+    }
+)
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.key`` of every value that differs between two configs."""
+    changed = []
+    for section_field in fields(old):
+        a, b = getattr(old, section_field.name), getattr(new, section_field.name)
+        for f in fields(a):
+            if getattr(a, f.name) != getattr(b, f.name):
+                changed.append(f"{section_field.name}.{f.name}")
+    return changed
+
+
+def reload_config(running: Config, loaded: Config) -> tuple[Config, list[str], list[str]]:
+    """The config to run with after a reload: ``running`` with the ``RELOADABLE`` values
+    of ``loaded``; also the keys applied and the changed keys that need a restart."""
+    changed = changed_keys(running, loaded)
+    applied = [key for key in changed if key in RELOADABLE]
+    restart = [key for key in changed if key not in RELOADABLE]
+    overrides = {}
+    for dotted in applied:
+        section, key = dotted.split(".")
+        overrides[dotted] = getattr(getattr(loaded, section), key)
+    return running.with_overrides(overrides), applied, restart
 
 
 def _field_type(section: Any, key: str) -> Any:
@@ -171,7 +294,9 @@ def _coerce(dotted: str, type_name: Any, value: Any) -> Any:
     """Turn a TOML or command-line value into the declared type, naming the key on error."""
     try:
         if type_name in ("int", int):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            if isinstance(value, str) and not re.fullmatch(r"\s*[-+]?\d+\s*", value):
                 raise TypeError
             return int(value)
         if type_name in ("float", float):
@@ -218,6 +343,47 @@ def load_config(path: str | Path | None) -> Config:
     return config.with_overrides(overrides)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_url_port(key: str, url: str) -> None:
+    try:
+        _ = urlsplit(url).port  # raises ValueError for a bad or out-of-range port
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e} in {_without_password(url)!r}") from None
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def endpoint_problem(description: str) -> str | None:
+    """Why a Twisted server endpoint string cannot be used, or None when it can.
+
+    The string is parsed the way the listener will parse it (on a reactor that binds
+    nothing), and TCP ports are checked, which Twisted only does when binding.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        return f"bad endpoint {description!r}: {e}"
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        return f"bad endpoint {description!r}: port {port} is not in 0..65535"
+    return None
+
+
 def is_loopback_host(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
         return True
@@ -245,6 +411,9 @@ def endpoint_is_loopback_only(description: str) -> bool:
 GENERATED_CONFIG = """\
 # teamtalk_py configuration (TOML). Every key is optional; the values shown are the
 # defaults. Command-line options (twistd teamtalk --help) override this file.
+# SIGHUP (systemctl reload teamtalk) re-reads it: log level, limits, timeouts, the
+# advertised address and the discovery URLs apply at once; listeners, services and
+# store settings need a restart (the log says which).
 
 [server]
 # Which services this process hosts: any of "msg", "route", "file", "login".
@@ -325,4 +494,11 @@ offline_ttl = 2592000.0
 [route]
 # Where msg nodes link to. Keep it private, e.g. "tcp:8200:interface=10.0.0.1".
 listen = ""
+
+[log]
+# debug, info, warn, error or critical (SIGHUP applies a change).
+level = "info"
+# "text" (Twisted's format) or "json": one JSON object per line with the message
+# rendered and the structured fields kept.
+format = "text"
 """

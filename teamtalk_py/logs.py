@@ -1,15 +1,90 @@
-"""Log observers for ``twistd --logger``.
+"""Log output: Twisted's text format or JSON lines, filtered by one run-time level.
 
-``twistd --logger teamtalk_py.logs.json_observer teamtalk`` writes one JSON object per
-line to stdout (for journald or a log shipper) instead of Twisted's text format.
+``makeService`` installs :func:`observer` as the application's log observer (``log.format``
+and ``--log-format``, ``log.level`` and ``--log-level``); SIGHUP changes the level of the
+running process through :data:`LEVEL`. In JSON each line is one object that ``json.loads``
+reads: ``time`` (ISO 8601, UTC), ``level``, ``namespace``, ``message`` (the rendered
+text), the event's own fields (``name``, ``peer``, ``user_id``...) and ``traceback``
+for a logged failure. ``twistd --logger teamtalk_py.logs.json_observer`` gives the same
+lines for those who choose the observer on twistd's command line.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import UTC, datetime
+from typing import IO, Any
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    textFileLogObserver,
+)
+from zope.interface import implementer
+
+#: The level every teamtalk log observer filters on; ``set_level`` changes it.
+LEVEL = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+
+def set_level(name: str) -> None:
+    """Apply ``log.level`` (``debug`` .. ``critical``) to the running process."""
+    LEVEL.setLogLevelForNamespace("", LogLevel.levelWithName(name))
+
+
+def json_line(event: dict[str, Any]) -> str:
+    """One log event as one line of JSON (no newline inside)."""
+    record: dict[str, Any] = {
+        "time": datetime.fromtimestamp(event.get("log_time") or 0, UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": event["log_level"].name if "log_level" in event else "info",
+        "namespace": event.get("log_namespace", ""),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    for key, value in event.items():
+        if key.startswith("log_") or key in record or key in ("format", "message"):
+            continue
+        record[key] = value
+    return json.dumps(record, ensure_ascii=False, default=_plain, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+@implementer(ILogObserver)
+class JsonLinesObserver:
+    """Writes :func:`json_line` of each event to ``stream``, one per line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        try:
+            line = json_line(event)
+        except Exception as e:  # an unprintable field must not lose the event
+            line = json.dumps({"level": "error", "message": f"unloggable event: {e!r}"})
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def observer(log_format: str, stream: IO[str]) -> ILogObserver:
+    """The ``log.format`` observer on ``stream``, filtered by :data:`LEVEL`."""
+    base = JsonLinesObserver(stream) if log_format == "json" else textFileLogObserver(stream)
+    return FilteringLogObserver(base, [LEVEL])
 
 
 def json_observer() -> ILogObserver:
-    return jsonFileLogObserver(sys.stdout)
+    """For ``twistd --logger teamtalk_py.logs.json_observer``: JSON lines on stdout."""
+    return observer("json", sys.stdout)

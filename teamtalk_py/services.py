@@ -2,31 +2,80 @@
 
 Children start in the order they were added and stop in reverse order, each waiting for
 the previous one, so the store outlives every service that may still write to it.
+
+The collection also owns what concerns the process as a whole (when ``makeService``
+built it for ``twistd``, ``owns_process``):
+
+* **Start-up failure.** A child that cannot start (a port in use, an unopenable
+  database) ends the whole process with exit status 1 and one line naming the cause;
+  nothing stays half up.
+* **Signals.** SIGTERM stops cleanly (exit status 0); SIGHUP re-reads the config and
+  applies what can change at run time (``config.RELOADABLE``) through each child's
+  ``reconfigure``, logging what changed and what needs a restart.
+* **systemd.** ``READY=1`` once every child has started, ``RELOADING=1`` around a
+  reload, ``STOPPING=1`` on the way down, and watchdog pings (``teamtalk_py.systemd``).
+* **Health.** ``readiness()`` asks every child for its ``health()``; the ops listener
+  serves it as ``/ready``.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.python.failure import Failure
+
+from teamtalk_py.systemd import Notifier
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
 
 log = Logger(namespace="teamtalk.services")
 
+#: Exit status of a process whose services could not start.
+EXIT_START_FAILED = 1
+
+
+class StartupError(Exception):
+    """A service cannot start; the message is the line the operator reads."""
+
+
+def describe_failure(failure: Failure) -> str:
+    """One line saying why something failed, without a traceback."""
+    error = failure.value
+    if isinstance(error, StartupError):
+        return str(error)
+    text = str(error).strip() or type(error).__name__
+    return text if failure.check(OSError) else f"{type(error).__name__}: {text}"
+
 
 class ServiceCollection(MultiService):
     """All teamtalk services of one process, looked up by name (``store``, ``msg``...)."""
+
+    #: Set by ``makeService`` for the real process: signals, exit status, sd_notify.
+    owns_process = False
 
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__()
         self.reactor = reactor
         self.config = config
+        #: Re-reads the config for a reload (set by ``makeService``: file + options).
+        self.load_config: Callable[[], Config] | None = None
+        #: Called with the new config after a reload (``makeService``: the log level).
+        self.on_reconfigure: list[Callable[[Config], None]] = []
+        self.notifier = Notifier(reactor, environ={})
+        self.start_failure: str | None = None
+        #: Fires once every child has started; errbacks with the first start-up failure.
+        self.started: defer.Deferred[None] = defer.Deferred()
 
     def get(self, name: str) -> Any | None:
         """The named sibling, or None when this process does not host it."""
@@ -35,28 +84,58 @@ class ServiceCollection(MultiService):
         except KeyError:
             return None
 
-    #: Set by ``makeService`` for the real process: SIGTERM is a normal stop (exit 0).
-    handle_sigterm = False
+    #: Set by ``makeService``: the observer twistd logs through (``teamtalk_py.logs``).
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """twistd's application takes its log observer from an ``ILogObserver``
+        component, unless ``--logger`` names one."""
+        super().setServiceParent(parent)
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+
+    # -- start and stop ------------------------------------------------------------------
 
     def startService(self) -> None:
         Service.startService(self)
-        if self.handle_sigterm:
-            self.reactor.callWhenRunning(self._install_sigterm)
+        if self.owns_process:
+            self.notifier = Notifier(self.reactor)
+            self.reactor.callWhenRunning(self._install_signal_handlers)
         for child in self:
             child.startService()
+        readies = [getattr(child, "ready", defer.succeed(None)) for child in self]
+        gathered = defer.gatherResults(readies, consumeErrors=True)
+        gathered.addCallbacks(self._all_started, lambda _: None)
 
-    def _install_sigterm(self) -> None:
-        """Twisted re-raises SIGTERM after shutdown (exit status -15); an IM server asked
-        to stop by its supervisor has stopped cleanly, so we stop the reactor ourselves."""
-        import signal
+    def _all_started(self, _: object) -> None:
+        if self.start_failure is not None:
+            return
+        names = ", ".join(child.name for child in self)
+        log.info("teamtalk ready: {services}", services=names)
+        self.notifier.ready(f"serving {names}")
+        self.started.callback(None)
 
-        def on_sigterm(signum: int, frame: object) -> None:
-            log.info("SIGTERM: stopping")
-            self.reactor.callFromThread(self.reactor.stop)
+    def startup_failed(self, service: Service, failure: Failure) -> None:
+        """A child could not start: one line, then stop everything (exit status 1)."""
+        if self.start_failure is not None:
+            log.debug("{name} did not start either: {error}", name=service.name, error=failure)
+            return
+        self.start_failure = describe_failure(failure)
+        if not failure.check(StartupError, CannotListenError, OSError):
+            log.failure("{name} start-up error", failure, LogLevel.debug, name=service.name)
+        log.critical("cannot start {name}: {reason}", name=service.name, reason=self.start_failure)
+        self.started.errback(StartupError(self.start_failure))
+        self.started.addErrback(lambda _: None)
+        if self.owns_process:
+            exit_at_end(EXIT_START_FAILED, f"cannot start {service.name}: {self.start_failure}")
+            self.reactor.callWhenRunning(self._stop_reactor)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
 
     def stopService(self) -> defer.Deferred[None]:
+        self.notifier.stopping()
         Service.stopService(self)
         return defer.ensureDeferred(self._stop_children())
 
@@ -67,18 +146,127 @@ class ServiceCollection(MultiService):
             except Exception:
                 log.failure("stopping {name} failed", name=child.name)
 
+    # -- signals -----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """Twisted re-raises SIGTERM after shutdown (exit status -15); an IM server asked
+        to stop by its supervisor has stopped cleanly, so we stop the reactor ourselves.
+        SIGHUP would kill the process by default; it reloads the config instead."""
+        import signal
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            log.info("SIGTERM: stopping")
+            self.reactor.callFromThread(self._stop_reactor)
+
+        def on_sighup(signum: int, frame: object) -> None:
+            self.reactor.callFromThread(self.reload)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGHUP, on_sighup)
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config and apply what may change at run time (SIGHUP)."""
+        from teamtalk_py.config import ConfigError, reload_config
+
+        if self.load_config is None:
+            log.warn("reload: no config source to re-read")
+            return
+        self.notifier.reloading()
+        try:
+            loaded = self.load_config()
+            config, applied, restart = reload_config(self.config, loaded)
+        except ConfigError as e:
+            log.error("reload failed, keeping the running config: {error}", error=str(e))
+            self.notifier.ready("reload failed")
+            return
+        self.reconfigure(config)
+        log.info(
+            "reloaded the config: {applied}; needs a restart: {restart}",
+            applied=", ".join(applied) or "nothing changed",
+            restart=", ".join(restart) or "nothing",
+        )
+        self.notifier.ready("serving (config reloaded)")
+
+    def reconfigure(self, config: Config) -> None:
+        """Hand a reloaded config to every child and to the process-wide hooks."""
+        self.config = config
+        for hook in self.on_reconfigure:
+            hook(config)
+        for child in self:
+            reconfigure = getattr(child, "reconfigure", None)
+            if reconfigure is not None:
+                try:
+                    reconfigure(config)
+                except Exception:
+                    log.failure("{name} could not apply the reloaded config", name=child.name)
+
+    # -- health ------------------------------------------------------------------------
+
+    def live(self) -> dict[str, Any]:
+        """Liveness: the reactor answered (whoever asks got this far)."""
+        from teamtalk_py import __version__
+
+        return {"status": "ok", "version": __version__, "pid": os.getpid()}
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every child is up and its dependencies reachable, with each part's state."""
+        parts: dict[str, Any] = {}
+        checks = []
+        for child in self:
+            health = getattr(child, "health", None)
+            if health is not None:
+                checks.append((child.name, defer.ensureDeferred(health())))
+        for name, check in checks:
+            try:
+                parts[name] = await check
+            except Exception as e:
+                parts[name] = {"ok": False, "error": str(e) or type(e).__name__}
+        ready = self.start_failure is None and all(part["ok"] for part in parts.values())
+        return ready, parts
+
+
+def exit_at_end(status: int, reason: str) -> None:
+    """Make the process exit with ``status`` once twistd has shut down.
+
+    twistd exits 0 whenever the reactor stopped; this runs after its own clean-up
+    (pid file, log observers), repeats ``reason`` as the last line on stderr, and ends
+    the process with our status.
+    """
+
+    def leave() -> None:
+        # twistd has replaced sys.stdout/stderr with log redirectors: use the real ones.
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:
+                pass
+        try:
+            os.write(2, f"twistd teamtalk: {reason}\n".encode())
+        except OSError:
+            pass
+        os._exit(status)
+
+    atexit.register(leave)
+
 
 class TeamTalkService(Service):
     """Base for our services: an async ``start``/``stop`` and sibling lookup by name.
 
     ``startService`` kicks off ``start()``; ``ready`` fires when it has finished (for
-    example once listeners are bound), so tests and siblings can wait on it.
+    example once listeners are bound), so tests and siblings can wait on it. A failed
+    ``start()`` stops the whole collection (``ServiceCollection.startup_failed``).
+    ``reconfigure(config)`` receives a reloaded config; ``health()`` reports readiness.
     """
 
     def __init__(self, reactor: Any, config: Config) -> None:
         self.reactor = reactor
         self.config = config
         self.ready: defer.Deferred[None] = defer.Deferred()
+        #: True once ``start()`` has finished.
+        self.is_started = False
         self._ports: list[IListeningPort] = []
 
     @property
@@ -99,13 +287,16 @@ class TeamTalkService(Service):
         d = defer.ensureDeferred(self.start())
 
         def started(_: object) -> None:
+            self.is_started = True
             self.ready.callback(None)
 
-        def failed(failure: Any) -> None:
-            log.failure("{name} service failed to start", failure, name=self.name)
+        def failed(failure: Failure) -> None:
+            parent = self.parent
+            if isinstance(parent, ServiceCollection):
+                parent.startup_failed(self, failure)
+            else:
+                log.failure("{name} service failed to start", failure, name=self.name)
             self.ready.errback(failure)
-            if self.reactor.running:
-                self.reactor.stop()
 
         d.addCallbacks(started, failed)
 
@@ -125,11 +316,27 @@ class TeamTalkService(Service):
     async def stop(self) -> None:
         """Close links and flush state; override in subclasses."""
 
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded config (only ``config.RELOADABLE`` keys differ). Services that
+        copied a reloadable value at start apply it here; reading ``self.config`` at
+        use needs nothing more."""
+        self.config = config
+
+    async def health(self) -> dict[str, Any]:
+        """This service's part of ``/ready``: ``{"ok": bool, ...}``."""
+        return {"ok": bool(self.is_started and self.running)}
+
     async def listen(self, description: str, factory: Any) -> IListeningPort:
         """Bind ``factory`` on a Twisted endpoint string; remembered for ``stopService``."""
         from twisted.internet.endpoints import serverFromString
 
-        port = await serverFromString(self.reactor, description).listen(factory)
+        try:
+            port = await serverFromString(self.reactor, description).listen(factory)
+        except CannotListenError as e:
+            reason = e.socketError if e.socketError is not None else e
+            raise StartupError(f"cannot listen on {description}: {reason}") from e
+        except Exception as e:
+            raise StartupError(f"cannot listen on {description}: {e}") from e
         self._ports.append(port)
         address = port.getHost()
         log.info(
@@ -147,4 +354,11 @@ class TeamTalkService(Service):
         return address.port
 
 
-__all__ = ["IService", "ServiceCollection", "TeamTalkService"]
+__all__ = [
+    "IService",
+    "ServiceCollection",
+    "StartupError",
+    "TeamTalkService",
+    "describe_failure",
+    "exit_at_end",
+]

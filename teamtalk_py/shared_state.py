@@ -249,6 +249,7 @@ class RedisBackend(_Backend):
         self._ping.clock = reactor
         self._ping_interval = ping_interval
         self.healthy: bool | None = None
+        self.last_error = ""
 
     def describe(self) -> str:
         return self.params.describe()
@@ -307,6 +308,7 @@ class RedisBackend(_Backend):
             self.healthy = True
 
         def failed(failure: Failure) -> None:
+            self.last_error = failure.getErrorMessage()
             if self.healthy is not False:
                 log.warn(
                     "shared state: {target} unreachable ({error}); reconnecting",
@@ -366,6 +368,16 @@ class SharedState(TeamTalkService):
 
     async def stop(self) -> None:
         await self.backend.stop()
+
+    async def health(self) -> dict[str, Any]:
+        """Ready when Redis answers a PING now (always, for the in-memory backend)."""
+        part: dict[str, Any] = {"target": self.backend.describe()}
+        if not isinstance(self.backend, RedisBackend):
+            return {"ok": self.is_started, **part}
+        await self.backend.ping()
+        if not self.backend.healthy:
+            return {"ok": False, **part, "error": self.backend.last_error}
+        return {"ok": True, **part}
 
     # -- the calls (see the module docstring) -------------------------------------------
 

@@ -2,18 +2,28 @@
 
 The process hosts any subset of the msg, route, file and login services (all four by
 default) plus the store, as named children of one ``ServiceCollection``.
+
+Whatever stops the server from starting is reported as one line and a non-zero exit
+status: a bad option or config value before anything binds (exit 78, ``EX_CONFIG``, so
+systemd's ``RestartPreventExitStatus=`` can tell it from a crash), an unusable data
+directory before anything binds (exit 1), a listener or database that fails while
+starting (exit 1, see ``ServiceCollection.startup_failed``).
 """
 
 from __future__ import annotations
 
+import platform
 import sys
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
+from teamtalk_py import __version__, logs
 from teamtalk_py.config import (
     GENERATED_CONFIG,
+    LOG_FORMATS,
+    LOG_LEVELS,
     Config,
     ConfigError,
     endpoint_is_loopback_only,
@@ -21,9 +31,14 @@ from teamtalk_py.config import (
     is_loopback_host,
     load_config,
 )
+from teamtalk_py.datadir import DataDirError, prepare_data_dir
 from teamtalk_py.services import ServiceCollection
 
 log = Logger(namespace="teamtalk")
+
+#: sysexits.h: a usage error, and a configuration error.
+EXIT_USAGE = 2
+EXIT_CONFIG = 78
 
 #: Command-line option -> config key; the option wins over the config file.
 OVERRIDES = {
@@ -41,6 +56,8 @@ OVERRIDES = {
     "route-server": "msg.route_server",
     "login-server": "msg.login_server",
     "file-server": "msg.file_server",
+    "log-level": "log.level",
+    "log-format": "log.format",
 }
 ENDPOINT_OPTIONS = {
     "msg-listen",
@@ -85,17 +102,46 @@ class Options(usage.Options):
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
         ["login-server", None, None, "HOST:PORT of the login service, when not in-process."],
         ["file-server", None, None, "HOST:PORT of the file service, when not in-process."],
+        ["log-level", None, None, f"Log level: {', '.join(LOG_LEVELS)} [info]."],
+        ["log-format", None, None, f"Log format: {', '.join(LOG_FORMATS)} [text]."],
     ]
+
+    def opt_version(self) -> None:
+        """Print teamtalk_py's version and exit."""
+        print(
+            f"teamtalk_py {__version__} (Twisted {_twisted_version()}, "
+            f"Python {platform.python_version()})"
+        )
+        raise SystemExit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Any error is one line on stderr (not twistd's page of usage) and exit 2/78."""
+        try:
+            super().parseOptions(options)
+        except ConfigError as e:
+            fail(str(e), EXIT_CONFIG)
+        except usage.UsageError as e:
+            fail(f"{e} (see twistd teamtalk --help)", EXIT_USAGE)
 
     def postOptions(self) -> None:
         if self["generate-config"]:
             sys.stdout.write(GENERATED_CONFIG)
             sys.stdout.flush()
             raise SystemExit(0)
-        try:
-            self.config = build_config(self)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        self.config = build_config(self)
+
+
+def fail(message: str, status: int) -> None:
+    """End the process before the reactor runs: one line on stderr, ``status``."""
+    sys.stderr.write(f"twistd teamtalk: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def _twisted_version() -> str:
+    from twisted import __version__ as twisted_version
+
+    return twisted_version
 
 
 def build_config(options: Any) -> Config:
@@ -139,15 +185,41 @@ def warn_about_advertise(config: Config) -> str | None:
 
 
 def makeService(options: Any, reactor: Any = None) -> ServiceCollection:
-    """Build the service collection from parsed ``Options`` (or a dict of them)."""
+    """Build the service collection from parsed ``Options`` (or a dict of them) for the
+    ``twistd`` process: it owns signals, the exit status and the log output."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     config = options.config if hasattr(options, "config") else build_config(options)
+    logs.set_level(config.log.level)
+    try:
+        prepare_data_dir(config)
+    except DataDirError as e:
+        fail(str(e), 1)
     collection = build_services(reactor, config)
-    collection.handle_sigterm = True
+    collection.owns_process = True
+    collection.load_config = lambda: build_config(options).with_default_listeners()
+    collection.on_reconfigure.append(lambda new: logs.set_level(new.log.level))
+    collection.log_observer = log_observer(options, config)
     return collection
+
+
+def log_observer(options: Any, config: Config) -> ILogObserver | None:
+    """The observer twistd should log through: ``log.format`` on twistd's output (stdout,
+    or ``--logfile``), filtered by ``log.level``. None leaves twistd's choice alone
+    (``--logger``, ``--syslog``)."""
+    twistd = getattr(options, "parent", None) or {}
+    if twistd.get("logger") or twistd.get("syslog"):
+        return None
+    logfile = twistd.get("logfile")
+    if not logfile and not twistd.get("nodaemon", True):
+        logfile = "twistd.log"  # twistd's own default for a daemon
+    if logfile and logfile != "-":
+        from twisted.python.logfile import LogFile
+
+        return logs.observer(config.log.format, LogFile.fromFullPath(logfile))
+    return logs.observer(config.log.format, sys.stdout)
 
 
 def build_services(reactor: Any, config: Config) -> ServiceCollection:

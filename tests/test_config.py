@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import sys
 
-from twisted.python import usage
-
 from teamtalk_py.config import (
     GENERATED_CONFIG,
     Config,
@@ -62,10 +60,25 @@ class ConfigTests(TestCase):
         assert config.server.data_dir == "/srv/tt"
         assert config.server.services == ("msg",)
 
-    def test_unknown_service_is_a_usage_error(self):
-        """--services only accepts msg, route, file and login."""
-        with self.assertRaisesRegex(usage.UsageError, "chat"):
+    def test_unknown_service_is_one_line_and_exit_status_78(self):
+        """--services only accepts msg, route, file and login; the error is one line on
+        stderr (no usage page) and the exit status is EX_CONFIG."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as exit_info:
             Options().parseOptions(["--services", "msg,chat"])
+        assert exit_info.exception.code == 78
+        assert err.getvalue().count("\n") == 1
+        assert "server.services: unknown service 'chat'" in err.getvalue()
+
+    def test_unknown_option_is_one_line_and_exit_status_2(self):
+        """A misspelt option is a usage error: one line naming it, exit status 2."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as exit_info:
+            Options().parseOptions(["--msg-lisen", "8000"])
+        assert exit_info.exception.code == 2
+        assert err.getvalue().count("\n") == 1 and "msg-lisen" in err.getvalue()
 
     def test_generate_config_option_prints_and_exits(self):
         """--generate-config writes the commented config to stdout and exits 0."""
@@ -112,3 +125,64 @@ class ConfigTests(TestCase):
         assert endpoint_is_loopback_only("tcp:8000:interface=\\:\\:1")
         assert not endpoint_is_loopback_only("tcp:8000")
         assert not endpoint_is_loopback_only("tcp:8000:interface=0.0.0.0")
+
+
+class ConfigValidationTests(TestCase):
+    """Every value is checked before anything binds, and the error names the key."""
+
+    def assert_refused(self, key: str, value, *fragments: str) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            Config().with_overrides({key: value})
+        message = str(caught.exception)
+        assert message.startswith(f"{key}: "), message
+        for fragment in fragments:
+            assert fragment in message, message
+
+    def test_numbers_must_be_positive(self):
+        """Zero or negative limits and timeouts are refused; 0 stays allowed where it
+        means "off" (the rate limit)."""
+        self.assert_refused("msg.max_connections", 0, "greater than 0")
+        self.assert_refused("msg.max_connections", "-5", "greater than 0")
+        self.assert_refused("msg.pc_idle_timeout", -1.0, "greater than 0")
+        self.assert_refused("file.offline_ttl", 0, "greater than 0")
+        self.assert_refused("msg.rate_limit", -1, "negative")
+        self.assert_refused("msg.pc_idle_timeout", float("inf"), "finite")
+        assert Config().with_overrides({"msg.rate_limit": 0}).msg.rate_limit == 0
+
+    def test_an_integer_key_refuses_a_fraction(self):
+        """1.5 (TOML or command line) is not silently truncated to 1."""
+        self.assert_refused("msg.max_connections", 1.5, "expected int")
+        self.assert_refused("msg.max_connections", "1.5", "expected int")
+        assert Config().with_overrides({"msg.max_connections": 2.0}).msg.max_connections == 2
+
+    def test_advertise_must_be_an_address(self):
+        """An empty or malformed advertised address is refused."""
+        self.assert_refused("server.advertise", "", "IP address or host name")
+        self.assert_refused("server.advertise", "two words", "IP address or host name")
+        assert Config().with_overrides({"server.advertise": "::1"}).server.advertise == "::1"
+        assert Config().with_overrides({"server.advertise": "im.example.com"})
+
+    def test_endpoint_strings_are_parsed_before_binding(self):
+        """An unknown endpoint type or a port out of range names the key."""
+        self.assert_refused("msg.listen", "tcpp:8000", "tcpp")
+        self.assert_refused("login.http_listen", "tcp:99999", "99999", "0..65535")
+        self.assert_refused("route.listen", "tcp:port", "bad endpoint")
+        ok = Config().with_overrides({"msg.listen": "tcp:8000:interface=127.0.0.1"})
+        assert ok.msg.listen == "tcp:8000:interface=127.0.0.1"
+
+    def test_urls_with_a_bad_port_name_the_key_not_a_traceback(self):
+        """A Redis or MySQL URL with an impossible port is a config error; the password
+        is not repeated in it."""
+        self.assert_refused("store.redis", "redis://127.0.0.1:99999/0", "Port out of range")
+        self.assert_refused("store.redis", "redis://127.0.0.1:port/0")
+        with self.assertRaises(ConfigError) as caught:
+            Config().with_overrides({"store.db": "mysql://tt:hunter2@db:70000/teamtalk"})
+        assert "store.db" in str(caught.exception)
+        assert "hunter2" not in str(caught.exception)
+        self.assert_refused("store.db", "mysql://tt@db:3306/", "database name")
+        self.assert_refused("msg.route_server", "10.0.0.1:70000", "HOST:PORT")
+
+    def test_log_settings_are_checked(self):
+        """log.level and log.format accept only the listed values."""
+        self.assert_refused("log.level", "verbose", "debug, info")
+        self.assert_refused("log.format", "xml", "text, json")

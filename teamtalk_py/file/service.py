@@ -31,24 +31,28 @@ SWEEP_INTERVAL = 60.0
 IO_THREADS = 4
 
 
+def file_limits(config) -> Limits:
+    conf = config.file
+    return Limits(
+        max_file_size=conf.max_file_size,
+        min_free_disk=conf.min_free_disk,
+        pulls_in_flight=conf.max_pulls_in_flight,
+        task_timeout=conf.task_timeout,
+        offline_ttl=conf.offline_ttl,
+    )
+
+
 class FileService(TeamTalkService):
     name = "file"
 
     def __init__(self, reactor, config) -> None:
         super().__init__(reactor, config)
-        conf = config.file
         self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-file-io")
         self.transfers = FileTransfers(
             reactor,
             OfflineFileStore(config.data_dir / DIRECTORY),
             self.io,
-            limits=Limits(
-                max_file_size=conf.max_file_size,
-                min_free_disk=conf.min_free_disk,
-                pulls_in_flight=conf.max_pulls_in_flight,
-                task_timeout=conf.task_timeout,
-                offline_ttl=conf.offline_ttl,
-            ),
+            limits=file_limits(config),
         )
         self.factory = FileClientFactory(
             self.transfers,
@@ -63,6 +67,10 @@ class FileService(TeamTalkService):
         self._expiry.clock = reactor
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
+
+    def reconfigure(self, config) -> None:
+        super().reconfigure(config)
+        self.transfers.limits = file_limits(config)
 
     def io(self, fn, *args, **kwargs) -> defer.Deferred:
         """Run blocking disk work on the service's I/O threads."""

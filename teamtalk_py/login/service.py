@@ -21,9 +21,11 @@ class LoginService(TeamTalkService):
         super().__init__(reactor, config)
         self.nodes = MsgNodeRegistry()
         self.link_factory = MsgNodeLinkFactory(self.nodes, clock=reactor)
+        self.root: LoginRoot | None = None
 
     async def start(self) -> None:
-        site = Site(LoginRoot(self.nodes, self.config.login))
+        self.root = LoginRoot(self.nodes, self.config.login)
+        site = Site(self.root)
         site.displayTracebacks = False
         site.noisy = False
         await self.listen(self.config.login.http_listen, site)
@@ -32,6 +34,11 @@ class LoginService(TeamTalkService):
     async def stop(self) -> None:
         for conn in list(self.link_factory.connections):
             conn.transport.loseConnection()
+
+    def reconfigure(self, config) -> None:
+        super().reconfigure(config)
+        if self.root is not None:
+            self.root.msg_server.config = config.login
 
     def register_local_node(self, key: object, node: MsgNode) -> None:
         """A co-hosted msg service reports itself in-process, with its live count."""

@@ -57,6 +57,12 @@ class LoginReporter:
             [defer.ensureDeferred(link.stop()) for link in self.links], consumeErrors=True
         )
 
+    def announce(self) -> None:
+        """Send this node's address, limit and load again (after a config reload)."""
+        for link in self.links:
+            if link.connected:
+                self._connected(link.connection)
+
     def _connected(self, conn: LinkProtocol) -> None:
         node = self.node_info()
         conn.send(

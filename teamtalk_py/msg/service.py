@@ -102,6 +102,19 @@ class MsgService(TeamTalkService):
             )
             self.login_reporter.start()
 
+    def reconfigure(self, config) -> None:
+        super().reconfigure(config)
+        self.factory.max_pdu_size = config.msg.max_pdu_size
+        self.factory.max_outbuf = config.msg.max_outbuf
+        if not self.is_started:
+            return
+        # The advertised address or the connection limit may have changed.
+        login = self.sibling("login")
+        if login is not None:
+            login.register_local_node(self, self.node_info())
+        elif self.login_reporter is not None:
+            self.login_reporter.announce()
+
     def node_info(self) -> MsgNode:
         advertise = self.config.server.advertise
         return MsgNode(

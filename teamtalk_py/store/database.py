@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.datadir import PRIVATE_DIR, private_sqlite_files
 from teamtalk_py.store.engines.base import Engine, close_quietly, rollback_quietly
 from teamtalk_py.store.engines.mysql import MySQLEngine, parse_mysql_url
 from teamtalk_py.store.engines.sqlite import SQLiteEngine, sqlite_path
@@ -270,7 +271,8 @@ class Database:
 
     def _started_failed(self, failure: Failure) -> None:
         assert self._started is not None
-        log.error(
+        # Whoever started the store reports it (StoreService: one start-up line).
+        log.debug(
             "store failed to open {target}: {error}",
             target=self._engine.describe(),
             error=failure.getErrorMessage(),
@@ -548,13 +550,25 @@ def open_database(
     *,
     readers: int = DEFAULT_READERS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    create: bool = True,
 ) -> Database:
-    """A not-yet-started :class:`Database` for ``url`` (None/"" = SQLite in ``data_dir``)."""
+    """A not-yet-started :class:`Database` for ``url`` (None/"" = SQLite in ``data_dir``).
+
+    A new SQLite file is created 0600 in a 0700 directory. With ``create=False`` a
+    database that does not exist yet is an error instead (for commands that only read).
+    """
     if url and not url.startswith("sqlite:"):
-        engine: Engine = MySQLEngine(parse_mysql_url(url))
+        engine: Engine = MySQLEngine(parse_mysql_url(url), create=create)
     else:
         path = sqlite_path(url, data_dir).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not path.is_file():
+            raise StoreError(f"no database at {path}")
+        if create:
+            path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        try:
+            private_sqlite_files(path)
+        except OSError as e:
+            raise StoreError(f"cannot open {path}: {e.strerror or e}") from None
         engine = SQLiteEngine(path)
         url = f"sqlite:///{path}"
     db = Database(engine, reactor, readers=readers, max_batch=max_batch)

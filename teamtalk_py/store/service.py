@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from teamtalk_py.services import TeamTalkService
+from teamtalk_py.services import StartupError, TeamTalkService
 from teamtalk_py.store.database import Database, open_database
 from teamtalk_py.store.txn import StoreClosedError, Txn
 
@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 log = Logger(namespace="teamtalk.store")
 
 PING_INTERVAL = 30.0
+#: Seconds /ready waits for the database to answer.
+HEALTH_TIMEOUT = 3.0
+
+
+def error_text(error: BaseException) -> str:
+    """A database error as one line (PyMySQL's are ``(code, "text")`` tuples)."""
+    args = getattr(error, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        return f"{args[1]} ({args[0]})"
+    return str(error) or type(error).__name__
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,6 +54,7 @@ class StoreService(TeamTalkService):
         super().__init__(reactor, config)
         self.db: Database | None = None
         self.healthy: bool | None = None
+        self.last_error = ""
         self._ping = LoopingCall(self.ping)
         self._ping.clock = reactor
 
@@ -52,10 +63,14 @@ class StoreService(TeamTalkService):
         # interval than the default 5 ms keeps that handoff from adding to ack latency.
         sys.setswitchinterval(0.001)
 
-        self.db = open_database(
-            self.config.store.db or None, self.config.server.data_dir, self.reactor
-        )
-        await self.db.start()
+        try:
+            self.db = open_database(
+                self.config.store.db or None, self.config.server.data_dir, self.reactor
+            )
+            await self.db.start()
+        except Exception as e:
+            target = self.db.describe() if self.db is not None else "the database"
+            raise StartupError(f"cannot open {target}: {error_text(e)}") from e
         log.info("store ready ({dialect})", dialect=self.db.dialect)
         self.healthy = True
         self._ping.start(PING_INTERVAL, now=False)
@@ -82,11 +97,28 @@ class StoreService(TeamTalkService):
             self.healthy = True
 
         def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                self.last_error = f"no answer within {HEALTH_TIMEOUT:g} s"
+            else:
+                self.last_error = error_text(failure.value)
             if self.healthy is not False:
-                log.warn("store unreachable: {error}", error=failure.getErrorMessage())
+                log.warn("store unreachable: {error}", error=self.last_error)
             self.healthy = False
 
         return self.database.read(_ping).addCallbacks(ok, failed)
+
+    async def health(self) -> dict[str, Any]:
+        """Ready when a ``SELECT 1`` answers now (within ``HEALTH_TIMEOUT``)."""
+        if self.db is None or not self.is_started:
+            return {"ok": False, "error": "not started"}
+        part: dict[str, Any] = {"database": self.db.describe()}
+        try:
+            await self.ping().addTimeout(HEALTH_TIMEOUT, self.reactor)
+        except Exception as e:
+            return {"ok": False, **part, "error": error_text(e) or "timed out"}
+        if not self.healthy:
+            return {"ok": False, **part, "error": self.last_error}
+        return {"ok": True, **part}
 
     def read(
         self, fn: Callable[Concatenate[Txn, P], T], *args: P.args, **kwargs: P.kwargs

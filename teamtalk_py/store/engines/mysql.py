@@ -78,12 +78,21 @@ class MySQLEngine(Engine):
     dialect = Dialect.MYSQL
     release_savepoints = False
 
-    def __init__(self, params: MySQLParams, timeout: float = 120.0, lock_timeout: int = 30) -> None:
+    def __init__(
+        self,
+        params: MySQLParams,
+        timeout: float = 120.0,
+        lock_timeout: int = 30,
+        *,
+        create: bool = True,
+    ) -> None:
         import pymysql  # noqa: F401  (fail at open time, not at first query)
 
         if not _DB_NAME.match(params.database):
             raise StoreError(f"invalid MySQL database name {params.database!r}")
         self.params = params
+        #: Create the database on first connect (the server); False: refuse (readers).
+        self.create = create
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self._writer_lock = f"teamtalk_py.writer.{params.database}"[:64]
@@ -124,6 +133,8 @@ class MySQLEngine(Engine):
         except pymysql.err.OperationalError as exc:
             if exc.args[0] != _MYSQL_UNKNOWN_DATABASE:
                 raise
+            if not self.create:
+                raise StoreError(f"no database {self.describe()}") from None
         # First start against this server: create the database (name validated above;
         # identifiers cannot be parameters).
         conn = self._connect(None)
