@@ -220,3 +220,34 @@ class SystemdNotifyTests(TestCase):
         while "STOPPING" not in (message := next_message()):
             assert message == {"WATCHDOG": "1"}, message
         assert proc.wait(timeout=10) == 0
+
+
+class PrivateFilesTests(TestCase):
+    def test_data_dir_is_0700_and_database_files_0600_whatever_the_umask(self):
+        """With umask 000 the data dir is still 0700 and every SQLite file 0600, also
+        when an existing dir and database had wider modes."""
+        from teamtalk_py.config import Config
+        from teamtalk_py.datadir import prepare_data_dir
+        from teamtalk_py.store.database import open_database
+
+        old_umask = os.umask(0)
+        self.addCleanup(os.umask, old_umask)
+        data_dir = self.tmp_path() / "var"
+        config = Config().with_overrides({"server.data_dir": str(data_dir)})
+        prepare_data_dir(config)
+        db = open_database(None, data_dir, reactor=None)
+        db.migrate()
+        with db.sync_transaction() as txn:
+            txn.execute("SELECT 1")
+        files = sorted(p.name for p in data_dir.iterdir())
+        assert "teamtalk.sqlite3" in files
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        for name in files:
+            assert (data_dir / name).stat().st_mode & 0o777 == 0o600, name
+
+        os.chmod(data_dir, 0o755)
+        os.chmod(data_dir / "teamtalk.sqlite3", 0o644)
+        prepare_data_dir(config)
+        open_database(None, data_dir, reactor=None)
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        assert (data_dir / "teamtalk.sqlite3").stat().st_mode & 0o777 == 0o600
