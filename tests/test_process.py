@@ -14,8 +14,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from teamtalk_testing import (
+    TWISTD,
+    ListenPorts,
+    StandaloneServer,
+    free_port,
+    get_msg_server,
+    loopback_endpoint,
+)
 from tests.support import TestCase
-from tests.test_twistd import TWISTD, Server, free_port
 
 START_TIMEOUT = 30.0
 
@@ -23,7 +30,7 @@ START_TIMEOUT = 30.0
 def run_twistd(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``twistd --nodaemon --pidfile= teamtalk --data-dir DIR ARGS``, output captured."""
     return subprocess.Popen(
-        [*TWISTD, "--nodaemon", "--pidfile=", "teamtalk", "--data-dir", str(tmp_path / "var")]
+        [TWISTD, "--nodaemon", "--pidfile=", "teamtalk", "--data-dir", str(tmp_path / "var")]
         + list(args),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -33,23 +40,9 @@ def run_twistd(tmp_path: Path, *args: str, env: dict | None = None) -> subproces
     )
 
 
-def local(port: int) -> str:
-    return f"tcp:{port}:interface=127.0.0.1"
-
-
 def private_listeners() -> list[str]:
     """Every listener on a free loopback port (so a test never takes a default port)."""
-    args = []
-    for option in (
-        "--msg-listen",
-        "--http-listen",
-        "--file-listen",
-        "--route-listen",
-        "--login-internal-listen",
-        "--file-internal-listen",
-    ):
-        args += [option, local(free_port())]
-    return args
+    return ListenPorts.pick().args()
 
 
 def with_listener(args: list[str], option: str, value: str) -> list[str]:
@@ -57,16 +50,16 @@ def with_listener(args: list[str], option: str, value: str) -> list[str]:
     return args[: index + 1] + [value] + args[index + 2 :]
 
 
-def wait_for_line(server: Server, text: str, timeout: float = 10.0) -> str:
+def wait_for_line(server: StandaloneServer, text: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        output = server.output()
+        output = server.process.output()
         if text in output:
             return output
-        if server.proc.poll() is not None:
+        if not server.process.running:
             break
         time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged:\n{server.output()[-3000:]}")
+    raise AssertionError(f"{text!r} not logged:\n{server.process.tail()}")
 
 
 class StartFailureTests(TestCase):
@@ -88,7 +81,7 @@ class StartFailureTests(TestCase):
         cases = {
             # name: (extra args, expected status, expected text in the last line)
             "port-in-use": (
-                with_listener(private_listeners(), "--msg-listen", local(busy_port)),
+                with_listener(private_listeners(), "--msg-listen", loopback_endpoint(busy_port)),
                 1,
                 f"cannot start msg: cannot listen on tcp:{busy_port}:interface=127.0.0.1: "
                 "[Errno 98] Address already in use",
@@ -142,7 +135,7 @@ class StartFailureTests(TestCase):
         from teamtalk_py import __version__
 
         done = subprocess.run(
-            [*TWISTD, "teamtalk", "--version"], capture_output=True, text=True, timeout=30
+            [TWISTD, "teamtalk", "--version"], capture_output=True, text=True, timeout=30
         )
         assert done.returncode == 0
         assert done.stdout.startswith(f"teamtalk_py {__version__} (Twisted ")
@@ -156,31 +149,31 @@ class ReloadTests(TestCase):
         tmp = self.tmp_path()
         config = tmp / "teamtalk.toml"
         config.write_text('[server]\nadvertise = "127.0.0.1"\n')
-        server = Server(tmp, "--config", str(config))
+        server = StandaloneServer(tmp, ["--config", str(config)])
         self.addCleanup(server.stop)
-        assert server.wait_until_up()["priorIP"] == "127.0.0.1"
+        assert server.start()["priorIP"] == "127.0.0.1"
 
         config.write_text(
             '[server]\nadvertise = "127.0.0.2"\n[msg]\naes_key = "%s"\n[log]\nlevel = "debug"\n'
             % ("k" * 32)
         )
-        server.proc.send_signal(signal.SIGHUP)
+        server.process.send_signal(signal.SIGHUP)
         output = wait_for_line(server, "reloaded the config")
         assert (
             "reloaded the config: server.advertise, log.level; needs a restart: msg.aes_key"
             in output
         )
-        assert server.discovery()["priorIP"] == "127.0.0.2"
+        assert get_msg_server(server.http_port)["priorIP"] == "127.0.0.2"
 
         config.write_text("[msg]\nmax_connections = -1\n")
-        server.proc.send_signal(signal.SIGHUP)
+        server.process.send_signal(signal.SIGHUP)
         wait_for_line(server, "reload failed, keeping the running config")
-        assert "msg.max_connections: must be greater than 0" in server.output()
-        assert server.discovery()["priorIP"] == "127.0.0.2"
-        assert server.proc.poll() is None
+        assert "msg.max_connections: must be greater than 0" in server.process.output()
+        assert get_msg_server(server.http_port)["priorIP"] == "127.0.0.2"
+        assert server.process.running
 
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(timeout=10) == 0
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=10) == 0
 
 
 class SystemdNotifyTests(TestCase):
