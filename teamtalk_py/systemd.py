@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Mapping
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -27,7 +28,7 @@ log = Logger(namespace="teamtalk.systemd")
 class Notifier:
     """Sends sd_notify messages to ``NOTIFY_SOCKET`` (a no-op when it is not set)."""
 
-    def __init__(self, reactor, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, reactor: IReactorTime, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         self.reactor = reactor
         address = environ.get("NOTIFY_SOCKET", "")

@@ -60,7 +60,7 @@ class LoginReporter:
     def announce(self) -> None:
         """Send this node's address, limit and load again (after a config reload)."""
         for link in self.links:
-            if link.connected:
+            if link.connected and link.connection is not None:
                 self._connected(link.connection)
 
     def _connected(self, conn: LinkProtocol) -> None:

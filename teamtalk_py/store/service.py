@@ -32,12 +32,13 @@ PING_INTERVAL = 30.0
 HEALTH_TIMEOUT = 3.0
 
 
-def error_text(error: BaseException) -> str:
+def error_text(error: BaseException | None) -> str:
     """A database error as one line (PyMySQL's are ``(code, "text")`` tuples)."""
-    args = getattr(error, "args", ())
+    args: tuple[Any, ...] = getattr(error, "args", ())
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         return f"{args[1]} ({args[0]})"
     return str(error) or type(error).__name__
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
