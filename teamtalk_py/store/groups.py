@@ -501,17 +501,6 @@ def set_shield(txn: Txn, user_id: int, group_id: int, shield: int) -> bool:
 # --------------------------------------------------------------------------------------
 # Messages
 
-_SHOW_SENDER_SESSION = {
-    dialect: upsert_sql(
-        dialect,
-        "sessions",
-        ("user_id", "peer_id", "type", "status", "created", "updated"),
-        ("user_id", "peer_id", "type"),
-        "status = 0, updated = ?",
-    )
-    for dialect in Dialect
-}
-
 _MESSAGE_COLUMNS = "msg_id, from_id, msg_type, content, created"
 
 
@@ -552,9 +541,10 @@ def store_group_message(
         "UPDATE group_members SET read_msg_id = ? WHERE group_id = ? AND user_id = ?",
         (msg_id, group_id, from_id),
     )
+    visible = messages.SESSION_VISIBLE
     txn.execute(
-        _SHOW_SENDER_SESSION[txn.dialect],
-        (from_id, group_id, _GROUP, messages.SESSION_VISIBLE, created, created, created),
+        messages.SET_SESSION_STATUS[txn.dialect],
+        (from_id, group_id, _GROUP, visible, created, created, visible, created),
     )
     message = StoredMessage(msg_id, from_id, group_id, msg_type, content, created)
     return StoredGroupMessage(message, group.version)

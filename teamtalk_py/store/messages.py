@@ -160,6 +160,19 @@ _ADD_UNREAD = {
     for dialect in Dialect
 }
 
+# One user's session row with the status and updated time given: the later ``?``
+# parameters repeat them for an existing row (groups and sessions write one at a time).
+SET_SESSION_STATUS = {
+    dialect: upsert_sql(
+        dialect,
+        "sessions",
+        ("user_id", "peer_id", "type", "status", "created", "updated"),
+        ("user_id", "peer_id", "type"),
+        "status = ?, updated = ?",
+    )
+    for dialect in Dialect
+}
+
 _SHOW_SESSION = {
     dialect: upsert_sql(
         dialect,

@@ -27,13 +27,14 @@ from teamtalk_py.store.messages import (
     MESSAGE_COLUMNS,
     SESSION_REMOVED,
     SESSION_VISIBLE,
+    SET_SESSION_STATUS,
     LatestMessage,
     StoredMessage,
     mark_single_read,
     message_from_row,
     pair_join,
 )
-from teamtalk_py.store.txn import Dialect, Txn, upsert_sql
+from teamtalk_py.store.txn import Txn
 
 # Recent-session answers are capped like the reference's.
 MAX_RECENT_SESSIONS = 100
@@ -144,18 +145,6 @@ def remove_session(
     return True
 
 
-_HIDE_SESSION = {
-    dialect: upsert_sql(
-        dialect,
-        "sessions",
-        ("user_id", "peer_id", "type", "status", "created", "updated"),
-        ("user_id", "peer_id", "type"),
-        "status = ?, updated = ?",
-    )
-    for dialect in Dialect
-}
-
-
 def _remove_group_session(txn: Txn, user_id: int, group_id: int, now: int) -> bool:
     """A group session is visible when ``recent_group_sessions`` would list it; hiding it
     records a removed row, which later messages of others leave hidden."""
@@ -174,7 +163,7 @@ def _remove_group_session(txn: Txn, user_id: int, group_id: int, now: int) -> bo
     if not visible:
         return False
     txn.execute(
-        _HIDE_SESSION[txn.dialect],
+        SET_SESSION_STATUS[txn.dialect],
         (user_id, group_id, _GROUP, SESSION_REMOVED, now, now, SESSION_REMOVED, now),
     )
     groups.mark_group_read(txn, user_id, group_id)
