@@ -39,7 +39,7 @@ class LoginReporter:
 
     def __init__(self, reactor: Any, addresses: list[str], node_info: Callable[[], MsgNode]):
         self.node_info = node_info
-        table = CommandTable()
+        table: CommandTable[LinkProtocol] = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
         self.links = []
         for address in addresses:

@@ -138,7 +138,7 @@ class ServerLink:
         name: str,
         host: str,
         port: int,
-        table: CommandTable,
+        table: CommandTable[LinkProtocol],
         *,
         on_connect: Callable[[LinkProtocol], None] | None = None,
         on_disconnect: Callable[[LinkProtocol], None] | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from twisted.internet import defer
@@ -45,11 +45,17 @@ DEFAULT_MAX_OUTBUF = 8 * 1024 * 1024
 
 @dataclass(slots=True)
 class Request:
-    """One received PDU: its header, the raw bytes (for verbatim relays) and the body."""
+    """One received PDU: its header, the raw bytes (for verbatim relays) and the body.
+
+    ``message`` is the decoded body, of the class ``registry.message_class`` names for the
+    command (None only for commands registered with ``decode=False``). Which class that
+    is depends on the command id, so it is typed ``Any`` and each handler names it:
+    ``req: Message_pb2.IMMsgData = request.message``.
+    """
 
     header: PduHeader
     pdu: bytes
-    message: Message | None
+    message: Any
 
     @property
     def seq(self) -> int:
@@ -60,39 +66,40 @@ class Request:
         return self.header.command_id
 
 
-Handler = Callable[["PduProtocol", Request], Any]
+#: The connection class a table's handlers are written for (``MsgConnection``...).
+Conn = TypeVar("Conn", bound="PduProtocol")
+#: A handler: ``handler(conn, request)``, returning None, a Deferred or a coroutine.
+Handler = Callable[[Conn, Request], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    handler: Handler
+    handler: Callable[[Any, Request], Any]
     before_login: bool
     decode: bool
 
 
-class CommandTable:
-    """One handler per command id; the single place to look for who handles what."""
+class CommandTable(Generic[Conn]):
+    """One handler per command id; the single place to look for who handles what.
+
+    ``CommandTable[MsgConnection]()`` takes handlers of ``MsgConnection`` (and of any
+    base class, such as ``echo_heartbeat``).
+    """
 
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
 
     def register(
-        self, command_id: int, handler: Handler, *, before_login: bool = False, decode: bool = True
+        self,
+        command_id: int,
+        handler: Handler[Conn],
+        *,
+        before_login: bool = False,
+        decode: bool = True,
     ) -> None:
         if command_id in self._entries:
             raise ValueError(f"{registry.name_of(command_id)} already has a handler")
         self._entries[command_id] = _Entry(handler, before_login, decode)
-
-    def handles(
-        self, command_id: int, *, before_login: bool = False, decode: bool = True
-    ) -> Callable[[Handler], Handler]:
-        """Decorator form of ``register``."""
-
-        def decorate(handler: Handler) -> Handler:
-            self.register(command_id, handler, before_login=before_login, decode=decode)
-            return handler
-
-        return decorate
 
     def get(self, command_id: int) -> _Entry | None:
         return self._entries.get(command_id)
@@ -322,7 +329,7 @@ class PduFactory(Factory[PduProtocol]):
     def __init__(
         self,
         clock: IReactorTime,
-        table: CommandTable,
+        table: CommandTable[Any],
         *,
         max_pdu_size: int = DEFAULT_MAX_PDU_SIZE,
         max_outbuf: int = DEFAULT_MAX_OUTBUF,
