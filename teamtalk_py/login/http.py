@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from teamtalk_py.config import LoginConfig
@@ -67,7 +67,7 @@ class LoginRoot(Resource):
         super().__init__()
         self.msg_server = MsgServerResource(nodes, config)
 
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if request.path.startswith(b"/msg_server"):
             return self.msg_server
         return notFound()

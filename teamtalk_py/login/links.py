@@ -9,6 +9,8 @@ or goes silent for 30 s, it is no longer offered (commands.md §2.4).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -74,8 +76,8 @@ def user_cnt_update(link: MsgNodeLink, request: Request) -> None:
         node.cur_conn_cnt -= 1
 
 
-def build_table() -> CommandTable:
-    table = CommandTable()
+def build_table() -> CommandTable[MsgNodeLink]:
+    table: CommandTable[MsgNodeLink] = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
     table.register(B.CID_OTHER_MSG_SERV_INFO, msg_serv_info)
     table.register(B.CID_OTHER_USER_CNT_UPDATE, user_cnt_update)
@@ -85,6 +87,6 @@ def build_table() -> CommandTable:
 class MsgNodeLinkFactory(InboundLinkFactory):
     protocol = MsgNodeLink
 
-    def __init__(self, nodes: MsgNodeRegistry, **kwargs) -> None:
+    def __init__(self, nodes: MsgNodeRegistry, **kwargs: Any) -> None:
         super().__init__(table=build_table(), **kwargs)
         self.nodes = nodes

@@ -6,6 +6,8 @@ processes link to the internal listener (``login.internal_listen``, see ``links`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from twisted.web.server import Site
 
 from teamtalk_py.login.http import LoginRoot
@@ -13,11 +15,14 @@ from teamtalk_py.login.links import MsgNodeLinkFactory
 from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry
 from teamtalk_py.services import TeamTalkService
 
+if TYPE_CHECKING:
+    from teamtalk_py.config import Config
+
 
 class LoginService(TeamTalkService):
     name = "login"
 
-    def __init__(self, reactor, config) -> None:
+    def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.nodes = MsgNodeRegistry()
         self.link_factory = MsgNodeLinkFactory(self.nodes, clock=reactor)

@@ -26,6 +26,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from google.protobuf.message import Message
 from twisted.logger import Logger
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -47,7 +48,7 @@ def is_pc(client_type: int) -> bool:
     return not client_type & 0x10
 
 
-def _pdu(command_id: int, message) -> bytes:
+def _pdu(command_id: int, message: Message) -> bytes:
     return pack_pdu(service_of(command_id), command_id, message.SerializeToString())
 
 
@@ -64,7 +65,7 @@ class PresenceTable:
         """Count one connection gone; False when the link did not hold the user."""
         links = self._links.get(user_id)
         counts = links.get(link) if links else None
-        if counts is None or counts[client_type] <= 0:
+        if links is None or counts is None or counts[client_type] <= 0:
             return False
         counts[client_type] -= 1
         if counts[client_type] == 0:
@@ -216,7 +217,9 @@ class RouteHub:
                 self._announce_online(user_id)
         self._deliver_parked(link, present)
 
-    def user_status(self, link: NodeLink, user_id: int, status: int, client_type: int) -> None:
+    def user_status(
+        self, link: NodeLink, user_id: int, status: B.UserStatType.ValueType, client_type: int
+    ) -> None:
         """Apply one connection's status change and notify every node (§2.2.3)."""
         if status != OFFLINE:
             self._dropped.discard(user_id)
@@ -276,7 +279,9 @@ class RouteHub:
         for link in targets:
             link.send_raw(pdu)
 
-    def relay_packet(self, origin: NodeLink | None, command_id: int, message, pdu: bytes) -> bool:
+    def relay_packet(
+        self, origin: NodeLink | None, command_id: int, message: Message, pdu: bytes
+    ) -> bool:
         """Apply ``relay_rule`` to a packet a node sent; False when it is not relayed."""
         rule = relay_rule(command_id, message)
         if rule is None:
@@ -325,5 +330,5 @@ class RouteHub:
         for link in list(self.links):
             link.send_raw(pdu)
 
-    def _broadcast(self, command_id: int, message) -> None:
+    def _broadcast(self, command_id: int, message: Message) -> None:
         self.broadcast(_pdu(command_id, message))

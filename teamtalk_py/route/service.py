@@ -16,6 +16,8 @@ A co-hosted msg service skips all of this and uses the same hub in-process.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,6 +28,9 @@ from teamtalk_py.route.hub import RELAYED_COMMANDS, RouteHub
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import InboundLinkFactory, InboundLinkProtocol, ignore_heartbeat
+
+if TYPE_CHECKING:
+    from teamtalk_py.config import Config
 
 log = Logger(namespace="teamtalk.route")
 
@@ -91,8 +96,8 @@ def relay(link: RouteLink, request: Request) -> None:
         )
 
 
-def build_table() -> CommandTable:
-    table = CommandTable()
+def build_table() -> CommandTable[RouteLink]:
+    table: CommandTable[RouteLink] = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
     table.register(B.CID_OTHER_USER_STATUS_UPDATE, user_status_update)
     table.register(B.CID_OTHER_ONLINE_USER_INFO, online_user_info)
@@ -106,7 +111,7 @@ def build_table() -> CommandTable:
 class RouteFactory(InboundLinkFactory):
     protocol = RouteLink
 
-    def __init__(self, hub: RouteHub, **kwargs) -> None:
+    def __init__(self, hub: RouteHub, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hub = hub
 
@@ -114,7 +119,7 @@ class RouteFactory(InboundLinkFactory):
 class RouteService(TeamTalkService):
     name = "route"
 
-    def __init__(self, reactor, config) -> None:
+    def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.hub = RouteHub(clock=reactor)
         self.factory = RouteFactory(
