@@ -40,7 +40,7 @@ class LoginService(TeamTalkService):
         for conn in list(self.link_factory.connections):
             conn.transport.loseConnection()
 
-    def reconfigure(self, config) -> None:
+    def reconfigure(self, config: Config) -> None:
         super().reconfigure(config)
         if self.root is not None:
             self.root.msg_server.config = config.login
