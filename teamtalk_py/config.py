@@ -21,7 +21,16 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 #: Numbers for which 0 means "off" or "none"; every other number must be positive.
-ZERO_ALLOWED = frozenset({"msg.rate_limit", "file.max_file_size", "file.min_free_disk"})
+ZERO_ALLOWED = frozenset(
+    {
+        "msg.rate_limit",
+        "file.max_file_size",
+        "file.min_free_disk",
+        "push.outbox_grace",
+        "push.night_start",
+        "push.night_end",
+    }
+)
 #: Listen endpoints: each must parse as a Twisted endpoint string (empty = default).
 ENDPOINT_KEYS = (
     "msg.listen",
@@ -102,6 +111,43 @@ class LogConfig:
     format: str = "text"
 
 
+@dataclass(frozen=True)
+class PushConfig:
+    """Offline push (teamtalk_py/push): senders, queue limits and the reference's rules."""
+
+    # APNs (token-based authentication): all four of key_file/key_id/team_id/topic.
+    apns_key_file: str = ""
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_host: str = "api.push.apple.com"
+    # FCM HTTP v1: the service account JSON (project_id and token_uri come from it).
+    fcm_service_account: str = ""
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    # TeamTalk's own push_server (HOST:PORT), used where APNs/FCM are not configured.
+    push_server: str = ""
+    # PEM file of the CAs to trust for APNs/FCM instead of the system's (empty: system).
+    ca_file: str = ""
+    max_attempts: int = 10
+    max_age: float = 3600.0
+    max_queue: int = 100000
+    max_in_flight: int = 64
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    lease: float = 60.0
+    outbox_grace: float = 30.0
+    night_start: int = 22
+    night_end: int = 8
+
+    @property
+    def apns_enabled(self) -> bool:
+        return bool(self.apns_key_file)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.apns_key_file or self.fcm_service_account or self.push_server)
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -122,6 +168,7 @@ class Config:
     file: FileConfig = field(default_factory=FileConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -211,8 +258,20 @@ class Config:
                     )
         if self.msg.max_pdu_size < 1024:
             raise ConfigError(f"msg.max_pdu_size: at least 1024, got {self.msg.max_pdu_size}")
+        self._validate_push()
         if not 0 <= self.file.max_file_size <= 0xFFFFFFFF:
             raise ConfigError("file.max_file_size: 0 .. 4294967295 (sizes are 32-bit)")
+
+    def _validate_push(self) -> None:
+        push = self.push
+        if push.push_server and not _HOST_PORT.match(push.push_server):
+            raise ConfigError(f"push.push_server: expected HOST:PORT, got {push.push_server!r}")
+        if push.apns_key_file:
+            for key in ("apns_key_id", "apns_team_id", "apns_topic"):
+                if not getattr(push, key):
+                    raise ConfigError(f"push.{key}: needed with push.apns_key_file")
+        if push.night_start > 24 or push.night_end > 24:
+            raise ConfigError("push.night_start / push.night_end: hours 0 .. 24")
 
     def _validate_numbers(self) -> None:
         """Every number is finite and positive, or zero where ``ZERO_ALLOWED`` says so."""
@@ -281,6 +340,7 @@ def reload_config(running: Config, loaded: Config) -> tuple[Config, list[str], l
         section, key = dotted.split(".")
         overrides[dotted] = getattr(getattr(loaded, section), key)
     return running.with_overrides(overrides), applied, restart
+
 
 
 def _field_type(section: Any, key: str) -> Any:
@@ -501,4 +561,40 @@ level = "info"
 # "text" (Twisted's format) or "json": one JSON object per line with the message
 # rendered and the structured fields kept.
 format = "text"
+[push]
+# Offline push to mobile devices, on when a sender is configured. After a message is
+# stored, the node that accepted it pushes to the receivers' stored device tokens.
+# APNs with token-based authentication: the .p8 key, its key id, the team id and the
+# app's bundle id (apns-topic). Sandbox: apns_host = "api.sandbox.push.apple.com".
+apns_key_file = ""
+apns_key_id = ""
+apns_team_id = ""
+apns_topic = ""
+apns_host = "api.push.apple.com"
+# FCM HTTP v1: the Firebase service account JSON file (project id and token URI from it).
+fcm_service_account = ""
+fcm_endpoint = "https://fcm.googleapis.com"
+# TeamTalk's own push_server, HOST:PORT (e.g. "10.0.0.1:8500"), for the platforms that
+# have no APNs/FCM configured here.
+push_server = ""
+# PEM file of CAs trusted for APNs/FCM instead of the system's (empty: the system's).
+ca_file = ""
+# Attempts before a push goes to the dead letter, and seconds before it expires.
+max_attempts = 10
+max_age = 3600.0
+# Pushes queued at most; past that, new pushes wait in the store's outbox (none dropped).
+max_queue = 100000
+# Pushes being sent at once by this node.
+max_in_flight = 64
+# Retry back-off: retry_base * 2^(attempt-1) seconds, at most retry_cap, with jitter.
+retry_base = 1.0
+retry_cap = 300.0
+# Seconds a node may hold a push it is sending before another node may take it over.
+lease = 60.0
+# Seconds before another node takes over messages whose node stopped before pushing.
+outbox_grace = 30.0
+# The reference's night mute (local time): iOS users with the push shield set get no
+# push from night_start:00 to night_end:00.
+night_start = 22
+night_end = 8
 """

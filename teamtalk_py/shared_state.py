@@ -322,6 +322,14 @@ class RedisBackend(_Backend):
     def get(self, key: str) -> defer.Deferred[bytes | None]:
         return self._call("get", self.key(key))
 
+    def command(self, *args: Any) -> defer.Deferred:
+        """Any Redis command (keys already prefixed with ``key``); its raw reply."""
+        return self._call("execute_command", *args)
+
+    def script(self, source: str, keys: list[str], args: list[Any]) -> defer.Deferred:
+        """``EVAL`` a Lua script (keys already prefixed with ``key``)."""
+        return self._call("eval", source, keys, args)
+
     def set(self, key: str, value: bytes | str | int, ttl: float | None = None) -> defer.Deferred:
         pexpire = max(1, int(ttl * 1000)) if ttl else None
         return self._call("set", self.key(key), _as_bytes(value), pexpire=pexpire)

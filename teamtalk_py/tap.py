@@ -58,6 +58,7 @@ OVERRIDES = {
     "file-server": "msg.file_server",
     "log-level": "log.level",
     "log-format": "log.format",
+    "push-server": "push.push_server",
 }
 ENDPOINT_OPTIONS = {
     "msg-listen",
@@ -104,6 +105,7 @@ class Options(usage.Options):
         ["file-server", None, None, "HOST:PORT of the file service, when not in-process."],
         ["log-level", None, None, f"Log level: {', '.join(LOG_LEVELS)} [info]."],
         ["log-format", None, None, f"Log format: {', '.join(LOG_FORMATS)} [text]."],
+        ["push-server", None, None, "HOST:PORT of a TeamTalk push_server for offline push."],
     ]
 
     def opt_version(self) -> None:

@@ -338,10 +338,65 @@ _V2_MYSQL = (add_column("group_members", "join_msg_id", "BIGINT NOT NULL DEFAULT
 _V3_SQLITE = (add_column("offline_files", "uploaded", "INTEGER NOT NULL DEFAULT 0"),)
 _V3_MYSQL = (add_column("offline_files", "uploaded", "BIGINT NOT NULL DEFAULT 0"),)
 
+# Version 4: offline push (teamtalk_py/push). ``push_outbox`` gets one row per stored
+# message in the message's own transaction, so a crash can neither lose nor invent a
+# push; the push decision turns rows into ``push_queue`` jobs (embedded queue) or Redis
+# stream entries (cluster) and deletes them. ``due`` is when a job may be (re)tried, in
+# milliseconds; ``state`` 0 queued, 1 dead letter.
+_V4_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS push_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        session_type INTEGER NOT NULL,
+        from_id INTEGER NOT NULL,
+        to_id INTEGER NOT NULL,
+        msg_id INTEGER NOT NULL,
+        msg_type INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        created INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS push_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        job TEXT NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '')""",
+    "CREATE INDEX IF NOT EXISTS push_queue_due ON push_queue (state, due)",
+)
+_V4_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS push_outbox (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        node VARCHAR(64) NOT NULL,
+        session_type TINYINT UNSIGNED NOT NULL,
+        from_id BIGINT NOT NULL,
+        to_id BIGINT NOT NULL,
+        msg_id BIGINT NOT NULL,
+        msg_type INT NOT NULL,
+        content MEDIUMBLOB NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS push_queue (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        sender VARCHAR(32) NOT NULL,
+        job MEDIUMTEXT NOT NULL,
+        state TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        attempts INT NOT NULL DEFAULT 0,
+        due BIGINT NOT NULL,
+        created BIGINT NOT NULL,
+        last_error VARCHAR(512) NOT NULL DEFAULT '',
+        PRIMARY KEY (id),
+        KEY idx_push_queue_due (state, due))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
     Migration(3, "offline file upload progress", _V3_SQLITE, _V3_MYSQL),
+    Migration(4, "push outbox and queue", _V4_SQLITE, _V4_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -359,6 +414,8 @@ TABLES = (
     "unread",
     "device_tokens",
     "offline_files",
+    "push_outbox",
+    "push_queue",
 )
 
 

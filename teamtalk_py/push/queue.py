@@ -1,0 +1,271 @@
+"""The durable push queue: in the store (embedded) or in Redis Streams (cluster).
+
+Both offer the same calls, each a Deferred:
+
+* ``hand_off(decided)``: queue the jobs decided for outbox rows and delete those rows, so
+  each row's jobs are queued exactly once even if two nodes decide the same row; the
+  outbox ids whose jobs this call queued;
+* ``claim(limit)``: jobs due now, leased to this node (a node that dies holding them
+  leaves them to another after the lease);
+* ``settle(done, retry, dead)``: sent or expired jobs leave the queue, retries come back
+  when due, failures go to the dead letter;
+* ``depth()``: jobs waiting or being sent, for back-pressure (``push.max_queue``).
+
+**Store** (``StoreQueue``): the ``push_queue`` table, written by the store's writer in
+the same group commits as messages; the hand-off is one transaction.
+
+**Redis Streams** (``StreamQueue``): one stream of jobs read by the consumer group
+``push`` (``XREADGROUP``; ``XACK`` + ``XDEL`` once settled; ``XAUTOCLAIM`` takes over
+entries another consumer has held longer than the lease). Retries wait in a sorted set
+by due time and are moved back into the stream when due; the dead letter is a second
+stream. The hand-off runs one Lua script per outbox row that sets a "fed" mark
+(``SET NX``, kept a day) and adds the row's jobs only if the mark was new, then deletes
+the outbox rows: a node that dies between the two does not queue them twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer
+
+from teamtalk_py.push import store as push_store
+from teamtalk_py.push.jobs import PushJob
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    #: The queue's handle: a row id (store) or a stream entry id (Redis).
+    handle: Any
+    job: PushJob
+    #: Sends tried before this one.
+    attempts: int
+
+
+Decided = Sequence[tuple[int, Sequence[PushJob]]]
+
+
+class PushQueue(Protocol):
+    name: str
+
+    def start(self) -> defer.Deferred[None]: ...
+
+    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]: ...
+
+    def depth(self) -> defer.Deferred[int]: ...
+
+    def claim(self, limit: int) -> defer.Deferred[list[Claimed]]: ...
+
+    def settle(
+        self,
+        done: Sequence[Claimed],
+        retry: Sequence[tuple[Claimed, float, str]],
+        dead: Sequence[tuple[Claimed, str]],
+    ) -> defer.Deferred[None]: ...
+
+
+class StoreQueue:
+    """The embedded queue: the ``push_queue`` table."""
+
+    name = "store"
+
+    def __init__(self, store: Any, clock: Any, lease: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_ms = int(lease * 1000)
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]:
+        rows = [(outbox_id, [(j.sender, j.to_json()) for j in jobs]) for outbox_id, jobs in decided]
+        return self.store.write(push_store.hand_off_to_queue, rows, self._now_ms())
+
+    def depth(self) -> defer.Deferred[int]:
+        return self.store.read(push_store.queue_depth)
+
+    def claim(self, limit: int) -> defer.Deferred[list[Claimed]]:
+        d = self.store.write(push_store.claim_jobs, self._now_ms(), self.lease_ms, limit)
+        return d.addCallback(
+            lambda rows: [Claimed(r.id, PushJob.from_json(r.job), r.attempts) for r in rows]
+        )
+
+    def settle(self, done, retry, dead) -> defer.Deferred[None]:
+        now = self._now_ms()
+        return self.store.write(
+            push_store.settle_jobs,
+            [c.handle for c in done],
+            [(c.handle, now + int(delay * 1000), error) for c, delay, error in retry],
+            [(c.handle, error) for c, error in dead],
+        )
+
+
+_FEED = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  for i = 2, #ARGV do
+    redis.call('XADD', KEYS[1], '*', 'job', ARGV[i], 'attempts', '0')
+  end
+  return #ARGV - 1
+end
+return -1
+"""
+
+# ARGV: now_ms, limit. Due retries go back into the stream with their attempt count.
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local entry = cjson.decode(member)
+  redis.call('XADD', KEYS[1], '*', 'job', entry['job'], 'attempts', tostring(entry['attempts']))
+  redis.call('ZREM', KEYS[2], member)
+end
+return #due
+"""
+
+# KEYS: stream, delayed, dead. ARGV: group, n_done, ids..., n_retry, (id, due, member)...,
+# n_dead, (id, job, attempts, error)...
+_SETTLE = """
+local i = 2
+local function ack(id)
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  redis.call('XDEL', KEYS[1], id)
+end
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do ack(ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i + 2]); ack(ARGV[i]); i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('XADD', KEYS[3], '*', 'job', ARGV[i + 1], 'attempts', ARGV[i + 2],
+             'error', ARGV[i + 3])
+  ack(ARGV[i]); i = i + 4
+end
+return 1
+"""
+
+GROUP = "push"
+FED_TTL = 86400
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Sequence[Any]) -> dict[str, str]:
+    return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+class StreamQueue:
+    """The cluster queue: Redis Streams through the shared state's Redis connection."""
+
+    name = "redis"
+
+    def __init__(self, redis: Any, store: Any, clock: Any, lease: float, consumer: str) -> None:
+        #: The shared state's ``RedisBackend`` (``command``, ``script``, ``key``).
+        self.redis = redis
+        self.store = store
+        self.clock = clock
+        self.lease_ms = int(lease * 1000)
+        self.consumer = consumer
+        self.stream = redis.key("push:jobs")
+        self.delayed = redis.key("push:delayed")
+        self.dead = redis.key("push:dead")
+        self._last_autoclaim = float("-inf")
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    async def _start(self) -> None:
+        try:
+            await self.redis.command("XGROUP", "CREATE", self.stream, GROUP, "0", "MKSTREAM")
+        except Exception as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._start())
+
+    async def _hand_off(self, decided: Decided) -> list[int]:
+        feeds = [
+            self.redis.script(
+                _FEED,
+                [self.stream, self.redis.key(f"push:fed:{outbox_id}")],
+                [FED_TTL, *[j.to_json() for j in jobs]],
+            )
+            for outbox_id, jobs in decided
+        ]
+        added = await defer.gatherResults(feeds, consumeErrors=True)
+        await self.store.write(push_store.delete_outbox, [outbox_id for outbox_id, _ in decided])
+        return [outbox_id for (outbox_id, _), n in zip(decided, added, strict=True) if int(n) >= 0]
+
+    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]:
+        return defer.ensureDeferred(self._hand_off(decided))
+
+    async def _depth(self) -> int:
+        waiting = await self.redis.command("XLEN", self.stream)
+        delayed = await self.redis.command("ZCARD", self.delayed)
+        return int(waiting) + int(delayed)
+
+    def depth(self) -> defer.Deferred[int]:
+        return defer.ensureDeferred(self._depth())
+
+    def _entries(self, raw: Any) -> list[Claimed]:
+        claimed = []
+        for item in raw or []:
+            if not item:
+                continue  # deleted while pending
+            entry_id, raw_fields = item
+            fields = _fields(raw_fields)
+            claimed.append(
+                Claimed(
+                    _text(entry_id),
+                    PushJob.from_json(fields["job"]),
+                    int(fields.get("attempts", "0")),
+                )
+            )
+        return claimed
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        now = self._now_ms()
+        await self.redis.script(_MOVE_DUE, [self.stream, self.delayed], [now, limit])
+        claimed: list[Claimed] = []
+        if now - self._last_autoclaim >= self.lease_ms / 2:
+            self._last_autoclaim = now
+            reply = await self.redis.command(
+                "XAUTOCLAIM", self.stream, GROUP, self.consumer, self.lease_ms, "0-0",
+                "COUNT", limit,
+            )  # fmt: skip
+            claimed = self._entries(reply[1])
+        if len(claimed) < limit:
+            reply = await self.redis.command(
+                "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", limit - len(claimed),
+                "STREAMS", self.stream, ">",
+            )  # fmt: skip
+            for _stream, entries in reply or []:
+                claimed.extend(self._entries(entries))
+        return claimed
+
+    def claim(self, limit: int) -> defer.Deferred[list[Claimed]]:
+        return defer.ensureDeferred(self._claim(limit))
+
+    def settle(self, done, retry, dead) -> defer.Deferred[None]:
+        now = self._now_ms()
+        args: list[Any] = [GROUP, len(done), *[c.handle for c in done], len(retry)]
+        for claimed, delay, _error in retry:
+            member = json.dumps(
+                {"job": claimed.job.to_json(), "attempts": claimed.attempts + 1},
+                separators=(",", ":"),
+            )
+            args += [claimed.handle, now + int(delay * 1000), member]
+        args.append(len(dead))
+        for claimed, error in dead:
+            args += [claimed.handle, claimed.job.to_json(), claimed.attempts + 1, error[:500]]
+        d = self.redis.script(_SETTLE, [self.stream, self.delayed, self.dead], args)
+        return d.addCallback(lambda _: None)

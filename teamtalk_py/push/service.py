@@ -1,0 +1,173 @@
+"""``PushService`` (service name ``"push"``): the senders, the queue and the worker of one
+msg node, built from the ``[push]`` config. Present only where the msg service runs and
+at least one sender is configured; the msg service then writes an outbox row with each
+message (``store_single_messages`` / ``store_group_message``) and kicks the worker after
+each commit.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from teamtalk_py.config import Config, PushConfig
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.push import store as push_store
+from teamtalk_py.push.decision import Rules
+from teamtalk_py.push.jobs import ANDROID, IOS
+from teamtalk_py.push.queue import PushQueue, StoreQueue, StreamQueue
+from teamtalk_py.push.senders.aio import AsyncioThread
+from teamtalk_py.push.senders.base import Sender
+from teamtalk_py.push.worker import Limits, PushCounters, PushWorker
+from teamtalk_py.services import TeamTalkService
+
+log = Logger(namespace="teamtalk.push")
+
+
+def build_senders(reactor: Any, push: PushConfig) -> dict[str, Sender]:
+    """The configured senders by name (they share one asyncio thread for HTTP/2)."""
+    senders: dict[str, Sender] = {}
+    thread = AsyncioThread(reactor)
+    if push.apns_key_file:
+        from teamtalk_py.push.senders.apns import ApnsSender, ApnsSettings
+
+        settings = ApnsSettings(
+            key_pem=Path(push.apns_key_file).read_bytes(),
+            key_id=push.apns_key_id,
+            team_id=push.apns_team_id,
+            topic=push.apns_topic,
+            host=push.apns_host,
+            max_age=push.max_age,
+            ca_file=push.ca_file,
+        )
+        senders["apns"] = ApnsSender(reactor, settings, thread)
+    if push.fcm_service_account:
+        from teamtalk_py.push.senders.fcm import FcmSender, FcmSettings
+
+        account = json.loads(Path(push.fcm_service_account).read_text())
+        senders["fcm"] = FcmSender(
+            reactor,
+            FcmSettings(account, push.fcm_endpoint.rstrip("/"), push.max_age, push.ca_file),
+            thread,
+        )
+    if push.push_server:
+        from teamtalk_py.push.senders.push_server import PushServerSender
+
+        senders["push_server"] = PushServerSender(reactor, push.push_server)
+    return senders
+
+
+def platform_senders(senders: dict[str, Sender]) -> dict[str, str]:
+    """iOS goes to APNs, Android to FCM; push_server serves a platform without either."""
+    routes = {}
+    for platform, native in ((IOS, "apns"), (ANDROID, "fcm")):
+        if native in senders:
+            routes[platform] = native
+        elif "push_server" in senders:
+            routes[platform] = "push_server"
+    return routes
+
+
+def local_hour(now: float) -> int:
+    return time.localtime(now).tm_hour
+
+
+class PushService(TeamTalkService):
+    name = "push"
+
+    def __init__(self, reactor: Any, config: Config) -> None:
+        super().__init__(reactor, config)
+        #: Names this process's outbox rows; a new one per start, so rows left by an
+        #: earlier run are taken over after ``outbox_grace`` like any other node's.
+        self.node = secrets.token_hex(8)
+        self.counters = PushCounters()
+        self.senders: dict[str, Sender] = {}
+        self.queue: PushQueue | None = None
+        self.worker: PushWorker | None = None
+
+    # -- what the msg service calls ---------------------------------------------------
+
+    def store_single_messages(self, txn, batch):
+        """Store function for 1:1 batches: the messages and their outbox rows."""
+        return push_store.store_single_messages(txn, batch, node=self.node)
+
+    def store_group_message(self, txn, *args):
+        return push_store.store_group_message(txn, *args, node=self.node)
+
+    def kick(self, _: object = None) -> None:
+        """A message committed: decide its pushes now (not at the next tick)."""
+        if self.worker is not None:
+            self.worker.kick()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        push = self.config.push
+        store = self.sibling("store")
+        await store.ready
+        shared = self.sibling("redis")
+        if shared is not None and shared.shared:
+            self.queue = StreamQueue(shared.backend, store, self.reactor, push.lease, self.node)
+        else:
+            self.queue = StoreQueue(store, self.reactor, push.lease)
+        await self.queue.start()
+        self.senders = build_senders(self.reactor, push)
+        for sender in self.senders.values():
+            sender.start()
+        msg = self.sibling("msg")
+        rules = Rules(
+            aes_key=self.config.msg.aes_key.encode(),
+            senders=platform_senders(self.senders),
+            night_start=push.night_start,
+            night_end=push.night_end,
+        )
+        self.worker = PushWorker(
+            self.reactor,
+            store,
+            self.queue,
+            self.senders,
+            rules,
+            partial(pc_online, msg),
+            node=self.node,
+            limits=Limits(
+                max_attempts=push.max_attempts,
+                max_age=push.max_age,
+                max_queue=push.max_queue,
+                max_in_flight=push.max_in_flight,
+                retry_base=push.retry_base,
+                retry_cap=push.retry_cap,
+                outbox_grace=push.outbox_grace,
+            ),
+            local_hour=local_hour,
+            counters=self.counters,
+        )
+        self.worker.start()
+        log.info(
+            "push: senders {senders}, queue in {queue}",
+            senders=", ".join(sorted(self.senders)),
+            queue=self.queue.name,
+        )
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        for sender in self.senders.values():
+            await sender.stop()
+        threads = {getattr(s, "thread", None) for s in self.senders.values()} - {None}
+        for thread in threads:
+            await thread.stop()  # type: ignore[union-attr]
+
+
+def pc_online(msg: Any, user_ids: list[int]) -> defer.Deferred[set[int]]:
+    """Which users have a PC client online anywhere in the cluster (route's presence)."""
+    d = msg.route.users_status(user_ids)
+    return d.addCallback(
+        lambda statuses: {u for u, status in statuses if status == B.USER_STATUS_ONLINE}
+    )

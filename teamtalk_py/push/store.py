@@ -1,0 +1,300 @@
+"""Push tables: the outbox written with each message, the facts the decision reads, and
+the embedded queue (``push_queue``). Plain ``fn(txn, ...)`` repository functions.
+
+The outbox is what makes push exactly as durable as the message: a node writes one
+``push_outbox`` row per message **in the transaction that stores the message**
+(``store_single_messages`` / ``store_group_message`` here wrap the message store's own
+functions). After the commit the node decides the pushes and hands them to the queue;
+the hand-off deletes the outbox row, and only the hand-off that deleted it queues the
+jobs, so two nodes racing over an abandoned row queue its pushes once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.store import groups as group_store
+from teamtalk_py.store import messages
+from teamtalk_py.store.accounts import DeviceTokenRow, get_device_tokens
+from teamtalk_py.store.database import Txn, placeholders
+from teamtalk_py.store.groups import StoredGroupMessage
+from teamtalk_py.store.messages import NewMessage, StoredMessage
+
+QUEUED = 0
+DEAD = 1
+_CHUNK = 500
+
+_INSERT_OUTBOX = (
+    "INSERT INTO push_outbox (node, session_type, from_id, to_id, msg_id, msg_type, content, "
+    "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+# --------------------------------------------------------------------------------------
+# The outbox, in the message's transaction
+
+
+def store_single_messages(
+    txn: Txn, batch: Sequence[NewMessage], *, node: str
+) -> list[StoredMessage]:
+    """``messages.store_single_messages`` plus one outbox row per message."""
+    stored = messages.store_single_messages(txn, batch)
+    txn.executemany(
+        _INSERT_OUTBOX,
+        [
+            (node, B.SESSION_TYPE_SINGLE, m.from_id, m.to_id, m.msg_id, m.msg_type, m.content,
+             m.created)
+            for m in stored
+        ],
+    )  # fmt: skip
+    return stored
+
+
+def store_group_message(
+    txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int, *,
+    node: str,
+) -> StoredGroupMessage:  # fmt: skip
+    """``groups.store_group_message`` plus its outbox row."""
+    stored = group_store.store_group_message(txn, group_id, from_id, msg_type, content, created)
+    m = stored.message
+    txn.execute(
+        _INSERT_OUTBOX,
+        (node, B.SESSION_TYPE_GROUP, m.from_id, m.to_id, m.msg_id, m.msg_type, m.content,
+         m.created),
+    )  # fmt: skip
+    return stored
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    node: str
+    session_type: int
+    from_id: int
+    #: The receiver (one-to-one) or the group.
+    to_id: int
+    msg_id: int
+    msg_type: int
+    content: bytes
+    created: int
+
+    @property
+    def is_group(self) -> bool:
+        return self.session_type == B.SESSION_TYPE_GROUP
+
+
+def pending_outbox(txn: Txn, node: str, orphaned_before: int, limit: int) -> list[OutboxRow]:
+    """This node's rows, and rows of other (or earlier) nodes older than ``orphaned_before``:
+    their node stopped before pushing them."""
+    rows = txn.execute(
+        "SELECT id, node, session_type, from_id, to_id, msg_id, msg_type, content, created "
+        "FROM push_outbox WHERE node = ? OR created < ? ORDER BY id LIMIT ?",
+        (node, orphaned_before, limit),
+    ).fetchall()
+    return [OutboxRow(*row[:7], bytes(row[7]), row[8]) for row in rows]
+
+
+def outbox_size(txn: Txn) -> int:
+    return int(txn.execute("SELECT COUNT(*) FROM push_outbox").fetchone()[0])
+
+
+# --------------------------------------------------------------------------------------
+# What the decision needs to know
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the decision reads from the store for a batch of outbox rows."""
+
+    #: outbox id -> users the message may be pushed to (sender and group-shielded excluded)
+    targets: dict[int, tuple[int, ...]]
+    #: user id -> stored device token (users without one are absent)
+    tokens: dict[int, DeviceTokenRow]
+    #: user id -> total unread (one-to-one and group), the badge
+    unread: dict[int, int]
+    #: sender id -> the name pushes show (nick, else account name)
+    names: dict[int, str]
+
+
+def _group_targets(txn: Txn, row: OutboxRow) -> tuple[int, ...]:
+    """Members who had joined before the message and have not muted the group."""
+    found = txn.execute(
+        "SELECT user_id FROM group_members WHERE group_id = ? AND status = ? AND shield = 0 "
+        "AND join_msg_id < ? AND user_id <> ? ORDER BY user_id",
+        (row.to_id, group_store.MEMBER_ACTIVE, row.msg_id, row.from_id),
+    ).fetchall()
+    return tuple(int(r[0]) for r in found)
+
+
+def total_unread(txn: Txn, user_ids: Sequence[int]) -> dict[int, int]:
+    """Each user's total unread count: one-to-one counters plus unread group messages."""
+    totals = dict.fromkeys(user_ids, 0)
+    seen = "CASE WHEN m.read_msg_id > m.join_msg_id THEN m.read_msg_id ELSE m.join_msg_id END"
+    for chunk in _chunks(list(user_ids)):
+        marks = placeholders(len(chunk))
+        for user_id, count in txn.execute(
+            f"SELECT user_id, SUM(count) FROM unread WHERE user_id IN ({marks}) GROUP BY user_id",
+            chunk,
+        ).fetchall():
+            totals[int(user_id)] += int(count or 0)
+        for user_id, count in txn.execute(
+            f"SELECT m.user_id, SUM(g.last_msg_id - ({seen})) FROM group_members m "
+            "JOIN im_groups g ON g.id = m.group_id "
+            f"WHERE m.user_id IN ({marks}) AND m.status = ? AND g.status = ? "
+            f"AND g.last_msg_id > ({seen}) GROUP BY m.user_id",
+            (*chunk, group_store.MEMBER_ACTIVE, group_store.GROUP_ACTIVE),
+        ).fetchall():
+            totals[int(user_id)] += int(count or 0)
+    return totals
+
+
+def decision_facts(txn: Txn, rows: Sequence[OutboxRow]) -> Facts:
+    targets: dict[int, tuple[int, ...]] = {}
+    for row in rows:
+        if row.is_group:
+            targets[row.id] = _group_targets(txn, row)
+        else:
+            targets[row.id] = (row.to_id,) if row.to_id != row.from_id else ()
+    wanted = sorted({u for users in targets.values() for u in users})
+    tokens = {t.user_id: t for t in get_device_tokens(txn, wanted)}
+    unread = total_unread(txn, sorted(tokens)) if tokens else {}
+    senders = sorted({row.from_id for row in rows})
+    names: dict[int, str] = {}
+    for chunk in _chunks(senders):
+        for user_id, name, nick in txn.execute(
+            f"SELECT id, name, nick FROM users WHERE id IN ({placeholders(len(chunk))})",
+            chunk,
+        ).fetchall():
+            names[int(user_id)] = nick or name
+    return Facts(targets, tokens, unread, names)
+
+
+def remove_token(txn: Txn, user_id: int, token: str) -> bool:
+    """Forget a token the push service called dead, unless the user has a new one."""
+    txn.execute("DELETE FROM device_tokens WHERE user_id = ? AND token = ?", (user_id, token))
+    return txn.rowcount > 0
+
+
+# --------------------------------------------------------------------------------------
+# The hand-off and the embedded queue
+
+
+def delete_outbox(txn: Txn, outbox_ids: Sequence[int]) -> list[int]:
+    """Delete the rows; the ids this call deleted (another node may have been first)."""
+    deleted = []
+    for outbox_id in outbox_ids:
+        txn.execute("DELETE FROM push_outbox WHERE id = ?", (outbox_id,))
+        if txn.rowcount:
+            deleted.append(outbox_id)
+    return deleted
+
+
+def hand_off_to_queue(
+    txn: Txn, decided: Sequence[tuple[int, Sequence[tuple[str, str]]]], now_ms: int
+) -> list[int]:
+    """For each (outbox id, [(sender, job json)]): delete the row and queue its jobs, only
+    if the row was still there. The outbox ids whose jobs this call queued."""
+    deleted = set(delete_outbox(txn, [outbox_id for outbox_id, _ in decided]))
+    rows = [
+        (sender, job, QUEUED, 0, now_ms, now_ms // 1000)
+        for outbox_id, jobs in decided
+        if outbox_id in deleted
+        for sender, job in jobs
+    ]
+    txn.executemany(
+        "INSERT INTO push_queue (sender, job, state, attempts, due, created) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return sorted(deleted)
+
+
+def queue_depth(txn: Txn) -> int:
+    """Jobs waiting or being sent (the dead letter does not count)."""
+    return int(
+        txn.execute("SELECT COUNT(*) FROM push_queue WHERE state = ?", (QUEUED,)).fetchone()[0]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRow:
+    id: int
+    job: str
+    attempts: int
+
+
+def claim_jobs(txn: Txn, now_ms: int, lease_ms: int, limit: int) -> list[QueuedRow]:
+    """Due jobs, leased to the caller for ``lease_ms`` (a node that dies holding them
+    leaves them due again when the lease ends)."""
+    found = txn.execute(
+        "SELECT id, job, attempts FROM push_queue WHERE state = ? AND due <= ? "
+        "ORDER BY due, id LIMIT ?",
+        (QUEUED, now_ms, limit),
+    ).fetchall()
+    if not found:
+        return []
+    ids = [int(r[0]) for r in found]
+    txn.execute(
+        f"UPDATE push_queue SET due = ? WHERE id IN ({placeholders(len(ids))})",
+        (now_ms + lease_ms, *ids),
+    )
+    return [QueuedRow(int(r[0]), r[1], int(r[2])) for r in found]
+
+
+def next_due(txn: Txn) -> int | None:
+    row = txn.execute("SELECT MIN(due) FROM push_queue WHERE state = ?", (QUEUED,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def settle_jobs(
+    txn: Txn,
+    done: Sequence[int],
+    retry: Sequence[tuple[int, int, str]],
+    dead: Sequence[tuple[int, str]],
+) -> None:
+    """Finish what senders answered: delete sent/expired jobs, reschedule retries
+    (id, due ms, error), move failures to the dead letter (id, error)."""
+    for chunk in _chunks(list(done)):
+        txn.execute(f"DELETE FROM push_queue WHERE id IN ({placeholders(len(chunk))})", chunk)
+    txn.executemany(
+        "UPDATE push_queue SET attempts = attempts + 1, due = ?, last_error = ? WHERE id = ?",
+        [(due, error[:500], job_id) for job_id, due, error in retry],
+    )
+    txn.executemany(
+        "UPDATE push_queue SET attempts = attempts + 1, state = ?, last_error = ? WHERE id = ?",
+        [(DEAD, error[:500], job_id) for job_id, error in dead],
+    )
+
+
+def dead_letters(txn: Txn, limit: int = 100) -> list[tuple[int, str, int, str]]:
+    """(id, job json, attempts, last error) of dead jobs, newest first."""
+    rows = txn.execute(
+        "SELECT id, job, attempts, last_error FROM push_queue WHERE state = ? "
+        "ORDER BY id DESC LIMIT ?",
+        (DEAD, limit),
+    ).fetchall()
+    return [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+
+__all__: list[Any] = [
+    "Facts",
+    "OutboxRow",
+    "QueuedRow",
+    "claim_jobs",
+    "decision_facts",
+    "hand_off_to_queue",
+    "pending_outbox",
+    "queue_depth",
+    "remove_token",
+    "settle_jobs",
+    "store_group_message",
+    "store_single_messages",
+]

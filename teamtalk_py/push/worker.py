@@ -1,0 +1,333 @@
+"""The push pipeline of one node: outbox -> decision -> queue -> senders.
+
+``PushWorker`` runs two loops, both woken by ``kick()`` (after a message commits) and by
+a one-second tick:
+
+* **feed**: read this node's outbox rows (and rows an earlier or other node left older
+  than ``outbox_grace``), read the facts, ask the cluster presence which targets have a
+  PC online, decide the jobs and hand them to the queue, which deletes the rows. While
+  the queue holds ``max_queue`` jobs (senders down), feeding pauses: new pushes wait in
+  the outbox on disk, nothing is dropped and memory stays bounded.
+* **send**: claim due jobs (at most ``max_in_flight`` at once), give each to its sender,
+  and settle the outcomes in one queue call per reactor turn: sent -> gone; dead token
+  -> gone and the token removed; refused -> dead letter; retry -> back after an
+  exponential back-off with jitter (or the service's Retry-After), dead letter after
+  ``max_attempts``. A job older than ``max_age`` is expired with a log line instead of
+  being sent.
+
+Counters per sender (``queued``, ``sent``, ``retried``, ``failed``, ``expired``) are kept
+in ``counters`` for the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from teamtalk_py.push import store as push_store
+from teamtalk_py.push.decision import Rules, decide
+from teamtalk_py.push.queue import Claimed, PushQueue
+from teamtalk_py.push.senders.base import Outcome, Result, Sender
+
+log = Logger(namespace="teamtalk.push")
+
+TICK = 1.0
+OUTBOX_BATCH = 200
+COUNTERS = ("queued", "sent", "retried", "failed", "expired")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attempts: int = 10
+    max_age: float = 3600.0
+    max_queue: int = 100000
+    max_in_flight: int = 64
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    outbox_grace: float = 30.0
+
+
+def backoff(attempt: int, limits: Limits, rand: Callable[[], float]) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): exponential, capped, "equal jitter"
+    (between half and all of it) so retries of many jobs spread out."""
+    delay = min(limits.retry_cap, limits.retry_base * 2 ** (attempt - 1))
+    return delay * (0.5 + rand() / 2)
+
+
+class PushCounters:
+    """queued / sent / retried / failed / expired per sender."""
+
+    def __init__(self) -> None:
+        self.by_sender: dict[str, Counter[str]] = {}
+
+    def add(self, sender: str, what: str, n: int = 1) -> None:
+        self.by_sender.setdefault(sender, Counter())[what] += n
+
+    def get(self, sender: str, what: str) -> int:
+        return self.by_sender.get(sender, Counter())[what]
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {s: {k: c[k] for k in COUNTERS} for s, c in sorted(self.by_sender.items())}
+
+
+class PushWorker:
+    def __init__(
+        self,
+        reactor: Any,
+        store: Any,
+        queue: PushQueue,
+        senders: Mapping[str, Sender],
+        rules: Rules,
+        presence: Callable[[list[int]], defer.Deferred[Collection[int]]],
+        *,
+        node: str,
+        limits: Limits,
+        local_hour: Callable[[float], int],
+        counters: PushCounters | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.queue = queue
+        self.senders = senders
+        self.rules = rules
+        self.presence = presence
+        self.node = node
+        self.limits = limits
+        self.local_hour = local_hour
+        self.counters = counters or PushCounters()
+        self.rand = rand
+        self.in_flight = 0
+        self._feeding: defer.Deferred[None] | None = None
+        self._feed_again = False
+        self._claiming = False
+        self._more_due = True
+        self._held_back = False
+        self._settling: tuple[list[Claimed], list[Any], list[Any]] = ([], [], [])
+        self._settle_scheduled = False
+        self._settles: set[defer.Deferred[None]] = set()
+        self._tick = LoopingCall(self.tick)
+        self._tick.clock = reactor
+        self._running = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._tick.start(TICK, now=True)
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._tick.running:
+            self._tick.stop()
+        if self._feeding is not None:
+            await self._feeding
+        self._flush_settle()
+        if self._settles:
+            await defer.DeferredList(list(self._settles))
+
+    def tick(self) -> None:
+        self._more_due = True
+        self.kick()
+
+    def kick(self) -> None:
+        """Something may be waiting: a message committed, or time passed."""
+        if not self._running:
+            return
+        self.feed()
+        self.pump()
+
+    # -- outbox -> queue -------------------------------------------------------------
+
+    def feed(self) -> None:
+        if self._feeding is not None:
+            self._feed_again = True
+            return
+        self._feed_again = False
+        self._feeding = defer.ensureDeferred(self._feed())
+        self._feeding.addErrback(self._feed_failed)
+        self._feeding.addBoth(self._fed)
+
+    def _fed(self, _: object) -> None:
+        self._feeding = None
+        if self._feed_again and self._running:
+            self.feed()
+
+    def _feed_failed(self, failure: Failure) -> None:
+        log.warn(
+            "push: deciding pushes failed ({error}); retrying", error=failure.getErrorMessage()
+        )
+
+    async def _feed(self) -> None:
+        while self._running:
+            depth = await self.queue.depth()
+            if depth >= self.limits.max_queue:
+                if not self._held_back:
+                    log.warn(
+                        "push: {depth} pushes queued, the limit; new pushes wait in the "
+                        "outbox until senders catch up",
+                        depth=depth,
+                    )
+                self._held_back = True
+                return
+            if self._held_back:
+                log.info("push: queue below its limit again; feeding resumes")
+                self._held_back = False
+            now = self.reactor.seconds()
+            limit = min(OUTBOX_BATCH, self.limits.max_queue - depth)
+            rows = await self.store.read(
+                push_store.pending_outbox, self.node, int(now - self.limits.outbox_grace), limit
+            )
+            if not rows:
+                return
+            facts = await self.store.read(push_store.decision_facts, rows)
+            targets = sorted(
+                {u for users in facts.targets.values() for u in users} & set(facts.tokens)
+            )
+            pc_online = await self.presence(targets) if targets else ()
+            hour = self.local_hour(now)
+            decided = [(row.id, decide(row, facts, pc_online, hour, self.rules)) for row in rows]
+            queued = set(await self.queue.hand_off(decided))
+            for outbox_id, jobs in decided:
+                if outbox_id in queued:
+                    for job in jobs:
+                        self.counters.add(job.sender, "queued")
+            if any(jobs for _, jobs in decided):
+                self._more_due = True
+                self.pump()
+            if len(rows) < limit:
+                return
+
+    # -- queue -> senders ------------------------------------------------------------
+
+    def pump(self) -> None:
+        free = self.limits.max_in_flight - self.in_flight
+        if not self._running or self._claiming or not self._more_due or free <= 0:
+            return
+        if self.in_flight and free < self.limits.max_in_flight // 2:
+            return  # claim in batches, not one job per completion
+        self._claiming = True
+        d = self.queue.claim(free)
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
+        d.addBoth(self._claim_done)
+
+    def _claim_done(self, _: object) -> None:
+        self._claiming = False
+        if self._more_due:
+            self.pump()
+
+    def _claim_failed(self, failure: Failure) -> None:
+        self._more_due = False  # the next tick tries again
+        log.warn("push: claiming jobs failed ({error})", error=failure.getErrorMessage())
+
+    def _claimed(self, claimed: list[Claimed], asked: int) -> None:
+        self._more_due = len(claimed) >= asked
+        now = self.reactor.seconds()
+        for item in claimed:
+            job = item.job
+            age = now - job.created
+            if age > self.limits.max_age:
+                log.warn(
+                    "push {key} to user {user_id} via {sender} expired after {age:.0f} s "
+                    "({attempts} attempts)",
+                    key=job.key,
+                    user_id=job.user_id,
+                    sender=job.sender,
+                    age=age,
+                    attempts=item.attempts,
+                )
+                self.counters.add(job.sender, "expired")
+                self._settle_done(item)
+                continue
+            sender = self.senders.get(job.sender)
+            if sender is None:
+                self.counters.add(job.sender, "failed")
+                self._settle_dead(item, f"no sender {job.sender!r} configured")
+                continue
+            self.in_flight += 1
+            d = defer.maybeDeferred(sender.send, job)
+            d.addErrback(lambda f: Outcome(Result.RETRY, f"sender error: {f.getErrorMessage()}"))
+            d.addCallback(self._answered, item)
+
+    def _answered(self, outcome: Outcome, item: Claimed) -> None:
+        self.in_flight -= 1
+        job = item.job
+        result = outcome.result
+        if result is Result.SENT:
+            self.counters.add(job.sender, "sent")
+            self._settle_done(item)
+        elif result is Result.DEAD_TOKEN:
+            log.info(
+                "push: {sender} says the token of user {user_id} is dead ({detail}); removed",
+                sender=job.sender,
+                user_id=job.user_id,
+                detail=outcome.detail,
+            )
+            self.counters.add(job.sender, "failed")
+            self.store.write(push_store.remove_token, job.user_id, job.token).addErrback(
+                lambda f: log.failure("push: removing a dead token failed", f)
+            )
+            self._settle_done(item)
+        elif result is Result.RETRY and item.attempts + 1 < self.limits.max_attempts:
+            self.counters.add(job.sender, "retried")
+            delay = backoff(item.attempts + 1, self.limits, self.rand)
+            if outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            self._settle(retry=(item, delay, outcome.detail))
+        else:
+            log.warn(
+                "push {key} to user {user_id} via {sender} failed after {attempts} attempts "
+                "({detail}); moved to the dead letter",
+                key=job.key,
+                user_id=job.user_id,
+                sender=job.sender,
+                attempts=item.attempts + 1,
+                detail=outcome.detail,
+            )
+            self.counters.add(job.sender, "failed")
+            self._settle_dead(item, outcome.detail)
+        self.pump()
+
+    # -- settling, one queue call per reactor turn -------------------------------------
+
+    def _settle_done(self, item: Claimed) -> None:
+        self._settling[0].append(item)
+        self._schedule_settle()
+
+    def _settle_dead(self, item: Claimed, error: str) -> None:
+        self._settling[2].append((item, error))
+        self._schedule_settle()
+
+    def _settle(self, retry: tuple[Claimed, float, str]) -> None:
+        self._settling[1].append(retry)
+        self._schedule_settle()
+
+    def _schedule_settle(self) -> None:
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            self.reactor.callLater(0, self._flush_settle)
+
+    def _flush_settle(self) -> None:
+        self._settle_scheduled = False
+        done, retry, dead = self._settling
+        if not (done or retry or dead):
+            return
+        self._settling = ([], [], [])
+        d = self.queue.settle(done, retry, dead)
+        d.addErrback(
+            lambda f: log.warn(
+                "push: settling {n} jobs failed ({error}); they are sent again after their lease",
+                n=len(done) + len(retry) + len(dead),
+                error=f.getErrorMessage(),
+            )
+        )
+        self._settles.add(d)
+        d.addBoth(lambda _: self._settles.discard(d))
