@@ -228,6 +228,7 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.file.service import FileService
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.msg.service import MsgService
+    from teamtalk_py.push.service import PushService
     from teamtalk_py.route.service import RouteService
     from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
@@ -253,4 +254,7 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     ):
         if name in hosted:
             cls(reactor, config).setServiceParent(collection)
+    if "msg" in hosted and config.push.enabled:
+        # After msg: pushes are decided on the node that stored the message.
+        PushService(reactor, config).setServiceParent(collection)
     return collection

@@ -11,6 +11,7 @@ its job is committed: an ack never precedes durability.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -26,10 +27,23 @@ log = Logger(namespace="teamtalk.msg.batching")
 MAX_IN_FLIGHT = 2
 
 
+#: ``fn(txn, batch)`` storing a batch: the store's own, or push's that adds outbox rows.
+StoreBatch = Callable[[Any, Sequence[NewMessage]], list[StoredMessage]]
+
+
 class SingleMessageQueue:
-    def __init__(self, reactor: Any, store: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        store: Any,
+        store_batch: StoreBatch = messages.store_single_messages,
+        committed: Callable[[], None] | None = None,
+    ) -> None:
         self.reactor = reactor
         self.store = store
+        self.store_batch = store_batch
+        #: Called once per committed job, after every message of it is acked.
+        self.committed = committed
         self._pending: list[tuple[NewMessage, defer.Deferred[StoredMessage]]] = []
         self._scheduled = False
         self._in_flight = 0
@@ -48,7 +62,7 @@ class SingleMessageQueue:
             return  # a committing job will flush what gathered when it is done
         batch, self._pending = self._pending, []
         self._in_flight += 1
-        job = self.store.write(messages.store_single_messages, [m for m, _ in batch])
+        job = self.store.write(self.store_batch, [m for m, _ in batch])
         job.addCallbacks(self._stored, self._batch_failed, (batch,), None, (batch,))
         job.addBoth(self._job_done)
 
@@ -56,10 +70,11 @@ class SingleMessageQueue:
         self._in_flight -= 1
         self.flush()
 
-    @staticmethod
-    def _stored(results: list[StoredMessage], batch) -> None:
+    def _stored(self, results: list[StoredMessage], batch) -> None:
         for stored, (_, d) in zip(results, batch, strict=True):
             d.callback(stored)
+        if self.committed is not None:
+            self.committed()
 
     def _batch_failed(self, failure: Failure, batch) -> None:
         """One bad message must not cost the others: store them one by one instead."""
@@ -72,6 +87,11 @@ class SingleMessageQueue:
             error=failure.getErrorMessage(),
         )
         for message, d in batch:
-            self.store.write(messages.store_single_messages, [message]).addCallback(
-                lambda results: results[0]
+            self.store.write(self.store_batch, [message]).addCallback(
+                self._stored_alone
             ).chainDeferred(d)
+
+    def _stored_alone(self, results: list[StoredMessage]) -> StoredMessage:
+        if self.committed is not None:
+            self.reactor.callLater(0, self.committed)  # after the ack
+        return results[0]

@@ -179,7 +179,7 @@ class Groups:
         service.recent.pending(key)
         try:
             stored = await service.store.write(
-                group_store.store_group_message,
+                service.store_group_message,
                 group_id, conn.user_id, msg.msg_type, msg.msg_data, service.now(),
             )  # fmt: skip
         except GroupError as e:
@@ -194,6 +194,8 @@ class Groups:
         message = stored.message
         service.recent.stored(key, message.msg_id)
         chat._ack(conn, request.seq, group_id, message.msg_id, _GROUP)
+        if service.push is not None:
+            service.push.kick()
         await self._fan_out(message, stored.version, exclude=conn)
 
     def _refuse(self, conn, seq: int, group_id: int, reason: str) -> None:

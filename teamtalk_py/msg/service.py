@@ -30,6 +30,7 @@ from teamtalk_py.protocol.header import PduHeader
 from teamtalk_py.route.hub import RouteHub
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.store import accounts
+from teamtalk_py.store import groups as group_store
 
 log = Logger(namespace="teamtalk.msg")
 
@@ -54,6 +55,10 @@ class MsgService(TeamTalkService):
         self.shared_resends: SharedResends | None = None
         self.groups = Groups(self)
         self.single_messages: SingleMessageQueue | None = None
+        #: The push service when push is configured: messages are then stored with an
+        #: outbox row (in their own transaction) and each commit kicks the push worker.
+        self.push = None
+        self.store_group_message = group_store.store_group_message
         #: The file services this node creates transfer tasks on (set up at start).
         self.files = FileServers([])
         self.route: InProcessRoute | LinkedRoute | None = None
@@ -76,7 +81,14 @@ class MsgService(TeamTalkService):
     async def start(self) -> None:
         store = self.store
         await store.ready
-        self.single_messages = SingleMessageQueue(self.reactor, store)
+        self.push = self.sibling("push")
+        if self.push is not None:
+            self.single_messages = SingleMessageQueue(
+                self.reactor, store, self.push.store_single_messages, self.push.kick
+            )
+            self.store_group_message = self.push.store_group_message
+        else:
+            self.single_messages = SingleMessageQueue(self.reactor, store)
         shared = self.sibling("redis")
         if shared is not None and shared.shared:
             self.lockout = SharedLoginLockout(shared, self.reactor)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -108,9 +109,10 @@ class FcmSender:
         if self._client is None:
             import httpx
 
-            self._client = httpx.AsyncClient(
-                http2=True, verify=self.settings.ca_file or True, timeout=REQUEST_TIMEOUT
-            )
+            verify: Any = True
+            if self.settings.ca_file:
+                verify = ssl.create_default_context(cafile=self.settings.ca_file)
+            self._client = httpx.AsyncClient(http2=True, verify=verify, timeout=REQUEST_TIMEOUT)
         return self._client
 
     def _refresh_blocking(self) -> None:
@@ -120,6 +122,8 @@ class FcmSender:
 
         session = requests.Session()
         if self.settings.ca_file:
+            # The configured CAs, not whatever REQUESTS_CA_BUNDLE names.
+            session.trust_env = False
             session.verify = self.settings.ca_file
         try:
             self.credentials.refresh(google.auth.transport.requests.Request(session))
