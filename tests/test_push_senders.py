@@ -15,7 +15,8 @@ from teamtalk_py.push.senders.apns import ApnsSender, ApnsSettings, ProviderToke
 from teamtalk_py.push.senders.base import Result
 from teamtalk_py.push.senders.fcm import FcmSender, FcmSettings
 from teamtalk_py.push.senders.push_server import PushServerSender
-from tests.cluster_support import free_port_number, wait_until
+from teamtalk_testing.ports import free_port as free_port_number
+from tests.cluster_support import wait_until
 from tests.push_support import (
     KEY_ID,
     TEAM_ID,

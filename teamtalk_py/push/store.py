@@ -19,7 +19,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store import messages
 from teamtalk_py.store.accounts import DeviceTokenRow, get_device_tokens
-from teamtalk_py.store.database import Txn, placeholders
+from teamtalk_py.store.txn import Txn, placeholders
 from teamtalk_py.store.groups import StoredGroupMessage
 from teamtalk_py.store.messages import NewMessage, StoredMessage
 
