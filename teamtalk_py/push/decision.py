@@ -66,7 +66,7 @@ def decide(
             continue
         platform = platform_of(token.client_type)
         sender = rules.senders.get(platform) if platform else None
-        if sender is None:
+        if platform is None or sender is None:
             continue
         if platform == "ios" and token.push_shield == 1 and rules.is_night(hour):
             continue

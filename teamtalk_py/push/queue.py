@@ -96,7 +96,12 @@ class StoreQueue:
             lambda rows: [Claimed(r.id, PushJob.from_json(r.job), r.attempts) for r in rows]
         )
 
-    def settle(self, done, retry, dead) -> defer.Deferred[None]:
+    def settle(
+        self,
+        done: Sequence[Claimed],
+        retry: Sequence[tuple[Claimed, float, str]],
+        dead: Sequence[tuple[Claimed, str]],
+    ) -> defer.Deferred[None]:
         now = self._now_ms()
         return self.store.write(
             push_store.settle_jobs,
@@ -255,7 +260,12 @@ class StreamQueue:
     def claim(self, limit: int) -> defer.Deferred[list[Claimed]]:
         return defer.ensureDeferred(self._claim(limit))
 
-    def settle(self, done, retry, dead) -> defer.Deferred[None]:
+    def settle(
+        self,
+        done: Sequence[Claimed],
+        retry: Sequence[tuple[Claimed, float, str]],
+        dead: Sequence[tuple[Claimed, str]],
+    ) -> defer.Deferred[None]:
         now = self._now_ms()
         args: list[Any] = [GROUP, len(done), *[c.handle for c in done], len(retry)]
         for claimed, delay, _error in retry:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from functools import partial
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ from teamtalk_py.push.senders.aio import AsyncioThread
 from teamtalk_py.push.senders.base import Sender
 from teamtalk_py.push.worker import Limits, PushCounters, PushWorker
 from teamtalk_py.services import TeamTalkService
+from teamtalk_py.store.groups import StoredGroupMessage
+from teamtalk_py.store.messages import NewMessage, StoredMessage
+from teamtalk_py.store.txn import Txn
 
 log = Logger(namespace="teamtalk.push")
 
@@ -94,12 +97,17 @@ class PushService(TeamTalkService):
 
     # -- what the msg service calls ---------------------------------------------------
 
-    def store_single_messages(self, txn, batch):
+    def store_single_messages(self, txn: Txn, batch: Sequence[NewMessage]) -> list[StoredMessage]:
         """Store function for 1:1 batches: the messages and their outbox rows."""
         return push_store.store_single_messages(txn, batch, node=self.node)
 
-    def store_group_message(self, txn, *args):
-        return push_store.store_group_message(txn, *args, node=self.node)
+    def store_group_message(
+        self, txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int
+    ) -> StoredGroupMessage:
+        """Store function for group messages: the message and its outbox row."""
+        return push_store.store_group_message(
+            txn, group_id, from_id, msg_type, content, created, node=self.node
+        )
 
     def kick(self, _: object = None) -> None:
         """A message committed: decide its pushes now (not at the next tick)."""
@@ -111,6 +119,7 @@ class PushService(TeamTalkService):
     async def start(self) -> None:
         push = self.config.push
         store = self.sibling("store")
+        assert store is not None, "push needs the store"
         await store.ready
         shared = self.sibling("redis")
         if shared is not None and shared.shared:
@@ -134,7 +143,7 @@ class PushService(TeamTalkService):
             self.queue,
             self.senders,
             rules,
-            partial(pc_online, msg),
+            lambda user_ids: pc_online(msg, user_ids),
             node=self.node,
             limits=Limits(
                 max_attempts=push.max_attempts,
@@ -165,9 +174,11 @@ class PushService(TeamTalkService):
             await thread.stop()  # type: ignore[union-attr]
 
 
-def pc_online(msg: Any, user_ids: list[int]) -> defer.Deferred[set[int]]:
+def pc_online(msg: Any, user_ids: list[int]) -> defer.Deferred[Collection[int]]:
     """Which users have a PC client online anywhere in the cluster (route's presence)."""
-    d = msg.route.users_status(user_ids)
-    return d.addCallback(
-        lambda statuses: {u for u, status in statuses if status == B.USER_STATUS_ONLINE}
-    )
+
+    def online(statuses: list[tuple[int, int]]) -> Collection[int]:
+        return {u for u, status in statuses if status == B.USER_STATUS_ONLINE}
+
+    d: defer.Deferred[Collection[int]] = msg.route.users_status(user_ids).addCallback(online)
+    return d

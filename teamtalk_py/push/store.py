@@ -19,9 +19,9 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store import messages
 from teamtalk_py.store.accounts import DeviceTokenRow, get_device_tokens
-from teamtalk_py.store.txn import Txn, placeholders
 from teamtalk_py.store.groups import StoredGroupMessage
 from teamtalk_py.store.messages import NewMessage, StoredMessage
+from teamtalk_py.store.txn import Txn, placeholders
 
 QUEUED = 0
 DEAD = 1
@@ -99,11 +99,24 @@ def pending_outbox(txn: Txn, node: str, orphaned_before: int, limit: int) -> lis
         "FROM push_outbox WHERE node = ? OR created < ? ORDER BY id LIMIT ?",
         (node, orphaned_before, limit),
     ).fetchall()
-    return [OutboxRow(*row[:7], bytes(row[7]), row[8]) for row in rows]
+    return [_outbox_row(row) for row in rows]
+
+
+def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
+    session_type, from_id, to_id, msg_id, msg_type = (int(v) for v in r[2:7])
+    return OutboxRow(
+        int(r[0]), str(r[1]), session_type, from_id, to_id, msg_id, msg_type, bytes(r[7]),
+        int(r[8]),
+    )  # fmt: skip
+
+
+def _count(txn: Txn, sql: str, params: Sequence[Any] = ()) -> int:
+    row = txn.execute(sql, params).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def outbox_size(txn: Txn) -> int:
-    return int(txn.execute("SELECT COUNT(*) FROM push_outbox").fetchone()[0])
+    return _count(txn, "SELECT COUNT(*) FROM push_outbox")
 
 
 # --------------------------------------------------------------------------------------
@@ -219,9 +232,7 @@ def hand_off_to_queue(
 
 def queue_depth(txn: Txn) -> int:
     """Jobs waiting or being sent (the dead letter does not count)."""
-    return int(
-        txn.execute("SELECT COUNT(*) FROM push_queue WHERE state = ?", (QUEUED,)).fetchone()[0]
-    )
+    return _count(txn, "SELECT COUNT(*) FROM push_queue WHERE state = ?", (QUEUED,))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +71,14 @@ def payload(job: PushJob) -> bytes:
 class ProviderToken:
     """The ES256 JWT APNs wants, renewed before Apple calls it expired."""
 
-    def __init__(self, settings: ApnsSettings, clock=time.time) -> None:
+    def __init__(self, settings: ApnsSettings, clock: Callable[[], float] = time.time) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-        self._key = load_pem_private_key(settings.key_pem, password=None)
+        key = load_pem_private_key(settings.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the APNs key must be the EC (P-256) key of a .p8 file")
+        self._key = key
         self._settings = settings
         self._clock = clock
         self._token = ""

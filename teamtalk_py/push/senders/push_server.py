@@ -25,6 +25,7 @@ from teamtalk_py.push.jobs import PushJob
 from teamtalk_py.push.senders.base import SENT, Outcome, Result
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, ignore_heartbeat, parse_host_port
+from teamtalk_py.wire.protocol import PduProtocol
 
 log = Logger(namespace="teamtalk.push.push_server")
 
@@ -93,8 +94,9 @@ class PushServerSender:
             self._pending.remove(waiting)
             waiting.settle(Outcome(Result.RETRY, "push_server did not answer"))
 
-    def _answered(self, conn: LinkProtocol, request: Request) -> None:
-        answer: Server_pb2.IMPushToUserRsp = request.message
+    def _answered(self, conn: PduProtocol, request: Request) -> None:
+        answer = request.message
+        assert isinstance(answer, Server_pb2.IMPushToUserRsp)
         for result in answer.push_result_list:
             waiting = next((w for w in self._pending if w.token == result.user_token), None)
             if waiting is None:
