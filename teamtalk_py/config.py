@@ -342,7 +342,6 @@ def reload_config(running: Config, loaded: Config) -> tuple[Config, list[str], l
     return running.with_overrides(overrides), applied, restart
 
 
-
 def _field_type(section: Any, key: str) -> Any:
     for f in fields(section):
         if f.name == key:
