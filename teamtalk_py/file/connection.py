@@ -10,7 +10,7 @@ needs, whatever the connection's own output state.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.python.failure import Failure
 
@@ -102,7 +102,7 @@ class FileClientConnection(PduProtocol):
 class FileClientFactory(PduFactory):
     protocol = FileClientConnection
 
-    def __init__(self, transfers: FileTransfers, **kwargs) -> None:
+    def __init__(self, transfers: FileTransfers, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.transfers = transfers
 
@@ -118,7 +118,7 @@ class FileInternalConnection(PduProtocol):
 class FileInternalFactory(PduFactory):
     protocol = FileInternalConnection
 
-    def __init__(self, service: FileService, **kwargs) -> None:
+    def __init__(self, service: FileService, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
 

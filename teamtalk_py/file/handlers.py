@@ -31,8 +31,8 @@ def handle_pull_response(conn: FileClientConnection, request: Request) -> None:
     conn.transfers.pull_response(conn, request)
 
 
-def build_client_table() -> CommandTable:
-    table = CommandTable()
+def build_client_table() -> CommandTable[FileClientConnection]:
+    table: CommandTable[FileClientConnection] = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, before_login=True, decode=False)
     table.register(B.CID_FILE_LOGIN_REQ, handle_login, before_login=True)
     table.register(B.CID_FILE_STATE, handle_state)
@@ -57,8 +57,8 @@ async def handle_transfer_request(conn: FileInternalConnection, request: Request
     conn.send(B.CID_OTHER_FILE_TRANSFER_RSP, answer, request.seq)
 
 
-def build_internal_table() -> CommandTable:
-    table = CommandTable()
+def build_internal_table() -> CommandTable[FileInternalConnection]:
+    table: CommandTable[FileInternalConnection] = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, echo_heartbeat, decode=False)
     table.register(B.CID_OTHER_FILE_SERVER_IP_REQ, handle_server_ip)
     table.register(B.CID_OTHER_FILE_TRANSFER_REQ, handle_transfer_request)

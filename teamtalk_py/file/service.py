@@ -7,6 +7,9 @@ nodes send ``CID_OTHER_FILE_TRANSFER_REQ`` over the internal port and get the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -22,7 +25,13 @@ from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.wire.link import parse_host_port
 
+if TYPE_CHECKING:
+    from teamtalk_py.config import Config
+
 log = Logger(namespace="teamtalk.file")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: How often idle tasks are dropped from memory (the reference's timer, §2.5.9).
 EXPIRY_INTERVAL = 10.0
@@ -31,7 +40,7 @@ SWEEP_INTERVAL = 60.0
 IO_THREADS = 4
 
 
-def file_limits(config) -> Limits:
+def file_limits(config: Config) -> Limits:
     conf = config.file
     return Limits(
         max_file_size=conf.max_file_size,
@@ -45,7 +54,7 @@ def file_limits(config) -> Limits:
 class FileService(TeamTalkService):
     name = "file"
 
-    def __init__(self, reactor, config) -> None:
+    def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-file-io")
         self.transfers = FileTransfers(
@@ -68,11 +77,11 @@ class FileService(TeamTalkService):
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
 
-    def reconfigure(self, config) -> None:
+    def reconfigure(self, config: Config) -> None:
         super().reconfigure(config)
         self.transfers.limits = file_limits(config)
 
-    def io(self, fn, *args, **kwargs) -> defer.Deferred:
+    def io(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
         """Run blocking disk work on the service's I/O threads."""
         return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)
 

@@ -99,7 +99,9 @@ class Peer(Protocol):
     def release_input(self, reason: str) -> None: ...
 
 
-def file_state(state: int, task_id: str, user_id: int) -> File_pb2.IMFileState:
+def file_state(
+    state: B.ClientFileState.ValueType, task_id: str, user_id: int
+) -> File_pb2.IMFileState:
     return File_pb2.IMFileState(state=state, task_id=task_id, user_id=user_id)
 
 
@@ -635,7 +637,11 @@ class OfflineTask(Task):
         )
 
     def _read_done(
-        self, session: DownloadSession, batch: list[tuple[int, int, int, int]], total: int, data
+        self,
+        session: DownloadSession,
+        batch: list[tuple[int, int, int, int]],
+        total: int,
+        data: bytes,
     ) -> None:
         session.reading = False
         peer = session.peer
@@ -739,9 +745,10 @@ class OfflineTask(Task):
 
 
 def _role_name(role: int) -> str:
-    return {
+    names: dict[int, str] = {
         B.CLIENT_REALTIME_SENDER: "sender",
         B.CLIENT_REALTIME_RECVER: "receiver",
         B.CLIENT_OFFLINE_UPLOAD: "uploader",
         B.CLIENT_OFFLINE_DOWNLOAD: "downloader",
-    }.get(role, f"role {role}")
+    }
+    return names.get(role, f"role {role}")

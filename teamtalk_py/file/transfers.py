@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from teamtalk_py.file.storage import OfflineFileStore, is_task_id
 from teamtalk_py.file.tasks import (
@@ -314,9 +315,7 @@ class FileTransfers:
         results = []
         for sink in self.progress_sinks:
             d = defer.maybeDeferred(sink.record, task.task_id, uploaded, task.file_size)
-            d.addErrback(
-                lambda f, tid=task.task_id: log.failure("recording progress of {t}", f, t=tid)
-            )
+            d.addErrback(_log_task_failure, "recording progress of {task_id}", task.task_id)
             results.append(d)
         return defer.gatherResults(results) if results else defer.succeed(None)
 
@@ -361,7 +360,7 @@ class FileTransfers:
         for task in expired:
             self.forget(task)
             defer.ensureDeferred(task.dispose()).addErrback(
-                lambda f, tid=task.task_id: log.failure("disposing of {t}", f, t=tid)
+                _log_task_failure, "disposing of {task_id}", task.task_id
             )
         return expired
 
@@ -395,3 +394,7 @@ class FileTransfers:
         self.tasks.clear()
         for task in tasks:
             await task.dispose()
+
+
+def _log_task_failure(failure: Failure, event: str, task_id: str) -> None:
+    log.failure(event, failure, task_id=task_id)
