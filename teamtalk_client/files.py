@@ -47,7 +47,7 @@ async def file_login(
     port: int,
     user_id: int,
     task_id: str,
-    role: int,
+    role: B.ClientFileRole.ValueType,
     *,
     timeout: float = 10.0,
     **options: Any,
@@ -65,7 +65,9 @@ async def file_login(
     return protocol
 
 
-def send_state(protocol: TeamTalkClientProtocol, state: int, task_id: str, user_id: int) -> int:
+def send_state(
+    protocol: TeamTalkClientProtocol, state: B.ClientFileState.ValueType, task_id: str, user_id: int
+) -> int:
     """Send ``CID_FILE_STATE`` (cancel, refuse, done); the server closes us afterwards."""
     return protocol.send(
         B.CID_FILE_STATE, File_pb2.IMFileState(state=state, task_id=task_id, user_id=user_id)
@@ -147,7 +149,7 @@ async def pull_file(
     task_id: str,
     file_size: int,
     *,
-    trans_mode: int = B.FILE_TYPE_OFFLINE,
+    trans_mode: B.TransferFileType.ValueType = B.FILE_TYPE_OFFLINE,
     start: int = 0,
     window: int = 8,
     block: int = BLOCK_SIZE,

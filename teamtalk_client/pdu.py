@@ -115,7 +115,7 @@ def _decode_body(command_id: int, body: bytes, *, partial: bool) -> Message:
             # test should notice a server that sends such a message.
             raise DecodeError(
                 f"{command_name(command_id)}: missing required fields "
-                f"{message.FindInitializationErrors()}"
+                f"{message.FindInitializationErrors()}"  # type: ignore[attr-defined]
             )
     return message
 

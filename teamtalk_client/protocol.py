@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -80,6 +80,9 @@ class TeamTalkClientProtocol(Protocol):
     command (callbacks only observe), then to the oldest `wait_for()` whose filter matches
     (which consumes the notification), else to the `notifications` queue.
     """
+
+    #: Set by ``makeConnection`` before any other method runs.
+    transport: ITCPTransport
 
     def __init__(
         self,
@@ -171,7 +174,7 @@ class TeamTalkClientProtocol(Protocol):
             self.notifications.waiting.remove(waiting)
             waiting.errback(ConnectionLost(str(reason.value)))
         if not self.closed.called:
-            self.closed.callback(reason.value)
+            self.closed.callback(reason.value or ConnectionLost())
 
     # -- sending ----------------------------------------------------------------------
 

@@ -50,8 +50,8 @@ class TeamTalkSession:
         password_plain: str | None = None,
         *,
         password_md5: str | None = None,
-        client_type: int = B.CLIENT_TYPE_WINDOWS,
-        online_status: int = B.USER_STATUS_ONLINE,
+        client_type: B.ClientType.ValueType = B.CLIENT_TYPE_WINDOWS,
+        online_status: B.UserStatType.ValueType = B.USER_STATUS_ONLINE,
         client_version: str = "teamtalk_py-client",
     ) -> Any:
         """Log in and return the `IMLoginRes` whatever its result code. Like real
@@ -75,7 +75,7 @@ class TeamTalkSession:
         return answer
 
     @returns_deferred
-    async def send_message(self, to_id: int, msg_type: int, data: bytes) -> Any:
+    async def send_message(self, to_id: int, msg_type: B.MsgType.ValueType, data: bytes) -> Any:
         """Send `CID_MSG_DATA` with the payload as given and return the `IMMsgDataAck`.
         `from_user_id`, `msg_id` and `create_time` are filled as clients do; the server
         overwrites them."""
@@ -90,7 +90,10 @@ class TeamTalkSession:
         return await self.get(B.CID_MSG_DATA, message)
 
     def send_text(
-        self, to_id: int, text: str, session_type: int = B.SESSION_TYPE_SINGLE
+        self,
+        to_id: int,
+        text: str,
+        session_type: B.SessionType.ValueType = B.SESSION_TYPE_SINGLE,
     ) -> Deferred[Any]:
         """Encrypt `text` as clients do and send it as a single or group text message."""
         msg_type = (
@@ -101,7 +104,10 @@ class TeamTalkSession:
         return self.send_message(to_id, msg_type, encrypt_text(text, self.aes_key))
 
     def read_ack(
-        self, session_id: int, msg_id: int, session_type: int = B.SESSION_TYPE_SINGLE
+        self,
+        session_id: int,
+        msg_id: int,
+        session_type: B.SessionType.ValueType = B.SESSION_TYPE_SINGLE,
     ) -> int:
         """Mark a session read up to `msg_id` (no answer exists); returns the seq used."""
         ack = Message_pb2.IMMsgDataReadAck(
