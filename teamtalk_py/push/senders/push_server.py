@@ -65,7 +65,7 @@ class PushServerSender:
     def __init__(self, reactor: Any, address: str) -> None:
         host, port = parse_host_port(address, DEFAULT_PORT)
         self.reactor = reactor
-        table = CommandTable()
+        table: CommandTable[LinkProtocol] = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
         table.register(B.CID_OTHER_PUSH_TO_USER_RSP, self._answered)
         self.link = ServerLink(
