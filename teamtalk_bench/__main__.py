@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from teamtalk_bench import stats
@@ -33,7 +34,7 @@ from teamtalk_bench.server import (
 from teamtalk_bench.workers import WorkerError, start_workers
 
 
-def _scenario(name: str):
+def _scenario(name: str) -> ModuleType:
     return importlib.import_module(f"teamtalk_bench.scenarios.{name}")
 
 
@@ -164,6 +165,7 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
         else:
             if hasattr(module, "prepare"):
                 module.prepare(params, target)
+            assert target is not None  # only standalone scenarios start without one
             count = module.worker_count(params, max(1, args.processes))
             document["params"] = params
             run = start_workers(name, params, target, count, args.profile)
@@ -220,7 +222,9 @@ def _source_revision(tree: str | None) -> dict[str, Any]:
 
 
 def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 
 from teamtalk_client import ANSWER_CID, HEADER_SIZE, encode_pdu, unpack_header
@@ -53,7 +54,12 @@ class BenchError(Exception):
 
 
 class BenchConnection(Protocol):
-    def __init__(self, clock: Any) -> None:
+    """One load-generating connection: raw ``(seq, body)`` to plain callbacks."""
+
+    #: Set by ``makeConnection`` before any other method runs.
+    transport: ITCPTransport
+
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._buffer = bytearray()
         self._seq = 0
@@ -214,7 +220,9 @@ class BenchConnection(Protocol):
 
     def enable_kernel_timestamps(self) -> bool:
         """Read with ``recvmsg`` and set ``arrival_ns`` from ``SO_TIMESTAMPNS``."""
-        transport = self.transport
+        # Twisted's TCP transport internals (its socket, buffer size and read hook), which
+        # no interface describes.
+        transport: Any = self.transport
         sock = getattr(transport, "socket", None)
         if sock is None or not hasattr(sock, "recvmsg"):
             return False
@@ -256,7 +264,7 @@ def connect(
     return connectProtocol(endpoint, BenchConnection(reactor))
 
 
-def login_body(name: str, password: str, client_type: int = PC) -> bytes:
+def login_body(name: str, password: str, client_type: B.ClientType.ValueType = PC) -> bytes:
     return Login_pb2.IMLoginReq(
         user_name=name,
         password=hashlib.md5(password.encode("utf-8")).hexdigest(),
@@ -267,7 +275,11 @@ def login_body(name: str, password: str, client_type: int = PC) -> bytes:
 
 
 async def login(
-    conn: BenchConnection, name: str, password: str, client_type: int = PC, timeout: float = 30.0
+    conn: BenchConnection,
+    name: str,
+    password: str,
+    client_type: B.ClientType.ValueType = PC,
+    timeout: float = 30.0,
 ) -> int:
     """Log in and return the user id; BenchError when refused."""
     body = await conn.ask(
@@ -286,7 +298,7 @@ async def open_logged_in(
     port: int,
     name: str,
     password: str,
-    client_type: int = PC,
+    client_type: B.ClientType.ValueType = PC,
     *,
     bind: str | None = None,
     timeout: float = 30.0,
@@ -298,6 +310,13 @@ async def open_logged_in(
         conn.close()
         raise
     return conn
+
+
+def fire_once(d: defer.Deferred[Any], result: Any = None) -> None:
+    """Fire ``d`` with ``result`` unless it has fired already (a timer and several
+    notifications may race to end one wait)."""
+    if not d.called:
+        d.callback(result)
 
 
 async def bounded(items: list, limit: int, fn: Callable[[Any], Any]) -> list:

@@ -593,7 +593,8 @@ class Profiler:
         )
         time.sleep(0.5)  # let it attach before the measured phase starts
         if self.proc.poll() is not None:
-            self.error = (self.proc.stderr.read() or b"").decode(errors="replace").strip()
+            _, err = self.proc.communicate()
+            self.error = (err or b"").decode(errors="replace").strip()
             self.proc = None
 
     def stop(self) -> dict[str, Any] | None:

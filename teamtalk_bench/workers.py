@@ -21,9 +21,12 @@ import importlib
 import multiprocessing
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from teamtalk_bench.server import (
     ProcessStats,
@@ -46,7 +49,7 @@ class Run:
     params: dict[str, Any]
     target: Target
     pipes: list[Connection]
-    procs: list[multiprocessing.process.BaseProcess]
+    procs: Sequence[multiprocessing.process.BaseProcess]
     profiler: Profiler | None = None
     window: ServerWindow | None = None
     #: Further server processes by name (a cluster's center and nodes): their CPU and RSS
@@ -93,7 +96,7 @@ class Run:
         """Wait for every worker's ``sync(tag, payload)``; the payloads by worker index."""
         deadline = time.monotonic() + timeout
         results: list[Any] = [None] * len(self.pipes)
-        waiting = dict(enumerate(self.pipes))
+        waiting: dict[int, Connection] = dict(enumerate(self.pipes))
         while waiting:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -103,6 +106,7 @@ class Run:
             ready = multiprocessing.connection.wait(list(waiting.values()), timeout=remaining)
             for pipe in ready:
                 index = next(i for i, p in waiting.items() if p is pipe)
+                assert isinstance(pipe, Connection)
                 try:
                     got_tag, payload = pipe.recv()
                 except EOFError:
@@ -193,7 +197,7 @@ class WorkerContext:
             self.reactor, self.reactor.getThreadPool(), self.pipe.recv
         )
 
-    def sleep(self, seconds: float):
+    def sleep(self, seconds: float) -> Deferred[None]:
         from twisted.internet import task
 
         return task.deferLater(self.reactor, seconds, lambda: None)
@@ -228,5 +232,5 @@ def worker_main(
         defer.ensureDeferred(run()).addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(start)
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     raise SystemExit(outcome[0])

@@ -17,6 +17,7 @@ The aggregate is phase 2's acked msg/s against phase 3's.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from teamtalk_bench import stats
@@ -37,7 +38,7 @@ worker = msg.worker
 PHASES = ("cross_node", "two_nodes", "one_node")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     msg.add_arguments(parser)
     parser.add_argument(
         "--mysql",
@@ -51,7 +52,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.url:
         raise SystemExit("cluster: starts its own cluster; --url is not supported")
     if args.server_tree:
@@ -69,7 +70,7 @@ def worker_count(params: dict[str, Any], requested: int) -> int:
     return msg.worker_count(params, requested)
 
 
-def run(params: dict[str, Any], args) -> dict[str, Any]:
+def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, run the three phases, stop it; the document's own parts."""
     cluster = ThrowawayCluster(
         users_needed(params),

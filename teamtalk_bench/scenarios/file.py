@@ -11,6 +11,7 @@ file request (or refuses it) is reported as "not available".
 
 from __future__ import annotations
 
+import argparse
 import os
 import struct
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from twisted.internet import defer
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, open_logged_in
+from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, fire_once, open_logged_in
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
@@ -28,7 +29,7 @@ BLOCK = 32768
 MB = 1_000_000
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mb", type=float, default=100.0, help="file size in MB [100]")
     parser.add_argument(
         "--window",
@@ -51,7 +52,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-online", action="store_true", help="only the offline transfer")
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     size = int(args.size_mb * MB)
     if size < 1 or size > 0xFFFFFFFF:
         raise SystemExit("file: --size-mb must give 1 byte .. 4 GiB")
@@ -158,7 +159,11 @@ def _rate(size: int, seconds: float) -> dict[str, Any]:
 
 
 async def _file_login(
-    conn: BenchConnection, user_id: int, task_id: str, role: int, timeout: float
+    conn: BenchConnection,
+    user_id: int,
+    task_id: str,
+    role: B.ClientFileRole.ValueType,
+    timeout: float,
 ) -> None:
     body = await conn.ask(
         B.CID_FILE_LOGIN_REQ,
@@ -173,7 +178,11 @@ async def _file_login(
 
 
 async def _request_task(
-    sender: BenchConnection, receiver_id: int, blocks: Blocks, mode: int, timeout: float
+    sender: BenchConnection,
+    receiver_id: int,
+    blocks: Blocks,
+    mode: B.TransferFileType.ValueType,
+    timeout: float,
 ) -> File_pb2.IMFileRsp:
     try:
         body = await sender.ask(
@@ -226,14 +235,14 @@ async def _pull_all(
     conn: BenchConnection,
     user_id: int,
     task_id: str,
-    mode: int,
+    mode: B.TransferFileType.ValueType,
     blocks: Blocks,
     window: int,
     limit: float,
 ) -> None:
     """Pull every block in order, ``window`` requests in flight; verify each one."""
     done: defer.Deferred = defer.Deferred()
-    state = {"next": 0, "received": 0, "error": None}
+    state = {"next": 0, "received": 0}
 
     def fail(why: str) -> None:
         if not done.called:
@@ -281,7 +290,9 @@ async def _pull_all(
             timer.cancel()
 
 
-async def _offline(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
+async def _offline(
+    ctx: WorkerContext, sender: BenchConnection, receiver: BenchConnection, blocks: Blocks
+) -> dict[str, Any]:
     p, reactor = ctx.params, ctx.reactor
     answer = await _request_task(
         sender, receiver.user_id, blocks, B.FILE_TYPE_OFFLINE, p["answer_timeout"]
@@ -293,14 +304,12 @@ async def _offline(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
     upload = await connect(reactor, address.ip, address.port)
     progress = {"bytes": 0}
     finished: defer.Deferred = defer.Deferred()
-    upload.on(B.CID_FILE_STATE, lambda seq, body: finished.called or finished.callback(None))
-    upload.closed.addBoth(lambda _: finished.called or finished.callback(None))
+    upload.on(B.CID_FILE_STATE, lambda seq, body: fire_once(finished))
+    upload.closed.addBoth(lambda _: fire_once(finished))
     _serve_pulls(upload, sender.user_id, task_id, blocks, progress)
     t0 = time.monotonic()
     await _file_login(upload, sender.user_id, task_id, B.CLIENT_OFFLINE_UPLOAD, p["answer_timeout"])
-    timer = reactor.callLater(
-        p["duration_limit"], lambda: finished.called or finished.callback(None)
-    )
+    timer = reactor.callLater(p["duration_limit"], lambda: fire_once(finished))
     await finished
     if timer.active():
         timer.cancel()
@@ -344,10 +353,12 @@ async def _offline(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
     return result
 
 
-async def _online(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
+async def _online(
+    ctx: WorkerContext, sender: BenchConnection, receiver: BenchConnection, blocks: Blocks
+) -> dict[str, Any]:
     p, reactor = ctx.params, ctx.reactor
     notified: defer.Deferred = defer.Deferred()
-    receiver.on(B.CID_FILE_NOTIFY, lambda seq, body: notified.called or notified.callback(body))
+    receiver.on(B.CID_FILE_NOTIFY, lambda seq, body: fire_once(notified, body))
     answer = await _request_task(
         sender, receiver.user_id, blocks, B.FILE_TYPE_ONLINE, p["answer_timeout"]
     )
@@ -361,7 +372,7 @@ async def _online(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
     _serve_pulls(side_a, sender.user_id, task_id, blocks, progress)
     side_a.on(B.CID_FILE_STATE, lambda seq, body: None)
     peer_ready: defer.Deferred = defer.Deferred()
-    side_b.on(B.CID_FILE_STATE, lambda seq, body: peer_ready.called or peer_ready.callback(None))
+    side_b.on(B.CID_FILE_STATE, lambda seq, body: fire_once(peer_ready))
     try:
         await _file_login(
             side_a, sender.user_id, task_id, B.CLIENT_REALTIME_SENDER, p["answer_timeout"]
@@ -369,9 +380,7 @@ async def _online(ctx, sender, receiver, blocks: Blocks) -> dict[str, Any]:
         await _file_login(
             side_b, receiver.user_id, task_id, B.CLIENT_REALTIME_RECVER, p["answer_timeout"]
         )
-        timer = reactor.callLater(
-            p["answer_timeout"], lambda: peer_ready.called or peer_ready.callback(None)
-        )
+        timer = reactor.callLater(p["answer_timeout"], lambda: fire_once(peer_ready))
         await peer_ready
         if timer.active():
             timer.cancel()

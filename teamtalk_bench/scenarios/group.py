@@ -10,13 +10,15 @@ a refused create, or a message acked with msg_id 0) is reported as "not availabl
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import PC, BenchError, bounded, open_logged_in
+from teamtalk_bench.conn import PC, BenchConnection, BenchError, bounded, fire_once, open_logged_in
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2, Message_pb2
@@ -25,7 +27,7 @@ INDEX_DIGITS = 8
 GROUP_TYPES = (B.MSG_TYPE_GROUP_TEXT, B.MSG_TYPE_GROUP_AUDIO)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--members", type=int, default=500, help="group members G [500]")
     parser.add_argument("--messages", type=int, default=20, help="group messages sent [20]")
     parser.add_argument("--window", type=int, default=1, help="group messages in flight [1]")
@@ -44,7 +46,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.members < 2 or args.messages < 1 or args.window < 1:
         raise SystemExit("group: --members >= 2, --messages >= 1 and --window >= 1")
     return {
@@ -65,7 +67,9 @@ def worker_count(params: dict[str, Any], requested: int) -> int:
     return max(1, min(requested, params["members"]))
 
 
-def not_available(reason: str, client=None, server=None) -> dict[str, Any]:
+def not_available(
+    reason: str, client: dict[str, Any] | None = None, server: dict[str, Any] | None = None
+) -> dict[str, Any]:
     table = stats.render_table("group", [("not available", reason)])
     return {
         "available": False,
@@ -167,7 +171,7 @@ async def worker(ctx: WorkerContext) -> None:
     p, t, reactor = ctx.params, ctx.target, ctx.reactor
     indexes = list(ctx.share(p["members"]))
 
-    async def open_member(index: int):
+    async def open_member(index: int) -> BenchConnection:
         return await open_logged_in(reactor, t.host, t.port, t.user_name(index), t.password, PC)
 
     conns = await bounded(indexes, 64, open_member)
@@ -182,7 +186,7 @@ async def worker(ctx: WorkerContext) -> None:
     member_ids = reply["member_ids"]
     creator = conns[0] if ctx.index == 0 else None
 
-    created = {"group_id": None, "reason": None}
+    created: dict[str, Any] = {"group_id": None, "reason": None}
     if creator is not None:
         request = Group_pb2.IMGroupCreateReq(
             user_id=creator.user_id,
@@ -213,7 +217,7 @@ async def worker(ctx: WorkerContext) -> None:
     expected_per_conn = [p["messages"]]
     all_in: defer.Deferred = defer.Deferred()
 
-    def make_handler(conn):
+    def make_handler(conn: BenchConnection) -> Callable[[int, bytes], None]:
         seen: set[int] = set()
 
         def on_delivery(seq: int, body: bytes) -> None:
@@ -245,7 +249,7 @@ async def worker(ctx: WorkerContext) -> None:
     answer = await ctx.sync("sent", sent_report)
     expected_per_conn[0] = answer["acked"]
     if answer["acked"] and receivers and counts["delivered"] < answer["acked"] * len(receivers):
-        timer = reactor.callLater(p["drain"], lambda: all_in.called or all_in.callback(None))
+        timer = reactor.callLater(p["drain"], lambda: fire_once(all_in))
         await all_in
         if timer.active():
             timer.cancel()
@@ -262,7 +266,7 @@ async def worker(ctx: WorkerContext) -> None:
         conn.close()
 
 
-async def _send_all(creator, group_id: int, p: dict[str, Any]) -> dict[str, Any]:
+async def _send_all(creator: BenchConnection, group_id: int, p: dict[str, Any]) -> dict[str, Any]:
     """Send the group messages (window W) and collect acks; stops at the first refusal."""
     message = Message_pb2.IMMsgData(
         from_user_id=creator.user_id,
@@ -275,7 +279,7 @@ async def _send_all(creator, group_id: int, p: dict[str, Any]) -> dict[str, Any]
     filler = b"x" * (p["size"] - INDEX_DIGITS)
     send_times: dict[int, float] = {}
     ack_latencies: list[float] = []
-    state = {"next": 0, "acked": 0, "refused": 0, "reason": None, "outstanding": 0}
+    state: dict[str, Any] = {"next": 0, "acked": 0, "refused": 0, "reason": None, "outstanding": 0}
     done: defer.Deferred = defer.Deferred()
     reactor = creator.clock
 

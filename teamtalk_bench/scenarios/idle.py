@@ -15,16 +15,26 @@ of a large K logs in as mobile clients, which get no presence notifications.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import MOBILE, PC, BenchError, bounded, open_logged_in
-from teamtalk_bench.server import LOOPBACK, ProcessStats, raise_nofile_limit
+from teamtalk_bench.conn import (
+    MOBILE,
+    PC,
+    BenchConnection,
+    BenchError,
+    bounded,
+    fire_once,
+    open_logged_in,
+)
+from teamtalk_bench.server import LOOPBACK, ProcessStats, Target, raise_nofile_limit
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2
@@ -39,7 +49,7 @@ FD_RESERVE = 200
 LOGIN_ATTEMPTS = 3
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connections", type=int, default=1000, help="idle logged-in connections K [1000]"
     )
@@ -87,7 +97,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.connections < 1:
         raise SystemExit("idle: --connections must be >= 1")
     return {
@@ -108,7 +118,7 @@ def users_needed(params: dict[str, Any]) -> int:
     return params["connections"] + 1
 
 
-def prepare(params: dict[str, Any], target) -> None:
+def prepare(params: dict[str, Any], target: Target) -> None:
     """Cap K at what the server's open-file limit allows (we cannot raise another
     process's hard limit)."""
     limit = ProcessStats(target.pid).nofile_limit()
@@ -245,8 +255,8 @@ def _round_result(number: int, kind: str, reports: list[dict[str, Any]]) -> dict
 
 
 def _median(values: list[float | None]) -> float | None:
-    values = sorted(v for v in values if v is not None)
-    return values[len(values) // 2] if values else None
+    known = sorted(v for v in values if v is not None)
+    return known[len(known) // 2] if known else None
 
 
 def _mib(kb: int | None) -> str:
@@ -285,7 +295,7 @@ async def worker(ctx: WorkerContext) -> None:
     def ignore(seq: int, body: bytes) -> None:
         pass
 
-    def lost(conn) -> None:
+    def lost(conn: BenchConnection) -> None:
         dropped[0] += 1
 
     cursor = [0]
@@ -306,7 +316,7 @@ async def worker(ctx: WorkerContext) -> None:
     beat.clock = reactor
     beat.start(1.0, now=False)
 
-    async def open_one(index: int):
+    async def open_one(index: int) -> BenchConnection | None:
         client_type = PC if index < p["pc"] else MOBILE
         bind = f"127.0.0.{1 + index // PER_SOURCE_ADDRESS}" if use_sources else None
         for attempt in range(LOGIN_ATTEMPTS):
@@ -355,7 +365,7 @@ async def worker(ctx: WorkerContext) -> None:
     )
 
     timestamps = all([c.enable_kernel_timestamps() for c in pc_conns]) if pc_conns else True
-    trigger = None
+    trigger: BenchConnection | None = None
     while command != "finish":
         _, number, kind = command
         wanted = B.USER_STATUS_ONLINE if kind == "online" else B.USER_STATUS_OFFLINE
@@ -364,8 +374,12 @@ async def worker(ctx: WorkerContext) -> None:
         expected = sum(1 for c in pc_conns if c.open)
 
         def make_handler(
-            conn, wanted=wanted, arrivals=arrivals, complete=complete, expected=expected
-        ):
+            conn: BenchConnection,
+            wanted: int = wanted,
+            arrivals: dict[int, int] = arrivals,
+            complete: defer.Deferred[None] = complete,
+            expected: int = expected,
+        ) -> Callable[[int, bytes], None]:
             def handler(seq: int, body: bytes) -> None:
                 stat = Buddy_pb2.IMUserStatNotify.FromString(body).user_stat
                 if stat.user_id == trigger_id and stat.status == wanted:
@@ -391,11 +405,10 @@ async def worker(ctx: WorkerContext) -> None:
                 answer_ms = (time.time_ns() - fire_ns) / 1e6
             else:
                 fire_ns = time.time_ns()
+                assert trigger is not None  # logged in by the "online" round before
                 trigger.transport.loseConnection()
         if expected and not complete.called:
-            timer = reactor.callLater(
-                p["notify_timeout"], lambda d=complete: d.called or d.callback(None)
-            )
+            timer = reactor.callLater(p["notify_timeout"], lambda d=complete: fire_once(d))
             await complete
             if timer.active():
                 timer.cancel()

@@ -8,6 +8,7 @@ kicks a still-open earlier connection of the same account. Latencies: TCP connec
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=5000, help="logins [5000]")
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight [50]")
     parser.add_argument(
@@ -41,7 +42,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.count < 1 or args.concurrency < 1:
         raise SystemExit("login: --count and --concurrency must be >= 1")
     pool = args.pool or max(min(args.count, 10000), 2 * args.concurrency)
@@ -116,7 +117,7 @@ async def worker(ctx: WorkerContext) -> None:
     client_type = CLIENT_TYPES[p["client_type"]]
     numbers = list(ctx.share(p["count"]))
     lanes = len(ctx.share(p["concurrency"]))
-    bodies = {}
+    bodies: dict[int, bytes] = {}
     connect_lat: list[float] = []
     login_lat: list[float] = []
     total_lat: list[float] = []

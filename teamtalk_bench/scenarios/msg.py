@@ -10,6 +10,7 @@ msg_id 0) is reported on its own.
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from teamtalk_py.pb.IM import Message_pb2
 INDEX_DIGITS = 8
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=10, help="sender/receiver pairs [10]")
     parser.add_argument("--messages", type=int, default=2000, help="messages per sender [2000]")
     parser.add_argument("--window", type=int, default=16, help="messages in flight per sender [16]")
@@ -48,7 +49,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.pairs < 1 or args.messages < 1 or args.window < 1:
         raise SystemExit("msg: --pairs, --messages and --window must be >= 1")
     return {

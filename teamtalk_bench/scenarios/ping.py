@@ -7,6 +7,7 @@ times a stored 1:1 message until its ack (the durable path).
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from teamtalk_py.pb.IM import Message_pb2
 KINDS = ("heartbeat", "time", "msg")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=2000, help="round trips measured [2000]")
     parser.add_argument("--warmup", type=int, default=100, help="round trips not measured [100]")
     parser.add_argument(
@@ -32,7 +33,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.count < 1:
         raise SystemExit("ping: --count must be >= 1")
     return {
@@ -93,6 +94,7 @@ async def worker(ctx: WorkerContext) -> None:
     if kind == "msg":
         peer = await open_logged_in(reactor, t.host, t.port, t.user_name(1), t.password, PC)
         peer.on(B.CID_MSG_DATA, lambda seq, body: None)
+    cid: int
     if kind == "heartbeat":
         cid, body = B.CID_OTHER_HEARTBEAT, b""
     elif kind == "time":
@@ -101,7 +103,7 @@ async def worker(ctx: WorkerContext) -> None:
         cid, body = B.CID_MSG_DATA, b""
         message = Message_pb2.IMMsgData(
             from_user_id=conn.user_id,
-            to_session_id=peer.user_id,
+            to_session_id=peer.user_id if peer is not None else 0,
             msg_id=0,
             create_time=0,
             msg_type=B.MSG_TYPE_SINGLE_TEXT,
