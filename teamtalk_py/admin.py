@@ -1,5 +1,6 @@
 """``teamtalk-admin``: create departments, users and fixed groups (TeamTalk has no
-self-registration, and clients create only temporary groups).
+self-registration, and clients create only temporary groups), and import a C++ TeamTalk
+site (``import-teamtalk``, see ``teamtalk_py/importer``).
 
 It works on the same config and data dir as the server (or ``--db URL``) and uses the
 store's repository functions on a blocking connection; it never runs inside the server.
@@ -200,6 +201,28 @@ def group_member_change(change_type: int) -> Callable[[Database, argparse.Namesp
     return run
 
 
+def import_teamtalk(db: Database, args: argparse.Namespace) -> str:
+    """Import a TeamTalk deployment's MySQL (and Redis) data; prints the report."""
+    from teamtalk_py.importer import ImportOptions, ImportRefused, SourceError, run_import
+
+    options = ImportOptions(
+        source_url=args.source,
+        redis_urls=args.redis,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+        fetch_voice=not args.no_voice,
+        progress=False if args.no_progress else None,
+    )
+    try:
+        report = run_import(db, options)
+    except (ImportRefused, SourceError) as e:
+        raise AdminError(str(e)) from None
+    if not report.ok:
+        print(report.render())
+        raise AdminError(f"import done, but the check found {len(report.mismatches)} mismatches")
+    return report.render()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teamtalk-admin", description="Manage teamtalk_py departments, users and groups."
@@ -273,6 +296,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("group_id", type=int)
         p.add_argument("users", nargs="+", metavar="USER", help="user name")
         p.set_defaults(run=group_member_change(kind))
+
+    p = topics.add_parser(
+        "import-teamtalk",
+        help="import a TeamTalk deployment (MySQL + Redis) into this store",
+        description="Copy a C++ TeamTalk site's users, departments, groups, messages, voice, "
+        "sessions, unread counts and device tokens into this store. Stop the C++ msg_servers "
+        "first. Interrupted imports resume; running it again changes nothing.",
+    )
+    p.add_argument(
+        "--from", dest="source", required=True, metavar="URL",
+        help="the reference's database, mysql://user:pw@host:3306/teamtalk",
+    )  # fmt: skip
+    p.add_argument(
+        "--redis", action="append", default=[], metavar="[POOL=]URL",
+        help="the reference's Redis, redis://host:6379/N[?prefix=P]; repeat as "
+        "POOL=URL when its pools (unread, group_set, token, group_member) live in different "
+        "databases. Without it unread counts start at zero and no device token is imported",
+    )  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="read and count, write nothing")
+    p.add_argument("--batch-size", type=int, default=2000, help="rows per transaction [2000]")
+    p.add_argument(
+        "--no-voice", action="store_true",
+        help="do not fetch voice clips from msfs (voice messages keep the clip id)",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=import_teamtalk)
     return parser
 
 

@@ -392,11 +392,88 @@ _V4_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 5: what an imported TeamTalk site brings that nothing else stores (importer/):
+# its voice clips (IMAudio: where msfs kept each clip), its web-admin accounts (IMAdmin,
+# password_hash = md5_hex(password), salt ''), and the importer's own checkpoints
+# (import_progress, one row per phase, committed with each batch) and notes
+# (import_notes: relation ids merged into another, messages whose id was taken).
+_V5_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS voice_clips (
+        id INTEGER PRIMARY KEY,
+        from_id INTEGER NOT NULL,
+        to_id INTEGER NOT NULL,
+        url TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL DEFAULT 0,
+        duration INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS admins (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL DEFAULT '',
+        salt TEXT NOT NULL DEFAULT '',
+        status INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS import_progress (
+        phase TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL DEFAULT '{}',
+        updated INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS import_notes (
+        kind TEXT NOT NULL,
+        source_table TEXT NOT NULL,
+        source_id INTEGER NOT NULL,
+        value INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (kind, source_table, source_id)) WITHOUT ROWID""",
+)
+_V5_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS voice_clips (
+        id BIGINT NOT NULL,
+        from_id BIGINT NOT NULL,
+        to_id BIGINT NOT NULL,
+        url VARCHAR(1024) NOT NULL DEFAULT '',
+        size BIGINT NOT NULL DEFAULT 0,
+        duration INT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS admins (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        name VARCHAR(64) NOT NULL,
+        password_hash VARCHAR(255) NOT NULL DEFAULT '',
+        salt VARCHAR(64) NOT NULL DEFAULT '',
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_admins_name (name))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS import_progress (
+        phase VARCHAR(64) NOT NULL,
+        last_id BIGINT NOT NULL DEFAULT 0,
+        done TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        counts TEXT NOT NULL,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (phase))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS import_notes (
+        kind VARCHAR(32) NOT NULL,
+        source_table VARCHAR(64) NOT NULL,
+        source_id BIGINT NOT NULL,
+        value BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (kind, source_table, source_id))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
     Migration(3, "offline file upload progress", _V3_SQLITE, _V3_MYSQL),
     Migration(4, "push outbox and queue", _V4_SQLITE, _V4_MYSQL),
+    Migration(
+        5, "imported TeamTalk data: voice clips, admins, import state", _V5_SQLITE, _V5_MYSQL
+    ),  # fmt: skip
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -416,6 +493,10 @@ TABLES = (
     "offline_files",
     "push_outbox",
     "push_queue",
+    "voice_clips",
+    "admins",
+    "import_progress",
+    "import_notes",
 )
 
 
