@@ -309,7 +309,8 @@ class Importer:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Source pages of ``phase``'s table after its checkpoint, with a progress bar.
 
-        The caller commits each page (advancing ``phase.last_id``) before the next one.
+        ``phase.last_id`` is already the page's last id when the caller gets it: the
+        caller commits it with the page, before asking for the next one.
         """
         table = SOURCE_TABLE[phase.name]
         if not self.source.has_table(table):
@@ -318,8 +319,8 @@ class Importer:
         with self._bar(phase, self.source.count(table, phase.last_id)) as bar:
             for page in self.source.pages(table, columns, phase.last_id, size or self._size):
                 phase.add("read", len(page))
+                phase.last_id = int(page[-1][0])  # committed with the page by the caller
                 yield page
-                phase.last_id = int(page[-1][0])
                 bar.update(len(page))
 
     @property
@@ -892,8 +893,8 @@ class Importer:
             if not rows:
                 return
             ids = [int(r[0]) for r in rows]
+            phase.last_id = ids[-1]  # committed with the page by the caller
             yield ids
-            phase.last_id = ids[-1]
 
     def _counters(self, phase: Phase) -> None:
         """Compare the Redis message-id counters with the newest stored ids (report only)."""
