@@ -18,11 +18,17 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import secrets
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from teamtalk_py.store.engines.mysql import parse_mysql_url
+from teamtalk_testing.scratch import (
+    DEFAULT_MYSQL,
+    DEFAULT_REDIS,
+    ScratchDatabase,
+    ScratchRedisPrefix,
+)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ttopen.sql"
 SHARDS = 8
@@ -50,65 +56,35 @@ def schema_statements(path: Path = SCHEMA) -> list[str]:
 
 
 class ReferenceSite:
-    """One reference database (``database`` on the server ``mysql_url``) plus a Redis key
-    space (``redis_url`` with every key prefixed by ``prefix``)."""
+    """One reference database (a scratch database on the MariaDB/MySQL ``mysql_server``)
+    plus a Redis key space (a scratch key prefix on ``redis_server``); ``drop()`` removes
+    both. ``url`` and ``redis_url`` are what ``import-teamtalk --from/--redis`` take."""
 
-    def __init__(self, mysql_url: str, database: str, redis_url: str, prefix: str) -> None:
+    def __init__(self, mysql_server: str = DEFAULT_MYSQL, redis_server: str = DEFAULT_REDIS):
         import pymysql
         import redis
 
-        parts = urlsplit(mysql_url)
-        self.database = database
-        self._server = dict(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-        )
-        self.url = (
-            f"mysql://{self._server['user']}:{self._server['password']}@"
-            f"{self._server['host']}:{self._server['port']}/{database}"
-        )
-        admin = pymysql.connect(**self._server, autocommit=True)
-        with admin.cursor() as cursor:
-            cursor.execute(
-                f"CREATE DATABASE `{database}` DEFAULT CHARACTER SET utf8 COLLATE utf8_general_ci"
-            )
-        admin.close()
+        self.scratch = ScratchDatabase(mysql_server, prefix="tt_ref")
+        self.keys = ScratchRedisPrefix(redis_server, prefix="tt_ref")
+        self.url = self.scratch.url
+        params = parse_mysql_url(self.url)
         self.conn = pymysql.connect(
-            **self._server, database=database, charset="utf8mb4", autocommit=True
-        )
+            host=params.host, port=params.port, user=params.user, password=params.password,
+            database=params.database, charset="utf8mb4", autocommit=True,
+        )  # fmt: skip
         with self.conn.cursor() as cursor:
             for statement in schema_statements():
                 cursor.execute(statement)
-        self.prefix = prefix
-        self.redis_url = f"{redis_url}?prefix={prefix}"
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-
-    @classmethod
-    def create(cls, mysql_url: str, redis_url: str) -> ReferenceSite:
-        """A fresh site with random database and key prefix names."""
-        name = f"tt_ref_{secrets.token_hex(5)}"
-        return cls(mysql_url, name, redis_url, f"{name}:")
+        self.prefix = self.keys.prefix
+        self.redis_url = self.keys.url
+        self.redis = redis.Redis(host=self.keys.host, port=self.keys.port, decode_responses=True)
 
     def drop(self) -> None:
         """Drop the database and delete this site's Redis keys (only those)."""
-        import pymysql
-
         self.conn.close()
-        admin = pymysql.connect(**self._server, autocommit=True)
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
-        admin.close()
-        batch = []
-        for key in self.redis.scan_iter(match=self.prefix + "*", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                self.redis.delete(*batch)
-                batch = []
-        if batch:
-            self.redis.delete(*batch)
+        self.scratch.drop()
         self.redis.close()
+        self.keys.drop()
 
     # -- plumbing -------------------------------------------------------------------------
 

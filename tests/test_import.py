@@ -18,13 +18,13 @@ from pathlib import Path
 
 from twisted.internet import reactor
 
-from teamtalk_py.bench.reference_site import (
+from teamtalk_bench.reference_site import (
     GROUP_TEXT,
     SESSION_SINGLE,
     SINGLE_AUDIO,
     ReferenceSite,
 )
-from teamtalk_py.client import TeamTalkSession, connect, encrypt_text
+from teamtalk_client import TeamTalkSession, connect, encrypt_text
 from teamtalk_py.importer import ImportOptions, ImportRefused, run_import
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
@@ -33,7 +33,6 @@ from teamtalk_py.store.database import open_database
 from tests.store_support import MARIADB, SQLITE, drop_mysql_database, mysql_server, mysql_url
 from tests.support import TestCase, local_config, start_server
 
-REDIS = os.environ.get("TEAMTALK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN = str(Path(sys.executable).with_name("teamtalk-admin"))
 T = 1_700_000_000
 CLIP = b"\x01\x02voice-bytes\xff" * 7
@@ -180,7 +179,7 @@ class ImportCase(TestCase):
     backend = SQLITE
 
     def setUp(self) -> None:
-        self.site = ReferenceSite.create(mysql_server(), REDIS)
+        self.site = ReferenceSite(mysql_server())
         self.addCleanup(self.site.drop)
         msfs = ThreadingHTTPServer(("127.0.0.1", 0), _Msfs)
         threading.Thread(target=msfs.serve_forever, daemon=True).start()

@@ -353,44 +353,56 @@ class Importer:
                 phase.add("renamed")
                 self.report.renamed.append(f"{table} {id_}: {name!r} -> {row[1]!r}")
 
-    def _departments(self, phase: Phase) -> None:
-        keepers = self._keepers("IMDepart", "departName")
-        columns = ("id", "name", "priority", "parent_id", "status", "created", "updated")
-        sql = target.upsert(self._dialect(), "departments", columns, ("id",))
-        for page in self._pages(phase, "departName, priority, parentId, status, created, updated"):
+    def _copy_named(
+        self,
+        phase: Phase,
+        name_column: str,
+        table: str,
+        columns: tuple[str, ...],
+        select: str,
+        extra: Callable[[list[list[Any]]], Callable[[Txn], None] | None] | None = None,
+    ) -> None:
+        """Copy a source table whose names must be unique in ours, keeping ids; ``extra``
+        reads what else a page needs (outside the transaction) and returns its writer."""
+        keepers = self._keepers(SOURCE_TABLE[phase.name], name_column)
+        sql = target.upsert(self._dialect(), table, columns, ("id",))
+        for page in self._pages(phase, select):
             rows = [list(r) for r in page]
+            more = extra(rows) if extra is not None else None
 
-            def write(txn: Txn, rows: list[list[Any]] = rows) -> None:
-                self._unique_names(txn, phase, "departments", rows, keepers)
+            def write(txn: Txn, rows: list[list[Any]] = rows, more=more) -> None:
+                self._unique_names(txn, phase, table, rows, keepers)
                 txn.executemany(sql, rows)
+                if more is not None:
+                    more(txn)
 
             phase.add("written", len(rows))
             self._commit(phase, write)
 
+    def _departments(self, phase: Phase) -> None:
+        columns = ("id", "name", "priority", "parent_id", "status", "created", "updated")
+        select = "departName, priority, parentId, status, created, updated"
+        self._copy_named(phase, "departName", "departments", columns, select)
+
     def _users(self, phase: Phase) -> None:
-        keepers = self._keepers("IMUser", "name")
         columns = (
             "id", "name", "nick", "sex", "domain", "phone", "email", "avatar", "department_id",
             "status", "sign_info", "push_shield", "password_hash", "salt", "created", "updated",
         )  # fmt: skip
-        sql = target.upsert(self._dialect(), "users", columns, ("id",))
         select = (
             "name, nick, sex, domain, phone, email, COALESCE(avatar, ''), departId, "
             "COALESCE(status, 0), sign_info, push_shield_status, LOWER(password), salt, "
             "created, updated"
         )
-        for page in self._pages(phase, select):
-            rows = [list(r) for r in page]
-            tokens = self._device_tokens(phase, [int(r[0]) for r in rows])
 
-            def write(txn: Txn, rows: list[list[Any]] = rows, tokens=tokens) -> None:
-                self._unique_names(txn, phase, "users", rows, keepers)
-                txn.executemany(sql, rows)
-                if tokens is not None:
-                    self._write_tokens(txn, [int(r[0]) for r in rows], tokens)
+        def tokens(rows: list[list[Any]]) -> Callable[[Txn], None] | None:
+            user_ids = [int(r[0]) for r in rows]
+            found = self._device_tokens(phase, user_ids)
+            if found is None:
+                return None
+            return lambda txn: self._write_tokens(txn, user_ids, found)
 
-            phase.add("written", len(rows))
-            self._commit(phase, write)
+        self._copy_named(phase, "name", "users", columns, select, tokens)
 
     def _device_tokens(self, phase: Phase, user_ids: list[int]) -> list[tuple] | None:
         """``(user_id, client_type, token)`` the reference would push to, or None without
@@ -434,18 +446,9 @@ class Importer:
         if not self.source.has_table("IMAdmin"):
             phase.add("no source table")
             return
-        keepers = self._keepers("IMAdmin", "uname")
         columns = ("id", "name", "password_hash", "salt", "status", "created", "updated")
-        sql = target.upsert(self._dialect(), "admins", columns, ("id",))
-        for page in self._pages(phase, "uname, LOWER(pwd), '', status, created, updated"):
-            rows = [list(r) for r in page]
-
-            def write(txn: Txn, rows: list[list[Any]] = rows) -> None:
-                self._unique_names(txn, phase, "admins", rows, keepers)
-                txn.executemany(sql, rows)
-
-            phase.add("written", len(rows))
-            self._commit(phase, write)
+        select = "uname, LOWER(pwd), '', status, created, updated"
+        self._copy_named(phase, "uname", "admins", columns, select)
 
     # -- relations, voice and messages ------------------------------------------------------
 

@@ -186,15 +186,6 @@ class RedisSource:
             pipe.hgetall(p.key(name))
         return list(pipe.execute())
 
-    def exists_many(self, pool: str, names: Sequence[str]) -> list[bool]:
-        if not names:
-            return []
-        p = self.pools[pool]
-        pipe = p.client.pipeline(transaction=False)
-        for name in names:
-            pipe.exists(p.key(name))
-        return [bool(n) for n in pipe.execute()]
-
 
 def _open_pool(url: str) -> RedisPool:
     import redis
