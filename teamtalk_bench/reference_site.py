@@ -151,7 +151,7 @@ class ReferenceSite:
 
     def set_device_token(self, user_id: int, client_type: str, token: str) -> None:
         """``client_type`` is ``ios``/``android`` (prefixed) or anything else (bare)."""
-        old = self.redis.get(self.key(f"device_{user_id}")) or ""
+        old = str(self.redis.get(self.key(f"device_{user_id}")) or "")
         if ":" in old:
             previous = old.split(":", 1)[1]
             if self.redis.get(self.key(f"device_{previous}")):
@@ -309,8 +309,8 @@ class ReferenceSite:
     def read_group(self, user_id: int, group_id: int) -> None:
         """Copy the group's counter hash into the user's (what a read ack does)."""
         counts = self.redis.hgetall(self.key(f"{group_id}_im_group_msg"))
-        if counts:
-            self.redis.hset(self.key(f"{user_id}_{group_id}_im_user_group"), mapping=counts)
+        for name, value in counts.items():
+            self.redis.hset(self.key(f"{user_id}_{group_id}_im_user_group"), name, value)
 
 
 def generate(
@@ -422,12 +422,12 @@ def generate(
                 log(f"generated {n + 1} messages")
     flush()
     with site.conn.cursor() as cursor:
-        rows = [(u, p, t, 0, at, at) for (u, p, t), at in sessions.items()]
-        for i in range(0, len(rows), page):
+        session_rows = [(u, p, t, 0, at, at) for (u, p, t), at in sessions.items()]
+        for i in range(0, len(session_rows), page):
             cursor.executemany(
                 "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                rows[i : i + page],
+                session_rows[i : i + page],
             )
         last = now + messages // 50
         for gid in group_count:

@@ -284,13 +284,13 @@ class Importer:
                     "(a new data dir or database)"
                 )
 
-    def _commit(self, phase: Phase, write: Callable[[Txn], None] | None = None) -> None:
-        """Run ``write`` and save ``phase``'s checkpoint in one transaction."""
+    def _commit(self, phase: Phase, write: Callable[..., None] | None = None, *args: Any) -> None:
+        """Run ``write(txn, *args)`` and save ``phase``'s checkpoint in one transaction."""
         if self.options.dry_run:
             return
         with self.db.sync_transaction() as txn:
             if write is not None:
-                write(txn)
+                write(txn, *args)
             target.save_phase(txn, phase)
 
     def _bar(self, phase: Phase, total: int | None) -> Any:
@@ -341,7 +341,12 @@ class Importer:
         return {name: int(active if active is not None else first) for name, active, first in rows}
 
     def _unique_names(
-        self, txn: Txn | None, phase: Phase, table: str, rows: list[list[Any]], keepers
+        self,
+        txn: Txn | None,
+        phase: Phase,
+        table: str,
+        rows: list[list[Any]],
+        keepers: dict[str, int],
     ) -> None:
         """Rename (``name#id``) rows whose name another row keeps, in place."""
         taken = target.names_taken(txn, table, [r[1] for r in rows]) if txn is not None else {}
@@ -370,14 +375,14 @@ class Importer:
             rows = [list(r) for r in page]
             more = extra(rows) if extra is not None else None
 
-            def write(txn: Txn, rows: list[list[Any]] = rows, more=more) -> None:
+            def write(txn: Txn, rows: list[list[Any]], more: Callable[[Txn], None] | None) -> None:
                 self._unique_names(txn, phase, table, rows, keepers)
                 txn.executemany(sql, rows)
                 if more is not None:
                     more(txn)
 
             phase.add("written", len(rows))
-            self._commit(phase, write)
+            self._commit(phase, write, rows, more)
 
     def _departments(self, phase: Phase) -> None:
         columns = ("id", "name", "priority", "parent_id", "status", "created", "updated")
@@ -481,9 +486,11 @@ class Importer:
         sql = target.upsert(self._dialect(), "voice_clips", columns, ("id",))
         for page in self._pages(phase, "fromId, toId, COALESCE(path, ''), size, duration, created"):
             phase.add("written", len(page))
-            self._commit(phase, lambda txn, page=page: txn.executemany(sql, page))
+            self._commit(phase, _executemany, sql, page)
 
-    def _clips(self, page: list[tuple], type_index: int, content_index: int, audio: int):
+    def _clips(
+        self, page: Sequence[tuple[Any, ...]], type_index: int, content_index: int, audio: int
+    ) -> dict[int, bytes]:
         """Rebuilt voice bytes by clip id for the voice messages of ``page``."""
         ids = {
             int(r[content_index])
@@ -534,7 +541,7 @@ class Importer:
             phase.add("hidden (status 1)", len(page) - len(visible))
             clips = self._clips(visible, 6, 5, audio)
 
-            def write(txn: Txn, visible: list[tuple] = visible, clips=clips) -> None:
+            def write(txn: Txn, visible: list[tuple[Any, ...]], clips: dict[int, bytes]) -> None:
                 rows = []
                 for (
                     source_id,
@@ -553,7 +560,7 @@ class Importer:
                         rebuilt = clips.get(int(content))
                         phase.add("voice rebuilt" if rebuilt else "voice kept as clip id")
                         content = rebuilt or content
-                    values = (conv, from_id, msg_id, msg_type, content, created)
+                    values: tuple[Any, ...] = (conv, from_id, msg_id, msg_type, content, created)
                     if not group:
                         values = (conv, from_id, to_id, msg_id, msg_type, content, created)
                     rows.append((int(source_id), conv, int(msg_id), values))
@@ -567,7 +574,7 @@ class Importer:
                     newest[conv] = max(newest.get(conv, 0), msg_id)
                 txn.executemany(bump, [(m, c) for c, m in newest.items()])
 
-            self._commit(phase, write)
+            self._commit(phase, write, visible, clips)
 
     def _insert_messages(
         self, txn: Txn, phase: Phase, table: str, insert: str, rows: list[tuple]
@@ -628,35 +635,43 @@ class Importer:
                 rebuilt = self._clips([(0, msg_type, content)], 1, 2, audio).get(int(content))
                 content = rebuilt or content
 
-            def write(txn: Txn, conv=conv, row=row, content=content, table=table,
-                      source_id=source_id, group=group) -> None:  # fmt: skip
-                conversations = "im_groups" if group else "relations"
-                (last,) = txn.execute(
-                    f"SELECT last_msg_id FROM {conversations} WHERE id = ?", (conv,)
-                ).fetchone()
-                new_id = int(last) + 1
-                _, from_id, to_id, _, _, msg_type, created = row
-                if group:
-                    txn.execute(
-                        "INSERT INTO group_messages (group_id, from_id, msg_id, msg_type, "
-                        "content, created) VALUES (?, ?, ?, ?, ?, ?)",
-                        (conv, from_id, new_id, msg_type, content, created),
-                    )
-                else:
-                    txn.execute(
-                        "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, "
-                        "content, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (conv, from_id, to_id, new_id, msg_type, content, created),
-                    )
-                txn.execute(
-                    f"UPDATE {conversations} SET last_msg_id = ? WHERE id = ?", (new_id, conv)
-                )
-                target.note(txn, "id_taken", table, source_id, new_id)
-                target.note(txn, "renumbered_in", conversations, conv, conv)
-                self._renumbered_in.add((conversations, conv))
-
             phase.add("written")
-            self._commit(phase, write)
+            self._commit(phase, self._store_renumbered, table, source_id, group, conv, row, content)
+
+    def _store_renumbered(
+        self,
+        txn: Txn,
+        table: str,
+        source_id: int,
+        group: bool,
+        conv: int,
+        row: tuple[Any, ...],
+        content: bytes,
+    ) -> None:
+        """Store a message whose id was taken with the next id of its conversation."""
+        conversations = "im_groups" if group else "relations"
+        found = txn.execute(
+            f"SELECT last_msg_id FROM {conversations} WHERE id = ?", (conv,)
+        ).fetchone()
+        assert found is not None  # the message phases only keep rows of known conversations
+        new_id = int(found[0]) + 1
+        _, from_id, to_id, _, _, msg_type, created = row
+        if group:
+            txn.execute(
+                "INSERT INTO group_messages (group_id, from_id, msg_id, msg_type, "
+                "content, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (conv, from_id, new_id, msg_type, content, created),
+            )
+        else:
+            txn.execute(
+                "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, "
+                "content, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv, from_id, to_id, new_id, msg_type, content, created),
+            )
+        txn.execute(f"UPDATE {conversations} SET last_msg_id = ? WHERE id = ?", (new_id, conv))
+        target.note(txn, "id_taken", table, source_id, new_id)
+        target.note(txn, "renumbered_in", conversations, conv, conv)
+        self._renumbered_in.add((conversations, conv))
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -706,12 +721,14 @@ class Importer:
             ]
             phase.add("members", sum(1 for r in member_rows if r[2] == 0))
 
-            def write(txn: Txn, groups=groups, member_rows=member_rows) -> None:
+            def write(
+                txn: Txn, groups: list[tuple[Any, ...]], member_rows: list[tuple[Any, ...]]
+            ) -> None:
                 txn.executemany(group_sql, groups)
                 txn.executemany(member_sql, member_rows)
 
             phase.add("written", len(groups))
-            self._commit(phase, write)
+            self._commit(phase, write, groups, member_rows)
 
     def _members(self, phase: Phase, group_ids: list[int]) -> dict[int, dict[int, tuple]]:
         """group -> user -> (status, joined, shield, created, updated) of every member row.
@@ -771,14 +788,7 @@ class Importer:
             phase.last_id = int(groups[-1][0])
             phase.add("read", len(groups))
             phase.add("written", len(updates))
-            self._commit(
-                phase,
-                lambda txn, updates=updates: txn.executemany(
-                    "UPDATE group_members SET join_msg_id = ?, read_msg_id = ? "
-                    "WHERE group_id = ? AND user_id = ?",
-                    updates,
-                ),
-            )
+            self._commit(phase, _executemany, _SET_MARKS, updates)
 
     def _group_marks(self, phase: Phase, group_id: int, last: int) -> list[tuple]:
         with self.db.sync_transaction() as txn:
@@ -849,7 +859,7 @@ class Importer:
             ]
             phase.add("unknown type", len(page) - len(rows))
             phase.add("written", len(rows))
-            self._commit(phase, lambda txn, rows=rows: txn.executemany(sql, rows))
+            self._commit(phase, _executemany, sql, rows)
 
     def _unread(self, phase: Phase) -> None:
         """One-to-one unread counters from ``unread_<user>`` (nothing without Redis)."""
@@ -867,7 +877,7 @@ class Importer:
             phase.add("read", len(user_ids))
             phase.add("written", len(rows))
 
-            def write(txn: Txn, user_ids=user_ids, rows=rows) -> None:
+            def write(txn: Txn, user_ids: list[int], rows: list[tuple[int, int, int]]) -> None:
                 txn.execute(
                     f"DELETE FROM unread WHERE user_id IN ({placeholders(len(user_ids))})",
                     user_ids,
@@ -876,7 +886,7 @@ class Importer:
                     "INSERT INTO unread (user_id, peer_id, count) VALUES (?, ?, ?)", rows
                 )
 
-            self._commit(phase, write)
+            self._commit(phase, write, user_ids, rows)
 
     def _user_pages(self, phase: Phase) -> Iterator[list[int]]:
         """Pages of user ids after ``phase``'s checkpoint: from our store, or in a dry run
@@ -992,6 +1002,7 @@ class Importer:
                     "SELECT id FROM relations WHERE small_id = ? AND big_id = ?",
                     (min(user_id, row.peer_id), max(user_id, row.peer_id)),
                 ).fetchone()
+            assert found is not None  # unread_counts only lists pairs with a relation
             conv, kind = int(found[0]), "relations"
             table, column = f"IMMessage_{conv % SHARDS}", "relateId"
         if (kind, conv) in self._renumbered_in:
@@ -1009,6 +1020,15 @@ class Importer:
                 f"user {user_id}: latest id of {'group' if group else 'user'} {row.peer_id} "
                 f"is {row.latest_msg_id}, source {expected}"
             )
+
+
+_SET_MARKS = (
+    "UPDATE group_members SET join_msg_id = ?, read_msg_id = ? WHERE group_id = ? AND user_id = ?"
+)
+
+
+def _executemany(txn: Txn, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    txn.executemany(sql, rows)
 
 
 def _memberships(txn: Txn, user_ids: list[int]) -> dict[int, list[int]]:

@@ -141,21 +141,21 @@ class RedisSource:
         named: dict[str, str] = {}
         default: str | None = None
         for spec in urls:
-            pool, sep, url = spec.partition("=")
-            if sep and pool in POOLS:
-                named[pool] = url
+            pool_name, sep, url = spec.partition("=")
+            if sep and pool_name in POOLS:
+                named[pool_name] = url
             elif sep and not spec.startswith("redis://"):
-                raise SourceError(f"unknown Redis pool {pool!r} (pools: {', '.join(POOLS)})")
+                raise SourceError(f"unknown Redis pool {pool_name!r} (pools: {', '.join(POOLS)})")
             else:
                 if default is not None:
                     raise SourceError("more than one --redis URL without a pool name")
                 default = spec
         self.pools: dict[str, RedisPool] = {}
-        for pool in POOLS:
-            url = named.get(pool, default)
-            if url is None:
-                raise SourceError(f"no Redis URL for the {pool!r} pool")
-            self.pools[pool] = _open_pool(url)
+        for name in POOLS:
+            pool_url = named.get(name, default)
+            if pool_url is None:
+                raise SourceError(f"no Redis URL for the {name!r} pool")
+            self.pools[name] = _open_pool(pool_url)
         for pool in self.pools.values():
             try:
                 pool.client.ping()
