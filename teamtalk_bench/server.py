@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -334,11 +335,15 @@ class ThrowawayCluster:
         )
         route, login, file_internal = free_port(), free_port(), free_port()
         self.http_port = free_port()
+        secret_file = self.root / "cluster.secret"
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
         common = [
             *("--db", self.database.url),
             *("--redis", self.redis_space.url),
             *("--advertise", LOOPBACK),
         ]
+        common += ["--cluster-secret-file", str(secret_file)]
         self._spawn(
             "center",
             [

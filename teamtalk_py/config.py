@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -148,6 +149,31 @@ class PushConfig:
         return bool(self.apns_key_file or self.fcm_service_account or self.push_server)
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How the nodes of a cluster recognise each other on route, login-internal and
+    file-internal links (``teamtalk_py/wire/link_auth.py``)."""
+
+    #: Shared by every node; proven on each link by an HMAC challenge, never sent.
+    secret: str = ""
+    #: A file holding the secret instead (read at start; surrounding whitespace ignored).
+    secret_file: str = ""
+    #: PEM files for mutual TLS on the same links: this node's certificate and key, and
+    #: the CA every node's certificate must be signed by. All three or none.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    #: Addresses msg nodes may tell the login service to send clients to (IPs, CIDRs,
+    #: host names). Empty: only the address the node's own link comes from.
+    node_addresses: tuple[str, ...] = ()
+
+
+#: The shortest cluster secret accepted (characters).
+MIN_SECRET_LENGTH = 16
+#: Where a process keeps the secret it generated for itself (inside ``server.data_dir``).
+GENERATED_SECRET_FILE = "cluster.secret"
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -157,6 +183,8 @@ DEFAULT_PORTS = {
     "file.internal_listen": 8601,
     "route.listen": 8200,
 }
+#: The server-to-server endpoints among them (authenticated, see ``[cluster]``).
+INTERNAL_ENDPOINTS = frozenset({"login.internal_listen", "file.internal_listen", "route.listen"})
 
 
 @dataclass(frozen=True)
@@ -170,9 +198,45 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     push: PushConfig = field(default_factory=PushConfig)
 
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def hosts_every_service(self) -> bool:
+        return set(self.server.services) == set(ALL_SERVICES)
+
+    def internal_listeners(self) -> dict[str, str]:
+        """The server-to-server endpoints this process opens, by service name."""
+        hosted = set(self.server.services)
+        endpoints = {
+            "route": self.route.listen,
+            "login": self.login.internal_listen,
+            "file": self.file.internal_listen,
+        }
+        return {name: e for name, e in endpoints.items() if name in hosted and e}
+
+    def outgoing_links(self) -> dict[str, str]:
+        """The services this process links to in other processes, by service name."""
+        if "msg" not in self.server.services:
+            return {}
+        links = {
+            "route": self.msg.route_server,
+            "login": self.msg.login_server,
+            "file": self.msg.file_server,
+        }
+        return {name: address for name, address in links.items() if address.strip()}
+
+    @property
+    def has_node_links(self) -> bool:
+        """Whether this process talks to other nodes at all (and so needs credentials)."""
+        return bool(self.internal_listeners() or self.outgoing_links())
+
+    @property
+    def tls_configured(self) -> bool:
+        return bool(self.cluster.tls_cert)
 
     def with_default_listeners(self) -> Config:
         """Fill the listen endpoints left empty with their default ports.
@@ -180,11 +244,19 @@ class Config:
         While ``server.advertise`` is a loopback address (the out-of-the-box setting)
         clients elsewhere could not use this server anyway, so the defaults bind
         127.0.0.1 only; advertising a reachable address opens them on every interface.
+
+        The server-to-server ports (route, login-internal, file-internal) get a default
+        only where they are the reason the service runs here: in a process without a msg
+        service. With msg co-hosted the services talk in-process, so those ports stay
+        closed unless the config names them.
         """
         interface = ":interface=127.0.0.1" if is_loopback_host(self.server.advertise) else ""
+        serves_remote_nodes = "msg" not in self.server.services
         overrides = {}
         for dotted, port in DEFAULT_PORTS.items():
             section, key = dotted.split(".")
+            if dotted in INTERNAL_ENDPOINTS and not serves_remote_nodes:
+                continue
             if not getattr(getattr(self, section), key):
                 overrides[dotted] = f"tcp:{port}{interface}"
         return self.with_overrides(overrides)
@@ -261,6 +333,28 @@ class Config:
         self._validate_push()
         if not 0 <= self.file.max_file_size <= 0xFFFFFFFF:
             raise ConfigError("file.max_file_size: 0 .. 4294967295 (sizes are 32-bit)")
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        cluster = self.cluster
+        if cluster.secret and len(cluster.secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"cluster.secret: at least {MIN_SECRET_LENGTH} characters "
+                "(twistd teamtalk --generate-config makes one)"
+            )
+        if cluster.secret and cluster.secret_file:
+            raise ConfigError("cluster.secret / cluster.secret_file: set one, not both")
+        tls = (cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+        if any(tls) and not all(tls):
+            raise ConfigError("cluster.tls_cert / tls_key / tls_ca: set all three or none")
+        for entry in cluster.node_addresses:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"cluster.node_addresses: {entry!r} is not a network (CIDR)"
+                    ) from None
 
     def _validate_push(self) -> None:
         push = self.push
@@ -526,8 +620,10 @@ file_server = ""
 
 [login]
 http_listen = ""
-# Where msg nodes in other processes report their address and load. Keep it private,
-# e.g. "tcp:8100:interface=10.0.0.1": it accepts any peer.
+# Where msg nodes in other processes report their address and load, e.g.
+# "tcp:8100:interface=10.0.0.1". Empty: port 8100 in a process without a msg service,
+# closed otherwise (a co-hosted msg service reports in-process). Links must prove the
+# cluster secret ([cluster]).
 internal_listen = ""
 # Returned verbatim to clients as msfsPrior/msfsBackup and discovery.
 msfs = "http://127.0.0.1:8700/"
@@ -535,6 +631,8 @@ discovery = "http://127.0.0.1/api/discovery"
 
 [file]
 listen = ""
+# Where msg nodes in other processes create transfer tasks (default 8601 in a process
+# without a msg service, closed otherwise; authenticated like every internal port).
 internal_listen = ""
 # Seconds an unused transfer task is kept in memory (stored offline files stay).
 task_timeout = 60.0
@@ -551,7 +649,8 @@ max_pulls_in_flight = 16
 offline_ttl = 2592000.0
 
 [route]
-# Where msg nodes link to. Keep it private, e.g. "tcp:8200:interface=10.0.0.1".
+# Where msg nodes link to, e.g. "tcp:8200:interface=10.0.0.1" (default 8200 in a process
+# without a msg service, closed otherwise; authenticated like every internal port).
 listen = ""
 
 [log]
@@ -596,4 +695,31 @@ outbox_grace = 30.0
 # push from night_start:00 to night_end:00.
 night_start = 22
 night_end = 8
+
+[cluster]
+# Every node of a cluster shares this secret; each route, login-internal and
+# file-internal link proves it with an HMAC-SHA256 challenge over both sides' nonces
+# (the secret itself is never sent). A node that links to others refuses to start
+# without one. A single process that opens an internal port while this is empty
+# generates one into data_dir/cluster.secret. This one was generated for you.
+secret = "{secret}"
+# Or read it from a file (keep it readable by the server only): secret_file = "/etc/teamtalk/secret"
+secret_file = ""
+# Mutual TLS on the same links (PEM files: this node's certificate and key, and the CA
+# that signed every node's certificate). All three or none.
+tls_cert = ""
+tls_key = ""
+tls_ca = ""
+# Addresses msg nodes may tell the login service to send clients to: IPs, CIDRs
+# ("203.0.113.0/24") or host names. Empty: only the address each node links from.
+node_addresses = []
 """
+
+
+def generated_config() -> str:
+    """The commented config ``--generate-config`` prints, with a fresh cluster secret."""
+    return GENERATED_CONFIG.replace("{secret}", generate_secret())
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(32)

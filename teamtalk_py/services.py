@@ -38,6 +38,7 @@ from teamtalk_py.systemd import Notifier
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
+    from teamtalk_py.wire.link_auth import LinkAuth
 
 log = Logger(namespace="teamtalk.services")
 
@@ -268,6 +269,7 @@ class TeamTalkService(Service):
         #: True once ``start()`` has finished.
         self.is_started = False
         self._ports: list[IListeningPort] = []
+        self._link_auth: LinkAuth | None = None
 
     @property
     def collection(self) -> ServiceCollection:
@@ -346,6 +348,25 @@ class TeamTalkService(Service):
             port=getattr(address, "port", "?"),
         )
         return port
+
+    @property
+    def link_auth(self) -> LinkAuth:
+        """This node's credentials for server links (read once, on first use)."""
+        if self._link_auth is None:
+            from teamtalk_py.wire.link_auth import LinkAuth
+
+            self._link_auth = LinkAuth.from_config(self.config)
+        return self._link_auth
+
+    async def listen_internal(self, description: str, factory: Any) -> IListeningPort:
+        """Bind a server-to-server listener: TLS with the cluster's certificates when
+        configured (the link protocols authenticate on top, see ``link_auth``)."""
+        auth = self.link_auth
+        if auth.tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(auth.server_tls(), False, factory)
+        return await self.listen(description, factory)
 
     def bound_port(self, index: int = 0) -> int:
         """The TCP port actually bound (useful when the config asked for port 0)."""

@@ -21,18 +21,20 @@ from twisted.python import usage
 
 from teamtalk_py import __version__, logs
 from teamtalk_py.config import (
-    GENERATED_CONFIG,
+    GENERATED_SECRET_FILE,
     LOG_FORMATS,
     LOG_LEVELS,
     Config,
     ConfigError,
     endpoint_is_loopback_only,
     endpoint_string,
+    generated_config,
     is_loopback_host,
     load_config,
 )
 from teamtalk_py.datadir import DataDirError, prepare_data_dir
 from teamtalk_py.services import ServiceCollection
+from teamtalk_py.wire.link_auth import resolve_cluster_secret
 
 log = Logger(namespace="teamtalk")
 
@@ -59,6 +61,7 @@ OVERRIDES = {
     "log-level": "log.level",
     "log-format": "log.format",
     "push-server": "push.push_server",
+    "cluster-secret-file": "cluster.secret_file",
 }
 ENDPOINT_OPTIONS = {
     "msg-listen",
@@ -106,6 +109,12 @@ class Options(usage.Options):
         ["log-level", None, None, f"Log level: {', '.join(LOG_LEVELS)} [info]."],
         ["log-format", None, None, f"Log format: {', '.join(LOG_FORMATS)} [text]."],
         ["push-server", None, None, "HOST:PORT of a TeamTalk push_server for offline push."],
+        [
+            "cluster-secret-file",
+            None,
+            None,
+            "File holding the cluster secret server links prove (see [cluster]).",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -127,10 +136,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self["generate-config"]:
-            sys.stdout.write(GENERATED_CONFIG)
+            sys.stdout.write(generated_config())
             sys.stdout.flush()
             raise SystemExit(0)
         self.config = build_config(self)
+        # Refuse a node of a multi-node setup without credentials before anything starts.
+        resolve_cluster_secret(self.config.with_default_listeners(), generate=False)
 
 
 def fail(message: str, status: int) -> None:
@@ -234,6 +245,13 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.store.service import StoreService
 
     config = config.with_default_listeners()
+    had_secret = bool(config.cluster.secret or config.cluster.secret_file)
+    config = resolve_cluster_secret(config)
+    if config.has_node_links and config.cluster.secret and not had_secret:
+        log.info(
+            "cluster secret for server links: {path} (give every node the same one)",
+            path=config.data_dir / GENERATED_SECRET_FILE,
+        )
     warning = warn_about_advertise(config)
     if warning:
         log.warn("WARNING: {warning}", warning=warning)

@@ -105,6 +105,17 @@ class ScratchDatabase:
     def drop(self) -> None:
         drop_database(self.server, self.name)
 
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """The rows of one query on this database."""
+        conn = mysql_admin(self.server)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"USE `{self.name}`")
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+        finally:
+            conn.close()
+
     def kill_connections(self) -> int:
         return kill_connections(self.server, self.name)
 

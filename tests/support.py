@@ -16,6 +16,8 @@ from teamtalk_py.services import ServiceCollection
 from teamtalk_py.tap import build_services
 
 LOCAL = "tcp:0:interface=127.0.0.1"
+#: The cluster secret of in-process test nodes (server links refuse anyone without it).
+TEST_SECRET = "test-cluster-secret-0123456789"
 
 
 def local_config(data_dir: Path, **overrides: Any) -> Config:
@@ -28,6 +30,7 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
         "file.listen": LOCAL,
         "file.internal_listen": LOCAL,
         "route.listen": LOCAL,
+        "cluster.secret": TEST_SECRET,
     }
     base.update(overrides)
     return Config().with_overrides(base)

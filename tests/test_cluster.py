@@ -26,7 +26,10 @@ from twisted.internet import reactor
 
 from teamtalk_client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2, Server_pb2
+from teamtalk_py.wire import CommandTable
+from teamtalk_py.wire.link import ServerLink
+from teamtalk_py.wire.link_auth import CID_LINK_CHALLENGE, CID_LINK_RESPONSE, LinkAuth
 from teamtalk_testing import TwistdProcess, free_port, get_msg_server, loopback_endpoint
 from tests.cluster_support import (
     IOS,
@@ -39,7 +42,7 @@ from tests.cluster_support import (
     sleep,
     status_is,
 )
-from tests.support import TestCase
+from tests.support import TEST_SECRET, TestCase
 
 BIN = Path(sys.executable).parent
 ADMIN = str(BIN / "teamtalk-admin")
@@ -57,6 +60,8 @@ USERS = (
     "mallory",
     "oscar",
     "peggy",
+    "trent",
+    "victor",
 )
 
 
@@ -65,6 +70,9 @@ class Cluster:
 
     def __init__(self, root: Path, db_url: str, redis_url: str) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.secret_file = root / "cluster.secret"
+        self.secret_file.write_text(TEST_SECRET)
         self.db_url = db_url
         self.redis_url = redis_url
         self.route_port = free_port()
@@ -75,6 +83,8 @@ class Cluster:
         self.center = TwistdProcess(
             root / "center",
             [
+                "--cluster-secret-file",
+                str(self.secret_file),
                 "--services",
                 "route,login,file",
                 "--data-dir",
@@ -103,6 +113,8 @@ class Cluster:
         node = TwistdProcess(
             self.root / name,
             [
+                "--cluster-secret-file",
+                str(self.secret_file),
                 "--services",
                 "msg",
                 "--data-dir",
@@ -380,6 +392,102 @@ class ClusterTests(TestCase):
             if not protocol.closed.called:
                 protocol.transport.loseConnection()
             await protocol.closed
+
+    # -- internal ports --------------------------------------------------------------
+
+    async def attacker(self, port: int):
+        """A raw connection to an internal port; it gets the link challenge first."""
+        protocol = await connect(reactor, "127.0.0.1", port)
+        challenge = await protocol.notifications.get()
+        assert challenge.command_id == CID_LINK_CHALLENGE
+        return protocol
+
+    async def test_route_port_refuses_forged_relays_and_kicks_without_the_secret(self):
+        """A raw socket on the route port cannot deliver a message in someone's name nor
+        kick anyone, with or without a made-up handshake; the user stays connected."""
+        trent = await self.client("node2", "trent")
+        victor_id = self.ids["victor"]
+        forged = Message_pb2.IMMsgData(
+            from_user_id=victor_id,
+            to_session_id=trent.user_id,
+            msg_id=777,
+            create_time=1,
+            msg_type=B.MSG_TYPE_SINGLE_TEXT,
+            msg_data=b"forged",
+        )
+        kick = Server_pb2.IMServerKickUser(
+            user_id=trent.user_id, client_type=PC, reason=B.KICK_REASON_DUPLICATE_USER
+        )
+        plain = await self.attacker(self.cluster.route_port)
+        plain.send(B.CID_MSG_DATA, forged)
+        plain.send(B.CID_OTHER_SERVER_KICK_USER, kick)
+        await plain.closed
+        guessing = await self.attacker(self.cluster.route_port)
+        guessing.send(CID_LINK_RESPONSE, b"c" * 32 + b"p" * 32)
+        guessing.send(B.CID_MSG_DATA, forged)
+        guessing.send(B.CID_OTHER_SERVER_KICK_USER, kick)
+        await guessing.closed
+        with self.assertRaises(TimeoutError):
+            await trent.wait_for(B.CID_MSG_DATA, timeout=1.0)
+        assert not trent.protocol.closed.called
+        answer = await trent.session.get(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
+        assert answer.server_time > 0
+        log = self.cluster.center.log()
+        assert "route link with 127.0.0.1" in log and "wrong cluster secret" in log
+
+    async def test_login_port_never_offers_an_address_it_was_not_allowed(self):
+        """A registration naming a foreign host is refused without the secret, and with
+        it too (node_addresses): /msg_server keeps offering only the real nodes."""
+        foreign = "203.0.113.66"
+        info = Server_pb2.IMMsgServInfo(
+            ip1=foreign, ip2=foreign, port=8000, max_conn_cnt=100000, cur_conn_cnt=0,
+            host_name="evil",
+        )  # fmt: skip
+        plain = await self.attacker(self.cluster.login_internal_port)
+        plain.send(B.CID_OTHER_MSG_SERV_INFO, info)
+        await plain.closed
+        link = ServerLink(
+            reactor,
+            "login",
+            "127.0.0.1",
+            self.cluster.login_internal_port,
+            CommandTable(),
+            on_connect=lambda conn: conn.send(B.CID_OTHER_MSG_SERV_INFO, info),
+            auth=LinkAuth(TEST_SECRET.encode()),
+        )
+        link.start()
+        try:
+            deadline = time.monotonic() + 10
+            while f"may not send clients to {foreign}" not in self.cluster.center.log():
+                assert time.monotonic() < deadline, "registration not refused"
+                await sleep(0.05)
+        finally:
+            await link.stop()
+        for _ in range(20):
+            assert self.cluster.discovery()["priorIP"] == "127.0.0.1"
+
+    async def test_file_port_creates_no_task_for_an_unauthenticated_peer(self):
+        """A raw transfer request on the file-internal port gets no answer and leaves no
+        task: no record, no stored file."""
+        stranger = 4_000_000_001
+        store_dir = self.cluster.root / "center" / "var" / "offline_file"
+        files_before = sorted(store_dir.rglob("*")) if store_dir.exists() else []
+        attacker = await self.attacker(self.cluster.file_internal_port)
+        attacker.send(
+            B.CID_OTHER_FILE_TRANSFER_REQ,
+            Server_pb2.IMFileTransferReq(
+                from_user_id=stranger,
+                to_user_id=self.ids["victor"],
+                file_name="fill.bin",
+                file_size=2 * 1024**3 - 1,
+                trans_mode=B.FILE_TYPE_OFFLINE,
+            ),
+        )
+        await attacker.closed
+        assert [p.command_id for p in attacker.notifications.pending] == []
+        assert (sorted(store_dir.rglob("*")) if store_dir.exists() else []) == files_before
+        rows = self.db.query("SELECT COUNT(*) FROM offline_files WHERE from_id = %s", stranger)
+        assert rows == [(0,)]
 
     # -- files -------------------------------------------------------------------------
 

@@ -6,10 +6,10 @@ import io
 import sys
 
 from teamtalk_py.config import (
-    GENERATED_CONFIG,
     Config,
     ConfigError,
     endpoint_is_loopback_only,
+    generated_config,
     load_config,
 )
 from teamtalk_py.tap import Options, warn_about_advertise
@@ -18,11 +18,16 @@ from tests.support import TestCase
 
 class ConfigTests(TestCase):
     def test_generated_config_loads_back_to_the_defaults(self):
-        """--generate-config prints a file the server accepts, equal to the defaults."""
+        """--generate-config prints a file the server accepts, equal to the defaults but
+        for a fresh cluster secret each time."""
         tmp_path = self.tmp_path()
         path = tmp_path / "teamtalk.toml"
-        path.write_text(GENERATED_CONFIG)
-        assert load_config(path) == Config()
+        path.write_text(generated_config())
+        loaded = load_config(path)
+        assert len(loaded.cluster.secret) >= 32
+        assert loaded.with_overrides({"cluster.secret": ""}) == Config()
+        path.write_text(generated_config())
+        assert load_config(path).cluster.secret != loaded.cluster.secret
 
     def test_unknown_key_is_named_in_the_error(self):
         """A typo fails loudly and names the key."""
@@ -87,7 +92,8 @@ class ConfigTests(TestCase):
         with self.assertRaises(SystemExit) as exit_info:
             Options().parseOptions(["--generate-config"])
         assert exit_info.exception.code == 0
-        assert out.getvalue() == GENERATED_CONFIG
+        assert out.getvalue().startswith("# teamtalk_py configuration")
+        assert 'secret = "' in out.getvalue()
 
     def test_loopback_advertise_with_public_listener_warns(self):
         """The top support question gets a loud warning at start-up."""
@@ -99,8 +105,9 @@ class ConfigTests(TestCase):
         assert warn_about_advertise(public_advertised.with_default_listeners()) is None
 
     def test_default_listeners_follow_the_advertised_address(self):
-        """Out of the box every listener binds 127.0.0.1 on its default port; advertising
-        a reachable address opens them on every interface; explicit endpoints stay."""
+        """Out of the box every client listener binds 127.0.0.1 on its default port and
+        the server-to-server ports stay closed (msg is co-hosted); advertising a reachable
+        address opens the client ports on every interface; explicit endpoints stay."""
         local = Config().with_default_listeners()
         assert (local.msg.listen, local.login.http_listen, local.file.listen) == (
             "tcp:8000:interface=127.0.0.1",
@@ -108,16 +115,29 @@ class ConfigTests(TestCase):
             "tcp:8600:interface=127.0.0.1",
         )
         assert (local.route.listen, local.login.internal_listen, local.file.internal_listen) == (
-            "tcp:8200:interface=127.0.0.1",
-            "tcp:8100:interface=127.0.0.1",
-            "tcp:8601:interface=127.0.0.1",
+            "",
+            "",
+            "",
         )
+        assert not local.has_node_links
         public = Config().with_overrides(
             {"server.advertise": "10.1.2.3", "route.listen": "tcp:9200:interface=10.0.0.1"}
         )
         public = public.with_default_listeners()
         assert (public.msg.listen, public.login.http_listen) == ("tcp:8000", "tcp:8080")
         assert public.route.listen == "tcp:9200:interface=10.0.0.1"
+        assert public.internal_listeners() == {"route": "tcp:9200:interface=10.0.0.1"}
+
+    def test_internal_ports_default_open_only_without_a_msg_service(self):
+        """A route/login/file node exists to serve msg nodes elsewhere: its internal
+        ports get their defaults."""
+        center = Config().with_overrides({"server.services": "route,login,file"})
+        center = center.with_default_listeners()
+        assert center.internal_listeners() == {
+            "route": "tcp:8200:interface=127.0.0.1",
+            "login": "tcp:8100:interface=127.0.0.1",
+            "file": "tcp:8601:interface=127.0.0.1",
+        }
 
     def test_endpoint_loopback_detection(self):
         """Only an explicit loopback interface counts as loopback-only."""

@@ -7,14 +7,17 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
 
 from teamtalk_client import BlockSource, pull_file
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
+from teamtalk_py.wire import CommandTable
+from teamtalk_py.wire.link import InboundLinkFactory
+from teamtalk_py.wire.link_auth import LinkAuth
 from teamtalk_testing import free_port
 from tests.file_support import DOWNLOAD, OFFLINE, UPLOAD, FileTestCase, payload
 from tests.msg_support import next_pdu, sleep
+from tests.support import TEST_SECRET
 
 
 async def wait_until(predicate, timeout: float) -> None:
@@ -95,13 +98,16 @@ class FileLinkTests(FileTestCase):
         assert answer.result_code == 0 and answer.task_id
 
 
-class SilentPeer(Protocol):
-    pass
+def silent_file_service() -> InboundLinkFactory:
+    """A peer that proves the cluster secret, then never answers anything."""
+    return InboundLinkFactory(
+        auth=LinkAuth(TEST_SECRET.encode()), purpose="file", clock=reactor, table=CommandTable()
+    )
 
 
 class FileServerIsSilentTests(FileTestCase):
     async def _set_up(self) -> None:
-        factory = Factory.forProtocol(SilentPeer)
+        factory = silent_file_service()
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
         self.addCleanup(self.port.stopListening)
         self.server = await self.start_server(

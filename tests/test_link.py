@@ -7,9 +7,17 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
-from teamtalk_py.wire import CommandTable, PduFactory
-from teamtalk_py.wire.link import HEARTBEAT_PDU, ServerLink, reference_backoff
-from tests.support import TestCase
+from teamtalk_py.wire import CommandTable
+from teamtalk_py.wire.link import (
+    HEARTBEAT_PDU,
+    InboundLinkFactory,
+    ServerLink,
+    reference_backoff,
+)
+from teamtalk_py.wire.link_auth import LinkAuth
+from tests.support import TEST_SECRET, TestCase
+
+AUTH = LinkAuth(TEST_SECRET.encode())
 
 
 def deferLater(seconds: float) -> defer.Deferred:
@@ -46,8 +54,10 @@ class LinkTests(TestCase):
                 B.CID_MSG_TIME_RESPONSE, Message_pb2.IMClientTimeRsp(server_time=42), request.seq
             )
 
-        server_table.register(B.CID_MSG_TIME_REQUEST, answer_time, before_login=True)
-        server_factory = PduFactory(clock=reactor, table=server_table)
+        server_table.register(B.CID_MSG_TIME_REQUEST, answer_time)
+        server_factory = InboundLinkFactory(
+            auth=AUTH, purpose="test", clock=reactor, table=server_table
+        )
         original = server_factory.buildProtocol
 
         def build(addr):
@@ -66,7 +76,13 @@ class LinkTests(TestCase):
                 up.callback(conn)
 
         link = ServerLink(
-            reactor, "test", "127.0.0.1", port.getHost().port, CommandTable(), on_connect=on_connect
+            reactor,
+            "test",
+            "127.0.0.1",
+            port.getHost().port,
+            CommandTable(),
+            on_connect=on_connect,
+            auth=AUTH,
         )
         link.start()
         try:

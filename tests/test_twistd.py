@@ -89,6 +89,45 @@ class TwistdProcessTests(TestCase):
             public.stop()
         assert "advertising the loopback address 127.0.0.1" in public.process.output()
 
+    def test_internal_ports_stay_closed_unless_configured_then_need_the_secret(self):
+        """The single-process default opens no server-to-server port; naming one makes
+        the server generate a private secret into its data dir and require it there."""
+        tmp_path = self.tmp_path()
+        closed = ["--route-listen", "", "--login-internal-listen", "", "--file-internal-listen", ""]
+        srv = StandaloneServer(tmp_path, closed)
+        try:
+            srv.start()
+        finally:
+            srv.stop()
+        assert "route listening" not in srv.process.output()
+        assert not (tmp_path / "var" / "cluster.secret").exists()
+        opened = StandaloneServer(tmp_path / "opened")
+        try:
+            opened.start()
+            secret = tmp_path / "opened" / "var" / "cluster.secret"
+            assert oct(secret.stat().st_mode & 0o777) == "0o600"
+            raw = socket.create_connection(("127.0.0.1", opened.ports.route), timeout=5)
+            challenge = recv_exactly(raw, 48)
+            assert struct.unpack(">HH", challenge[8:12]) == (7, 0x07A0)
+            raw.sendall(heartbeat(1))
+            assert raw.recv(16) == b""  # closed: nothing before the handshake
+            raw.close()
+        finally:
+            opened.stop()
+        assert "route link with 127.0.0.1" in opened.process.output()
+
+    def test_a_node_of_a_cluster_without_the_secret_exits_saying_why(self):
+        """A msg-only node linked to route elsewhere will not start without the secret:
+        one line naming the key, a non-zero status."""
+        result = subprocess.run(
+            [TWISTD, "--nodaemon", "--pidfile=", "teamtalk", "--services", "msg",
+             "--route-server", "127.0.0.1:1", "--data-dir", str(self.tmp_path())],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1
+        assert "cluster.secret: this node links to other nodes" in result.stderr
+
     def test_generated_config_is_accepted_back(self):
         """--generate-config prints a config the server starts with."""
         tmp_path = self.tmp_path()

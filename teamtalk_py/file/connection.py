@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.python.failure import Failure
 
 from teamtalk_py.wire import PduFactory, PduProtocol
+from teamtalk_py.wire.link import InboundLinkFactory, InboundLinkProtocol
 
 if TYPE_CHECKING:
     from teamtalk_py.file.service import FileService
@@ -107,19 +108,18 @@ class FileClientFactory(PduFactory):
         self.transfers = transfers
 
 
-class FileInternalConnection(PduProtocol):
-    """A msg node's link to us: trusted, no login; silent for 30 s means dead (wire.md §7)."""
+class FileInternalConnection(InboundLinkProtocol):
+    """A msg node's link to us: trusted once it proved the cluster secret (``link_auth``);
+    silent for 30 s means dead (wire.md §7)."""
 
     factory: FileInternalFactory
-    logged_in = True
-    idle_timeout = 30.0
 
 
-class FileInternalFactory(PduFactory):
+class FileInternalFactory(InboundLinkFactory):
     protocol = FileInternalConnection
 
     def __init__(self, service: FileService, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(purpose="file", **kwargs)
         self.service = service
 
 

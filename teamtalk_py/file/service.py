@@ -69,9 +69,8 @@ class FileService(TeamTalkService):
             table=build_client_table(),
             max_pdu_size=MAX_PULL_SIZE + 4096,
         )
-        self.internal_factory = FileInternalFactory(
-            self, clock=reactor, table=build_internal_table()
-        )
+        #: The msg-node listener (8601), when this process opens one.
+        self.internal_factory: FileInternalFactory | None = None
         self._expiry = LoopingCall(self.transfers.expire_idle)
         self._expiry.clock = reactor
         self._sweep = LoopingCall(self.sweep)
@@ -99,7 +98,11 @@ class FileService(TeamTalkService):
             )
         self.pool.start()
         await self.listen(self.config.file.listen, self.factory)
-        await self.listen(self.config.file.internal_listen, self.internal_factory)
+        if self.config.file.internal_listen:
+            self.internal_factory = FileInternalFactory(
+                self, auth=self.link_auth, clock=self.reactor, table=build_internal_table()
+            )
+            await self.listen_internal(self.config.file.internal_listen, self.internal_factory)
         self._expiry.start(EXPIRY_INTERVAL, now=False)
         self._sweep.start(SWEEP_INTERVAL, now=True)
 
@@ -107,8 +110,11 @@ class FileService(TeamTalkService):
         for loop in (self._expiry, self._sweep):
             if loop.running:
                 loop.stop()
-        for conn in list(self.factory.connections) + list(self.internal_factory.connections):
+        for conn in list(self.factory.connections):
             conn.transport.loseConnection()
+        if self.internal_factory is not None:
+            for link in list(self.internal_factory.connections):
+                link.close("stopping")
         await self.transfers.stop()
         self.pool.stop()
 

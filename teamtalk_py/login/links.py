@@ -5,6 +5,11 @@ A msg node links here (default port 8100) and sends ``CID_OTHER_MSG_SERV_INFO`` 
 ``CID_OTHER_USER_CNT_UPDATE`` for each login (+1) and each closed logged-in connection
 (-1). The node is offered by ``/msg_server`` while its link is up; when the link closes
 or goes silent for 30 s, it is no longer offered (commands.md §2.4).
+
+Unlike the reference, a link counts only once it has proven the cluster secret
+(``link_auth``), and a registration whose addresses ``cluster.node_addresses`` does not
+allow is refused and the link closed: whoever can register decides where every new client
+sends its password hash.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry
+from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry, NodeAddressPolicy
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.wire import CommandTable, Request
@@ -45,6 +50,20 @@ class MsgNodeLink(InboundLinkProtocol):
 
 def msg_serv_info(link: MsgNodeLink, request: Request) -> None:
     info: Server_pb2.IMMsgServInfo = request.message
+    link_host = link.transport.getPeer().host
+    policy = link.factory.addresses
+    refused = [a for a in dict.fromkeys((info.ip1, info.ip2)) if not policy.allows(a, link_host)]
+    if refused:
+        link.factory.refused_registrations += 1
+        log.warn(
+            "msg node linked from {peer} may not send clients to {addresses} "
+            "(allowed: {allowed}); registration refused",
+            peer=link.peer,
+            addresses=", ".join(refused),
+            allowed=", ".join(policy.entries) or f"only {link_host}, its link's address",
+        )
+        link.close("registration with a disallowed address")
+        return
     link.factory.nodes.register(
         link,
         MsgNode(
@@ -87,6 +106,9 @@ def build_table() -> CommandTable[MsgNodeLink]:
 class MsgNodeLinkFactory(InboundLinkFactory):
     protocol = MsgNodeLink
 
-    def __init__(self, nodes: MsgNodeRegistry, **kwargs: Any) -> None:
-        super().__init__(table=build_table(), **kwargs)
+    def __init__(self, nodes: MsgNodeRegistry, addresses: NodeAddressPolicy, **kwargs: Any) -> None:
+        super().__init__(table=build_table(), purpose="login", **kwargs)
         self.nodes = nodes
+        self.addresses = addresses
+        #: Registrations refused for naming an address not allowed (a metric).
+        self.refused_registrations = 0

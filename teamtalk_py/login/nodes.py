@@ -7,8 +7,9 @@ ties go to the node registered first.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 
@@ -70,3 +71,45 @@ class MsgNodeRegistry:
         if not candidates:
             raise AllNodesFull()
         return min(candidates, key=lambda n: (n.load(), n.order))
+
+
+class NodeAddressPolicy:
+    """Which client addresses a msg node may register (``cluster.node_addresses``).
+
+    A node tells the login service where to send new clients, and clients then send that
+    address the MD5 of their password, so a registration naming a foreign host is refused
+    even from a node that knows the cluster secret. Entries are IP addresses, networks
+    (CIDR) or host names (matched exactly, case-insensitively). With no entries a node may
+    only name the address its own link comes from.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.entries = tuple(e.strip() for e in entries)
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.names: set[str] = set()
+        for entry in self.entries:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.names.add(entry.lower())
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.networks or self.names)
+
+    def allows(self, address: str, link_host: str) -> bool:
+        """May a node linked from ``link_host`` send clients to ``address``?"""
+        if not self.configured:
+            return _same_host(address, link_host)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address.lower() in self.names
+        return any(ip in network for network in self.networks)
+
+
+def _same_host(address: str, link_host: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) == ipaddress.ip_address(link_host)
+    except ValueError:
+        return False

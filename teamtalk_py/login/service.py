@@ -1,7 +1,8 @@
 """The login service: HTTP discovery plus the registry of msg nodes it chooses from.
 
 A co-hosted msg service registers in-process with its live count; msg nodes in other
-processes link to the internal listener (``login.internal_listen``, see ``links``).
+processes link to the internal listener (``login.internal_listen``, see ``links``), which
+is only opened when configured (by default: in a process without a msg service).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from twisted.web.server import Site
 
 from teamtalk_py.login.http import LoginRoot
 from teamtalk_py.login.links import MsgNodeLinkFactory
-from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry
+from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry, NodeAddressPolicy
 from teamtalk_py.services import TeamTalkService
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class LoginService(TeamTalkService):
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.nodes = MsgNodeRegistry()
-        self.link_factory = MsgNodeLinkFactory(self.nodes, clock=reactor)
+        self.link_factory: MsgNodeLinkFactory | None = None
         self.root: LoginRoot | None = None
 
     async def start(self) -> None:
@@ -34,11 +35,19 @@ class LoginService(TeamTalkService):
         site.displayTracebacks = False
         site.noisy = False
         await self.listen(self.config.login.http_listen, site)
-        await self.listen(self.config.login.internal_listen, self.link_factory)
+        if self.config.login.internal_listen:
+            self.link_factory = MsgNodeLinkFactory(
+                self.nodes,
+                NodeAddressPolicy(self.config.cluster.node_addresses),
+                auth=self.link_auth,
+                clock=self.reactor,
+            )
+            await self.listen_internal(self.config.login.internal_listen, self.link_factory)
 
     async def stop(self) -> None:
-        for conn in list(self.link_factory.connections):
-            conn.transport.loseConnection()
+        if self.link_factory is not None:
+            for conn in list(self.link_factory.connections):
+                conn.close("stopping")
 
     def reconfigure(self, config: Config) -> None:
         super().reconfigure(config)

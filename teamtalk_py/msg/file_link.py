@@ -25,6 +25,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, parse_host_port
+from teamtalk_py.wire.link_auth import LinkAuth
 
 log = Logger(namespace="teamtalk.msg.files")
 
@@ -80,12 +81,14 @@ def _heartbeat_echo(conn: LinkProtocol, request: Request) -> None:
 class RemoteFileServer:
     """A file service in another process, over its internal port."""
 
-    def __init__(self, reactor: Any, address: str) -> None:
+    def __init__(self, reactor: Any, address: str, auth: LinkAuth) -> None:
         self.reactor = reactor
         host, port = parse_host_port(address, DEFAULT_FILE_SERVER_PORT)
         table = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, _heartbeat_echo, decode=False)
-        self.link = ServerLink(reactor, "file", host, port, table, on_connect=self._connected)
+        self.link = ServerLink(
+            reactor, "file", host, port, table, on_connect=self._connected, auth=auth
+        )
         self._addresses: list[tuple[str, int]] = []
 
     @property
@@ -140,7 +143,9 @@ class FileServers:
         co-hosted file service, else none (file requests then fail politely)."""
         configured = [a.strip() for a in service.config.msg.file_server.split(",") if a.strip()]
         if configured:
-            return cls([RemoteFileServer(service.reactor, a) for a in configured])
+            return cls(
+                [RemoteFileServer(service.reactor, a, service.link_auth) for a in configured]
+            )
         local = service.sibling("file")
         return cls([InProcessFileServer(local)] if local is not None else [])
 

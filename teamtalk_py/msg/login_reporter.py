@@ -23,6 +23,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.wire import CommandTable
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, ignore_heartbeat, parse_host_port
+from teamtalk_py.wire.link_auth import LinkAuth
 
 DEFAULT_LOGIN_PORT = 8100
 USER_LOGIN = 1
@@ -37,7 +38,13 @@ def login_addresses(value: str) -> list[str]:
 class LoginReporter:
     """Keeps every configured login service informed of this node's address and load."""
 
-    def __init__(self, reactor: Any, addresses: list[str], node_info: Callable[[], MsgNode]):
+    def __init__(
+        self,
+        reactor: Any,
+        addresses: list[str],
+        node_info: Callable[[], MsgNode],
+        auth: LinkAuth,
+    ) -> None:
         self.node_info = node_info
         table: CommandTable[LinkProtocol] = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
@@ -45,7 +52,9 @@ class LoginReporter:
         for address in addresses:
             host, port = parse_host_port(address, DEFAULT_LOGIN_PORT)
             self.links.append(
-                ServerLink(reactor, "login", host, port, table, on_connect=self._connected)
+                ServerLink(
+                    reactor, "login", host, port, table, on_connect=self._connected, auth=auth
+                )
             )
 
     def start(self) -> None:

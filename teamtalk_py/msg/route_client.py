@@ -37,6 +37,7 @@ from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
 from teamtalk_py.route.hub import RouteHub
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, ignore_heartbeat, parse_host_port
+from teamtalk_py.wire.link_auth import LinkAuth
 from teamtalk_py.wire.protocol import encode
 
 log = Logger(namespace="teamtalk.msg.route")
@@ -105,7 +106,7 @@ class LinkedRoute:
     its ``route_pdu_received``, exactly like the in-process hub's packets.
     """
 
-    def __init__(self, reactor: Any, address: str, service: Any) -> None:
+    def __init__(self, reactor: Any, address: str, service: Any, auth: LinkAuth) -> None:
         host, port = parse_host_port(address, DEFAULT_ROUTE_PORT)
         self.reactor = reactor
         self.service = service
@@ -123,6 +124,7 @@ class LinkedRoute:
             table,
             on_connect=self._connected,
             max_pdu_size=MAX_LINK_PDU_SIZE,
+            auth=auth,
         )
         self._backlog: deque[tuple[float, bytes]] = deque(maxlen=BACKLOG_MAX)
 

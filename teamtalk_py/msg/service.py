@@ -96,7 +96,9 @@ class MsgService(TeamTalkService):
         # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).
         route_service = self.sibling("route")
         if route_service is None and self.config.msg.route_server:
-            self.route = LinkedRoute(self.reactor, self.config.msg.route_server, self)
+            self.route = LinkedRoute(
+                self.reactor, self.config.msg.route_server, self, self.link_auth
+            )
         else:
             hub = route_service.hub if route_service is not None else RouteHub()
             self.route = InProcessRoute(hub, self.route_pdu_received)
@@ -110,7 +112,10 @@ class MsgService(TeamTalkService):
             login.register_local_node(self, self.node_info())
         elif self.config.msg.login_server:
             self.login_reporter = LoginReporter(
-                self.reactor, login_addresses(self.config.msg.login_server), self.node_info
+                self.reactor,
+                login_addresses(self.config.msg.login_server),
+                self.node_info,
+                self.link_auth,
             )
             self.login_reporter.start()
 

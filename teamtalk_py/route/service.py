@@ -11,7 +11,10 @@ the node's users offline everywhere. What the link understands (commands.md §2.
 * The relayed kinds (``hub.RELAYED_COMMANDS``), forwarded verbatim by ``relay_rule``.
 * ``CID_OTHER_ROLE_SET`` (remembered, no effect) and heartbeats (liveness only).
 
-A co-hosted msg service skips all of this and uses the same hub in-process.
+A link is attached to the hub only once it has proven the cluster secret (``link_auth``);
+before that it can neither relay nor kick. A co-hosted msg service skips all of this and
+uses the same hub in-process; the route port is then only opened when ``route.listen``
+names it.
 """
 
 from __future__ import annotations
@@ -51,15 +54,15 @@ class RouteLink(InboundLinkProtocol):
     def hub(self) -> RouteHub:
         return self.factory.hub
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
+    def authenticated(self) -> None:
         self.hub.attach(self)
         log.info("msg node linked from {peer}", peer=self.peer)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
-        self.hub.detach(self)
-        log.info("msg node link from {peer} closed", peer=self.peer)
+        if self.logged_in:
+            self.hub.detach(self)
+            log.info("msg node link from {peer} closed", peer=self.peer)
 
 
 def user_status_update(link: RouteLink, request: Request) -> None:
@@ -122,13 +125,22 @@ class RouteService(TeamTalkService):
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.hub = RouteHub(clock=reactor)
-        self.factory = RouteFactory(
-            self.hub, clock=reactor, table=build_table(), max_pdu_size=MAX_LINK_PDU_SIZE
-        )
+        self.factory: RouteFactory | None = None
 
     async def start(self) -> None:
-        await self.listen(self.config.route.listen, self.factory)
+        if not self.config.route.listen:
+            return  # only a co-hosted msg service uses this hub
+        self.factory = RouteFactory(
+            self.hub,
+            auth=self.link_auth,
+            purpose="route",
+            clock=self.reactor,
+            table=build_table(),
+            max_pdu_size=MAX_LINK_PDU_SIZE,
+        )
+        await self.listen_internal(self.config.route.listen, self.factory)
 
     async def stop(self) -> None:
-        for conn in list(self.factory.connections):
-            conn.transport.loseConnection()
+        if self.factory is not None:
+            for conn in list(self.factory.connections):
+                conn.close("stopping")

@@ -6,23 +6,39 @@ whenever it has been silent for 5 s, and is dropped by the idle sweep after 30 s
 a byte from the peer. Requests that expect an answer are matched by ``seq_num``.
 
 Both ends of every link speak plain TeamTalk PDUs, so the links are documented by the
-protocol itself and testable with any PDU client.
+protocol itself and testable with any PDU client, once the link has authenticated: until
+then each side accepts only the handshake of ``link_auth`` (the cluster secret, or TLS
+with the cluster's certificates), and anything else closes the link.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import Message
 from twisted.application.internet import ClientService
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.protocol import registry
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
+from teamtalk_py.wire.link_auth import (
+    CID_LINK_CHALLENGE,
+    CID_LINK_CONFIRM,
+    CID_LINK_RESPONSE,
+    HANDSHAKE_TIMEOUT,
+    MAC_SIZE,
+    NONCE_SIZE,
+    LinkAuth,
+    new_nonce,
+)
 from teamtalk_py.wire.protocol import CommandTable, PduFactory, PduProtocol, Request, encode
 
 log = Logger(namespace="teamtalk.link")
@@ -45,23 +61,145 @@ def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class LinkProtocol(PduProtocol):
-    """Our end of a server link: always "logged in", heartbeats when silent."""
+def _handshake_pdu(command_id: int, body: bytes) -> bytes:
+    return pack_pdu(B.SID_OTHER, command_id, body)
 
-    logged_in = True
+
+@implementer(IHandshakeListener)
+class AuthenticatedLink(PduProtocol):
+    """Either end of a server link: not "logged in" until the peer has proven it belongs
+    to the cluster (``link_auth``); then heartbeats whenever silent for 5 s, and closed by
+    the idle sweep after 30 s without a byte (both sides of every link, wire.md §7)."""
+
+    factory: LinkFactoryBase
     idle_timeout = LINK_IDLE_TIMEOUT
-    factory: LinkFactory
+    login_deadline = HANDSHAKE_TIMEOUT
+    last_sent = 0.0
+    _server_nonce = b""
+    _client_nonce = b""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.last_sent = 0.0
-        #: seq -> (waiter, the answer command expected or None for any command)
-        self._pending: dict[int, tuple[defer.Deferred[Request], int | None]] = {}
-        self._next_seq = 0
+    @property
+    def auth(self) -> LinkAuth:
+        return self.factory.auth
+
+    @property
+    def purpose(self) -> str:
+        return self.factory.purpose
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.last_sent = self.factory.clock.seconds()
+        if self.auth.secret is not None:
+            self.start_handshake()
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up and the peer's certificate checked out (IHandshakeListener)."""
+        if self.auth.secret is None and not self.logged_in:
+            self._authenticated()
+
+    def send_raw(self, pdu: bytes) -> None:
+        self.last_sent = self.factory.clock.seconds()
+        super().send_raw(pdu)
+
+    def heartbeat_if_silent(self, now: float) -> None:
+        if self.logged_in and now - self.last_sent >= HEARTBEAT_INTERVAL:
+            self.send_raw(HEARTBEAT_PDU)
+
+    def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
+        if self.logged_in:
+            self.link_pdu_received(header, pdu)
+        elif self.auth.secret is None:
+            self.refuse(f"{registry.name_of(header.command_id)} before the TLS handshake")
+        else:
+            self.handshake_pdu_received(header.command_id, pdu[HEADER_SIZE:])
+
+    def link_pdu_received(self, header: PduHeader, pdu: bytes) -> None:
+        super().pduReceived(header, pdu)
+
+    def close(self, reason: str) -> None:
+        # Over TLS, loseConnection waits until no producer is registered: let go first.
+        if not self.closing and self.transport is not None:
+            self.transport.unregisterProducer()
+        super().close(reason)
+
+    def refuse(self, reason: str) -> None:
+        """The peer failed to authenticate: count it, say why, close."""
+        if self.closing:
+            return
+        self.factory.auth_failures += 1
+        log.warn(
+            "{purpose} link with {peer} refused: {reason}",
+            purpose=self.purpose,
+            peer=self.peer,
+            reason=reason,
+        )
+        self.close(f"{self.purpose} link not authenticated")
+
+    def _authenticated(self) -> None:
+        self.logged_in = True
+        self.last_sent = self.factory.clock.seconds()
+        self.authenticated()
+
+    # -- what each end does ------------------------------------------------------------
+
+    def start_handshake(self) -> None:
+        """Called on connect when the cluster secret is in use."""
+
+    def handshake_pdu_received(self, command_id: int, body: bytes) -> None:
+        raise NotImplementedError
+
+    def authenticated(self) -> None:
+        """The link is trusted from now on."""
+
+
+class LinkFactoryBase(PduFactory):
+    """Factory of authenticated links: the credentials, the port's purpose, the count of
+    peers refused (a metric), and the sweep that heartbeats."""
+
+    def __init__(self, auth: LinkAuth, purpose: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.auth = auth
+        self.purpose = purpose
+        self.auth_failures = 0
+
+    def sweep(self) -> None:
+        super().sweep()
+        now = self.clock.seconds()
+        for conn in list(self.connections):
+            if not conn.closing:
+                conn.heartbeat_if_silent(now)  # type: ignore[attr-defined]
+
+
+class LinkProtocol(AuthenticatedLink):
+    """Our end of a link we opened: answers the peer's challenge, checks its proof."""
+
+    factory: LinkFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: seq -> (waiter, the answer command expected or None for any command)
+        self._pending: dict[int, tuple[defer.Deferred[Request], int | None]] = {}
+        self._next_seq = 0
+
+    def handshake_pdu_received(self, command_id: int, body: bytes) -> None:
+        auth = self.auth
+        if command_id == CID_LINK_CHALLENGE and not self._server_nonce:
+            if len(body) != NONCE_SIZE:
+                self.refuse("malformed challenge")
+                return
+            self._server_nonce, self._client_nonce = body, new_nonce()
+            proof = auth.client_proof(self.purpose, self._server_nonce, self._client_nonce)
+            self.send_raw(_handshake_pdu(CID_LINK_RESPONSE, self._client_nonce + proof))
+        elif command_id == CID_LINK_CONFIRM and self._server_nonce:
+            expected = auth.server_proof(self.purpose, self._server_nonce, self._client_nonce)
+            if len(body) != MAC_SIZE or not hmac.compare_digest(body, expected):
+                self.refuse("the peer did not prove the cluster secret")
+                return
+            self._authenticated()
+        else:
+            self.refuse(f"{registry.name_of(command_id)} during the handshake")
+
+    def authenticated(self) -> None:
         self.factory.link._connected(self)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -70,14 +208,6 @@ class LinkProtocol(PduProtocol):
         for d, _ in pending.values():
             d.errback(ConnectionError("server link lost"))
         self.factory.link._disconnected(self)
-
-    def send_raw(self, pdu: bytes) -> None:
-        self.last_sent = self.factory.clock.seconds()
-        super().send_raw(pdu)
-
-    def heartbeat_if_silent(self, now: float) -> None:
-        if now - self.last_sent >= HEARTBEAT_INTERVAL:
-            self.send_raw(HEARTBEAT_PDU)
 
     def request(
         self, command_id: int, message: Message, answer_id: int | None = None
@@ -98,7 +228,7 @@ class LinkProtocol(PduProtocol):
         self.send(command_id, message, seq)
         return d
 
-    def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
+    def link_pdu_received(self, header: PduHeader, pdu: bytes) -> None:
         waiter = None
         if header.seq_num:
             entry = self._pending.get(header.seq_num)
@@ -111,22 +241,15 @@ class LinkProtocol(PduProtocol):
             else:
                 waiter.callback(Request(header, pdu, message))
             return
-        super().pduReceived(header, pdu)
+        super().link_pdu_received(header, pdu)
 
 
-class LinkFactory(PduFactory):
+class LinkFactory(LinkFactoryBase):
     protocol = LinkProtocol
 
     def __init__(self, link: ServerLink, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.link = link
-
-    def sweep(self) -> None:
-        super().sweep()
-        now = self.clock.seconds()
-        for conn in list(self.connections):
-            if not conn.closing:
-                conn.heartbeat_if_silent(now)  # type: ignore[attr-defined]
 
 
 class ServerLink:
@@ -143,6 +266,7 @@ class ServerLink:
         on_connect: Callable[[LinkProtocol], None] | None = None,
         on_disconnect: Callable[[LinkProtocol], None] | None = None,
         max_pdu_size: int = 64 * 1024 * 1024,
+        auth: LinkAuth,
     ) -> None:
         self.reactor = reactor
         self.name = name
@@ -150,14 +274,19 @@ class ServerLink:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.connection: LinkProtocol | None = None
-        self.factory = LinkFactory(self, clock=reactor, table=table, max_pdu_size=max_pdu_size)
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=10)
+        self.factory = LinkFactory(
+            self, auth=auth, purpose=name, clock=reactor, table=table, max_pdu_size=max_pdu_size
+        )
+        endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=10)
+        if auth.tls is not None:
+            endpoint = wrapClientTLS(auth.client_tls(host), endpoint)
         self._service = ClientService(
             endpoint, self.factory, retryPolicy=reference_backoff, clock=reactor
         )
 
     @property
     def connected(self) -> bool:
+        """Up and authenticated: only then may anything but the handshake be sent."""
         return self._open_connection() is not None
 
     def _open_connection(self) -> LinkProtocol | None:
@@ -169,6 +298,8 @@ class ServerLink:
         self._service.startService()
 
     async def stop(self) -> None:
+        for conn in list(self.factory.connections):
+            conn.close(f"{self.name} link stopped")
         await self._service.stopService()
         self.factory.doStop()
 
@@ -209,45 +340,37 @@ class ServerLink:
                 self.on_disconnect(conn)
 
 
-class InboundLinkProtocol(PduProtocol):
-    """The accepting end of a server link (route and login listen for msg nodes).
+class InboundLinkProtocol(AuthenticatedLink):
+    """The accepting end of a server link (route, login-internal and file-internal):
+    challenges the peer to prove the cluster secret and proves it back."""
 
-    Like ``LinkProtocol`` it is "logged in" from the start, closes after 30 s without a
-    byte and sends a heartbeat whenever it has been silent for 5 s (both sides of every
-    server link do, wire.md §7), so a node that only listens still proves it is alive.
-    """
+    def start_handshake(self) -> None:
+        self._server_nonce = new_nonce()
+        self.send_raw(_handshake_pdu(CID_LINK_CHALLENGE, self._server_nonce))
 
-    logged_in = True
-    idle_timeout = LINK_IDLE_TIMEOUT
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last_sent = 0.0
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.last_sent = self.factory.clock.seconds()
-
-    def send_raw(self, pdu: bytes) -> None:
-        self.last_sent = self.factory.clock.seconds()
-        super().send_raw(pdu)
-
-    def heartbeat_if_silent(self, now: float) -> None:
-        if now - self.last_sent >= HEARTBEAT_INTERVAL:
-            self.send_raw(HEARTBEAT_PDU)
+    def handshake_pdu_received(self, command_id: int, body: bytes) -> None:
+        if command_id != CID_LINK_RESPONSE or self._client_nonce:
+            self.refuse(f"{registry.name_of(command_id)} before link authentication")
+            return
+        if len(body) != NONCE_SIZE + MAC_SIZE:
+            self.refuse("malformed handshake response")
+            return
+        client_nonce, proof = body[:NONCE_SIZE], body[NONCE_SIZE:]
+        auth = self.auth
+        expected = auth.client_proof(self.purpose, self._server_nonce, client_nonce)
+        if not hmac.compare_digest(proof, expected):
+            self.refuse("wrong cluster secret")
+            return
+        self._client_nonce = client_nonce
+        confirm = auth.server_proof(self.purpose, self._server_nonce, client_nonce)
+        self.send_raw(_handshake_pdu(CID_LINK_CONFIRM, confirm))
+        self._authenticated()
 
 
-class InboundLinkFactory(PduFactory):
-    """Listener factory for ``InboundLinkProtocol`` links: the sweep also heartbeats."""
+class InboundLinkFactory(LinkFactoryBase):
+    """Listener factory for ``InboundLinkProtocol`` links."""
 
     protocol = InboundLinkProtocol
-
-    def sweep(self) -> None:
-        super().sweep()
-        now = self.clock.seconds()
-        for conn in list(self.connections):
-            if not conn.closing:
-                conn.heartbeat_if_silent(now)  # type: ignore[attr-defined]
 
 
 def ignore_heartbeat(conn: PduProtocol, request: Request) -> None:
@@ -256,6 +379,7 @@ def ignore_heartbeat(conn: PduProtocol, request: Request) -> None:
 
 __all__ = [
     "HEADER_SIZE",
+    "AuthenticatedLink",
     "InboundLinkFactory",
     "InboundLinkProtocol",
     "LinkProtocol",
