@@ -212,7 +212,9 @@ def makeService(options: Any, reactor: Any = None) -> ServiceCollection:
         fail(str(e), 1)
     collection = build_services(reactor, config)
     collection.owns_process = True
-    collection.load_config = lambda: build_config(options).with_default_listeners()
+    collection.load_config = lambda: resolve_cluster_secret(
+        build_config(options).with_default_listeners()
+    )
     collection.on_reconfigure.append(lambda new: logs.set_level(new.log.level))
     collection.log_observer = log_observer(options, config)
     return collection

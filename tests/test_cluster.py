@@ -432,7 +432,7 @@ class ClusterTests(TestCase):
         assert not trent.protocol.closed.called
         answer = await trent.session.get(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
         assert answer.server_time > 0
-        log = self.cluster.center.log()
+        log = self.cluster.center.output()
         assert "route link with 127.0.0.1" in log and "wrong cluster secret" in log
 
     async def test_login_port_never_offers_an_address_it_was_not_allowed(self):
@@ -458,7 +458,7 @@ class ClusterTests(TestCase):
         link.start()
         try:
             deadline = time.monotonic() + 10
-            while f"may not send clients to {foreign}" not in self.cluster.center.log():
+            while f"may not send clients to {foreign}" not in self.cluster.center.output():
                 assert time.monotonic() < deadline, "registration not refused"
                 await sleep(0.05)
         finally:

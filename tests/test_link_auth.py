@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import stat
 
-from teamtalk_py.client import connect
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from teamtalk_client import connect
 from teamtalk_py.config import Config, ConfigError
 from teamtalk_py.login.nodes import NodeAddressPolicy
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
