@@ -89,7 +89,9 @@ class AuthenticatedLink(PduProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.last_sent = self.factory.clock.seconds()
-        if self.auth.secret is not None:
+        if self.auth.plain:
+            self._authenticated()
+        elif self.auth.secret is not None:
             self.start_handshake()
 
     def handshakeCompleted(self) -> None:

@@ -60,6 +60,9 @@ class LinkAuth:
     secret: bytes | None
     #: (certificate PEM, key PEM, CA PEM) when mutual TLS is configured.
     tls: tuple[bytes, bytes, bytes] | None = None
+    #: No proof at all: only for outgoing links to the reference's own servers, which
+    #: know no handshake (``TEAMTALK_PEER``).
+    plain: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> LinkAuth:
@@ -118,6 +121,10 @@ class LinkAuth:
             trustRoot=ssl.Certificate.loadPEM(ca),
             clientCertificate=ssl.PrivateCertificate.loadPEM(cert + b"\n" + key),
         )
+
+
+#: How we link to TeamTalk's own push_server: plain PDUs, as the reference does.
+TEAMTALK_PEER = LinkAuth(secret=None, plain=True)
 
 
 def resolve_cluster_secret(config: Config, *, generate: bool = True) -> Config:

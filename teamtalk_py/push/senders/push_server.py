@@ -25,6 +25,7 @@ from teamtalk_py.push.jobs import PushJob
 from teamtalk_py.push.senders.base import SENT, Outcome, Result
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, ignore_heartbeat, parse_host_port
+from teamtalk_py.wire.link_auth import TEAMTALK_PEER
 from teamtalk_py.wire.protocol import PduProtocol
 
 log = Logger(namespace="teamtalk.push.push_server")
@@ -69,7 +70,13 @@ class PushServerSender:
         table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
         table.register(B.CID_OTHER_PUSH_TO_USER_RSP, self._answered)
         self.link = ServerLink(
-            reactor, "push_server", host, port, table, on_disconnect=self._link_lost
+            reactor,
+            "push_server",
+            host,
+            port,
+            table,
+            on_disconnect=self._link_lost,
+            auth=TEAMTALK_PEER,
         )
         #: Requests waiting for their answer, oldest first.
         self._pending: list[_Waiting] = []
