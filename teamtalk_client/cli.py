@@ -119,13 +119,15 @@ class Client:
         user_id: int = self.me.user_id
         return user_id
 
-    async def load_users(self) -> None:
-        """The company directory (``CID_BUDDY_LIST_ALL_USER_REQUEST``): id -> login name."""
+    async def load_users(self) -> list[Any]:
+        """The company directory (``CID_BUDDY_LIST_ALL_USER_REQUEST``): its ``UserInfo``
+        entries, whose login names it keeps by id."""
         answer = await self.session.get(
             B.CID_BUDDY_LIST_ALL_USER_REQUEST,
             Buddy_pb2.IMAllUserReq(user_id=self.user_id, latest_update_time=0),
         )
         self.users = {user.user_id: user.user_real_name for user in answer.user_list}
+        return list(answer.user_list)
 
     async def load_groups(self, group_ids: Sequence[int] = ()) -> None:
         """The names of the user's fixed groups and of ``group_ids`` (temporary groups
@@ -226,15 +228,20 @@ async def cmd_discover(reactor: IReactorTime, args: argparse.Namespace, out: Out
     )
 
 
-async def cmd_login(client: Client, args: argparse.Namespace, out: Output) -> None:
-    me = client.me
+def record_user(out: Output, user: Any) -> None:
+    """One ``UserInfo``: id, login name, nick, department."""
     out.record(
-        [me.user_id, me.user_real_name, me.user_nick_name, me.department_id],
-        user_id=me.user_id,
-        name=me.user_real_name,
-        nick=me.user_nick_name,
-        department_id=me.department_id,
+        [user.user_id, user.user_real_name, user.user_nick_name, user.department_id],
+        user_id=user.user_id,
+        name=user.user_real_name,
+        nick=user.user_nick_name,
+        department_id=user.department_id,
+        email=user.email,
     )
+
+
+async def cmd_login(client: Client, args: argparse.Namespace, out: Output) -> None:
+    record_user(out, client.me)
 
 
 async def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> None:
@@ -331,19 +338,8 @@ async def print_message(client: Client, pdu: Pdu, out: Output) -> None:
 
 
 async def cmd_users(client: Client, args: argparse.Namespace, out: Output) -> None:
-    answer = await client.session.get(
-        B.CID_BUDDY_LIST_ALL_USER_REQUEST,
-        Buddy_pb2.IMAllUserReq(user_id=client.user_id, latest_update_time=0),
-    )
-    for user in answer.user_list:
-        out.record(
-            [user.user_id, user.user_real_name, user.user_nick_name, user.department_id],
-            user_id=user.user_id,
-            name=user.user_real_name,
-            nick=user.user_nick_name,
-            department_id=user.department_id,
-            email=user.email,
-        )
+    for user in await client.load_users():
+        record_user(out, user)
 
 
 async def load_session_names(client: Client, sessions: Sequence[Any]) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from teamtalk_testing import TWISTD, StandaloneServer, free_port
+from teamtalk_testing import TWISTD, ListenPorts, StandaloneServer, free_port
 from tests.support import TestCase
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +71,25 @@ class TwistdProcessTests(TestCase):
         output = server.process.output()
         assert "PDU length 2147483647 over the limit" in output
         assert "bad PDU length 3" in output
+
+    def test_a_port_taken_before_twistd_binds_it_costs_a_restart_not_the_run(self):
+        """StandaloneServer starts again on fresh ports when a picked one was taken in
+        between (as other test runs on the machine may do); the first run's log says why."""
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        self.addCleanup(taken.close)
+        first = ListenPorts(taken.getsockname()[1], *(free_port() for _ in range(5)))
+        picks = [first]
+        pick = ListenPorts.pick
+        self.patch(ListenPorts, "pick", staticmethod(lambda: picks.pop() if picks else pick()))
+        server = StandaloneServer(self.tmp_path())
+        self.addCleanup(server.stop)
+        answer = server.start()
+        assert (server.process.starts, answer["port"]) == (2, str(server.msg_port))
+        assert server.msg_port != first.msg
+        first_log = (server.directory / "twistd.log").read_text()
+        assert "Address already in use" in first_log
 
     def test_loopback_advertise_with_public_listener_warns_loudly(self):
         """The start-up log warns when clients would be told 127.0.0.1 by a public server."""
