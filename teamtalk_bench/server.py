@@ -197,6 +197,14 @@ def remote_target(url: str, prefix: str, password: str, pid: int | None) -> Targ
 # The throwaway server
 
 
+def _has_ops_listener(server_tree: str | None) -> bool:
+    """Whether the server to run knows ``--ops-listen`` (a baseline tree may predate it)."""
+    if server_tree is None:
+        return True
+    tap = Path(server_tree) / "teamtalk_py" / "tap.py"
+    return tap.exists() and "ops-listen" in tap.read_text()
+
+
 class ThrowawayServer:
     """A ``twistd teamtalk`` subprocess on free loopback ports with a fresh data dir."""
 
@@ -230,6 +238,7 @@ class ThrowawayServer:
             ["--advertise", LOOPBACK, *(extra_args or [])],
             env=env,
             preexec_fn=_raise_nofile_in_child,
+            ops=_has_ops_listener(self.server_tree),
         )
 
     def start(self) -> Target:
@@ -354,6 +363,7 @@ class ThrowawayCluster:
                 *("--login-internal-listen", loopback_endpoint(login)),
                 *("--file-listen", loopback_endpoint(free_port())),
                 *("--file-internal-listen", loopback_endpoint(file_internal)),
+                *("--ops-listen", loopback_endpoint(free_port())),
             ],
         )
         for n in range(1, self.node_count + 1):
@@ -368,6 +378,7 @@ class ThrowawayCluster:
                     *("--route-server", f"{LOOPBACK}:{route}"),
                     *("--login-server", f"{LOOPBACK}:{login}"),
                     *("--file-server", f"{LOOPBACK}:{file_internal}"),
+                    *("--ops-listen", loopback_endpoint(free_port())),
                 ],
             )
         self._wait_registered()

@@ -40,6 +40,7 @@ ENDPOINT_KEYS = (
     "file.listen",
     "file.internal_listen",
     "route.listen",
+    "ops.listen",
 )
 
 
@@ -174,6 +175,16 @@ MIN_SECRET_LENGTH = 16
 GENERATED_SECRET_FILE = "cluster.secret"
 
 
+#: The ops listener's default: loopback only, whatever ``server.advertise`` says.
+DEFAULT_OPS_LISTEN = "tcp:8090:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    listen: str = ""
+    on_http: bool = False
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -197,6 +208,7 @@ class Config:
     route: RouteConfig = field(default_factory=RouteConfig)
     log: LogConfig = field(default_factory=LogConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
@@ -259,6 +271,8 @@ class Config:
                 continue
             if not getattr(getattr(self, section), key):
                 overrides[dotted] = f"tcp:{port}{interface}"
+        if not self.ops.listen:
+            overrides["ops.listen"] = DEFAULT_OPS_LISTEN
         return self.with_overrides(overrides)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -456,6 +470,12 @@ def _coerce(dotted: str, type_name: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
+        if type_name in ("bool", bool):
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if type_name in ("str", str):
             if not isinstance(value, str):
                 raise TypeError
@@ -652,6 +672,13 @@ offline_ttl = 2592000.0
 # Where msg nodes link to, e.g. "tcp:8200:interface=10.0.0.1" (default 8200 in a process
 # without a msg service, closed otherwise; authenticated like every internal port).
 listen = ""
+
+[ops]
+# /health, /ready, /metrics (Prometheus) and /online for operators. Empty: port 8090 on
+# 127.0.0.1 only, whatever server.advertise says (they show who is online).
+listen = ""
+# Also serve /health, /ready and /metrics (not /online) on the login HTTP listener.
+on_http = false
 
 [log]
 # debug, info, warn, error or critical (SIGHUP applies a change).

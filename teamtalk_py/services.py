@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
+from teamtalk_py.metrics import Metrics
 from teamtalk_py.systemd import Notifier
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class ServiceCollection(MultiService):
         #: Called with the new config after a reload (``makeService``: the log level).
         self.on_reconfigure: list[Callable[[Config], None]] = []
         self.notifier = Notifier(reactor, environ={})
+        #: The process's Prometheus registry and metrics (served at /metrics).
+        self.metrics = Metrics()
         self.start_failure: str | None = None
         #: Fires once every child has started; errbacks with the first start-up failure.
         self.started: defer.Deferred[None] = defer.Deferred()
@@ -270,6 +273,17 @@ class TeamTalkService(Service):
         self.is_started = False
         self._ports: list[IListeningPort] = []
         self._link_auth: LinkAuth | None = None
+        self._own_metrics: Metrics | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        """The collection's metrics (a private set for a service on its own, in tests)."""
+        parent = self.parent
+        if isinstance(parent, ServiceCollection):
+            return parent.metrics
+        if self._own_metrics is None:
+            self._own_metrics = Metrics()
+        return self._own_metrics
 
     @property
     def collection(self) -> ServiceCollection:

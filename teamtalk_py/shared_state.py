@@ -46,6 +46,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.metrics import one
 from teamtalk_py.services import TeamTalkService
 
 log = Logger(namespace="teamtalk.shared")
@@ -250,6 +251,9 @@ class RedisBackend(_Backend):
         self._ping_interval = ping_interval
         self.healthy: bool | None = None
         self.last_error = ""
+        #: Times Redis became reachable again after a failed PING.
+        self.reconnects = 0
+        self._in_flight: set[defer.Deferred] = set()
 
     def describe(self) -> str:
         return self.params.describe()
@@ -281,6 +285,10 @@ class RedisBackend(_Backend):
     def stop(self) -> defer.Deferred[None]:
         if self._ping.running:
             self._ping.stop()
+        # Calls still waiting (for a connection that may never come back) end now, so
+        # that no timeout outlives the service.
+        for pending in list(self._in_flight):
+            pending.cancel()
         if self._redis is None:
             return defer.succeed(None)
         redis, self._redis = self._redis, None
@@ -295,6 +303,13 @@ class RedisBackend(_Backend):
             return defer.fail(SharedStateUnavailable("redis is unreachable"))
         d = defer.maybeDeferred(getattr(self._redis, method), *args, **kwargs)
         d.addTimeout(self.timeout, self.reactor)
+        self._in_flight.add(d)
+
+        def settled(result: Any) -> Any:
+            self._in_flight.discard(d)
+            return result
+
+        d.addBoth(settled)
 
         def unavailable(failure: Failure) -> NoReturn:
             raise SharedStateUnavailable(f"redis {method}: {failure.getErrorMessage()}")
@@ -305,6 +320,8 @@ class RedisBackend(_Backend):
         def ok(_: Any) -> None:
             if self.healthy is not True:
                 log.info("shared state: {target} reachable", target=self.describe())
+                if self.healthy is False:
+                    self.reconnects += 1
             self.healthy = True
 
         def failed(failure: Failure) -> None:
@@ -373,6 +390,20 @@ class SharedState(TeamTalkService):
     async def start(self) -> None:
         await self.backend.start()
         log.info("shared state in {target}", target=self.backend.describe())
+        backend = self.backend
+        if isinstance(backend, RedisBackend):
+            self.metrics.counters(
+                "teamtalk_redis_reconnects",
+                "Times Redis answered again after it had stopped answering.",
+                [],
+                lambda: one(backend.reconnects),
+            )
+            self.metrics.gauges(
+                "teamtalk_redis_up",
+                "1 while the last Redis PING was answered.",
+                [],
+                lambda: one(1 if backend.healthy else 0),
+            )
 
     async def stop(self) -> None:
         await self.backend.stop()

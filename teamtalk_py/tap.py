@@ -58,6 +58,7 @@ OVERRIDES = {
     "route-server": "msg.route_server",
     "login-server": "msg.login_server",
     "file-server": "msg.file_server",
+    "ops-listen": "ops.listen",
     "log-level": "log.level",
     "log-format": "log.format",
     "push-server": "push.push_server",
@@ -70,6 +71,7 @@ ENDPOINT_OPTIONS = {
     "route-listen",
     "login-internal-listen",
     "file-internal-listen",
+    "ops-listen",
 }
 
 
@@ -106,6 +108,13 @@ class Options(usage.Options):
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
         ["login-server", None, None, "HOST:PORT of the login service, when not in-process."],
         ["file-server", None, None, "HOST:PORT of the file service, when not in-process."],
+        [
+            "ops-listen",
+            None,
+            None,
+            "Endpoint of /metrics (Prometheus), /health, /ready and /online "
+            "[tcp:8090:interface=127.0.0.1].",
+        ],
         ["log-level", None, None, f"Log level: {', '.join(LOG_LEVELS)} [info]."],
         ["log-format", None, None, f"Log format: {', '.join(LOG_FORMATS)} [text]."],
         ["push-server", None, None, "HOST:PORT of a TeamTalk push_server for offline push."],
@@ -242,6 +251,7 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.msg.service import MsgService
     from teamtalk_py.push.service import PushService
+    from teamtalk_py.ops import OpsService
     from teamtalk_py.route.service import RouteService
     from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
@@ -258,6 +268,8 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     if warning:
         log.warn("WARNING: {warning}", warning=warning)
     collection = ServiceCollection(reactor, config)
+    # First, so /health answers and /ready says "starting" while the others start.
+    OpsService(reactor, config).setServiceParent(collection)
     hosted = set(config.server.services)
     needs_store = bool(hosted & {"msg", "file", "login"})
     if needs_store:

@@ -160,13 +160,15 @@ class ListenPorts:
     route: int
     login_internal: int
     file_internal: int
+    ops: int
 
     @classmethod
     def pick(cls) -> ListenPorts:
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(7)))
 
-    def args(self) -> list[str]:
-        """The command-line options that bind every listener to its port on 127.0.0.1."""
+    def args(self, *, ops: bool = True) -> list[str]:
+        """The command-line options that bind every listener to its port on 127.0.0.1
+        (``ops=False``: not the ops listener, for a server older than ``--ops-listen``)."""
         return [
             *("--msg-listen", loopback_endpoint(self.msg)),
             *("--http-listen", loopback_endpoint(self.http)),
@@ -174,6 +176,7 @@ class ListenPorts:
             *("--route-listen", loopback_endpoint(self.route)),
             *("--login-internal-listen", loopback_endpoint(self.login_internal)),
             *("--file-internal-listen", loopback_endpoint(self.file_internal)),
+            *(("--ops-listen", loopback_endpoint(self.ops)) if ops else ()),
         ]
 
 
@@ -195,8 +198,10 @@ class StandaloneServer:
         env: Mapping[str, str] | None = None,
         preexec_fn: Callable[[], object] | None = None,
         attempts: int = 3,
+        ops: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        self.ops = ops
         self.data_dir = Path(data_dir) if data_dir is not None else self.directory / "var"
         self.extra_args = list(args)
         self.attempts = attempts
@@ -211,6 +216,10 @@ class StandaloneServer:
     def http_port(self) -> int:
         return self.ports.http
 
+    @property
+    def ops_port(self) -> int:
+        return self.ports.ops
+
     def start(self, timeout: float = 20.0) -> Any:
         """Start and wait until the msg node is offered; the ``/msg_server`` answer.
         ``StartupError`` when the server exits or does not come up within ``timeout``."""
@@ -220,7 +229,7 @@ class StandaloneServer:
             self.process.args = [
                 "--data-dir",
                 str(self.data_dir),
-                *self.ports.args(),
+                *self.ports.args(ops=self.ops),
                 *self.extra_args,
             ]
             self.process.start()

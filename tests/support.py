@@ -29,6 +29,7 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
         "login.internal_listen": LOCAL,
         "file.listen": LOCAL,
         "file.internal_listen": LOCAL,
+        "ops.listen": LOCAL,
         "route.listen": LOCAL,
         "cluster.secret": TEST_SECRET,
     }

@@ -80,6 +80,7 @@ class Cluster:
         self.login_internal_port = free_port()
         self.file_port = free_port()
         self.file_internal_port = free_port()
+        self.ops_ports = {"center": free_port()}
         self.center = TwistdProcess(
             root / "center",
             [
@@ -103,6 +104,8 @@ class Cluster:
                 loopback_endpoint(self.file_port),
                 "--file-internal-listen",
                 loopback_endpoint(self.file_internal_port),
+                "--ops-listen",
+                loopback_endpoint(self.ops_ports["center"]),
             ],
             name="center",
         )
@@ -110,6 +113,7 @@ class Cluster:
 
     def add_node(self, name: str) -> TwistdProcess:
         port = free_port()
+        self.ops_ports[name] = free_port()
         node = TwistdProcess(
             self.root / name,
             [
@@ -131,6 +135,8 @@ class Cluster:
                 f"127.0.0.1:{self.login_internal_port}",
                 "--file-server",
                 f"127.0.0.1:{self.file_internal_port}",
+                "--ops-listen",
+                loopback_endpoint(self.ops_ports[name]),
             ],
             name=name,
         )

@@ -185,6 +185,10 @@ class TwistdProcessTests(TestCase):
             "--file-server",
             "--login-internal-listen",
             "--file-internal-listen",
+            "--ops-listen",
+            "--log-level",
+            "--log-format",
+            "--version",
         ):
             assert option in out, option
 

@@ -64,6 +64,15 @@ class FileClientConnection(PduProtocol):
         super().connectionLost(reason)
         self.transfers.peer_lost(self)
 
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_in += len(data)
+        super().dataReceived(data)
+
+    def send_raw(self, pdu: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.factory.bytes_out += len(pdu)
+        super().send_raw(pdu)
+
     # -- flow control --------------------------------------------------------------------
 
     def hold_input(self, reason: str) -> None:
@@ -106,6 +115,9 @@ class FileClientFactory(PduFactory):
     def __init__(self, transfers: FileTransfers, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.transfers = transfers
+        #: Bytes read from and written to client sockets (metrics).
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 class FileInternalConnection(InboundLinkProtocol):

@@ -21,6 +21,7 @@ from teamtalk_py.file.handlers import build_client_table, build_internal_table
 from teamtalk_py.file.storage import DIRECTORY, OfflineFileStore
 from teamtalk_py.file.tasks import MAX_PULL_SIZE, Refused
 from teamtalk_py.file.transfers import FileTransfers, Limits, SharedStateProgress
+from teamtalk_py.metrics import one
 from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.wire.link import parse_host_port
@@ -105,6 +106,19 @@ class FileService(TeamTalkService):
             await self.listen_internal(self.config.file.internal_listen, self.internal_factory)
         self._expiry.start(EXPIRY_INTERVAL, now=False)
         self._sweep.start(SWEEP_INTERVAL, now=True)
+        factory = self.factory
+        self.metrics.counters(
+            "teamtalk_file_bytes",
+            "Bytes received from (in) and sent to (out) file-service clients.",
+            ["direction"],
+            lambda: [(("in",), factory.bytes_in), (("out",), factory.bytes_out)],
+        )
+        self.metrics.gauges(
+            "teamtalk_file_connections",
+            "Open client connections to the file service.",
+            [],
+            lambda: one(len(factory.connections)),
+        )
 
     async def stop(self) -> None:
         for loop in (self._expiry, self._sweep):

@@ -60,16 +60,26 @@ class MsgServerResource(Resource):
         return body
 
 
-class LoginRoot(Resource):
-    """Routes every path starting with ``/msg_server`` to the discovery answer."""
+#: The operator endpoints a login listener serves too when ``ops.on_http`` is set.
+OPS_PATHS = (b"health", b"ready", b"metrics")
 
-    def __init__(self, nodes: MsgNodeRegistry, config: LoginConfig) -> None:
+
+class LoginRoot(Resource):
+    """Routes every path starting with ``/msg_server`` to the discovery answer (and, with
+    ``ops``, ``/health``, ``/ready`` and ``/metrics`` to the operator endpoints)."""
+
+    def __init__(
+        self, nodes: MsgNodeRegistry, config: LoginConfig, ops: Resource | None = None
+    ) -> None:
         super().__init__()
         self.msg_server = MsgServerResource(nodes, config)
+        self.ops = ops
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if request.path.startswith(b"/msg_server"):
             return self.msg_server
+        if self.ops is not None and path in OPS_PATHS and not request.postpath:
+            return self.ops.children[path]
         return notFound()
 
     def render(self, request: Request) -> bytes:

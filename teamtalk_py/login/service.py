@@ -14,7 +14,8 @@ from twisted.web.server import Site
 from teamtalk_py.login.http import LoginRoot
 from teamtalk_py.login.links import MsgNodeLinkFactory
 from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry, NodeAddressPolicy
-from teamtalk_py.services import TeamTalkService
+from teamtalk_py.metrics import one
+from teamtalk_py.services import ServiceCollection, TeamTalkService
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
@@ -30,7 +31,12 @@ class LoginService(TeamTalkService):
         self.root: LoginRoot | None = None
 
     async def start(self) -> None:
-        self.root = LoginRoot(self.nodes, self.config.login)
+        ops = None
+        if self.config.ops.on_http and isinstance(self.parent, ServiceCollection):
+            from teamtalk_py.ops import OpsRoot
+
+            ops = OpsRoot(self.parent, online=False)
+        self.root = LoginRoot(self.nodes, self.config.login, ops)
         site = Site(self.root)
         site.displayTracebacks = False
         site.noisy = False
@@ -43,6 +49,12 @@ class LoginService(TeamTalkService):
                 clock=self.reactor,
             )
             await self.listen_internal(self.config.login.internal_listen, self.link_factory)
+        self.metrics.gauges(
+            "teamtalk_login_msg_nodes",
+            "msg nodes /msg_server chooses from (linked or in-process).",
+            [],
+            lambda: one(len(self.nodes)),
+        )
 
     async def stop(self) -> None:
         if self.link_factory is not None:

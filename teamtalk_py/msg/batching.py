@@ -48,6 +48,11 @@ class SingleMessageQueue:
         self._scheduled = False
         self._in_flight = 0
 
+    @property
+    def depth(self) -> int:
+        """Messages waiting for the next batch (while earlier ones are being written)."""
+        return len(self._pending)
+
     def store_message(self, message: NewMessage) -> defer.Deferred[StoredMessage]:
         d: defer.Deferred[StoredMessage] = defer.Deferred()
         self._pending.append((message, d))

@@ -30,7 +30,15 @@ MAX_HISTORY_PAGE = 200
 MAX_BY_ID = 100
 
 
+SESSION_TYPE_NAMES = {B.SESSION_TYPE_SINGLE: "single", B.SESSION_TYPE_GROUP: "group"}
+
+
 def _ack(conn: MsgConnection, seq: int, to_id: int, msg_id: int, session_type: int) -> None:
+    """Every message gets exactly one ack: its id once durable, or 0 when refused."""
+    conn.service.metrics.messages.labels(
+        session_type=SESSION_TYPE_NAMES.get(session_type, str(session_type)),
+        outcome="acked" if msg_id else "refused",
+    ).inc()
     conn.send(
         B.CID_MSG_DATA_ACK,
         Message_pb2.IMMsgDataAck(
@@ -158,6 +166,7 @@ def _single_stored(
 ) -> None:
     service = conn.service
     to_id = msg.to_session_id
+    service.metrics.messages.labels(session_type="single", outcome="stored").inc()
     service.recent.stored(key, stored.msg_id)
     if service.shared_resends is not None:
         service.shared_resends.remember(key, stored.msg_id)

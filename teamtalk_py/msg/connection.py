@@ -33,6 +33,8 @@ class MsgConnection(PduProtocol):
     client_version = ""
     online_status = BaseDefine_pb2.USER_STATUS_ONLINE
     login_requested = False
+    #: Unix seconds of the successful login (0 before).
+    logged_in_at = 0
     kicked = False
     _rate_second = -1
     _rate_count = 0

@@ -192,6 +192,7 @@ class Groups:
             chat._ack(conn, request.seq, group_id, 0, _GROUP)
             return
         message = stored.message
+        service.metrics.messages.labels(session_type="group", outcome="stored").inc()
         service.recent.stored(key, message.msg_id)
         chat._ack(conn, request.seq, group_id, message.msg_id, _GROUP)
         if service.push is not None:

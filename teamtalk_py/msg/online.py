@@ -8,6 +8,7 @@ twisted.words' vocabulary), so this module never touches sockets.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -58,6 +59,8 @@ class OnlineUsers:
     def __init__(self) -> None:
         self._users: dict[int, OnlineUser] = {}
         self.connection_count = 0
+        #: Logged-in connections per client type (for metrics).
+        self.by_client_type: Counter[int] = Counter()
 
     def add(self, conn: Mind) -> OnlineUser:
         user = self._users.get(conn.user_id)
@@ -65,6 +68,7 @@ class OnlineUsers:
             user = self._users[conn.user_id] = OnlineUser(conn.user_id)
         user.connections.append(conn)
         self.connection_count += 1
+        self.by_client_type[conn.client_type] += 1
         return user
 
     def remove(self, conn: Mind) -> OnlineUser | None:
@@ -74,6 +78,7 @@ class OnlineUsers:
             return None
         user.connections.remove(conn)
         self.connection_count -= 1
+        self.by_client_type[conn.client_type] -= 1
         if not user.connections:
             del self._users[conn.user_id]
         return user

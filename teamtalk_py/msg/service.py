@@ -14,10 +14,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.login.nodes import MsgNode
+from teamtalk_py.metrics import one
 from teamtalk_py.msg.batching import SingleMessageQueue
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
 from teamtalk_py.msg.dedup import RecentMessages, SharedResends
-from teamtalk_py.msg.file_link import FileServers
+from teamtalk_py.msg.file_link import FileServers, RemoteFileServer
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
 from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
@@ -31,8 +32,17 @@ from teamtalk_py.route.hub import RouteHub
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
+from teamtalk_py.wire.link import ServerLink
 
 log = Logger(namespace="teamtalk.msg")
+
+
+def client_type_name(client_type: int) -> str:
+    """``windows``, ``mac``, ``ios``, ``android`` (the number for anything else)."""
+    try:
+        return B.ClientType.Name(client_type).removeprefix("CLIENT_TYPE_").lower()
+    except ValueError:
+        return str(client_type)
 
 
 class MsgService(TeamTalkService):
@@ -118,6 +128,64 @@ class MsgService(TeamTalkService):
                 self.link_auth,
             )
             self.login_reporter.start()
+        self.register_metrics()
+
+    def register_metrics(self) -> None:
+        """Connections, the message queue and this node's links, read at scrape time."""
+        metrics = self.metrics
+        metrics.gauges(
+            "teamtalk_connections",
+            "Logged-in msg connections by client type.",
+            ["client_type"],
+            lambda: [
+                ((client_type_name(t),), n) for t, n in self.online.by_client_type.items() if n
+            ],
+        )
+        metrics.gauges(
+            "teamtalk_msg_sockets",
+            "Open TCP connections to the msg service, logged in or not.",
+            [],
+            lambda: one(len(self.factory.connections)),
+        )
+        metrics.gauges(
+            "teamtalk_message_queue",
+            "One-to-one messages waiting for their store batch.",
+            [],
+            lambda: one(self.single_messages.depth if self.single_messages else 0),
+        )
+        metrics.gauges(
+            "teamtalk_link_up",
+            "1 while this node's link to a route, login or file service is up.",
+            ["link", "peer"],
+            lambda: [((link.name, link.address), int(link.connected)) for link in self.links()],
+        )
+
+    def links(self) -> list[ServerLink]:
+        """This node's links to services in other processes."""
+        links = []
+        if isinstance(self.route, LinkedRoute):
+            links.append(self.route.link)
+        if self.login_reporter is not None:
+            links.extend(self.login_reporter.links)
+        links.extend(s.link for s in self.files.servers if isinstance(s, RemoteFileServer))
+        return links
+
+    def node_name(self) -> str:
+        """How operators tell this msg node from others: its advertised address:port."""
+        return f"{self.config.server.advertise}:{self.port}"
+
+    def online_report(self) -> list[dict[str, object]]:
+        """Every logged-in connection of this node (for /online)."""
+        return [
+            {
+                "user_id": conn.user_id,
+                "name": getattr(conn, "login_name", ""),
+                "client_type": client_type_name(conn.client_type),
+                "since": getattr(conn, "logged_in_at", 0),
+                "peer": getattr(conn, "peer", ""),
+            }
+            for conn in self.online.all_connections()
+        ]
 
     def reconfigure(self, config) -> None:
         super().reconfigure(config)

@@ -24,7 +24,18 @@ log = Logger(namespace="teamtalk.msg.session")
 SUCCESS = "成功"
 WRONG_PASSWORD = "用户名/密码错误"
 TOO_MANY_FAILURES = "用户名/密码错误次数太多"
+ACCOUNT_DISABLED = "账号已停用"
 SERVER_ERROR = "服务端异常"
+
+#: Why a login was refused (log lines and the ``teamtalk_logins`` metric) -> the text
+#: the client shows. Unknown names get the wrong-password text, so names cannot be probed;
+#: a disabled account is named only to someone who gave its right password.
+REFUSALS = {
+    "locked_out": TOO_MANY_FAILURES,
+    "unknown_user": WRONG_PASSWORD,
+    "wrong_password": WRONG_PASSWORD,
+    "disabled": ACCOUNT_DISABLED,
+}
 
 
 def user_info(row, info: B.UserInfo | None = None) -> B.UserInfo:
@@ -44,7 +55,17 @@ def user_info(row, info: B.UserInfo | None = None) -> B.UserInfo:
     return info
 
 
-def _refuse(conn: MsgConnection, seq: int, text: str) -> None:
+def _refuse(conn: MsgConnection, seq: int, name: str, reason: str, text: str | None = None) -> None:
+    """Answer a refused login and close; one log line with the name tried and the reason
+    (what fail2ban matches: ``login refused for 'NAME' from HOST:PORT: REASON``)."""
+    text = text if text is not None else REFUSALS[reason]
+    conn.service.metrics.logins.labels(result=reason).inc()
+    log.info(
+        "login refused for {name!r} from {peer}: {reason}",
+        name=name,
+        peer=conn.peer,
+        reason=reason,
+    )
     conn.send(
         B.CID_LOGIN_RES_USERLOGIN,
         Login_pb2.IMLoginRes(
@@ -54,7 +75,7 @@ def _refuse(conn: MsgConnection, seq: int, text: str) -> None:
         ),
         seq,
     )
-    conn.close(f"login refused: {text}")
+    conn.close(f"login refused: {reason}")
 
 
 async def handle_login(conn: MsgConnection, request: Request) -> None:
@@ -67,14 +88,15 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     conn.client_version = req.client_version
     conn.online_status = req.online_status
     service = conn.service
-    if await defer.maybeDeferred(service.lockout.is_locked, req.user_name):
-        log.info("login locked out for {name} from {peer}", name=req.user_name, peer=conn.peer)
-        _refuse(conn, request.seq, TOO_MANY_FAILURES)
+    name = req.user_name
+    if await defer.maybeDeferred(service.lockout.is_locked, name):
+        _refuse(conn, request.seq, name, "locked_out")
         return
     try:
-        row = await service.store.read(accounts.get_user_by_name, req.user_name, only_active=True)
+        row = await service.store.read(accounts.get_user_by_name, name)
     except Exception:
-        log.failure("login lookup failed for {name}", name=req.user_name)
+        log.failure("login lookup failed for {name!r}", name=name)
+        service.metrics.logins.labels(result="store_error").inc()
         conn.send(
             B.CID_LOGIN_RES_USERLOGIN,
             Login_pb2.IMLoginRes(
@@ -89,16 +111,21 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     if conn.closing or not conn.connected:
         return
     if row is None or not accounts.check_password(row, req.password):
-        await defer.maybeDeferred(service.lockout.record_failure, req.user_name)
-        locked = await defer.maybeDeferred(service.lockout.is_locked, req.user_name)
-        _refuse(conn, request.seq, TOO_MANY_FAILURES if locked else WRONG_PASSWORD)
+        await defer.maybeDeferred(service.lockout.record_failure, name)
+        locked = await defer.maybeDeferred(service.lockout.is_locked, name)
+        reason = "unknown_user" if row is None else "wrong_password"
+        _refuse(conn, request.seq, name, reason, TOO_MANY_FAILURES if locked else None)
         return
-    await defer.maybeDeferred(service.lockout.clear, req.user_name)
+    if not row.can_log_in:
+        _refuse(conn, request.seq, name, "disabled")
+        return
+    await defer.maybeDeferred(service.lockout.clear, name)
     if conn.closing or not conn.connected:
         return
     user_id = row.id
     conn.user_id = user_id
     conn.logged_in = True
+    conn.logged_in_at = service.now()
     answer = Login_pb2.IMLoginRes(
         server_time=service.now(),
         result_code=B.REFUSE_REASON_NONE,
@@ -108,13 +135,14 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     user_info(row, answer.user_info)
     answer.user_info.status = 0
     conn.send(B.CID_LOGIN_RES_USERLOGIN, answer, request.seq)
+    service.metrics.logins.labels(result="ok").inc()
     service.connection_opened(conn)
     kick_duplicate(service, user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER, exclude=conn)
     service.route.kick(user_id, conn.client_type, B.KICK_REASON_DUPLICATE_USER)
     log.info(
-        "login {user_id} ({name}) client type {client_type} from {peer}",
+        "login {user_id} ({name!r}) client type {client_type} from {peer}",
         user_id=user_id,
-        name=req.user_name,
+        name=name,
         client_type=conn.client_type,
         peer=conn.peer,
     )

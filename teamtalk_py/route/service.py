@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.metrics import one
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2
 from teamtalk_py.protocol import registry
@@ -128,6 +129,18 @@ class RouteService(TeamTalkService):
         self.factory: RouteFactory | None = None
 
     async def start(self) -> None:
+        self.metrics.gauges(
+            "teamtalk_route_links",
+            "msg nodes linked to this route service over TCP.",
+            [],
+            lambda: one(len(self.factory.connections) if self.factory is not None else 0),
+        )
+        self.metrics.gauges(
+            "teamtalk_route_parked",
+            "One-to-one packets parked for a node that has not re-registered yet.",
+            [],
+            lambda: one(self.hub.parked_count),
+        )
         if not self.config.route.listen:
             return  # only a co-hosted msg service uses this hub
         self.factory = RouteFactory(
@@ -139,6 +152,19 @@ class RouteService(TeamTalkService):
             max_pdu_size=MAX_LINK_PDU_SIZE,
         )
         await self.listen_internal(self.config.route.listen, self.factory)
+
+    def online_report(self) -> list[dict[str, object]]:
+        """For /online: each node's connections as this route service knows them."""
+        return [
+            {
+                "link": getattr(link, "peer", "in-process"),
+                "connections": [
+                    {"user_id": user_id, "client_type": client_type}
+                    for user_id, client_type in self.hub.presence.connections_on(link)
+                ],
+            }
+            for link in self.hub.links
+        ]
 
     async def stop(self) -> None:
         if self.factory is not None:

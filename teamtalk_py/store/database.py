@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ class WriteStats:
     largest_batch: int = 0
     retries: int = 0
     savepoint_reruns: int = 0
+    #: Connections reopened after one was lost (writer and readers).
+    reconnects: int = 0
 
 
 class Database:
@@ -139,6 +142,9 @@ class Database:
         self._stop_waiters: list[Deferred] = []
         self._writer_conn: Any = None
         self.stats = WriteStats()
+        #: Called on the writer thread after each committed batch with its job count
+        #: and its seconds from start to COMMIT (metrics; must be thread-safe).
+        self.on_batch: Callable[[int, float], None] | None = None
         # What open_database() was given, normalised so that another open_database(url)
         # reaches the same database (a second node, the admin CLI). May hold a password:
         # log describe(), never this.
@@ -203,6 +209,16 @@ class Database:
     ) -> Deferred[T]:
         """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
         return self._submit(self._write_queue, fn, args, kwargs)
+
+    @property
+    def pending_writes(self) -> int:
+        """Jobs waiting for the writer (a queue depth for metrics)."""
+        return self._write_queue.qsize()
+
+    @property
+    def pending_reads(self) -> int:
+        """Jobs waiting for a reader thread."""
+        return self._read_queue.qsize()
 
     @contextmanager
     def sync_transaction(self) -> Iterator[Txn]:
@@ -341,10 +357,12 @@ class Database:
             return
         savepoints = False
         retried = False
+        started = time.monotonic()
         while True:
             try:
                 if self._writer_conn is None:
                     self._writer_conn = self._connect_for_batch()
+                    stats.reconnects += 1
                 outcomes = self._attempt(self._writer_conn, jobs, savepoints)
             except _NeedSavepoints:
                 stats.savepoint_reruns += 1
@@ -369,6 +387,8 @@ class Database:
                 self._fail_all(jobs, failed.failure)
                 return
             stats.failed_jobs += sum(1 for _, ok, _ in outcomes if not ok)
+            if self.on_batch is not None:
+                self.on_batch(len(jobs), time.monotonic() - started)
             self._call(self._deliver, outcomes)
             return
 
@@ -500,6 +520,7 @@ class Database:
 
     def _reader_main(self, done: Deferred) -> None:
         conn = None
+        opened = False
         try:
             while True:
                 job = self._read_queue.get()
@@ -513,6 +534,9 @@ class Database:
                     try:
                         if conn is None:
                             conn = self._engine.connect("reader")
+                            if opened:
+                                self.stats.reconnects += 1
+                            opened = True
                         value = self._run_read(conn, job)
                     except Exception as exc:
                         if attempt == 1 and self._engine.is_connection_lost(exc):

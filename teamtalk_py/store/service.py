@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.metrics import one
 from teamtalk_py.services import StartupError, TeamTalkService
 from teamtalk_py.store.database import Database, open_database
 from teamtalk_py.store.txn import StoreClosedError, Txn
@@ -75,6 +76,36 @@ class StoreService(TeamTalkService):
         log.info("store ready ({dialect})", dialect=self.db.dialect)
         self.healthy = True
         self._ping.start(PING_INTERVAL, now=False)
+        self.register_metrics(self.db)
+
+    def register_metrics(self, db: Database) -> None:
+        """Batch sizes and commit latency as they happen; queues and reconnects read at
+        scrape time."""
+        metrics = self.metrics
+
+        def batch_committed(jobs: int, seconds: float) -> None:
+            metrics.store_batch_size.observe(jobs)
+            metrics.store_commit_seconds.observe(seconds)
+
+        db.on_batch = batch_committed
+        metrics.gauges(
+            "teamtalk_store_queue",
+            "Store jobs waiting for the writer (write) or a reader thread (read).",
+            ["queue"],
+            lambda: [(("write",), db.pending_writes), (("read",), db.pending_reads)],
+        )
+        metrics.counters(
+            "teamtalk_store_reconnects",
+            "Database connections reopened after one was lost.",
+            [],
+            lambda: one(db.stats.reconnects),
+        )
+        metrics.gauges(
+            "teamtalk_store_up",
+            "1 while the last database ping succeeded.",
+            [],
+            lambda: one(1 if self.healthy else 0),
+        )
 
     async def stop(self) -> None:
         if self._ping.running:

@@ -1,0 +1,157 @@
+"""The operator's HTTP endpoints: ``/health``, ``/ready``, ``/metrics`` and ``/online``.
+
+They are served on the ops listener (``ops.listen``, ``--ops-listen``; by default
+``tcp:8090`` on 127.0.0.1 only, whatever ``server.advertise`` says, since they show who
+is online and how the server is doing). With ``ops.on_http`` the login service's public
+HTTP listener serves ``/health``, ``/ready`` and ``/metrics`` too (never ``/online``).
+
+* ``GET /health``: liveness. 200 whenever the reactor answers.
+* ``GET /ready``: 200 when every service of this process has started and the store and
+  Redis answer now, else 503; JSON with each part's state (``ServiceCollection.readiness``).
+* ``GET /metrics``: the Prometheus text format (``teamtalk_py.metrics``).
+* ``GET /online``: who is connected to this process's msg service (and, on a route node,
+  how many connections every linked msg node has); ``teamtalk-admin online`` reads it.
+
+The service also measures the reactor's tick lag: a timer due every 0.25 s records how
+late it ran.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from teamtalk_py.services import ServiceCollection, TeamTalkService
+
+if TYPE_CHECKING:
+    from teamtalk_py.config import Config
+
+log = Logger(namespace="teamtalk.ops")
+
+LAG_INTERVAL = 0.25
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _json(request: Request, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(body, sort_keys=True).encode() + b"\n"
+
+
+class _Endpoint(Resource):
+    """A leaf that answers GET and HEAD only."""
+
+    isLeaf = True
+
+    def __init__(self, collection: ServiceCollection) -> None:
+        super().__init__()
+        self.collection = collection
+
+    def render(self, request: Request) -> bytes | int:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return _json(request, 405, {"error": "method not allowed"})
+        return super().render(request)
+
+
+class HealthResource(_Endpoint):
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, 200, self.collection.live())
+
+    render_HEAD = render_GET
+
+
+class ReadyResource(_Endpoint):
+    def render_GET(self, request: Request) -> int:
+        d = defer.ensureDeferred(self.collection.readiness())
+
+        def answer(result: tuple[bool, dict[str, Any]]) -> None:
+            ready, parts = result
+            body = {"ready": ready, "services": parts}
+            if self.collection.start_failure is not None:
+                body["error"] = self.collection.start_failure
+            if not request.finished and not request._disconnected:
+                request.write(_json(request, 200 if ready else 503, body))
+                request.finish()
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: log.failure("readiness check failed", f))
+        return NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+
+class MetricsResource(_Endpoint):
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE)
+        return self.collection.metrics.exposition()
+
+    render_HEAD = render_GET
+
+
+class OnlineResource(_Endpoint):
+    def render_GET(self, request: Request) -> bytes:
+        body: dict[str, Any] = {"connections": [], "route": []}
+        msg = self.collection.get("msg")
+        if msg is not None:
+            body["node"] = msg.node_name()
+            body["connections"] = msg.online_report()
+        route = self.collection.get("route")
+        if route is not None:
+            body["route"] = route.online_report()
+        return _json(request, 200, body)
+
+
+class OpsRoot(Resource):
+    """``/health``, ``/ready``, ``/metrics`` (and ``/online`` on the ops listener)."""
+
+    def __init__(self, collection: ServiceCollection, *, online: bool = True) -> None:
+        super().__init__()
+        self.putChild(b"health", HealthResource(collection))
+        self.putChild(b"ready", ReadyResource(collection))
+        self.putChild(b"metrics", MetricsResource(collection))
+        if online:
+            self.putChild(b"online", OnlineResource(collection))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
+
+    def render(self, request: Request) -> bytes:
+        return notFound().render(request)
+
+
+class OpsService(TeamTalkService):
+    """The ops listener and the reactor-lag probe."""
+
+    name = "ops"
+
+    def __init__(self, reactor: Any, config: Config) -> None:
+        super().__init__(reactor, config)
+        self._lag = LoopingCall(self._tick)
+        self._lag.clock = reactor
+        self._next_tick = 0.0
+
+    async def start(self) -> None:
+        site = Site(OpsRoot(self.collection))
+        site.displayTracebacks = False
+        site.noisy = False
+        await self.listen(self.config.ops.listen, site)
+        self._next_tick = self.reactor.seconds() + LAG_INTERVAL
+        self._lag.start(LAG_INTERVAL, now=False)
+
+    async def stop(self) -> None:
+        if self._lag.running:
+            self._lag.stop()
+
+    def _tick(self) -> None:
+        now = self.reactor.seconds()
+        self.collection.metrics.reactor_lag_seconds.observe(max(0.0, now - self._next_tick))
+        self._next_tick = now + LAG_INTERVAL
