@@ -250,8 +250,8 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.file.service import FileService
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.msg.service import MsgService
-    from teamtalk_py.push.service import PushService
     from teamtalk_py.ops import OpsService
+    from teamtalk_py.push.service import PushService
     from teamtalk_py.route.service import RouteService
     from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
