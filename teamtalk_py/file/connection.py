@@ -10,15 +10,15 @@ needs, whatever the connection's own output state.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.python.failure import Failure
 
+from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.wire import PduFactory, PduProtocol
 from teamtalk_py.wire.link import InboundLinkFactory, InboundLinkProtocol
 
 if TYPE_CHECKING:
-    from teamtalk_py.file.service import FileService
     from teamtalk_py.file.tasks import Task
     from teamtalk_py.file.transfers import FileTransfers
 
@@ -127,10 +127,20 @@ class FileInternalConnection(InboundLinkProtocol):
     factory: FileInternalFactory
 
 
+class NodeRequests(Protocol):
+    """What msg nodes ask of the file service over their links (``FileService``)."""
+
+    def client_addresses(self) -> list[tuple[str, int]]: ...
+
+    async def transfer_request(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> Server_pb2.IMFileTransferRsp: ...
+
+
 class FileInternalFactory(InboundLinkFactory):
     protocol = FileInternalConnection
 
-    def __init__(self, service: FileService, **kwargs: Any) -> None:
+    def __init__(self, service: NodeRequests, **kwargs: Any) -> None:
         super().__init__(purpose="file", **kwargs)
         self.service = service
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +31,9 @@ from teamtalk_py.pb.IM import File_pb2
 from teamtalk_py.protocol.header import with_seq
 
 if TYPE_CHECKING:
-    from teamtalk_py.file.transfers import FileTransfers
+    from twisted.internet.interfaces import IReactorTime
+
+    from teamtalk_py.file.storage import OfflineFileStore
     from teamtalk_py.wire import Request
 
 log = Logger(namespace="teamtalk.file")
@@ -99,6 +102,38 @@ class Peer(Protocol):
     def release_input(self, reason: str) -> None: ...
 
 
+#: Runs a blocking callable off the reactor thread: ``io(fn, *args, **kwargs) -> Deferred``.
+Executor = Callable[..., defer.Deferred[Any]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The knobs of ``[file]`` that the tasks use."""
+
+    max_file_size: int = 2 * 1024**3
+    min_free_disk: int = 256 * 1024**2
+    pulls_in_flight: int = 16
+    task_timeout: float = 60.0
+    offline_ttl: float = 30 * 86400.0
+
+
+class TaskOwner(Protocol):
+    """What a task uses of the ``FileTransfers`` that owns it (``transfers.py``)."""
+
+    clock: IReactorTime
+    files: OfflineFileStore
+    io: Executor
+    limits: Limits
+
+    def forget(self, task: Task) -> None: ...
+
+    async def check_disk(self, needed: int, exclude: Task | None = None) -> None: ...
+
+    def record_progress(self, task: Task, uploaded: int) -> defer.Deferred[Any]: ...
+
+    def cancel(self, task: OfflineTask) -> None: ...
+
+
 def file_state(
     state: B.ClientFileState.ValueType, task_id: str, user_id: int
 ) -> File_pb2.IMFileState:
@@ -112,7 +147,7 @@ class Task:
 
     def __init__(
         self,
-        transfers: FileTransfers,
+        transfers: TaskOwner,
         task_id: str,
         from_id: int,
         to_id: int,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -26,6 +25,8 @@ from twisted.python.failure import Failure
 
 from teamtalk_py.file.storage import OfflineFileStore, is_task_id
 from teamtalk_py.file.tasks import (
+    Executor,
+    Limits,
     OfflineTask,
     OnlineTask,
     Peer,
@@ -40,21 +41,7 @@ from teamtalk_py.store import files as offline_files
 
 log = Logger(namespace="teamtalk.file")
 
-#: Runs a blocking callable off the reactor thread: ``io(fn, *args, **kwargs) -> Deferred``.
-Executor = Callable[..., defer.Deferred[Any]]
-
 OFFLINE_ROLES = (B.CLIENT_OFFLINE_UPLOAD, B.CLIENT_OFFLINE_DOWNLOAD)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The knobs of ``[file]`` that the tasks use."""
-
-    max_file_size: int = 2 * 1024**3
-    min_free_disk: int = 256 * 1024**2
-    pulls_in_flight: int = 16
-    task_timeout: float = 60.0
-    offline_ttl: float = 30 * 86400.0
 
 
 class ProgressSink(Protocol):
