@@ -79,7 +79,7 @@ class TwistdProcessTests(TestCase):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         self.addCleanup(taken.close)
-        first = ListenPorts(taken.getsockname()[1], *(free_port() for _ in range(5)))
+        first = ListenPorts(taken.getsockname()[1], *(free_port() for _ in range(6)))
         picks = [first]
         pick = ListenPorts.pick
         self.patch(ListenPorts, "pick", staticmethod(lambda: picks.pop() if picks else pick()))
