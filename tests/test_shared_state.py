@@ -81,6 +81,17 @@ class RedisTests(TestCase):
         self.state = self.backend()
         return self.state.start()
 
+    def pttl(self, key: str) -> int:
+        """Redis's own remaining TTL of ``key`` in ms (-1: none, -2: no such key)."""
+        return int(self.redis.redis.pttl(self.redis.prefix + key))
+
+    async def until_gone(self, key: str, deadline: float = 10.0) -> None:
+        """Wait for Redis to expire ``key``; a loaded machine only makes this slower."""
+        give_up = time.monotonic() + deadline
+        while await self.state.get(key) is not None:
+            assert time.monotonic() < give_up, f"{key} still there after {deadline} s"
+            await sleep(0.05)
+
     def backend(self, url: str | None = None, **kwargs) -> RedisBackend:
         backend = RedisBackend(reactor, url or self.redis.url, **kwargs)
         self.addCleanup(backend.stop)
@@ -88,13 +99,15 @@ class RedisTests(TestCase):
 
     async def test_get_set_delete_with_ttl(self):
         """Values live under the prefix, expire with their TTL and can be deleted."""
-        await self.state.set("a", b"\x00bytes", ttl=0.3)
+        await self.state.set("a", b"\x00bytes", ttl=30)
         await self.state.set("b", 42)
         assert await self.state.get("a") == b"\x00bytes"
         assert await self.state.get("b") == b"42"
         assert self.redis.prefix.encode() + b"a" in self.redis.keys()
-        await sleep(0.4)
-        assert await self.state.get("a") is None
+        assert 0 < self.pttl("a") <= 30_000
+        assert self.pttl("b") == -1  # no TTL asked, none set
+        await self.state.set("a", b"soon", ttl=0.2)
+        await self.until_gone("a")
         await self.state.delete("b")
         assert await self.state.get("b") is None
 
@@ -102,11 +115,13 @@ class RedisTests(TestCase):
         """Two nodes increment the same counter; its TTL starts with the first increment."""
         other = self.backend()
         await other.start()
-        assert await self.state.incr("n", ttl=0.5) == 1
-        await sleep(0.3)
-        assert await other.incr("n", 5, ttl=0.5) == 6
-        await sleep(0.3)
-        assert await self.state.get("n") is None
+        assert await self.state.incr("n", ttl=30) == 1
+        first = self.pttl("n")
+        await sleep(0.05)
+        assert await other.incr("n", 5, ttl=30) == 6
+        assert 0 < self.pttl("n") < first  # the second increment did not restart the TTL
+        assert await self.state.incr("m", ttl=0.2) == 1
+        await self.until_gone("m")
 
     async def test_sliding_window_counts_every_nodes_events(self):
         """Events recorded by two nodes are counted together; old ones drop out."""
