@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import NoReturn
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest
 
 from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -25,6 +23,7 @@ from teamtalk_testing.scratch import (
     ScratchRedisPrefix,
     Unreachable,
 )
+from tests.support import server_unreachable
 
 PASSWORD = "secret"
 PC = B.CLIENT_TYPE_WINDOWS
@@ -94,19 +93,13 @@ def status_is(user_id: int, status: int):
 # -- external servers -------------------------------------------------------------------
 
 
-def _unreachable(error: Unreachable) -> NoReturn:
-    if os.environ.get("CI"):
-        raise AssertionError(f"{error} (CI is set: cluster tests must run)")
-    raise SkipTest(str(error))
-
-
 def scratch_database() -> ScratchDatabase:
     """A fresh ``tt_cluster_<random>`` database on the test MariaDB; skips the test (fails
     it when ``CI`` is set) when the server does not answer."""
     try:
         return ScratchDatabase(os.environ.get(MYSQL_SERVER_ENV, DEFAULT_MYSQL), "tt_cluster")
     except Unreachable as exc:
-        _unreachable(exc)
+        server_unreachable(str(exc))
 
 
 def scratch_redis() -> ScratchRedisPrefix:
@@ -115,4 +108,4 @@ def scratch_redis() -> ScratchRedisPrefix:
     try:
         return ScratchRedisPrefix(os.environ.get(REDIS_SERVER_ENV, DEFAULT_REDIS), "tt_cluster")
     except Unreachable as exc:
-        _unreachable(exc)
+        server_unreachable(str(exc))

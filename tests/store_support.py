@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SkipTest
 
 from teamtalk_py.store import schema
 from teamtalk_py.store.database import Database, open_database
 from teamtalk_testing.scratch import DEFAULT_MYSQL, ScratchDatabase, Unreachable, drop_database
-from tests.support import TestCase
+from tests.support import TestCase, server_unreachable
 
 MYSQL_SERVER_ENV = "TEAMTALK_TEST_MYSQL"
 
@@ -68,12 +67,6 @@ _mysql_url: str | None = None
 _mysql_unreachable: str | None = None
 
 
-def _unreachable(message: str) -> None:
-    if os.environ.get("CI"):
-        raise AssertionError(message + " (CI is set: MariaDB/MySQL tests must run)")
-    raise SkipTest(message)
-
-
 def mysql_url() -> str:
     """URL of this process's ``tt_test_<random>`` database, created on first use and
     dropped at exit. Skips the calling test (fails it when ``CI`` is set) when the
@@ -82,12 +75,12 @@ def mysql_url() -> str:
     if _mysql_url is not None:
         return _mysql_url
     if _mysql_unreachable is not None:
-        _unreachable(_mysql_unreachable)
+        server_unreachable(_mysql_unreachable)
     try:
         database = ScratchDatabase(mysql_server(), "tt_test")
     except Unreachable as exc:
         _mysql_unreachable = str(exc)
-        _unreachable(_mysql_unreachable)
+        server_unreachable(_mysql_unreachable)
     atexit.register(database.drop)
     _mysql_url = database.url
     return _mysql_url

@@ -5,17 +5,15 @@ leaves in the store."""
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest
-
 from teamtalk_py.store import accounts
 from teamtalk_py.store.database import open_database
-from tests.support import TestCase
+from teamtalk_testing.scratch import ScratchDatabase, Unreachable
+from tests.store_support import mysql_server
+from tests.support import TestCase, server_unreachable
 
 ADMIN = str(Path(sys.executable).with_name("teamtalk-admin"))
 
@@ -250,26 +248,12 @@ class UsageTests(AdminTestCase):
 class MySQLAdminTests(AdminTestCase):
     def test_admin_works_on_mariadb_with_db_url(self):
         """--db mysql://... creates the schema and the same accounts as on SQLite."""
-        import pymysql
-
-        server = os.environ.get("TEAMTALK_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
         try:
-            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
-        except pymysql.err.MySQLError as e:
-            if os.environ.get("CI"):
-                raise
-            raise SkipTest(f"MariaDB not reachable: {e}") from None
-        name = f"tt_admin_{secrets.token_hex(6)}"
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-
-        def drop() -> None:
-            with conn.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            conn.close()
-
-        self.addCleanup(drop)
-        url = f"{server.rstrip('/')}/{name}"
+            database = ScratchDatabase(mysql_server(), "tt_admin")
+        except Unreachable as exc:
+            server_unreachable(str(exc))
+        self.addCleanup(database.drop)
+        url = database.url
         self.location = ["--db", url]
         self.ok("department", "add", "Engineering")
         uid = self.ok("user", "add", "--name", "alice", "--password", "pw",

@@ -65,8 +65,8 @@ class ProcessLogTests(TestCase):
         # The HTTP listener asks for the msg listener's port: one of them cannot bind.
         listeners = with_listener(listeners, "--http-listen", msg_endpoint)
         proc = run_twistd(tmp, *listeners, "--log-format", "json")
-        out, _ = proc.communicate(timeout=START_TIMEOUT)
-        assert proc.returncode == 1
+        assert proc.wait(timeout=START_TIMEOUT) == 1
+        out = proc.output()
         lines = out.strip().splitlines()
         records = [json.loads(line) for line in lines[:-1]]
         assert any(r["message"].startswith("twistd ") for r in records)

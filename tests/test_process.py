@@ -18,6 +18,7 @@ from teamtalk_testing import (
     TWISTD,
     ListenPorts,
     StandaloneServer,
+    TwistdProcess,
     free_port,
     get_msg_server,
     loopback_endpoint,
@@ -27,17 +28,12 @@ from tests.support import TestCase
 START_TIMEOUT = 30.0
 
 
-def run_twistd(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """``twistd --nodaemon --pidfile= teamtalk --data-dir DIR ARGS``, output captured."""
-    return subprocess.Popen(
-        [TWISTD, "--nodaemon", "--pidfile=", "teamtalk", "--data-dir", str(tmp_path / "var")]
-        + list(args),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+def run_twistd(tmp_path: Path, *args: str, env: dict | None = None) -> TwistdProcess:
+    """``twistd --nodaemon --pidfile= teamtalk --data-dir DIR ARGS``, started; its output
+    in ``DIR/twistd.log``."""
+    process = TwistdProcess(tmp_path, ["--data-dir", str(tmp_path / "var"), *args], env=env)
+    process.start()
+    return process
 
 
 def private_listeners() -> list[str]:
@@ -111,7 +107,8 @@ class StartFailureTests(TestCase):
             directory.mkdir(exist_ok=True)
             procs[name] = run_twistd(directory, *args)
         for name, (_, status, text) in cases.items():
-            out, _ = procs[name].communicate(timeout=START_TIMEOUT)
+            procs[name].wait(timeout=START_TIMEOUT)
+            out = procs[name].output()
             lines = out.strip().splitlines()
             assert procs[name].returncode == status, (name, out)
             assert text in lines[-1], (name, out)
@@ -124,9 +121,8 @@ class StartFailureTests(TestCase):
         config = tmp / "teamtalk.toml"
         config.write_text("[msg]\nmax_connections = 1.5\n")
         proc = run_twistd(tmp, "--config", str(config))
-        out, _ = proc.communicate(timeout=START_TIMEOUT)
-        assert proc.returncode == 78
-        assert out.strip().splitlines() == [
+        assert proc.wait(timeout=START_TIMEOUT) == 78
+        assert proc.output().strip().splitlines() == [
             "twistd teamtalk: msg.max_connections: expected int, got 1.5"
         ]
 
@@ -191,7 +187,7 @@ class SystemdNotifyTests(TestCase):
         msg_port = int(listeners[listeners.index("--msg-listen") + 1].split(":")[1])
         env = dict(os.environ, NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
         proc = run_twistd(tmp, *listeners, env=env)
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.addCleanup(proc.kill)
 
         def next_message() -> dict[str, str]:
             data = sock.recv(4096).decode()
