@@ -32,8 +32,8 @@ from teamtalk_testing import free_port
 from teamtalk_testing.scratch import ScratchDatabase, Unreachable
 from tests.file_support import FileTestCase
 from tests.msg_support import IOS, PC, MsgTestCase, sleep
-from tests.store_support import _unreachable, mysql_server
-from tests.support import local_config, start_server
+from tests.store_support import mysql_server
+from tests.support import local_config, server_unreachable, start_server
 
 
 async def http_get(port: int, path: str, method: bytes = b"GET") -> tuple[int, bytes]:
@@ -156,7 +156,7 @@ class OwnRedis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            _unreachable("redis-server is not installed")
+            server_unreachable("redis-server is not installed")
         self.binary = str(binary)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -247,7 +247,7 @@ class ReadinessTests(MsgTestCase):
         try:
             database = ScratchDatabase(mysql_server(), "tt_ready")
         except Unreachable as exc:
-            _unreachable(str(exc))
+            server_unreachable(str(exc))
         self.addCleanup(database.drop)
         server_parts = urlsplit(mysql_server())
         proxy = DatabaseProxy(server_parts.hostname or "127.0.0.1", server_parts.port or 3306)
