@@ -189,6 +189,9 @@ class FakeApns(resource.Resource):
         self.rejected: list[str] = []
         self.dead_tokens: set[str] = set()
         self.throttle = 0
+        #: While set, good requests are recorded in ``held`` and never answered.
+        self.hold = False
+        self.held: list[Notification] = []
         self.port: Any = None
 
     def render_POST(self, request: Any) -> bytes:
@@ -205,6 +208,9 @@ class FakeApns(resource.Resource):
         }
         body = json.loads(request.content.getvalue())
         apns_id = headers["apns-id"]
+        if self.hold:
+            self.held.append(Notification(token, headers, body, 0))
+            return server.NOT_DONE_YET
         request.setHeader("apns-id", apns_id)
         if token in self.dead_tokens:
             status, answer = 410, {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}

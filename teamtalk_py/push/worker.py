@@ -106,6 +106,9 @@ class PushWorker:
         self.counters = counters or PushCounters()
         self.rand = rand
         self.in_flight = 0
+        #: Queue handles being sent: a job whose lease ran out while its send is still
+        #: on its way is not sent a second time by this node.
+        self._sending: set[Any] = set()
         self._feeding: defer.Deferred[None] | None = None
         self._feed_again = False
         self._claiming = False
@@ -247,18 +250,22 @@ class PushWorker:
                 self.counters.add(job.sender, "expired")
                 self._settle_done(item)
                 continue
+            if item.handle in self._sending:
+                continue
             sender = self.senders.get(job.sender)
             if sender is None:
                 self.counters.add(job.sender, "failed")
                 self._settle_dead(item, f"no sender {job.sender!r} configured")
                 continue
             self.in_flight += 1
+            self._sending.add(item.handle)
             d = defer.maybeDeferred(sender.send, job)
             d.addErrback(lambda f: Outcome(Result.RETRY, f"sender error: {f.getErrorMessage()}"))
             d.addCallback(self._answered, item)
 
     def _answered(self, outcome: Outcome, item: Claimed) -> None:
         self.in_flight -= 1
+        self._sending.discard(item.handle)
         job = item.job
         result = outcome.result
         if result is Result.SENT:
