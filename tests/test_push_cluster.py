@@ -86,7 +86,7 @@ class PushClusterTests(TestCase):
             B.CID_GROUP_CREATE_REQUEST,
             Group_pb2.IMGroupCreateReq(
                 user_id=alice.user_id, group_type=B.GROUP_TYPE_TMP, group_name="both",
-                group_avatar="", member_id_list=[self.ids[n] for n in ("alice", "bob", "carol", "dave")],
+                group_avatar="", member_id_list=[self.ids[n] for n in USERS],
             ),
         )  # fmt: skip
         ack = await alice.session.send_message(
