@@ -8,4 +8,4 @@ MariaDB and Redis and is therefore not part of ``all``).
 """
 
 SCENARIOS = ("msg", "ping", "login", "idle", "group", "file")
-STANDALONE = ("cluster",)
+STANDALONE = ("cluster", "push")

@@ -153,7 +153,15 @@ class PairRun:
     """One sender and its receiver: the window, the send times, what arrived."""
 
     def __init__(
-        self, sender, receiver, messages: int, window: int, size: int, delivery_ack: bool, finished
+        self,
+        sender,
+        receiver,
+        messages: int,
+        window: int,
+        size: int,
+        delivery_ack: bool,
+        finished,
+        encrypted: bool = False,
     ) -> None:
         self.sender = sender
         self.receiver = receiver
@@ -162,6 +170,16 @@ class PairRun:
         self.delivery_ack = delivery_ack
         self.finished = finished
         self.filler = b"x" * (size - INDEX_DIGITS)
+        #: Encrypted like real clients' text (the push scenario: pushes need plain text):
+        #: every payload made up front, the receiver finds the index by the payload.
+        self.payloads: list[bytes] | None = None
+        self.index_of: dict[bytes, int] = {}
+        if encrypted:
+            from teamtalk_client import encrypt_text
+
+            text = "x" * (size - INDEX_DIGITS)
+            self.payloads = [encrypt_text(f"{i:08d}{text}") for i in range(messages)]
+            self.index_of = {payload: i for i, payload in enumerate(self.payloads)}
         self.template = Message_pb2.IMMsgData(
             from_user_id=sender.user_id,
             to_session_id=receiver.user_id,
@@ -218,7 +236,10 @@ class PairRun:
         self.next_index = index + 1
         message = self.template
         message.create_time = int(time.time())
-        message.msg_data = b"%08d" % index + self.filler
+        if self.payloads is not None:
+            message.msg_data = self.payloads[index]
+        else:
+            message.msg_data = b"%08d" % index + self.filler
         body = message.SerializeToString()
         self.sent_at[index] = time.monotonic()
         self.sender.request(
@@ -253,8 +274,11 @@ class PairRun:
             return
         self.seen.add(message.msg_id)
         try:
-            index = int(message.msg_data[:INDEX_DIGITS])
-        except ValueError:
+            if self.payloads is not None:
+                index = self.index_of[message.msg_data]
+            else:
+                index = int(message.msg_data[:INDEX_DIGITS])
+        except (KeyError, ValueError):
             self.stray += 1
             return
         if not 0 <= index < self.messages or not self.sent_at[index]:
@@ -324,6 +348,7 @@ async def worker(ctx: WorkerContext) -> None:
                 p["size"],
                 p["delivery_ack"],
                 finished,
+                p.get("encrypted", False),
             )
         )
     lost_connections = [0]

@@ -1,0 +1,318 @@
+"""push: what offline push costs the message path, and how fast the queue drains.
+
+The bench starts its own throwaway servers and a push_server sink (TeamTalk's push_server
+on the PDU layer, in this process: heartbeats echoed, every ``CID_OTHER_PUSH_TO_USER_REQ``
+answered ``result_code 0`` and timed). Every receiver has an iOS device token, so every
+message is pushed. Phases:
+
+1. ``msg_push_off``: the msg scenario's pairs on a server without push;
+2. ``msg_push_on``: the same pairs on a server pushing to the sink (each message stored
+   with its outbox row, decided, queued and sent while the pairs run); acked msg/s of
+   1 and 2 give the cost of push;
+3. ``queue_store`` and 4. ``queue_redis``: ``--queue-messages`` messages are sent while
+   the sink is closed (the pushes pile up in the queue, retried), then the sink opens and
+   the drain is timed from its first push to its last: pushes/s through the embedded
+   queue (the store's table) and through Redis Streams (``--redis``, a key prefix of the
+   run, deleted after).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import socketserver
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from teamtalk_bench import stats
+from teamtalk_bench.scenarios import msg
+from teamtalk_bench.server import DEFAULT_REDIS, LOOPBACK, BenchSetupError, ThrowawayServer
+from teamtalk_bench.workers import start_workers
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Server_pb2
+from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
+
+worker = msg.worker
+
+PHASES = ("msg_push_off", "msg_push_on", "queue_store", "queue_redis")
+TOKEN = "{:064x}"
+
+
+def add_arguments(parser) -> None:
+    msg.add_arguments(parser)
+    parser.add_argument(
+        "--queue-messages", type=int, default=5000, help="pushes piled up for the drain [5000]"
+    )
+    parser.add_argument(
+        "--redis",
+        default=DEFAULT_REDIS,
+        help=f"Redis server for the Streams queue (a key prefix of the run) [{DEFAULT_REDIS}]",
+    )
+    parser.add_argument("--skip-redis", action="store_true", help="no Redis Streams phase")
+
+
+def params_from(args) -> dict[str, Any]:
+    if args.url or args.server_tree:
+        raise SystemExit("push: starts its own servers; --url/--server-tree are not supported")
+    params = msg.params_from(args)
+    # Real clients' AES text: the push text is decrypted from it (wire.md §6.1).
+    params["encrypted"] = True
+    params.update(
+        queue_messages=max(1, args.queue_messages), redis=args.redis, skip_redis=args.skip_redis
+    )
+    return params
+
+
+def users_needed(params: dict[str, Any]) -> int:
+    return 2 * params["pairs"]
+
+
+def worker_count(params: dict[str, Any], requested: int) -> int:
+    return msg.worker_count(params, requested)
+
+
+# --------------------------------------------------------------------------------------
+# The push_server sink
+
+
+class _SinkHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sink: PushSink = self.server.sink  # type: ignore[attr-defined]
+        buffer = b""
+        conn = self.request
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while len(buffer) >= HEADER_SIZE:
+                header = PduHeader.unpack_from(buffer)
+                if len(buffer) < header.length:
+                    break
+                pdu, buffer = buffer[: header.length], buffer[header.length :]
+                if header.command_id == B.CID_OTHER_HEARTBEAT:
+                    conn.sendall(pdu)
+                elif header.command_id == B.CID_OTHER_PUSH_TO_USER_REQ:
+                    request = Server_pb2.IMPushToUserReq.FromString(pdu[HEADER_SIZE:])
+                    answer = Server_pb2.IMPushToUserRsp()
+                    for info in request.user_token_list:
+                        answer.push_result_list.add(user_token=info.token, result_code=0)
+                    conn.sendall(
+                        pack_pdu(
+                            B.SID_OTHER, B.CID_OTHER_PUSH_TO_USER_RSP, answer.SerializeToString()
+                        )
+                    )
+                    sink.record(len(request.user_token_list))
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class PushSink:
+    """A push_server that answers everything and counts; ``open()``/``close()``."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            self.port = s.getsockname()[1]
+        self._server: _Server | None = None
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+            self.first: float | None = None
+            self.last: float | None = None
+
+    def record(self, n: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += n
+            self.first = self.first or now
+            self.last = now
+
+    def open(self) -> None:
+        self._server = _Server((LOOPBACK, self.port), _SinkHandler)
+        self._server.sink = self  # type: ignore[attr-defined]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+# --------------------------------------------------------------------------------------
+# Servers
+
+
+def _push_config(root: Path, sink: PushSink) -> Path:
+    path = root / "push.toml"
+    path.write_text(
+        "[push]\n"
+        f'push_server = "{LOOPBACK}:{sink.port}"\n'
+        # A queue that only retries quickly: the drain phases pile pushes up on purpose.
+        "retry_base = 0.2\nretry_cap = 1.0\nmax_attempts = 1000\nmax_age = 86400.0\n"
+        "max_in_flight = 256\n"
+    )
+    return path
+
+
+def _give_tokens(data_dir: str, user_ids: list[int]) -> None:
+    """An iOS token for every receiver (odd user index), written to the running server's
+    SQLite store as a mobile client's token request would."""
+    from teamtalk_py.store import accounts
+    from teamtalk_py.store.database import open_database
+
+    db = open_database(None, Path(data_dir), reactor=None)
+    with db.sync_transaction() as txn:
+        for index, user_id in enumerate(user_ids):
+            if index % 2 == 1:
+                accounts.set_device_token(txn, user_id, B.CLIENT_TYPE_IOS, TOKEN.format(user_id))
+
+
+def _run_pairs(params: dict[str, Any], args, server: ThrowawayServer) -> dict[str, Any]:
+    target = server.start()
+    _give_tokens(str(target.data_dir), list(target.user_ids or []))
+    count = worker_count(params, max(1, args.processes))
+    workers = start_workers("push", params, target, count, None, {"server": target.pid or 0})
+    try:
+        outcome = msg.coordinate(workers)
+    finally:
+        workers.close()
+    outcome.pop("table")
+    return outcome
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchSetupError(f"push: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _drain(params: dict[str, Any], args, sink: PushSink, extra: list[str]) -> dict[str, Any]:
+    """Pile ``queue_messages`` pushes up with the sink closed, open it, time the drain."""
+    n = params["queue_messages"]
+    pairs = min(params["pairs"], n)
+    phase = dict(params, pairs=pairs, messages=max(1, n // pairs), delivery_ack=True)
+    total = phase["pairs"] * phase["messages"]
+    sink.close()
+    sink.reset()
+    server = ThrowawayServer(
+        users_needed(phase), prefix=args.user_prefix, password=args.password,
+        extra_args=[*(args.server_arg or []), *extra],
+    )  # fmt: skip
+    try:
+        outcome = _run_pairs(phase, args, server)
+        time.sleep(1.0)  # the last pushes decided and queued
+        sink.open()
+        _wait(lambda: sink.count >= total, 300, f"{total} pushes")
+        time.sleep(1.0)
+        elapsed = (sink.last or 0) - (sink.first or 0)
+        return {
+            "messages_acked": outcome["results"]["acked"],
+            "pushes": sink.count,
+            "drain_seconds": round(elapsed, 3),
+            "pushes_per_second": round(sink.count / elapsed) if elapsed > 0 else None,
+        }
+    finally:
+        server.stop()
+
+
+def run(params: dict[str, Any], args) -> dict[str, Any]:
+    sink = PushSink()
+    sink.open()
+    phases: dict[str, dict[str, Any]] = {}
+    config_dir = tempfile.mkdtemp(prefix="teamtalk-bench-push-")
+    try:
+        off = ThrowawayServer(
+            users_needed(params), prefix=args.user_prefix, password=args.password,
+            extra_args=args.server_arg,
+        )  # fmt: skip
+        try:
+            phases["msg_push_off"] = _run_pairs(params, args, off)
+        finally:
+            off.stop()
+        config = _push_config(Path(config_dir), sink)
+        sink.reset()
+        on = ThrowawayServer(
+            users_needed(params), prefix=args.user_prefix, password=args.password,
+            extra_args=[*(args.server_arg or []), "--config", str(config)],
+        )  # fmt: skip
+        try:
+            phases["msg_push_on"] = _run_pairs(params, args, on)
+            acked = phases["msg_push_on"]["results"]["acked"]
+            _wait(lambda: sink.count >= acked, 120, "every push of the msg phase")
+            phases["msg_push_on"]["pushes"] = sink.count
+        finally:
+            on.stop()
+        phases["queue_store"] = _drain(params, args, sink, ["--config", str(config)])
+        if not params["skip_redis"]:
+            from teamtalk_testing.scratch import ScratchRedisPrefix
+
+            redis = ScratchRedisPrefix(params["redis"], "tt_bench")
+            try:
+                phases["queue_redis"] = _drain(
+                    params, args, sink, ["--config", str(config), "--redis", redis.url]
+                )
+            finally:
+                redis.drop()
+    finally:
+        sink.close()
+        shutil.rmtree(config_dir, ignore_errors=True)
+    return _document(params, phases)
+
+
+def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    off, on = phases["msg_push_off"]["results"], phases["msg_push_on"]["results"]
+    off_rate, on_rate = off["acked_per_second"], on["acked_per_second"]
+    change = round(100.0 * (on_rate - off_rate) / off_rate, 1) if off_rate else None
+    rows: list[tuple[str, Any]] = [
+        (
+            "pairs x messages, window",
+            f"{params['pairs']} x {params['messages']}, W={params['window']}",
+        ),  # fmt: skip
+        ("acked msg/s, push off", off_rate),
+        ("acked msg/s, push on", on_rate),
+        ("change with push", f"{change}%" if change is not None else "-"),
+        ("pushes in the push-on phase", phases["msg_push_on"].get("pushes")),
+        (
+            "lost / duplicated (off, on)",
+            f"{off['lost']} / {off['duplicated']}, {on['lost']} / {on['duplicated']}",
+        ),  # fmt: skip
+    ]
+    for name in ("queue_store", "queue_redis"):
+        if name in phases:
+            q = phases[name]
+            rows.append(
+                (
+                    f"{name}: pushes/s",
+                    f"{q['pushes_per_second']} ({q['pushes']} in {q['drain_seconds']} s)",
+                )  # fmt: skip
+            )
+    table = stats.render_table(
+        "push",
+        rows,
+        [("ack, push off", off["ack_latency"]), ("ack, push on", on["ack_latency"])],
+    )
+    return {
+        "results": {
+            "push_off": off,
+            "push_on": on,
+            "acked_change_percent": change,
+            **{name: phases[name] for name in ("queue_store", "queue_redis") if name in phases},
+        },
+        "client": phases["msg_push_on"]["client"],
+        "server": phases["msg_push_on"]["server"],
+        "table": table,
+        "ok": off["lost"] == 0 and on["lost"] == 0 and on["duplicated"] == 0,
+    }
