@@ -28,6 +28,7 @@ ZERO_ALLOWED = frozenset(
         "file.max_file_size",
         "file.min_free_disk",
         "push.outbox_grace",
+        "push.coalesce_window",
         "push.night_start",
         "push.night_end",
     }
@@ -138,6 +139,7 @@ class PushConfig:
     retry_cap: float = 300.0
     lease: float = 60.0
     outbox_grace: float = 30.0
+    coalesce_window: float = 0.05
     night_start: int = 22
     night_end: int = 8
 
@@ -718,6 +720,10 @@ retry_cap = 300.0
 lease = 60.0
 # Seconds before another node takes over messages whose node stopped before pushing.
 outbox_grace = 30.0
+# Pushes are decided at most this often (seconds); one conversation's messages decided
+# together give one push, the newest (they share a collapse id, so the device would
+# replace the older ones anyway; the badge counts them all). 0: every message pushed.
+coalesce_window = 0.05
 # The reference's night mute (local time): iOS users with the push shield set get no
 # push from night_start:00 to night_end:00.
 night_start = 22

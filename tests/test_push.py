@@ -136,6 +136,7 @@ class OneToOnePushTests(PushTestCase):
         await self.token("bob", IOS, BOB_TOKEN)
         alice = await self.login("alice")
         await alice.send_text(self.ids["bob"], "&$#@~^@[{:http://x/y.png:}]&$~@#@")
+        await self.pushes(self.apns, 1)
         await alice.send_message(self.ids["bob"], B.MSG_TYPE_SINGLE_AUDIO, b"\x00\x00\x00\x02spx")
         texts = [n.body["aps"]["alert"]["body"] for n in await self.pushes(self.apns, 2)]
         # 5 + 33 bytes: the reference's 37-byte cut applies to voice texts too.
@@ -164,17 +165,38 @@ class OneToOnePushTests(PushTestCase):
     async def test_a_sender_down_for_a_while_delivers_every_push_once(self):
         """APNs unreachable: pushes wait and are retried; when it is back, each arrives once."""
         await self.token("bob", IOS, BOB_TOKEN)
+        await self.token("carol", IOS, "c0" * 32)
         port_number = self.apns.port.getHost().port
         await self.apns.port.stopListening()
-        alice = await self.login("alice")
-        for i in range(5):
-            await alice.send_text(self.ids["bob"], f"message {i}")
+        senders = {name: await self.login(name) for name in ("alice", "carol", "dave")}
+        for name, session in senders.items():
+            await session.send_text(self.ids["bob"], f"from {name}")
+        await senders["alice"].send_text(self.ids["carol"], "to carol")
         push = self.server.service("push")
-        await wait_until(lambda: push.counters.get("apns", "retried") >= 5, 10, "retries")
+        await wait_until(lambda: push.counters.get("apns", "retried") >= 4, 10, "retries")
         self.apns.listen(reactor, self.keys, port_number)
-        texts = [n.body["aps"]["alert"]["body"] for n in await self.pushes(self.apns, 5)]
-        self.assertEqual(sorted(texts), [f"Alice:message {i}" for i in range(5)])
-        self.assertEqual(push.counters.get("apns", "sent"), 5)
+        delivered = await self.pushes(self.apns, 4)
+        texts = sorted(n.body["aps"]["alert"]["body"] for n in delivered if n.token == BOB_TOKEN)
+        self.assertEqual(texts, ["Alice:from alice", "Carol:from carol", "Dave:from dave"])
+        (to_carol,) = [n.body["aps"] for n in delivered if n.token != BOB_TOKEN]
+        self.assertEqual(to_carol, {"badge": 1})  # carol's PC is online: silent
+        self.assertEqual(push.counters.get("apns", "sent"), 4)
+
+    async def test_a_burst_in_one_conversation_ends_with_its_newest_push(self):
+        """Messages decided together coalesce per conversation (one collapse id): the
+        device's last notification is the newest message, with every message counted."""
+        await self.token("bob", IOS, BOB_TOKEN)
+        alice = await self.login("alice")
+        for text in ("one", "two", "three"):
+            await alice.send_text(self.ids["bob"], text)
+        await wait_until(
+            lambda: any(n.body["aps"]["badge"] == 3 for n in self.apns.delivered()), 10, "badge 3"
+        )
+        await sleep(SETTLE)
+        delivered = self.apns.delivered()
+        self.assertLessEqual(len(delivered), 3)
+        self.assertEqual(delivered[-1].body["aps"]["alert"]["body"], "Alice:three")
+        self.assertEqual(delivered[-1].body["aps"]["badge"], 3)
 
     async def test_429_is_retried_and_delivered_once(self):
         await self.token("bob", IOS, BOB_TOKEN)

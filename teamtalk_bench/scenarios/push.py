@@ -18,12 +18,14 @@ message is pushed. Phases:
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import socket
 import socketserver
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ PHASES = ("msg_push_off", "msg_push_on", "queue_store", "queue_redis")
 TOKEN = "{:064x}"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     msg.add_arguments(parser)
     parser.add_argument(
         "--queue-messages", type=int, default=5000, help="pushes piled up for the drain [5000]"
@@ -52,16 +54,26 @@ def add_arguments(parser) -> None:
         help=f"Redis server for the Streams queue (a key prefix of the run) [{DEFAULT_REDIS}]",
     )
     parser.add_argument("--skip-redis", action="store_true", help="no Redis Streams phase")
+    parser.add_argument(
+        "--token-share",
+        type=float,
+        default=1.0,
+        help="share of receivers with an iOS token in the msg phases (0: push on, nobody "
+        "to push: the cost every message pays) [1.0]",
+    )
 
 
-def params_from(args) -> dict[str, Any]:
+def params_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.url or args.server_tree:
         raise SystemExit("push: starts its own servers; --url/--server-tree are not supported")
     params = msg.params_from(args)
     # Real clients' AES text: the push text is decrypted from it (wire.md §6.1).
     params["encrypted"] = True
     params.update(
-        queue_messages=max(1, args.queue_messages), redis=args.redis, skip_redis=args.skip_redis
+        queue_messages=max(1, args.queue_messages),
+        redis=args.redis,
+        skip_redis=args.skip_redis,
+        token_share=min(1.0, max(0.0, args.token_share)),
     )
     return params
 
@@ -153,36 +165,41 @@ class PushSink:
 # Servers
 
 
-def _push_config(root: Path, sink: PushSink) -> Path:
-    path = root / "push.toml"
+def _push_config(root: Path, sink: PushSink, name: str = "push.toml", extra: str = "") -> Path:
+    path = root / name
     path.write_text(
         "[push]\n"
         f'push_server = "{LOOPBACK}:{sink.port}"\n'
         # A queue that only retries quickly: the drain phases pile pushes up on purpose.
         "retry_base = 0.2\nretry_cap = 1.0\nmax_attempts = 1000\nmax_age = 86400.0\n"
-        "max_in_flight = 256\n"
+        "max_in_flight = 256\n" + extra
     )
     return path
 
 
-def _give_tokens(data_dir: str, user_ids: list[int]) -> None:
-    """An iOS token for every receiver (odd user index), written to the running server's
-    SQLite store as a mobile client's token request would."""
+def _give_tokens(data_dir: str, user_ids: list[int], share: float = 1.0) -> None:
+    """An iOS token for ``share`` of the receivers (odd user indexes), written to the
+    running server's SQLite store as a mobile client's token request would."""
     from teamtalk_py.store import accounts
     from teamtalk_py.store.database import open_database
 
     db = open_database(None, Path(data_dir), reactor=None)
     with db.sync_transaction() as txn:
-        for index, user_id in enumerate(user_ids):
-            if index % 2 == 1:
-                accounts.set_device_token(txn, user_id, B.CLIENT_TYPE_IOS, TOKEN.format(user_id))
+        receivers = [u for index, u in enumerate(user_ids) if index % 2 == 1]
+        for user_id in receivers[: round(share * len(receivers))]:
+            accounts.set_device_token(txn, user_id, B.CLIENT_TYPE_IOS, TOKEN.format(user_id))
 
 
-def _run_pairs(params: dict[str, Any], args, server: ThrowawayServer) -> dict[str, Any]:
+def _run_pairs(
+    params: dict[str, Any],
+    args: argparse.Namespace,
+    server: ThrowawayServer,
+    profile: str | None = None,
+) -> dict[str, Any]:
     target = server.start()
-    _give_tokens(str(target.data_dir), list(target.user_ids or []))
+    _give_tokens(str(target.data_dir), list(target.user_ids or []), params.get("token_share", 1))
     count = worker_count(params, max(1, args.processes))
-    workers = start_workers("push", params, target, count, None, {"server": target.pid or 0})
+    workers = start_workers("push", params, target, count, profile, {"server": target.pid or 0})
     try:
         outcome = msg.coordinate(workers)
     finally:
@@ -191,7 +208,7 @@ def _run_pairs(params: dict[str, Any], args, server: ThrowawayServer) -> dict[st
     return outcome
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -199,7 +216,9 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _drain(params: dict[str, Any], args, sink: PushSink, extra: list[str]) -> dict[str, Any]:
+def _drain(
+    params: dict[str, Any], args: argparse.Namespace, sink: PushSink, extra: list[str]
+) -> dict[str, Any]:
     """Pile ``queue_messages`` pushes up with the sink closed, open it, time the drain."""
     n = params["queue_messages"]
     pairs = min(params["pairs"], n)
@@ -228,7 +247,7 @@ def _drain(params: dict[str, Any], args, sink: PushSink, extra: list[str]) -> di
         server.stop()
 
 
-def run(params: dict[str, Any], args) -> dict[str, Any]:
+def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     sink = PushSink()
     sink.open()
     phases: dict[str, dict[str, Any]] = {}
@@ -249,20 +268,23 @@ def run(params: dict[str, Any], args) -> dict[str, Any]:
             extra_args=[*(args.server_arg or []), "--config", str(config)],
         )  # fmt: skip
         try:
-            phases["msg_push_on"] = _run_pairs(params, args, on)
-            acked = phases["msg_push_on"]["results"]["acked"]
-            _wait(lambda: sink.count >= acked, 120, "every push of the msg phase")
+            # --profile: py-spy on the push-on server.
+            phases["msg_push_on"] = _run_pairs(params, args, on, args.profile)
+            time.sleep(2.0)  # the last decisions and sends
             phases["msg_push_on"]["pushes"] = sink.count
         finally:
             on.stop()
-        phases["queue_store"] = _drain(params, args, sink, ["--config", str(config)])
+        drain_params = dict(params, token_share=1.0)
+        # Every message pushed: the drains count pushes through the queue, not coalescing.
+        config = _push_config(Path(config_dir), sink, "drain.toml", "coalesce_window = 0\n")
+        phases["queue_store"] = _drain(drain_params, args, sink, ["--config", str(config)])
         if not params["skip_redis"]:
             from teamtalk_testing.scratch import ScratchRedisPrefix
 
             redis = ScratchRedisPrefix(params["redis"], "tt_bench")
             try:
                 phases["queue_redis"] = _drain(
-                    params, args, sink, ["--config", str(config), "--redis", redis.url]
+                    drain_params, args, sink, ["--config", str(config), "--redis", redis.url]
                 )
             finally:
                 redis.drop()
@@ -274,6 +296,12 @@ def run(params: dict[str, Any], args) -> dict[str, Any]:
 
 def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     off, on = phases["msg_push_off"]["results"], phases["msg_push_on"]["results"]
+
+    def cpu_ms_per_message(phase: str) -> float | None:
+        seconds = phases[phase]["server"].get("cpu_seconds")
+        acked = phases[phase]["results"]["acked"]
+        return round(1000.0 * seconds / acked, 3) if seconds is not None and acked else None
+
     off_rate, on_rate = off["acked_per_second"], on["acked_per_second"]
     change = round(100.0 * (on_rate - off_rate) / off_rate, 1) if off_rate else None
     rows: list[tuple[str, Any]] = [
@@ -284,6 +312,11 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
         ("acked msg/s, push off", off_rate),
         ("acked msg/s, push on", on_rate),
         ("change with push", f"{change}%" if change is not None else "-"),
+        (
+            "server CPU ms/message, off / on",
+            f"{cpu_ms_per_message('msg_push_off')} / {cpu_ms_per_message('msg_push_on')}",
+        ),
+        ("receivers with a token", f"{params['token_share']:.0%}"),
         ("pushes in the push-on phase", phases["msg_push_on"].get("pushes")),
         (
             "lost / duplicated (off, on)",
@@ -309,6 +342,10 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
             "push_off": off,
             "push_on": on,
             "acked_change_percent": change,
+            "server_cpu_ms_per_message": {
+                "push_off": cpu_ms_per_message("msg_push_off"),
+                "push_on": cpu_ms_per_message("msg_push_on"),
+            },
             **{name: phases[name] for name in ("queue_store", "queue_redis") if name in phases},
         },
         "client": phases["msg_push_on"]["client"],

@@ -3,8 +3,9 @@
 Both offer the same calls, each a Deferred:
 
 * ``hand_off(decided)``: queue the jobs decided for outbox rows and delete those rows, so
-  each row's jobs are queued exactly once even if two nodes decide the same row; the
-  outbox ids whose jobs this call queued;
+  each row's jobs are queued exactly once even if two nodes decide the same row; a
+  ``HandOff``: the outbox ids whose jobs this call queued, and the jobs already leased to
+  the caller (the store queue leases what it inserts, so they are sent without a claim);
 * ``claim(limit)``: jobs due now, leased to this node (a node that dies holding them
   leaves them to another after the lease);
 * ``settle(done, retry, dead)``: sent or expired jobs leave the queue, retries come back
@@ -48,12 +49,20 @@ class Claimed:
 Decided = Sequence[tuple[int, Sequence[PushJob]]]
 
 
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    #: Outbox rows whose jobs this hand-off queued (another node may have been first).
+    queued: list[int]
+    #: Jobs queued and leased to the caller: send them now.
+    leased: list[Claimed]
+
+
 class PushQueue(Protocol):
     name: str
 
     def start(self) -> defer.Deferred[None]: ...
 
-    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]: ...
+    def hand_off(self, decided: Decided) -> defer.Deferred[HandOff]: ...
 
     def depth(self) -> defer.Deferred[int]: ...
 
@@ -83,18 +92,37 @@ class StoreQueue:
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
-    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]:
+    def hand_off(self, decided: Decided) -> defer.Deferred[HandOff]:
         rows = [(outbox_id, [(j.sender, j.to_json()) for j in jobs]) for outbox_id, jobs in decided]
-        return self.store.write(push_store.hand_off_to_queue, rows, self._now_ms())
+        now = self._now_ms()
+        jobs_of = dict(decided)
+
+        def handed(queued: list[tuple[int, list[int]]]) -> HandOff:
+            leased = [
+                Claimed(queue_id, job, 0)
+                for outbox_id, ids in queued
+                for queue_id, job in zip(ids, jobs_of[outbox_id], strict=True)
+            ]
+            return HandOff([outbox_id for outbox_id, _ in queued], leased)
+
+        d = self.store.write(
+            push_store.hand_off_to_queue, rows, now, now + self.lease_ms
+        ).addCallback(handed)
+        return d
 
     def depth(self) -> defer.Deferred[int]:
         return self.store.read(push_store.queue_depth)
 
     def claim(self, limit: int) -> defer.Deferred[list[Claimed]]:
-        d = self.store.write(push_store.claim_jobs, self._now_ms(), self.lease_ms, limit)
-        return d.addCallback(
-            lambda rows: [Claimed(r.id, PushJob.from_json(r.job), r.attempts) for r in rows]
-        )
+        return defer.ensureDeferred(self._claim(limit))
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        # A read first: most ticks find nothing due, and a write would cost a commit.
+        due = await self.store.read(push_store.next_due)
+        if due is None or due > self._now_ms():
+            return []
+        rows = await self.store.write(push_store.claim_jobs, self._now_ms(), self.lease_ms, limit)
+        return [Claimed(r.id, PushJob.from_json(r.job), r.attempts) for r in rows]
 
     def settle(
         self,
@@ -197,7 +225,7 @@ class StreamQueue:
     def start(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._start())
 
-    async def _hand_off(self, decided: Decided) -> list[int]:
+    async def _hand_off(self, decided: Decided) -> HandOff:
         feeds = [
             self.redis.script(
                 _FEED,
@@ -208,9 +236,12 @@ class StreamQueue:
         ]
         added = await defer.gatherResults(feeds, consumeErrors=True)
         await self.store.write(push_store.delete_outbox, [outbox_id for outbox_id, _ in decided])
-        return [outbox_id for (outbox_id, _), n in zip(decided, added, strict=True) if int(n) >= 0]
+        queued = [
+            outbox_id for (outbox_id, _), n in zip(decided, added, strict=True) if int(n) >= 0
+        ]
+        return HandOff(queued, [])  # consumers read them from the stream
 
-    def hand_off(self, decided: Decided) -> defer.Deferred[list[int]]:
+    def hand_off(self, decided: Decided) -> defer.Deferred[HandOff]:
         return defer.ensureDeferred(self._hand_off(decided))
 
     async def _depth(self) -> int:

@@ -153,6 +153,7 @@ class PushService(TeamTalkService):
                 retry_base=push.retry_base,
                 retry_cap=push.retry_cap,
                 outbox_grace=push.outbox_grace,
+                coalesce_window=push.coalesce_window,
             ),
             local_hour=local_hour,
             counters=self.counters,

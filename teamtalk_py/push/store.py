@@ -201,33 +201,48 @@ def remove_token(txn: Txn, user_id: int, token: str) -> bool:
 
 
 def delete_outbox(txn: Txn, outbox_ids: Sequence[int]) -> list[int]:
-    """Delete the rows; the ids this call deleted (another node may have been first)."""
-    deleted = []
-    for outbox_id in outbox_ids:
-        txn.execute("DELETE FROM push_outbox WHERE id = ?", (outbox_id,))
-        if txn.rowcount:
-            deleted.append(outbox_id)
+    """Delete the rows; the ids this call deleted (another node may have been first).
+
+    Writers take turns (one writer thread per node, and a named lock between nodes on
+    MySQL), so the rows found are the rows this transaction deletes."""
+    deleted: list[int] = []
+    for chunk in _chunks(list(outbox_ids)):
+        marks = placeholders(len(chunk))
+        found = txn.execute(f"SELECT id FROM push_outbox WHERE id IN ({marks})", chunk)
+        present = [int(row[0]) for row in found.fetchall()]
+        if present:
+            txn.execute(
+                f"DELETE FROM push_outbox WHERE id IN ({placeholders(len(present))})", present
+            )
+            deleted.extend(present)
     return deleted
 
 
 def hand_off_to_queue(
-    txn: Txn, decided: Sequence[tuple[int, Sequence[tuple[str, str]]]], now_ms: int
-) -> list[int]:
+    txn: Txn,
+    decided: Sequence[tuple[int, Sequence[tuple[str, str]]]],
+    now_ms: int,
+    leased_until: int,
+) -> list[tuple[int, list[int]]]:
     """For each (outbox id, [(sender, job json)]): delete the row and queue its jobs, only
-    if the row was still there. The outbox ids whose jobs this call queued."""
+    if the row was still there. The jobs are queued leased to the caller until
+    ``leased_until`` (it sends them at once, with no claim). For each outbox row this
+    call queued: (outbox id, the new queue ids in job order)."""
     deleted = set(delete_outbox(txn, [outbox_id for outbox_id, _ in decided]))
-    rows = [
-        (sender, job, QUEUED, 0, now_ms, now_ms // 1000)
-        for outbox_id, jobs in decided
-        if outbox_id in deleted
-        for sender, job in jobs
-    ]
-    txn.executemany(
+    queued: list[tuple[int, list[int]]] = []
+    insert = (
         "INSERT INTO push_queue (sender, job, state, attempts, due, created) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
+        "VALUES (?, ?, ?, ?, ?, ?)"
     )
-    return sorted(deleted)
+    for outbox_id, jobs in decided:
+        if outbox_id not in deleted:
+            continue
+        ids = []
+        for sender, job in jobs:
+            txn.execute(insert, (sender, job, QUEUED, 0, leased_until, now_ms // 1000))
+            ids.append(txn.lastrowid)
+        queued.append((outbox_id, ids))
+    return queued
 
 
 def queue_depth(txn: Txn) -> int:

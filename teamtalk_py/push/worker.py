@@ -22,7 +22,7 @@ in ``counters`` for the metrics endpoint.
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +34,14 @@ from twisted.python.failure import Failure
 
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.decision import Rules, decide
+from teamtalk_py.push.jobs import PushJob
 from teamtalk_py.push.queue import Claimed, PushQueue
 from teamtalk_py.push.senders.base import Outcome, Result, Sender
 
 log = Logger(namespace="teamtalk.push")
 
 TICK = 1.0
-OUTBOX_BATCH = 200
+OUTBOX_BATCH = 500
 COUNTERS = ("queued", "sent", "retried", "failed", "expired")
 
 
@@ -53,6 +54,11 @@ class Limits:
     retry_base: float = 1.0
     retry_cap: float = 300.0
     outbox_grace: float = 30.0
+    #: A decision round starts at most this often, so under load each round takes the
+    #: outbox rows of many commits (fewer queries per message) and a conversation's
+    #: messages of one round coalesce into one push; 0: a round per commit, every
+    #: message pushed.
+    coalesce_window: float = 0.05
 
 
 def backoff(attempt: int, limits: Limits, rand: Callable[[], float]) -> float:
@@ -60,6 +66,32 @@ def backoff(attempt: int, limits: Limits, rand: Callable[[], float]) -> float:
     (between half and all of it) so retries of many jobs spread out."""
     delay = min(limits.retry_cap, limits.retry_base * 2 ** (attempt - 1))
     return delay * (0.5 + rand() / 2)
+
+
+def newest_per_conversation(rows: list[push_store.OutboxRow]) -> list[push_store.OutboxRow]:
+    """The newest row of each conversation (a sender's messages to one user, or a
+    group's messages), in outbox order."""
+    newest: dict[tuple[int, int, int], push_store.OutboxRow] = {}
+    for row in rows:
+        sender = 0 if row.is_group else row.from_id
+        newest[(row.session_type, sender, row.to_id)] = row
+    return sorted(newest.values(), key=lambda row: row.id)
+
+
+def coalesce(
+    decided: list[tuple[int, list[PushJob]]],
+) -> list[tuple[int, list[PushJob]]]:
+    """Keep only the newest push per device and conversation among those decided
+    together: they share a collapse id, so the device would show only the last anyway
+    (its badge counts them all). Every outbox row is still handed off."""
+    newest: dict[tuple[str, str], int] = {}
+    for outbox_id, jobs in decided:
+        for job in jobs:
+            newest[(job.token, job.collapse_id)] = outbox_id
+    return [
+        (outbox_id, [j for j in jobs if newest[(j.token, j.collapse_id)] == outbox_id])
+        for outbox_id, jobs in decided
+    ]
 
 
 class PushCounters:
@@ -110,13 +142,18 @@ class PushWorker:
         #: on its way is not sent a second time by this node.
         self._sending: set[Any] = set()
         self._feeding: defer.Deferred[None] | None = None
+        self._last_feed = float("-inf")
+        self._feed_call: Any = None
         self._feed_again = False
         self._claiming = False
         self._more_due = True
         self._held_back = False
         self._settling: tuple[list[Claimed], list[Any], list[Any]] = ([], [], [])
         self._settle_scheduled = False
-        self._settles: set[defer.Deferred[None]] = set()
+        self._settling_now: defer.Deferred[None] | None = None
+        #: Jobs leased to this node at hand-off, waiting for a free sending slot.
+        self._ready: deque[Claimed] = deque()
+        self._room = _Signal()
         self._tick = LoopingCall(self.tick)
         self._tick.clock = reactor
         self._running = False
@@ -131,11 +168,14 @@ class PushWorker:
         self._running = False
         if self._tick.running:
             self._tick.stop()
+        if self._feed_call is not None and self._feed_call.active():
+            self._feed_call.cancel()
         if self._feeding is not None:
             await self._feeding
+        self._room.fire()
         self._flush_settle()
-        if self._settles:
-            await defer.DeferredList(list(self._settles))
+        while self._settling_now is not None:
+            await self._settling_now
 
     def tick(self) -> None:
         self._more_due = True
@@ -154,6 +194,12 @@ class PushWorker:
         if self._feeding is not None:
             self._feed_again = True
             return
+        wait = self._last_feed + self.limits.coalesce_window - self.reactor.seconds()
+        if wait > 0:
+            if self._feed_call is None or not self._feed_call.active():
+                self._feed_call = self.reactor.callLater(wait, self.feed)
+            return
+        self._last_feed = self.reactor.seconds()
         self._feed_again = False
         self._feeding = defer.ensureDeferred(self._feed())
         self._feeding.addErrback(self._feed_failed)
@@ -191,21 +237,38 @@ class PushWorker:
             )
             if not rows:
                 return
-            facts = await self.store.read(push_store.decision_facts, rows)
+            # Only the newest message of each conversation is decided when coalescing:
+            # the older ones' rows are handed off with no push.
+            newest = newest_per_conversation(rows) if self.limits.coalesce_window > 0 else rows
+            facts = await self.store.read(push_store.decision_facts, newest)
             targets = sorted(
                 {u for users in facts.targets.values() for u in users} & set(facts.tokens)
             )
             pc_online = await self.presence(targets) if targets else ()
             hour = self.local_hour(now)
-            decided = [(row.id, decide(row, facts, pc_online, hour, self.rules)) for row in rows]
-            queued = set(await self.queue.hand_off(decided))
+            chosen = {row.id for row in newest}
+            decided = [
+                (
+                    row.id,
+                    decide(row, facts, pc_online, hour, self.rules) if row.id in chosen else [],
+                )
+                for row in rows
+            ]
+            if self.limits.coalesce_window > 0:
+                decided = coalesce(decided)
+            handed = await self.queue.hand_off(decided)
+            queued = set(handed.queued)
             for outbox_id, jobs in decided:
                 if outbox_id in queued:
                     for job in jobs:
                         self.counters.add(job.sender, "queued")
-            if any(jobs for _, jobs in decided):
-                self._more_due = True
+            self._ready.extend(handed.leased)
+            self._send_ready()
+            if any(jobs for _, jobs in decided) and not handed.leased:
+                self._more_due = True  # queued for whoever claims them (Redis Streams)
                 self.pump()
+            while self._running and len(self._ready) > self.limits.max_in_flight:
+                await self._room.wait()  # back-pressure: one batch of jobs in memory
             if len(rows) < limit:
                 return
 
@@ -233,35 +296,45 @@ class PushWorker:
 
     def _claimed(self, claimed: list[Claimed], asked: int) -> None:
         self._more_due = len(claimed) >= asked
-        now = self.reactor.seconds()
         for item in claimed:
-            job = item.job
-            age = now - job.created
-            if age > self.limits.max_age:
-                log.warn(
-                    "push {key} to user {user_id} via {sender} expired after {age:.0f} s "
-                    "({attempts} attempts)",
-                    key=job.key,
-                    user_id=job.user_id,
-                    sender=job.sender,
-                    age=age,
-                    attempts=item.attempts,
-                )
-                self.counters.add(job.sender, "expired")
-                self._settle_done(item)
-                continue
-            if item.handle in self._sending:
-                continue
-            sender = self.senders.get(job.sender)
-            if sender is None:
-                self.counters.add(job.sender, "failed")
-                self._settle_dead(item, f"no sender {job.sender!r} configured")
-                continue
-            self.in_flight += 1
-            self._sending.add(item.handle)
-            d = defer.maybeDeferred(sender.send, job)
-            d.addErrback(lambda f: Outcome(Result.RETRY, f"sender error: {f.getErrorMessage()}"))
-            d.addCallback(self._answered, item)
+            self._dispatch(item)
+
+    def _send_ready(self) -> None:
+        while self._ready and self.in_flight < self.limits.max_in_flight:
+            self._dispatch(self._ready.popleft())
+        if len(self._ready) <= self.limits.max_in_flight:
+            self._room.fire()
+
+    def _dispatch(self, item: Claimed) -> None:
+        """Send one job, or expire it, or dead-letter it when nobody can send it."""
+        now = self.reactor.seconds()
+        job = item.job
+        age = now - job.created
+        if age > self.limits.max_age:
+            log.warn(
+                "push {key} to user {user_id} via {sender} expired after {age:.0f} s "
+                "({attempts} attempts)",
+                key=job.key,
+                user_id=job.user_id,
+                sender=job.sender,
+                age=age,
+                attempts=item.attempts,
+            )
+            self.counters.add(job.sender, "expired")
+            self._settle_done(item)
+            return
+        if item.handle in self._sending:
+            return
+        sender = self.senders.get(job.sender)
+        if sender is None:
+            self.counters.add(job.sender, "failed")
+            self._settle_dead(item, f"no sender {job.sender!r} configured")
+            return
+        self.in_flight += 1
+        self._sending.add(item.handle)
+        d = defer.maybeDeferred(sender.send, job)
+        d.addErrback(lambda f: Outcome(Result.RETRY, f"sender error: {f.getErrorMessage()}"))
+        d.addCallback(self._answered, item)
 
     def _answered(self, outcome: Outcome, item: Claimed) -> None:
         self.in_flight -= 1
@@ -301,6 +374,7 @@ class PushWorker:
             )
             self.counters.add(job.sender, "failed")
             self._settle_dead(item, outcome.detail)
+        self._send_ready()
         self.pump()
 
     # -- settling, one queue call per reactor turn -------------------------------------
@@ -323,9 +397,11 @@ class PushWorker:
             self.reactor.callLater(0, self._flush_settle)
 
     def _flush_settle(self) -> None:
+        """One settle at a time: what finishes meanwhile goes in the next one, so the
+        store sees one push write per commit however many pushes complete."""
         self._settle_scheduled = False
         done, retry, dead = self._settling
-        if not (done or retry or dead):
+        if self._settling_now is not None or not (done or retry or dead):
             return
         self._settling = ([], [], [])
         d = self.queue.settle(done, retry, dead)
@@ -336,5 +412,26 @@ class PushWorker:
                 error=f.getErrorMessage(),
             )
         )
-        self._settles.add(d)
-        d.addBoth(lambda _: self._settles.discard(d))
+        self._settling_now = d
+        d.addBoth(self._settled)
+
+    def _settled(self, _: object) -> None:
+        self._settling_now = None
+        self._flush_settle()
+
+
+class _Signal:
+    """Wake whoever waits for room; ``wait()`` returns a Deferred fired by ``fire()``."""
+
+    def __init__(self) -> None:
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def wait(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def fire(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
