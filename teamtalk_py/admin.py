@@ -223,6 +223,53 @@ def import_teamtalk(db: Database, args: argparse.Namespace) -> str:
     return report.render()
 
 
+def push_test(db: Database, args: argparse.Namespace) -> str:
+    """Send one push to the user's stored device now, through the configured sender, and
+    say what the service answered (a dead token is removed, as the server would)."""
+    from teamtalk_py.push import store as push_store
+    from teamtalk_py.push.jobs import PUSH_NORMAL, PushJob, platform_of
+    from teamtalk_py.push.senders.base import Result
+    from teamtalk_py.push.service import platform_senders, send_once, sender_names
+
+    config = args.loaded_config
+    with db.sync_transaction() as txn:
+        user = _user(txn, args.user)
+        tokens = accounts.get_device_tokens(txn, [user.id])
+        badge = push_store.total_unread(txn, [user.id])[user.id]
+    if not tokens:
+        raise AdminError(f"{args.user} has no device token (log in on a phone first)")
+    token = tokens[0]
+    platform = platform_of(token.client_type)
+    if platform is None:
+        raise AdminError(f"{args.user}'s token is not an iOS or Android one")
+    if not config.push.enabled:
+        raise AdminError("no push sender is configured ([push] in the config file)")
+    name = platform_senders(sender_names(config.push)).get(platform)
+    if name is None:
+        raise AdminError(f"no sender serves {platform} devices")
+    job = PushJob(
+        key=f"test.{user.id}.{time.time()}",
+        sender=name,
+        platform=platform,
+        token=token.token,
+        user_id=user.id,
+        flash=args.text,
+        data='{"test":1}',
+        badge=badge,
+        push_type=PUSH_NORMAL,
+        collapse_id="tt-test",
+        created=time.time(),
+    )
+    outcome = send_once(config.push, job)
+    if outcome.result is Result.DEAD_TOKEN:
+        with db.sync_transaction() as txn:
+            push_store.remove_token(txn, user.id, token.token)
+        raise AdminError(f"{name}: {outcome.detail}: the token is dead; removed")
+    if outcome.result is not Result.SENT:
+        raise AdminError(f"{name}: {outcome.detail or outcome.result.value}")
+    return f"sent to {args.user}'s {platform} device via {name} (badge {badge})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teamtalk-admin", description="Manage teamtalk_py departments, users and groups."
@@ -322,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=import_teamtalk)
+
+    push = topics.add_parser("push", help="offline push").add_subparsers(
+        dest="action", required=True
+    )
+    p = push.add_parser("test", help="send a test push to a user's device now")
+    p.add_argument("user", help="user name")
+    p.add_argument("--text", default="teamtalk push test", help="the alert text")
+    p.set_defaults(run=push_test)
     return parser
 
 
@@ -334,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 2
+    args.loaded_config = config
     db = open_database(config.store.db or None, config.server.data_dir, reactor=None)
     try:
         db.migrate()

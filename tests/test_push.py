@@ -3,9 +3,13 @@ stand-ins that check every request as Apple and Google document them."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 
 from teamtalk_client import encrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -20,6 +24,7 @@ BOB_TOKEN = "b0" * 32
 CAROL_TOKEN = "carol-android-token"
 DAVE_TOKEN = "d0" * 32
 ALICE_TOKEN = "a0" * 32
+ADMIN = str(Path(sys.executable).with_name("teamtalk-admin"))
 #: Long enough for a push that should not come to have come.
 SETTLE = 0.5
 
@@ -280,3 +285,45 @@ class PushServerTests(MsgTestCase):
                          (bob, BOB_TOKEN, 1, 1))  # fmt: skip
         await sleep(SETTLE)
         self.assertEqual(len(self.fake.requests), 1)
+
+
+class AdminPushTestTests(PushTestCase):
+    """``teamtalk-admin push test USER`` against the same stand-ins."""
+
+    async def admin(self, *args: str) -> tuple[int, str]:
+        config = self.tmp_path() / "admin.toml"
+        push = {k.split(".", 1)[1]: v for k, v in self.overrides.items()}
+        config.write_text(
+            "[push]\n"
+            + "".join(
+                f"{key} = {value!r}\n".replace("'", '"')
+                for key, value in push.items()
+                if isinstance(value, str)
+            )
+        )
+        out, err, code = await getProcessOutputAndValue(
+            ADMIN, ["--config", str(config), "--data-dir", str(self.data_dir), *args],
+            env=dict(os.environ),
+        )  # fmt: skip
+        return code, (out + err).decode()
+
+    async def test_push_test_sends_to_the_users_device_now(self):
+        await self.token("bob", IOS, BOB_TOKEN)
+        code, output = await self.admin("push", "test", "bob", "--text", "hello from ops")
+        self.assertEqual(code, 0, output)
+        self.assertIn("sent to bob's ios device via apns", output)
+        (n,) = self.apns.delivered()
+        self.assertEqual((n.token, n.body["aps"]["alert"]["body"]), (BOB_TOKEN, "hello from ops"))
+
+    async def test_push_test_reports_and_removes_a_dead_token(self):
+        await self.token("bob", IOS, BOB_TOKEN)
+        self.apns.dead_tokens.add(BOB_TOKEN)
+        code, output = await self.admin("push", "test", "bob")
+        self.assertEqual(code, 1, output)
+        self.assertIn("410 Unregistered", output)
+        self.assertEqual(await self.store().read(accounts.get_device_tokens, [self.ids["bob"]]), [])
+
+    async def test_push_test_without_a_token_says_so(self):
+        code, output = await self.admin("push", "test", "carol")
+        self.assertEqual(code, 1)
+        self.assertIn("carol has no device token", output)

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from teamtalk_py.config import Config, PushConfig
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.decision import Rules
-from teamtalk_py.push.jobs import ANDROID, IOS
+from teamtalk_py.push.jobs import ANDROID, IOS, PushJob
 from teamtalk_py.push.queue import PushQueue, StoreQueue, StreamQueue
 from teamtalk_py.push.senders.aio import AsyncioThread
-from teamtalk_py.push.senders.base import Sender
+from teamtalk_py.push.senders.base import Outcome, Result, Sender
 from teamtalk_py.push.worker import Limits, PushCounters, PushWorker
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.store.groups import StoredGroupMessage
@@ -67,7 +68,14 @@ def build_senders(reactor: Any, push: PushConfig) -> dict[str, Sender]:
     return senders
 
 
-def platform_senders(senders: dict[str, Sender]) -> dict[str, str]:
+def sender_names(push: PushConfig) -> set[str]:
+    """The senders ``build_senders`` makes for this config."""
+    names = {"apns"} if push.apns_key_file else set()
+    names |= {"fcm"} if push.fcm_service_account else set()
+    return names | ({"push_server"} if push.push_server else set())
+
+
+def platform_senders(senders: Collection[str]) -> dict[str, str]:
     """iOS goes to APNs, Android to FCM; push_server serves a platform without either."""
     routes = {}
     for platform, native in ((IOS, "apns"), (ANDROID, "fcm")):
@@ -76,6 +84,41 @@ def platform_senders(senders: dict[str, Sender]) -> dict[str, str]:
         elif "push_server" in senders:
             routes[platform] = "push_server"
     return routes
+
+
+def send_once(push: PushConfig, job: PushJob, timeout: float = 20.0) -> Outcome:
+    """Send one job outside the server (``teamtalk-admin push test``): runs the global
+    reactor until the sender answers, then stops it."""
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    senders = build_senders(reactor, push)
+    answer: list[Outcome] = []
+
+    async def go() -> None:
+        for sender in senders.values():
+            sender.start()
+        sender = senders[job.sender]
+        link = getattr(sender, "link", None)
+        deadline = reactor.seconds() + timeout
+        while link is not None and not link.connected and reactor.seconds() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        try:
+            answer.append(await sender.send(job))
+        finally:
+            for each in senders.values():
+                await each.stop()
+            for thread in {getattr(s, "thread", None) for s in senders.values()} - {None}:
+                await thread.stop()  # type: ignore[union-attr]
+
+    def run() -> None:
+        d = defer.ensureDeferred(go())
+        d.addErrback(lambda f: answer.append(Outcome(Result.FAILED, f.getErrorMessage())))
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run(installSignalHandlers=False)
+    return answer[0] if answer else Outcome(Result.FAILED, "no answer")
 
 
 def local_hour(now: float) -> int:
