@@ -3,15 +3,20 @@
 ``PushWorker`` runs two loops, both woken by ``kick()`` (after a message commits) and by
 a one-second tick:
 
-* **feed**: read this node's outbox rows (and rows an earlier or other node left older
-  than ``outbox_grace``), read the facts, ask the cluster presence which targets have a
-  PC online, decide the jobs and hand them to the queue, which deletes the rows. While
-  the queue holds ``max_queue`` jobs (senders down), feeding pauses: new pushes wait in
-  the outbox on disk, nothing is dropped and memory stays bounded.
-* **send**: claim due jobs (at most ``max_in_flight`` at once), give each to its sender,
-  and settle the outcomes in one queue call per reactor turn: sent -> gone; dead token
-  -> gone and the token removed; refused -> dead letter; retry -> back after an
-  exponential back-off with jitter (or the service's Retry-After), dead letter after
+* **feed** (at most one round per ``coalesce_window``): read this node's outbox rows
+  (and rows an earlier or other node left older than ``outbox_grace``), keep the newest
+  message of each conversation (the older ones would be replaced on the device: same
+  collapse id), read the facts, ask the cluster presence which targets have a PC online,
+  decide the jobs and hand them to the queue, which deletes the rows. The store queue
+  leases the jobs it inserts to this node, so they are sent at once without a claim.
+  While the queue holds ``max_queue`` jobs (senders down), feeding pauses: new pushes
+  wait in the outbox on disk, nothing is dropped and memory stays bounded (one round's
+  jobs at most).
+* **send**: at most ``max_in_flight`` jobs at once, from the hand-off or claimed when
+  due (retries, jobs of a dead node, Redis Streams); each outcome is settled, one queue
+  call at a time for all that finished meanwhile: sent -> gone; dead token -> gone and
+  the token removed; refused -> dead letter; retry -> back after an exponential
+  back-off with jitter (or the service's Retry-After), dead letter after
   ``max_attempts``. A job older than ``max_age`` is expired with a log line instead of
   being sent.
 
