@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
@@ -212,6 +213,17 @@ class OneToOnePushTests(PushTestCase):
         ids = {a.headers["apns-id"] for a in self.apns.accepted}
         self.assertEqual(len(self.apns.accepted), 3)
         self.assertEqual(ids, {n.headers["apns-id"]})  # the same notification each time
+        metrics = text_string_to_metric_families(
+            self.server.collection.metrics.exposition().decode()
+        )
+        counts = {
+            s.labels["outcome"]: s.value
+            for family in metrics
+            if family.name == "teamtalk_push"
+            for s in family.samples
+            if s.name == "teamtalk_push_total" and s.labels["sender"] == "apns"
+        }
+        self.assertEqual(counts, {"queued": 1, "sent": 1, "retried": 2, "failed": 0, "expired": 0})
 
 
 class NightMuteTests(PushTestCase):

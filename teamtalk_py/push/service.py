@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from teamtalk_py.config import Config, PushConfig
+from teamtalk_py.metrics import one
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.decision import Rules
@@ -202,10 +203,34 @@ class PushService(TeamTalkService):
             counters=self.counters,
         )
         self.worker.start()
+        self.register_metrics()
         log.info(
             "push: senders {senders}, queue in {queue}",
             senders=", ".join(sorted(self.senders)),
             queue=self.queue.name,
+        )
+
+    def register_metrics(self) -> None:
+        """Per-sender counters and the pushes being sent, read at scrape time."""
+        counters = self.counters
+        self.metrics.counters(
+            "teamtalk_push",
+            "Pushes by sender and outcome: queued, sent, retried (a try that will be "
+            "repeated), failed (refused, dead token, or out of attempts: the dead letter), "
+            "expired (older than push.max_age).",
+            ["sender", "outcome"],
+            lambda: [
+                ((sender, outcome), n)
+                for sender, by_outcome in counters.snapshot().items()
+                for outcome, n in by_outcome.items()
+            ],
+        )
+        worker = self.worker
+        self.metrics.gauges(
+            "teamtalk_push_in_flight",
+            "Pushes this node is sending now.",
+            [],
+            lambda: one(worker.in_flight if worker is not None else 0),
         )
 
     async def stop(self) -> None:
