@@ -9,6 +9,7 @@ returns a Deferred that fires on the reactor thread with its result or failure.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -72,3 +73,34 @@ class AsyncioThread:
 
         loop.call_soon_threadsafe(loop.stop)
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), thread.join, 10)
+
+
+class Http2Client:
+    """One httpx HTTP/2 client living on an ``AsyncioThread`` (APNs and FCM senders).
+
+    Made on first use inside the thread's loop; ``ca_file`` (PEM) replaces the system's
+    CAs when set (tests, TLS-inspecting proxies).
+    """
+
+    def __init__(self, thread: AsyncioThread, ca_file: str = "", timeout: float = 20.0) -> None:
+        self.thread = thread
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self._client: Any = None
+
+    def get(self) -> Any:
+        """The client (call from the thread's loop only)."""
+        if self._client is None:
+            import httpx
+
+            verify: Any = True
+            if self.ca_file:
+                verify = ssl.create_default_context(cafile=self.ca_file)
+            self._client = httpx.AsyncClient(http2=True, verify=verify, timeout=self.timeout)
+        return self._client
+
+    def close(self) -> defer.Deferred[None]:
+        if self._client is None:
+            return defer.succeed(None)
+        client, self._client = self._client, None
+        return self.thread.run(client.aclose()).addErrback(lambda _: None)

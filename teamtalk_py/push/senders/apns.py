@@ -24,7 +24,6 @@ error is final.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.push.jobs import PushJob
-from teamtalk_py.push.senders.aio import AsyncioThread
+from teamtalk_py.push.senders.aio import AsyncioThread, Http2Client
 from teamtalk_py.push.senders.base import SENT, Outcome, Result, retry_after
 
 log = Logger(namespace="teamtalk.push.apns")
@@ -111,26 +110,13 @@ class ApnsSender:
         self.settings = settings
         self.thread = thread
         self.token = ProviderToken(settings)
-        self._client: Any = None
+        self.http = Http2Client(thread, settings.ca_file, REQUEST_TIMEOUT)
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> defer.Deferred[None]:
-        if self._client is None:
-            return defer.succeed(None)
-        client, self._client = self._client, None
-        return self.thread.run(client.aclose()).addErrback(lambda _: None)
-
-    def _http(self) -> Any:
-        if self._client is None:
-            import httpx
-
-            verify: Any = True
-            if self.settings.ca_file:
-                verify = ssl.create_default_context(cafile=self.settings.ca_file)
-            self._client = httpx.AsyncClient(http2=True, verify=verify, timeout=REQUEST_TIMEOUT)
-        return self._client
+        return self.http.close()
 
     def send(self, job: PushJob) -> defer.Deferred[Outcome]:
         return self.thread.run(self._send(job))
@@ -155,7 +141,7 @@ class ApnsSender:
             return Outcome(Result.FAILED, f"payload of {len(body)} bytes over {MAX_PAYLOAD}")
         url = f"https://{self.settings.host}/3/device/{job.token}"
         try:
-            response = await self._http().post(url, content=body, headers=self.headers(job))
+            response = await self.http.get().post(url, content=body, headers=self.headers(job))
         except httpx.HTTPError as e:
             return Outcome(Result.RETRY, f"{type(e).__name__}: {e}")
         if response.status_code == 200:

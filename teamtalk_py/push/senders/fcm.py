@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.push.jobs import PushJob
-from teamtalk_py.push.senders.aio import AsyncioThread
+from teamtalk_py.push.senders.aio import AsyncioThread, Http2Client
 from teamtalk_py.push.senders.base import SENT, Outcome, Result, retry_after
 
 log = Logger(namespace="teamtalk.push.fcm")
@@ -93,27 +92,14 @@ class FcmSender:
         self.credentials = service_account.Credentials.from_service_account_info(
             settings.service_account, scopes=[SCOPE]
         )
-        self._client: Any = None
+        self.http = Http2Client(thread, settings.ca_file, REQUEST_TIMEOUT)
         self._refreshing: asyncio.Lock | None = None
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> defer.Deferred[None]:
-        if self._client is None:
-            return defer.succeed(None)
-        client, self._client = self._client, None
-        return self.thread.run(client.aclose()).addErrback(lambda _: None)
-
-    def _http(self) -> Any:
-        if self._client is None:
-            import httpx
-
-            verify: Any = True
-            if self.settings.ca_file:
-                verify = ssl.create_default_context(cafile=self.settings.ca_file)
-            self._client = httpx.AsyncClient(http2=True, verify=verify, timeout=REQUEST_TIMEOUT)
-        return self._client
+        return self.http.close()
 
     def _refresh_blocking(self) -> None:
         """google-auth's own token request (a thread of the asyncio loop's executor)."""
@@ -153,7 +139,7 @@ class FcmSender:
         body = json.dumps(message(job, self.settings.max_age, time.time()), ensure_ascii=False)
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
         try:
-            response = await self._http().post(url, content=body.encode(), headers=headers)
+            response = await self.http.get().post(url, content=body.encode(), headers=headers)
         except httpx.HTTPError as e:
             return Outcome(Result.RETRY, f"{type(e).__name__}: {e}")
         if response.status_code == 200:
