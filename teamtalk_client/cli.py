@@ -514,8 +514,11 @@ async def run(
         if not getattr(args, "needs_login", True):
             await args.run(reactor, args, out)
             return 0
-        if not args.user or args.password is None:
-            stderr.write(f"teamtalk-client: {args.command} needs --user and a password\n")
+        if not args.user:
+            stderr.write(f"teamtalk-client: {args.command} needs --user\n")
+            return 2
+        if args.password is None:
+            stderr.write(f"teamtalk-client: give --password or set ${PASSWORD_ENV}\n")
             return 2
         client = await open_client(reactor, args, args.password)
         try:
