@@ -24,9 +24,14 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 #: Numbers for which 0 means "off" or "none"; every other number must be positive.
 ZERO_ALLOWED = frozenset(
     {
-        "msg.rate_limit",
+        "msg.message_rate",
+        "msg.max_bytes_per_day",
+        "msg.group_creations_per_hour",
         "file.max_file_size",
         "file.min_free_disk",
+        "file.max_user_offline_bytes",
+        "file.max_offline_bytes",
+        "file.max_tasks_per_user",
         "push.outbox_grace",
         "push.coalesce_window",
         "push.night_start",
@@ -72,7 +77,13 @@ class MsgConfig:
     mobile_idle_timeout: float = 300.0
     login_deadline: float = 15.0
     max_message_size: int = 65536
-    rate_limit: int = 0
+    #: Per user: messages a second sustained, and the burst allowed on top (msg/limits.py).
+    message_rate: float = 20.0
+    message_burst: int = 100
+    max_bytes_per_day: int = 100 * 1024 * 1024
+    group_creations_per_hour: int = 20
+    #: Limit refusals a connection may collect (one more a second) before it is closed.
+    max_refusals: int = 50
     aes_key: str = "12345678901234567890123456789012"
     route_server: str = ""
     login_server: str = ""
@@ -97,6 +108,11 @@ class FileConfig:
     min_free_disk: int = 256 * 1024**2
     max_pulls_in_flight: int = 16
     offline_ttl: float = 30 * 86400.0
+    #: Offline-file bytes one sender may have stored, and all senders together.
+    max_user_offline_bytes: int = 4 * 1024**3
+    max_offline_bytes: int = 64 * 1024**3
+    #: Transfer tasks one user may have open at once (as sender).
+    max_tasks_per_user: int = 10
 
 
 @dataclass(frozen=True)
@@ -415,7 +431,11 @@ RELOADABLE = frozenset(
         "msg.mobile_idle_timeout",
         "msg.login_deadline",
         "msg.max_message_size",
-        "msg.rate_limit",
+        "msg.message_rate",
+        "msg.message_burst",
+        "msg.max_bytes_per_day",
+        "msg.group_creations_per_hour",
+        "msg.max_refusals",
         "login.msfs",
         "login.discovery",
         "file.task_timeout",
@@ -424,6 +444,9 @@ RELOADABLE = frozenset(
         "file.min_free_disk",
         "file.max_pulls_in_flight",
         "file.offline_ttl",
+        "file.max_user_offline_bytes",
+        "file.max_offline_bytes",
+        "file.max_tasks_per_user",
     }
 )
 
@@ -628,9 +651,17 @@ mobile_idle_timeout = 300.0
 login_deadline = 15.0
 # Largest chat message payload (bytes); bigger ones are refused with msg_id 0 in the ack.
 max_message_size = 65536
-# Messages per second one connection may send (0 = unlimited); the excess is refused
-# with msg_id 0 in the ack, never dropped silently.
-rate_limit = 0
+# Limits per user, on by default (0 turns one off). Messages: a burst of message_burst,
+# then message_rate a second (the reference's own cap); and bytes of messages stored per
+# day (UTC). A message over a limit is refused with msg_id 0 in its ack, never dropped
+# silently; so is a group creation past group_creations_per_hour (result_code 1).
+message_rate = 20.0
+message_burst = 100
+max_bytes_per_day = 104857600
+group_creations_per_hour = 20
+# A connection that keeps running into these limits is closed: it may collect this many
+# refusals, one more each second.
+max_refusals = 50
 # The 32-byte AES key clients encrypt text with (the clients' compiled-in default).
 aes_key = "12345678901234567890123456789012"
 # Cluster links, for a node that does not host the service itself (empty: the service
@@ -669,6 +700,12 @@ min_free_disk = 268435456
 max_pulls_in_flight = 16
 # Seconds an offline file (or an abandoned upload) is kept after its last activity.
 offline_ttl = 2592000.0
+# Offline-file bytes one sender may have stored (uploads in progress count at their full
+# size), and all senders together; transfer tasks one user may have open at once. A
+# request past any of them is answered with result 1 (0 turns one off).
+max_user_offline_bytes = 4294967296
+max_offline_bytes = 68719476736
+max_tasks_per_user = 10
 
 [route]
 # Where msg nodes link to, e.g. "tcp:8200:interface=10.0.0.1" (default 8200 in a process

@@ -258,29 +258,6 @@ class RefusalTests(MsgTestCase):
         await next_pdu(bob.protocol, B.CID_MSG_DATA)
 
 
-class RateLimitTests(MsgTestCase):
-    overrides = {"msg.rate_limit": 3}
-
-    async def test_messages_over_the_rate_limit_are_refused_with_msg_id_0(self):
-        """With msg.rate_limit = 3, a burst of 8 gets 8 acks: at most 3 per second carry
-        ids, the rest carry 0; only the accepted ones are delivered."""
-        b = await self.add_user("bob")
-        await self.add_user("alice")
-        alice = await self.login("alice")
-        bob = await self.login("bob")
-        pending = [
-            alice.protocol.request(B.CID_MSG_DATA, msg_data(b, b"burst %d" % i, 1000 + i))
-            for i in range(8)
-        ]
-        acks = [(await d).message.msg_id for d in pending]
-        accepted = [i for i in acks if i]
-        assert 3 <= len(accepted) <= 6, acks  # the burst may straddle a second boundary
-        assert accepted == list(range(1, len(accepted) + 1))
-        for _ in accepted:
-            await next_pdu(bob.protocol, B.CID_MSG_DATA)
-        await assert_nothing(bob.protocol, B.CID_MSG_DATA)
-
-
 class ReadAndUnreadTests(MsgTestCase):
     async def test_unread_counts_per_peer_with_the_latest_message(self):
         """One entry per peer with unread messages, the total, and the pair's newest

@@ -40,8 +40,6 @@ class FileClientConnection(PduProtocol):
         self.user_id = 0
         self.role = 0
         self.task: Task | None = None
-        self._holds: set[str] = set()
-        self._reading = True
 
     @property
     def transfers(self) -> FileTransfers:
@@ -73,40 +71,13 @@ class FileClientConnection(PduProtocol):
             self.factory.bytes_out += len(pdu)
         super().send_raw(pdu)
 
-    # -- flow control --------------------------------------------------------------------
+    # -- flow control (hold_input / release_input come from PduProtocol) -----------------
 
-    def hold_input(self, reason: str) -> None:
-        self._holds.add(reason)
-        self._apply_reading()
+    def output_paused(self) -> None:
+        self.transfers.output_paused(self)
 
-    def release_input(self, reason: str) -> None:
-        self._holds.discard(reason)
-        self._apply_reading()
-
-    def _apply_reading(self) -> None:
-        should_read = not self._paused and not self._holds
-        if self.transport is None or should_read == self._reading:
-            return
-        self._reading = should_read
-        if should_read:
-            if not self.closing:
-                self.transport.resumeProducing()
-        else:
-            self.transport.pauseProducing()
-
-    def pauseProducing(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self._written_while_paused = 0
-            self._apply_reading()
-            self.transfers.output_paused(self)
-
-    def resumeProducing(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._written_while_paused = 0
-            self._apply_reading()
-            self.transfers.output_resumed(self)
+    def output_resumed(self) -> None:
+        self.transfers.output_resumed(self)
 
 
 class FileClientFactory(PduFactory):

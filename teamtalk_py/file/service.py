@@ -49,6 +49,9 @@ def file_limits(config: Config) -> Limits:
         pulls_in_flight=conf.max_pulls_in_flight,
         task_timeout=conf.task_timeout,
         offline_ttl=conf.offline_ttl,
+        max_user_offline_bytes=conf.max_user_offline_bytes,
+        max_offline_bytes=conf.max_offline_bytes,
+        max_tasks_per_user=conf.max_tasks_per_user,
     )
 
 

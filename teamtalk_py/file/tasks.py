@@ -115,6 +115,10 @@ class Limits:
     pulls_in_flight: int = 16
     task_timeout: float = 60.0
     offline_ttl: float = 30 * 86400.0
+    #: 0 turns one off (see ``[file]``).
+    max_user_offline_bytes: int = 4 * 1024**3
+    max_offline_bytes: int = 64 * 1024**3
+    max_tasks_per_user: int = 10
 
 
 class TaskOwner(Protocol):
@@ -167,6 +171,11 @@ class Task:
 
     def touch(self) -> None:
         self.last_active = self.transfers.clock.seconds()
+
+    @property
+    def in_flight(self) -> bool:
+        """Data still to move: counts against the sender's ``max_tasks_per_user``."""
+        return self.state not in (State.TRANSFER_DONE, State.INVALID, State.ERROR)
 
     def peers(self) -> list[Peer]:
         raise NotImplementedError
@@ -445,6 +454,10 @@ class OfflineTask(Task):
     @property
     def complete(self) -> bool:
         return self.stored >= self.file_size
+
+    @property
+    def in_flight(self) -> bool:
+        return not (self.complete or self.cancelled)
 
     def header(self) -> FileHeader:
         return FileHeader(

@@ -15,6 +15,7 @@ state (Redis, a key per task with an expiry) when one is configured; any object 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -91,6 +92,8 @@ class FileTransfers:
         self.store: Any = None
         self.tasks: dict[str, Task] = {}
         self.progress_sinks: list[ProgressSink] = []
+        #: Requests refused for a limit, by kind (a metric hook).
+        self.refused: Counter[str] = Counter()
         if store is not None:
             self.attach_store(store)
 
@@ -116,12 +119,14 @@ class FileTransfers:
         now = int(self.clock.seconds())
         task_id = self._new_task_id()
         args = (self, task_id, from_id, to_id, file_name, file_size, now)
+        self._check_open_tasks(from_id)
         if mode == B.FILE_TYPE_ONLINE:
             task: Task = OnlineTask(*args)
         elif mode == B.FILE_TYPE_OFFLINE:
             limit = self.limits.max_file_size
             if file_size > limit:
                 raise Refused(f"file of {file_size} bytes is over the {limit}-byte limit")
+            await self._check_stored_bytes(from_id, file_size)
             await self.check_disk(file_size)
             task = OfflineTask(*args)
             try:
@@ -154,6 +159,40 @@ class FileTransfers:
             mode="online" if mode == B.FILE_TYPE_ONLINE else "offline",
         )
         return task
+
+    def _check_open_tasks(self, user_id: int) -> None:
+        limit = self.limits.max_tasks_per_user
+        if (
+            limit
+            and sum(1 for t in self.tasks.values() if t.from_id == user_id and t.in_flight) >= limit
+        ):
+            self._over_limit("tasks")
+            raise Refused(f"user {user_id} already has {limit} transfers in flight")
+
+    async def _check_stored_bytes(self, user_id: int, file_size: int) -> None:
+        """Offline bytes per sender and in total, as the store records them."""
+        if self.store is None:
+            return
+        limits = self.limits
+        if limits.max_user_offline_bytes:
+            mine = await self.store.read(offline_files.stored_bytes, user_id)
+            if mine + file_size > limits.max_user_offline_bytes:
+                self._over_limit("user offline bytes")
+                raise Refused(
+                    f"user {user_id} keeps {mine} offline bytes; {file_size} more would pass "
+                    f"the {limits.max_user_offline_bytes}-byte limit"
+                )
+        if limits.max_offline_bytes:
+            total = await self.store.read(offline_files.stored_bytes)
+            if total + file_size > limits.max_offline_bytes:
+                self._over_limit("offline bytes")
+                raise Refused(
+                    f"offline files take {total} bytes; {file_size} more would pass the "
+                    f"{limits.max_offline_bytes}-byte limit"
+                )
+
+    def _over_limit(self, kind: str) -> None:
+        self.refused[kind] += 1
 
     def forget(self, task: Task) -> None:
         if self.tasks.get(task.task_id) is task:

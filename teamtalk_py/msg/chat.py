@@ -3,8 +3,8 @@
 
 Unlike the reference, nothing is dropped silently: a message is acked with its stored id
 only once it is durable, and a message we refuse (empty, too big, to yourself, to an
-unknown user, over the rate limit, or a failed write) is acked with ``msg_id = 0``, the
-value the reference uses internally for "not stored".
+unknown user, over the sender's limits in ``msg/limits.py``, or a failed write) is acked
+with ``msg_id = 0``, the value the reference uses internally for "not stored".
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.dedup import message_key
+from teamtalk_py.msg.limits import OverLimit
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.store import messages
@@ -49,17 +50,28 @@ def _ack(conn: MsgConnection, seq: int, to_id: int, msg_id: int, session_type: i
 
 
 def refusal(conn: MsgConnection, msg: Message_pb2.IMMsgData) -> str | None:
-    """Why this message cannot be accepted, or None when it can."""
+    """Why this message cannot be accepted, or None when it can. Every message counts
+    against the sender's limits first, so a flood of bad messages is throttled too."""
     config = conn.service.config.msg
+    over_limit = conn.service.message_limits.check(conn.user_id, len(msg.msg_data))
+    if over_limit is not None:
+        conn.limit_refused()
+        return over_limit
     if not msg.msg_data:
         return "empty message"
     if len(msg.msg_data) > config.max_message_size:
         return f"message of {len(msg.msg_data)} bytes over the {config.max_message_size} limit"
     if msg.msg_type in SINGLE_TYPES and msg.to_session_id == conn.user_id:
         return "message to yourself"
-    if config.rate_limit and not conn.take_message_token(config.rate_limit):
-        return f"over {config.rate_limit} messages/s"
     return None
+
+
+def log_refusal(what: str, user_id: int, reason: str) -> None:
+    """One line per refused message, except for limits (``limits.py`` logs those)."""
+    if not isinstance(reason, OverLimit):
+        log.info(
+            "refusing {what} from {user_id}: {reason}", what=what, user_id=user_id, reason=reason
+        )
 
 
 def handle_msg_data(conn: MsgConnection, request: Request) -> defer.Deferred | None:
@@ -97,7 +109,7 @@ def _accept_single(
     service = conn.service
     to_id = msg.to_session_id
     if reason is not None:
-        log.info("refusing message from {user_id}: {reason}", user_id=conn.user_id, reason=reason)
+        log_refusal("message", conn.user_id, reason)
         _ack(conn, seq, to_id, 0, B.SESSION_TYPE_SINGLE)
         return None
     key = message_key(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
+from teamtalk_py.msg.limits import RefusalBudget
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.wire import PduFactory, PduProtocol
 
@@ -36,8 +38,9 @@ class MsgConnection(PduProtocol):
     #: Unix seconds of the successful login (0 before).
     logged_in_at = 0
     kicked = False
-    _rate_second = -1
-    _rate_count = 0
+    _refusals: RefusalBudget | None = None
+    _over_budget = False
+    _limit_pause: IDelayedCall | None = None
 
     @property
     def service(self) -> MsgService:
@@ -56,16 +59,33 @@ class MsgConnection(PduProtocol):
     def login_deadline(self) -> float:  # type: ignore[override]
         return self.service.config.msg.login_deadline
 
-    def take_message_token(self, per_second: int) -> bool:
-        """Count one message against this second's allowance; False when it is used up."""
-        second = int(self.factory.clock.seconds())
-        if second != self._rate_second:
-            self._rate_second, self._rate_count = second, 0
-        self._rate_count += 1
-        return self._rate_count <= per_second
+    def limit_refused(self) -> None:
+        """One request was refused for a limit (``msg/limits.py``): read nothing more
+        from this connection for one message interval, and close a connection that keeps
+        exceeding its limits once the refusal's answer has been written."""
+        clock = self.factory.clock
+        now = clock.seconds()
+        config = self.service.config.msg
+        if self._limit_pause is None:
+            self.hold_input("limit")
+            pause = min(1.0 / config.message_rate, 0.25) if config.message_rate > 0 else 0.05
+            self._limit_pause = clock.callLater(pause, self._limit_pause_over)
+        if self._refusals is None:
+            self._refusals = RefusalBudget(config.max_refusals, now)
+        if not self._refusals.spend(now) and not (self.closing or self._over_budget):
+            self._over_budget = True
+            self.service.connections_closed_for_limits += 1
+            self.factory.clock.callLater(0, self.close, "keeps exceeding its limits")
+
+    def _limit_pause_over(self) -> None:
+        self._limit_pause = None
+        self.release_input("limit")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
+        if self._limit_pause is not None:
+            self._limit_pause.cancel()
+            self._limit_pause = None
         self.service.connection_closed(self)
 
 

@@ -77,6 +77,8 @@ async def handle_create(conn: MsgConnection, request: Request) -> None:
     )
     if req.group_type != B.GROUP_TYPE_TMP:
         log.info("refusing to create a fixed group for {user_id}", user_id=conn.user_id)
+    elif not await conn.service.group_creations.take(str(conn.user_id)):
+        conn.limit_refused()
     else:
         try:
             group, members = await conn.service.groups.create(

@@ -200,12 +200,7 @@ class Groups:
         await self._fan_out(message, stored.version, exclude=conn)
 
     def _refuse(self, conn, seq: int, group_id: int, reason: str) -> None:
-        log.info(
-            "refusing group message from {user_id} to {group_id}: {reason}",
-            user_id=conn.user_id,
-            group_id=group_id,
-            reason=reason,
-        )
+        chat.log_refusal(f"group message to {group_id}", conn.user_id, reason)
         chat._ack(conn, seq, group_id, 0, _GROUP)
 
     async def _fan_out(self, message: StoredMessage, version: int, exclude) -> None:

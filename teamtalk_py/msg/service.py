@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,6 +22,7 @@ from teamtalk_py.msg.dedup import RecentMessages, SharedResends
 from teamtalk_py.msg.file_link import FileServers, RemoteFileServer
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
+from teamtalk_py.msg.limits import MessageLimits, WindowLimit
 from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
 from teamtalk_py.msg.login_reporter import LoginReporter, login_addresses
 from teamtalk_py.msg.online import OnlineUsers
@@ -45,6 +47,15 @@ def client_type_name(client_type: int) -> str:
         return str(client_type)
 
 
+def message_limit_settings(config) -> dict[str, Any]:
+    msg = config.msg
+    return {
+        "rate": msg.message_rate,
+        "burst": msg.message_burst,
+        "bytes_per_day": msg.max_bytes_per_day,
+    }
+
+
 class MsgService(TeamTalkService):
     name = "msg"
 
@@ -60,6 +71,12 @@ class MsgService(TeamTalkService):
         self.route_table = build_route_table()
         self.online = OnlineUsers()
         self.lockout = LoginLockout(reactor)
+        self.message_limits = MessageLimits(reactor, **message_limit_settings(config))
+        self.group_creations = WindowLimit(
+            "group creations", config.msg.group_creations_per_hour, 3600.0
+        )
+        #: Connections closed for exceeding their limits again and again (a metric).
+        self.connections_closed_for_limits = 0
         self.recent = RecentMessages(reactor)
         #: Set in a cluster with shared state: resends recognised across nodes.
         self.shared_resends: SharedResends | None = None
@@ -100,6 +117,7 @@ class MsgService(TeamTalkService):
         else:
             self.single_messages = SingleMessageQueue(self.reactor, store)
         shared = self.sibling("redis")
+        self.group_creations.state = shared
         if shared is not None and shared.shared:
             self.lockout = SharedLoginLockout(shared, self.reactor)
             self.shared_resends = SharedResends(shared)
@@ -191,6 +209,8 @@ class MsgService(TeamTalkService):
         super().reconfigure(config)
         self.factory.max_pdu_size = config.msg.max_pdu_size
         self.factory.max_outbuf = config.msg.max_outbuf
+        self.message_limits.configure(**message_limit_settings(config))
+        self.group_creations.limit = config.msg.group_creations_per_hour
         if not self.is_started:
             return
         # The advertised address or the connection limit may have changed.

@@ -88,6 +88,19 @@ def progress(txn: Txn, task_id: str) -> tuple[int, int] | None:
     return (int(row[0]), int(row[1])) if row else None
 
 
+def stored_bytes(txn: Txn, from_id: int | None = None) -> int:
+    """Bytes of every offline file kept (uploads in progress at their full size), or of
+    those ``from_id`` sent: what ``file.max_user_offline_bytes`` / ``max_offline_bytes``
+    limit."""
+    sql = "SELECT COALESCE(SUM(file_size), 0) FROM offline_files WHERE status <> ?"
+    args: tuple[int, ...] = (DELETED,)
+    if from_id is not None:
+        sql += " AND from_id = ?"
+        args += (from_id,)
+    row = txn.execute(sql, args).fetchone()
+    return int(row[0]) if row else 0
+
+
 def offer(
     txn: Txn,
     task_id: str,

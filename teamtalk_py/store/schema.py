@@ -328,6 +328,24 @@ def add_column(table: str, column: str, definition: str) -> Step:
     return step
 
 
+def add_index(table: str, name: str, columns: str) -> Step:
+    """A step creating index ``name`` unless it exists (MySQL 8 has no IF NOT EXISTS)."""
+
+    def step(txn: Txn) -> None:
+        if txn.dialect is Dialect.SQLITE:
+            txn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+            return
+        exists = txn.execute(
+            "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE()"
+            " AND table_name = ? AND index_name = ?",
+            (table, name),
+        ).fetchone()
+        if not exists:
+            txn.execute(f"CREATE INDEX {name} ON {table} ({columns})")
+
+    return step
+
+
 # Version 2: a group member's join watermark, the group's last_msg_id when they (re)joined;
 # they see only later messages (store/groups.py).
 _V2_SQLITE = (add_column("group_members", "join_msg_id", "INTEGER NOT NULL DEFAULT 0"),)
@@ -466,6 +484,10 @@ _V5_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 6: offline files by sender, for the bytes each sender may keep stored
+# (file.max_user_offline_bytes, store/files.py stored_bytes).
+_V6 = (add_index("offline_files", "idx_offline_files_from", "from_id, status"),)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -474,6 +496,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5, "imported TeamTalk data: voice clips, admins, import state", _V5_SQLITE, _V5_MYSQL
     ),  # fmt: skip
+    Migration(6, "offline files by sender", _V6, _V6),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

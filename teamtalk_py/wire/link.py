@@ -159,6 +159,8 @@ class LinkFactoryBase(PduFactory):
     peers refused (a metric), and the sweep that heartbeats."""
 
     def __init__(self, auth: LinkAuth, purpose: str, **kwargs: Any) -> None:
+        # A link carries a whole node's traffic: it is never held for its own requests.
+        kwargs.setdefault("max_in_flight", None)
         super().__init__(**kwargs)
         self.auth = auth
         self.purpose = purpose

@@ -12,6 +12,11 @@ Rules implemented here (wire.md §2-§4, §7):
 * When a peer stops reading, Twisted pauses us as its producer: we stop reading from that
   peer and count what is still written to it; past a hard cap the connection is dropped,
   so a slow reader cannot grow server memory without bound.
+* Fairness: one connection gets at most ``PDUS_PER_TURN`` PDUs handled per reactor turn
+  (the rest wait in its buffer for the next turn, its socket unread meanwhile), and at
+  most ``max_in_flight`` unfinished asynchronous requests (store reads and writes): past
+  that its input is held until one finishes. A flood thus waits behind itself instead of
+  in front of everybody else.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from twisted.internet import defer
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -41,6 +52,10 @@ log = Logger(namespace="teamtalk.wire")
 DEFAULT_MAX_PDU_SIZE = 4 * 1024 * 1024
 #: How many bytes may pile up for a peer that stopped reading before we drop it.
 DEFAULT_MAX_OUTBUF = 8 * 1024 * 1024
+#: PDUs one connection may have handled per reactor turn before others get theirs.
+PDUS_PER_TURN = 64
+#: Unfinished asynchronous requests (store work) per connection before its input waits.
+DEFAULT_MAX_IN_FLIGHT = 32
 
 
 @dataclass(slots=True)
@@ -143,6 +158,11 @@ class PduProtocol(Protocol):
     _pending_bytes: bytearray | None = None
     _paused = False
     _written_while_paused = 0
+    #: Why input is held besides output backpressure ("turn", "busy", a task's reasons).
+    _holds: frozenset[str] = frozenset()
+    _reading = True
+    _in_flight = 0
+    _next_turn_call: IDelayedCall | None = None
     connected_at = 0.0
     last_received = 0.0
     closing = False
@@ -170,6 +190,9 @@ class PduProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.factory.connections.discard(self)
         self._pending_bytes = None
+        if self._next_turn_call is not None:
+            self._next_turn_call.cancel()
+            self._next_turn_call = None
 
     def close(self, reason: str) -> None:
         """Close this connection only, with one log line naming peer and reason."""
@@ -189,17 +212,28 @@ class PduProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.factory.clock.seconds()
+        self._frame(data)
+
+    def _frame(self, data: bytes) -> None:
         pending = self._pending_bytes
         if pending is not None:
-            # Only a PDU split across reads pays for a buffer; whole PDUs are cut straight
-            # out of the bytes the transport handed us.
+            # Only a PDU split across reads (or left for a later turn) pays for a buffer;
+            # whole PDUs are cut straight out of the bytes the transport handed us.
             pending += data
             data = bytes(pending)
             self._pending_bytes = None
         offset = 0
         size = len(data)
         max_size = self.factory.max_pdu_size
+        budget = PDUS_PER_TURN
         while size - offset >= HEADER_SIZE and not self.closing:
+            if self._holds:
+                break  # a handler asked to wait; the rest is handled on release
+            if not budget:
+                self.hold_input("turn")
+                self._schedule_turn()
+                break
+            budget -= 1
             header = PduHeader.unpack_from(data, offset)
             length = header.length
             if length < HEADER_SIZE:
@@ -215,6 +249,49 @@ class PduProtocol(Protocol):
             self.pduReceived(header, pdu)
         if offset < size and not self.closing:
             self._pending_bytes = bytearray(data[offset:])
+
+    def _schedule_turn(self) -> None:
+        if self._next_turn_call is None:
+            self._next_turn_call = self.factory.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Handle what earlier turns left in the buffer, then read the socket again."""
+        self._next_turn_call = None
+        if self.closing:
+            return
+        self._holds = self._holds - {"turn"}
+        if not self._holds and self._pending_bytes is not None:
+            self._frame(b"")
+        self._apply_reading()
+
+    # -- flow control: why we read from the peer or not ------------------------------
+
+    def hold_input(self, reason: str) -> None:
+        """Stop reading from the peer (and handling what was read) until released."""
+        if reason not in self._holds:
+            self._holds = self._holds | {reason}
+            self._apply_reading()
+
+    def release_input(self, reason: str) -> None:
+        if reason in self._holds:
+            self._holds = self._holds - {reason}
+            if not self._holds and self._pending_bytes is not None:
+                # PDUs already read wait in the buffer: handle them on a fresh turn.
+                self.hold_input("turn")
+                self._schedule_turn()
+            else:
+                self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        should_read = not self._paused and not self._holds
+        if self.transport is None or should_read == self._reading:
+            return
+        self._reading = should_read
+        if should_read:
+            if not self.closing:
+                self.transport.resumeProducing()
+        else:
+            self.transport.pauseProducing()
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -242,7 +319,20 @@ class PduProtocol(Protocol):
                 return
         result = entry.handler(self, Request(header, pdu, message))
         if isinstance(result, defer.Deferred) or inspect.iscoroutine(result):
-            defer.ensureDeferred(result).addErrback(self._handler_failed, cid)
+            d = defer.ensureDeferred(result)
+            d.addErrback(self._handler_failed, cid)
+            limit = self.factory.max_in_flight
+            if limit is not None and not d.called:
+                self._in_flight += 1
+                if self._in_flight >= limit:
+                    self.hold_input("busy")
+                d.addBoth(self._request_finished)
+
+    def _request_finished(self, result: object) -> None:
+        self._in_flight -= 1
+        limit = self.factory.max_in_flight
+        if limit is None or self._in_flight < limit:
+            self.release_input("busy")
 
     def decode_body(self, cid: int, pdu: bytes) -> Message | None:
         """Parse the body with proto2 rules; log and return None when it is unusable."""
@@ -301,17 +391,24 @@ class PduProtocol(Protocol):
             self._paused = True
             self._written_while_paused = 0
             # Stop reading the peer's requests: they are what produces our output.
-            self.transport.pauseProducing()
+            self._apply_reading()
+            self.output_paused()
 
     def resumeProducing(self) -> None:
         if self._paused:
             self._paused = False
             self._written_while_paused = 0
-            if not self.closing:
-                self.transport.resumeProducing()
+            self._apply_reading()
+            self.output_resumed()
 
     def stopProducing(self) -> None:
         self._paused = False
+
+    def output_paused(self) -> None:
+        """The peer stopped reading what we write (for subclasses that care)."""
+
+    def output_resumed(self) -> None:
+        """The peer reads again."""
 
 
 def encode(command_id: int, message: Message, seq: int = 0) -> bytes:
@@ -333,11 +430,14 @@ class PduFactory(Factory[PduProtocol]):
         *,
         max_pdu_size: int = DEFAULT_MAX_PDU_SIZE,
         max_outbuf: int = DEFAULT_MAX_OUTBUF,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.clock = clock
         self.table = table
         self.max_pdu_size = max_pdu_size
         self.max_outbuf = max_outbuf
+        #: Unfinished asynchronous requests one connection may have (None: no limit).
+        self.max_in_flight = max_in_flight
         self.connections: set[PduProtocol] = set()
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
