@@ -165,9 +165,9 @@ class ConfigValidationTests(TestCase):
         self.assert_refused("msg.max_connections", "-5", "greater than 0")
         self.assert_refused("msg.pc_idle_timeout", -1.0, "greater than 0")
         self.assert_refused("file.offline_ttl", 0, "greater than 0")
-        self.assert_refused("msg.rate_limit", -1, "negative")
+        self.assert_refused("msg.message_rate", -1, "negative")
         self.assert_refused("msg.pc_idle_timeout", float("inf"), "finite")
-        assert Config().with_overrides({"msg.rate_limit": 0}).msg.rate_limit == 0
+        assert Config().with_overrides({"msg.message_rate": 0}).msg.message_rate == 0
 
     def test_an_integer_key_refuses_a_fraction(self):
         """1.5 (TOML or command line) is not silently truncated to 1."""
