@@ -77,9 +77,23 @@ class ServiceCollection(MultiService):
         self.notifier = Notifier(reactor, environ={})
         #: The process's Prometheus registry and metrics (served at /metrics).
         self.metrics = Metrics()
+        self.metrics.counters(
+            "teamtalk_link_auth_failures",
+            "Peers of the route, login-internal and file-internal ports refused for not "
+            "proving the cluster secret (or a login registration naming a foreign address).",
+            ["port"],
+            self._link_auth_failures,
+        )
         self.start_failure: str | None = None
         #: Fires once every child has started; errbacks with the first start-up failure.
         self.started: defer.Deferred[None] = defer.Deferred()
+
+    def _link_auth_failures(self) -> list[tuple[tuple[str], float]]:
+        return [
+            ((f.purpose,), f.auth_failures)
+            for child in self
+            for f in getattr(child, "link_listeners", ())
+        ]
 
     def get(self, name: str) -> Any | None:
         """The named sibling, or None when this process does not host it."""
@@ -273,6 +287,8 @@ class TeamTalkService(Service):
         self.is_started = False
         self._ports: list[IListeningPort] = []
         self._link_auth: LinkAuth | None = None
+        #: Factories of the server-to-server ports this service opened (for metrics).
+        self.link_listeners: list[Any] = []
         self._own_metrics: Metrics | None = None
 
     @property
@@ -375,6 +391,7 @@ class TeamTalkService(Service):
     async def listen_internal(self, description: str, factory: Any) -> IListeningPort:
         """Bind a server-to-server listener: TLS with the cluster's certificates when
         configured (the link protocols authenticate on top, see ``link_auth``)."""
+        self.link_listeners.append(factory)
         auth = self.link_auth
         if auth.tls is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory

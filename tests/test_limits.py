@@ -18,6 +18,7 @@ from tests.file_support import OFFLINE, ONLINE, FileTestCase
 from tests.msg_support import MsgTestCase, closed_within, next_pdu
 from tests.support import TestCase
 from tests.test_msg_chat import msg_data
+from tests.test_ops import samples
 
 HEARTBEAT = pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"")
 
@@ -155,6 +156,9 @@ class MessageLimitTests(MsgTestCase):
         assert len(acks) >= 5 + 5  # every refusal up to the budget was answered
         assert await closed_within(alice.protocol, 2.0)
         assert self.server.service("msg").connections_closed_for_limits == 1
+        scraped = samples(self.server.collection.metrics.exposition().decode())
+        assert scraped[("teamtalk_connections_closed_for_limits_total", ())] == 1
+        assert scraped[("teamtalk_limit_refusals_total", (("limit", "rate"),))] >= 5
         again = await self.login("alice")
         assert again.protocol.transport.connected
 

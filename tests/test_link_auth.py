@@ -206,3 +206,21 @@ class ClusterSecretTests(TestCase):
         secret_file.write_text("short")
         with self.assertRaisesRegex(ConfigError, "shorter"):
             resolve_cluster_secret(node)
+
+
+class LinkAuthMetricTests(TestCase):
+    async def test_refused_peers_are_counted_per_port(self):
+        """A raw peer on a server's route port shows in teamtalk_link_auth_failures."""
+        from tests.support import local_config, start_server
+        from tests.test_ops import samples
+
+        server = await start_server(local_config(self.tmp_path()))
+        self.addCleanup(lambda: defer.ensureDeferred(server.stop()))
+        port = server.service("route").bound_port()
+        attacker = await connect(reactor, "127.0.0.1", port)
+        await attacker.notifications.get()
+        attacker.send(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
+        await attacker.closed
+        scraped = samples(server.collection.metrics.exposition().decode())
+        assert scraped[("teamtalk_link_auth_failures_total", (("port", "route"),))] == 1
+        assert scraped[("teamtalk_link_auth_failures_total", (("port", "login"),))] == 0

@@ -116,6 +116,13 @@ class FileService(TeamTalkService):
             ["direction"],
             lambda: [(("in",), factory.bytes_in), (("out",), factory.bytes_out)],
         )
+        refused = self.transfers.refused
+        self.metrics.counters(
+            "teamtalk_file_limit_refusals",
+            "Transfer requests refused for a limit (tasks, user offline bytes, offline bytes).",
+            ["limit"],
+            lambda: [((kind,), n) for kind, n in refused.items()],
+        )
         self.metrics.gauges(
             "teamtalk_file_connections",
             "Open client connections to the file service.",

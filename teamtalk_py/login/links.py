@@ -54,7 +54,7 @@ def msg_serv_info(link: MsgNodeLink, request: Request) -> None:
     policy = link.factory.addresses
     refused = [a for a in dict.fromkeys((info.ip1, info.ip2)) if not policy.allows(a, link_host)]
     if refused:
-        link.factory.refused_registrations += 1
+        link.factory.auth_failures += 1
         log.warn(
             "msg node linked from {peer} may not send clients to {addresses} "
             "(allowed: {allowed}); registration refused",
@@ -110,5 +110,3 @@ class MsgNodeLinkFactory(InboundLinkFactory):
         super().__init__(table=build_table(), purpose="login", **kwargs)
         self.nodes = nodes
         self.addresses = addresses
-        #: Registrations refused for naming an address not allowed (a metric).
-        self.refused_registrations = 0

@@ -171,6 +171,21 @@ class MsgService(TeamTalkService):
             [],
             lambda: one(self.single_messages.depth if self.single_messages else 0),
         )
+        metrics.counters(
+            "teamtalk_limit_refusals",
+            "Requests refused for the sender's limits (msg/limits.py), by limit.",
+            ["limit"],
+            lambda: [
+                *(((kind,), n) for kind, n in self.message_limits.refused.items()),
+                (("group creations",), self.group_creations.refused),
+            ],
+        )
+        metrics.counters(
+            "teamtalk_connections_closed_for_limits",
+            "msg connections closed for exceeding their limits again and again.",
+            [],
+            lambda: one(self.connections_closed_for_limits),
+        )
         metrics.gauges(
             "teamtalk_link_up",
             "1 while this node's link to a route, login or file service is up.",
