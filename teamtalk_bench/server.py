@@ -197,12 +197,12 @@ def remote_target(url: str, prefix: str, password: str, pid: int | None) -> Targ
 # The throwaway server
 
 
-def _has_ops_listener(server_tree: str | None) -> bool:
-    """Whether the server to run knows ``--ops-listen`` (a baseline tree may predate it)."""
+def _knows_option(server_tree: str | None, option: str) -> bool:
+    """Whether the server to run knows ``--OPTION`` (a baseline tree may predate it)."""
     if server_tree is None:
         return True
     tap = Path(server_tree) / "teamtalk_py" / "tap.py"
-    return tap.exists() and "ops-listen" in tap.read_text()
+    return tap.exists() and option in tap.read_text()
 
 
 class ThrowawayServer:
@@ -238,7 +238,8 @@ class ThrowawayServer:
             ["--advertise", LOOPBACK, *(extra_args or [])],
             env=env,
             preexec_fn=_raise_nofile_in_child,
-            ops=_has_ops_listener(self.server_tree),
+            ops=_knows_option(self.server_tree, "ops-listen"),
+            media=_knows_option(self.server_tree, "media-listen"),
         )
 
     def start(self) -> Target:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ALL_SERVICES = ("msg", "route", "file", "login")
+ALL_SERVICES = ("msg", "route", "file", "login", "media")
 _REDIS_URL = re.compile(r"^redis://[^/?]*(/\d*)?(\?.*)?$")
+_HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
@@ -36,6 +37,12 @@ ZERO_ALLOWED = frozenset(
         "push.coalesce_window",
         "push.night_start",
         "push.night_end",
+        "media.max_picture_size",
+        "media.uploads_per_minute",
+        "media.upload_bytes_per_hour",
+        "media.max_upload_size",
+        "media.user_quota",
+        "media.min_free_disk",
     }
 )
 #: Listen endpoints: each must parse as a Twisted endpoint string (empty = default).
@@ -47,6 +54,7 @@ ENDPOINT_KEYS = (
     "file.internal_listen",
     "route.listen",
     "ops.listen",
+    "media.listen",
 )
 
 
@@ -94,7 +102,8 @@ class MsgConfig:
 class LoginConfig:
     http_listen: str = ""
     internal_listen: str = ""
-    msfs: str = "http://127.0.0.1:8700/"
+    #: Empty: the media service's public URL (``media.public_url``).
+    msfs: str = ""
     discovery: str = "http://127.0.0.1/api/discovery"
 
 
@@ -203,6 +212,27 @@ class OpsConfig:
     on_http: bool = False
 
 
+@dataclass(frozen=True)
+class MediaConfig:
+    listen: str = ""
+    #: What clients are told (msfsPrior/msfsBackup) and what URLs are built from; empty:
+    #: ``http://<server.advertise>:<media port>/``.
+    public_url: str = ""
+    #: The content store; empty: ``<data_dir>/media``. Nodes of a cluster share it.
+    store_dir: str = ""
+    anonymous_uploads: bool = True
+    max_picture_size: int = 5 * 1024**2
+    uploads_per_minute: int = 120
+    upload_bytes_per_hour: int = 1024**3
+    max_upload_size: int = 4 * 1024**3
+    user_quota: int = 10 * 1024**3
+    min_free_disk: int = 256 * 1024**2
+    upload_expiry: float = 86400.0
+    unreferenced_grace: float = 3600.0
+    token_ttl: float = 30 * 86400.0
+    avatar_hosts: tuple[str, ...] = ()
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -211,6 +241,7 @@ DEFAULT_PORTS = {
     "file.listen": 8600,
     "file.internal_listen": 8601,
     "route.listen": 8200,
+    "media.listen": 8700,
 }
 #: The server-to-server endpoints among them (authenticated, see ``[cluster]``).
 INTERNAL_ENDPOINTS = frozenset({"login.internal_listen", "file.internal_listen", "route.listen"})
@@ -227,14 +258,27 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     push: PushConfig = field(default_factory=PushConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
-
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
     def data_dir(self) -> Path:
         return Path(self.server.data_dir)
 
     @property
+    def media_dir(self) -> Path:
+        """The content store's directory (shared by the nodes of a cluster)."""
+        return Path(self.media.store_dir) if self.media.store_dir else self.data_dir / "media"
+
+    def media_public_url(self, bound_port: int | None = None) -> str:
+        """The base every media URL starts with, ending in ``/`` (never from a Host header)."""
+        if self.media.public_url:
+            return self.media.public_url.rstrip("/") + "/"
+        port = bound_port or endpoint_port(self.media.listen) or DEFAULT_PORTS["media.listen"]
+        host = self.server.advertise
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
     def hosts_every_service(self) -> bool:
         return set(self.server.services) == set(ALL_SERVICES)
 
@@ -365,6 +409,8 @@ class Config:
         self._validate_push()
         if not 0 <= self.file.max_file_size <= 0xFFFFFFFF:
             raise ConfigError("file.max_file_size: 0 .. 4294967295 (sizes are 32-bit)")
+        if self.media.public_url and not _HTTP_URL.match(self.media.public_url):
+            raise ConfigError("media.public_url: expected http(s)://host[:port]/[path]")
         self._validate_cluster()
 
     def _validate_cluster(self) -> None:
@@ -485,6 +531,12 @@ def _field_type(section: Any, key: str) -> Any:
 def _coerce(dotted: str, type_name: Any, value: Any) -> Any:
     """Turn a TOML or command-line value into the declared type, naming the key on error."""
     try:
+        if type_name in ("bool", bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if type_name in ("int", int):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise TypeError
@@ -597,6 +649,14 @@ def endpoint_string(value: str) -> str:
     return f"tcp:{value}" if value.isdigit() else value
 
 
+def endpoint_port(description: str) -> int | None:
+    """The port of a ``tcp:PORT[:...]`` endpoint string (None for other endpoints)."""
+    parts = re.split(r"(?<!\\):", description)
+    if len(parts) >= 2 and parts[0] in ("tcp", "tcp6") and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
 def endpoint_is_loopback_only(description: str) -> bool:
     """True when a ``tcp:`` endpoint string binds only a loopback interface."""
     parts = re.split(r"(?<!\\):", description)
@@ -614,8 +674,8 @@ GENERATED_CONFIG = """\
 # store settings need a restart (the log says which).
 
 [server]
-# Which services this process hosts: any of "msg", "route", "file", "login".
-services = ["msg", "route", "file", "login"]
+# Which services this process hosts: any of "msg", "route", "file", "login", "media".
+services = ["msg", "route", "file", "login", "media"]
 # Where the embedded SQLite database and stored offline files live.
 data_dir = "./var"
 # The address clients are told to connect to (returned by /msg_server). Set it to
@@ -678,8 +738,9 @@ http_listen = ""
 # closed otherwise (a co-hosted msg service reports in-process). Links must prove the
 # cluster secret ([cluster]).
 internal_listen = ""
-# Returned verbatim to clients as msfsPrior/msfsBackup and discovery.
-msfs = "http://127.0.0.1:8700/"
+# Returned verbatim to clients as msfsPrior/msfsBackup (empty: media.public_url) and
+# discovery.
+msfs = ""
 discovery = "http://127.0.0.1/api/discovery"
 
 [file]
@@ -783,6 +844,37 @@ tls_ca = ""
 # Addresses msg nodes may tell the login service to send clients to: IPs, CIDRs
 # ("203.0.113.0/24") or host names. Empty: only the address each node links from.
 node_addresses = []
+
+[media]
+# HTTP picture/avatar store (TeamTalk's msfs), tus resumable uploads and downloads.
+# Empty listen: port 8700, bound as server.advertise says.
+listen = ""
+# The base of every URL handed out (msfsPrior/msfsBackup, upload answers), ending in "/".
+# Empty: "http://<server.advertise>:<media port>/". Never taken from a Host header.
+public_url = ""
+# The deduplicated content store. Empty: "<data_dir>/media". The nodes of a cluster
+# must share it (one mounted directory, see README "Cluster").
+store_dir = ""
+# Old clients upload pictures without credentials; false requires a bearer token.
+anonymous_uploads = true
+# Largest picture (msfs upload) in bytes; larger ones get error_code 1.
+max_picture_size = 5242880
+# Per client IP: picture uploads per minute and upload bytes per hour (0 = no limit).
+uploads_per_minute = 120
+upload_bytes_per_hour = 1073741824
+# Largest resumable (tus) upload, bytes stored per user (0 = no limit), and the disk
+# space every upload must leave free.
+max_upload_size = 4294967296
+user_quota = 10737418240
+min_free_disk = 268435456
+# Seconds an unfinished resumable upload is kept after its last byte arrived.
+upload_expiry = 86400.0
+# Seconds a blob nobody references any more is kept before the sweep deletes it.
+unreferenced_grace = 3600.0
+# Seconds an API token (POST /api/v1/token) stays valid.
+token_ttl = 2592000.0
+# Hosts besides this service whose URLs clients may set as their avatar.
+avatar_hosts = []
 """
 
 

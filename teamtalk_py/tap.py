@@ -53,6 +53,9 @@ OVERRIDES = {
     "route-listen": "route.listen",
     "login-internal-listen": "login.internal_listen",
     "file-internal-listen": "file.internal_listen",
+    "media-listen": "media.listen",
+    "media-url": "media.public_url",
+    "media-dir": "media.store_dir",
     "db": "store.db",
     "redis": "store.redis",
     "route-server": "msg.route_server",
@@ -72,6 +75,7 @@ ENDPOINT_OPTIONS = {
     "login-internal-listen",
     "file-internal-listen",
     "ops-listen",
+    "media-listen",
 }
 
 
@@ -79,7 +83,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a TeamTalk-compatible IM server. With no options it hosts the msg, route, "
-        "file and login services in this process on an embedded SQLite store in ./var. "
+        "file, login and media services in this process on an embedded SQLite store in ./var. "
         "(*) Listeners without an explicit endpoint bind 127.0.0.1 while --advertise is a "
         "loopback address (the default), and every interface once --advertise names an "
         "address clients can reach."
@@ -90,7 +94,12 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "TOML config file (see --generate-config)."],
         ["data-dir", "d", None, "Directory for the SQLite database and stored files [./var]."],
-        ["services", None, None, "Comma-separated services to host: msg,route,file,login [all]."],
+        [
+            "services",
+            None,
+            None,
+            "Comma-separated services to host: msg,route,file,login,media [all].",
+        ],
         ["advertise", None, None, "Address told to clients by /msg_server [127.0.0.1]."],
         ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [port 8000 (*)]."],
         ["http-listen", None, None, "login HTTP endpoint [port 8080 (*)]."],
@@ -103,6 +112,9 @@ class Options(usage.Options):
             "login endpoint msg nodes report to [port 8100 (*)].",
         ],
         ["file-internal-listen", None, None, "file endpoint msg nodes use [port 8601 (*)]."],
+        ["media-listen", None, None, "media (msfs, uploads) HTTP endpoint [port 8700 (*)]."],
+        ["media-url", None, None, "Public base URL of the media service [http://ADVERTISE:8700/]."],
+        ["media-dir", None, None, "Content store directory, shared in a cluster [DATA_DIR/media]."],
         ["db", None, None, "Database URL, mysql://user:pw@host:3306/name [embedded SQLite]."],
         ["redis", None, None, "Redis URL for a cluster, redis://127.0.0.1:6379/0 [none]."],
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
@@ -188,6 +200,8 @@ def listeners(config: Config) -> list[str]:
         result.append(config.login.http_listen)
     if "file" in hosted:
         result.append(config.file.listen)
+    if "media" in hosted:
+        result.append(config.media.listen)
     return result
 
 
@@ -249,6 +263,7 @@ def log_observer(options: Any, config: Config) -> ILogObserver | None:
 def build_services(reactor: Any, config: Config) -> ServiceCollection:
     from teamtalk_py.file.service import FileService
     from teamtalk_py.login.service import LoginService
+    from teamtalk_py.media.service import MediaService
     from teamtalk_py.msg.service import MsgService
     from teamtalk_py.ops import OpsService
     from teamtalk_py.push.service import PushService
@@ -271,12 +286,16 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     # First, so /health answers and /ready says "starting" while the others start.
     OpsService(reactor, config).setServiceParent(collection)
     hosted = set(config.server.services)
-    needs_store = bool(hosted & {"msg", "file", "login"})
+    needs_store = bool(hosted & {"msg", "file", "login", "media"})
+    store = shared = None
     if needs_store:
-        StoreService(reactor, config).setServiceParent(collection)
-    if hosted & {"msg", "file"}:
+        store = StoreService(reactor, config)
+        store.setServiceParent(collection)
+    if hosted & {"msg", "file", "media"}:
         # "redis": Redis with --redis, else this process's memory (shared_state.py).
-        SharedState(reactor, config).setServiceParent(collection)
+        shared = SharedState(reactor, config)
+        shared.setServiceParent(collection)
+    media = MediaService(reactor, config, store, shared) if "media" in hosted else None
     # Order matters: route and login accept links before msg starts reporting to them.
     for name, cls in (
         ("route", RouteService),
@@ -285,7 +304,13 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
         ("msg", MsgService),
     ):
         if name in hosted:
-            cls(reactor, config).setServiceParent(collection)
+            service = cls(reactor, config)
+            if isinstance(service, LoginService) and media is not None:
+                # /msg_server hands out the co-hosted media service's URL (its bound port).
+                service.msfs_url = media.public_url
+            service.setServiceParent(collection)
+    if media is not None:
+        media.setServiceParent(collection)
     if "msg" in hosted and config.push.enabled:
         # After msg: pushes are decided on the node that stored the message.
         PushService(reactor, config).setServiceParent(collection)

@@ -161,14 +161,16 @@ class ListenPorts:
     login_internal: int
     file_internal: int
     ops: int
+    media: int
 
     @classmethod
     def pick(cls) -> ListenPorts:
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in range(8)))
 
-    def args(self, *, ops: bool = True) -> list[str]:
+    def args(self, *, ops: bool = True, media: bool = True) -> list[str]:
         """The command-line options that bind every listener to its port on 127.0.0.1
-        (``ops=False``: not the ops listener, for a server older than ``--ops-listen``)."""
+        (``ops=False`` / ``media=False``: not that listener, for a server older than
+        ``--ops-listen`` / ``--media-listen``)."""
         return [
             *("--msg-listen", loopback_endpoint(self.msg)),
             *("--http-listen", loopback_endpoint(self.http)),
@@ -177,6 +179,7 @@ class ListenPorts:
             *("--login-internal-listen", loopback_endpoint(self.login_internal)),
             *("--file-internal-listen", loopback_endpoint(self.file_internal)),
             *(("--ops-listen", loopback_endpoint(self.ops)) if ops else ()),
+            *(("--media-listen", loopback_endpoint(self.media)) if media else ()),
         ]
 
 
@@ -199,9 +202,11 @@ class StandaloneServer:
         preexec_fn: Callable[[], object] | None = None,
         attempts: int = 3,
         ops: bool = True,
+        media: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.ops = ops
+        self.media = media
         self.data_dir = Path(data_dir) if data_dir is not None else self.directory / "var"
         self.extra_args = list(args)
         self.attempts = attempts
@@ -229,7 +234,7 @@ class StandaloneServer:
             self.process.args = [
                 "--data-dir",
                 str(self.data_dir),
-                *self.ports.args(ops=self.ops),
+                *self.ports.args(ops=self.ops, media=self.media),
                 *self.extra_args,
             ]
             self.process.start()

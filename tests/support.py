@@ -33,6 +33,7 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
         "ops.listen": LOCAL,
         "route.listen": LOCAL,
         "cluster.secret": TEST_SECRET,
+        "media.listen": LOCAL,
     }
     base.update(overrides)
     return Config().with_overrides(base)
@@ -53,6 +54,11 @@ class RunningServer:
     @property
     def http_port(self) -> int:
         return self.service("login").bound_port()
+
+    @property
+    def media_url(self) -> str:
+        """The media service's public base URL (ends in ``/``)."""
+        return self.service("media").public_url()
 
     @property
     def discovery_url(self) -> str:

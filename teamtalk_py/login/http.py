@@ -7,6 +7,7 @@ answer is the reference's JSON with ``port`` as a string.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.pages import notFound
@@ -20,8 +21,8 @@ NO_MSG_SERVER = "没有msg_server"
 LOAD_TOO_HIGH = "负载过高"
 
 
-def discovery_answer(nodes: MsgNodeRegistry, config: LoginConfig) -> dict[str, Any]:
-    """The JSON object a client gets from ``/msg_server``."""
+def discovery_answer(nodes: MsgNodeRegistry, config: LoginConfig, msfs: str) -> dict[str, Any]:
+    """The JSON object a client gets from ``/msg_server`` (``msfs``: the media URL)."""
     try:
         node = nodes.choose()
     except NoMsgNode:
@@ -34,8 +35,8 @@ def discovery_answer(nodes: MsgNodeRegistry, config: LoginConfig) -> dict[str, A
         "priorIP": node.ip1,
         "backupIP": node.ip2,
         "port": str(node.port),
-        "msfsPrior": config.msfs,
-        "msfsBackup": config.msfs,
+        "msfsPrior": msfs,
+        "msfsBackup": msfs,
         "discovery": config.discovery,
     }
 
@@ -48,13 +49,14 @@ def encode_json(answer: dict[str, Any]) -> bytes:
 class MsgServerResource(Resource):
     isLeaf = True
 
-    def __init__(self, nodes: MsgNodeRegistry, config: LoginConfig) -> None:
+    def __init__(self, nodes: MsgNodeRegistry, config: LoginConfig, msfs: Callable[[], str]):
         super().__init__()
         self.nodes = nodes
         self.config = config
+        self.msfs = msfs
 
     def render(self, request: Request) -> bytes:
-        body = encode_json(discovery_answer(self.nodes, self.config))
+        body = encode_json(discovery_answer(self.nodes, self.config, self.msfs()))
         request.setHeader(b"Content-Type", b"text/html;charset=utf-8")
         request.setHeader(b"Connection", b"close")
         return body
@@ -69,10 +71,14 @@ class LoginRoot(Resource):
     ``ops``, ``/health``, ``/ready`` and ``/metrics`` to the operator endpoints)."""
 
     def __init__(
-        self, nodes: MsgNodeRegistry, config: LoginConfig, ops: Resource | None = None
+        self,
+        nodes: MsgNodeRegistry,
+        config: LoginConfig,
+        msfs: Callable[[], str],
+        ops: Resource | None = None,
     ) -> None:
         super().__init__()
-        self.msg_server = MsgServerResource(nodes, config)
+        self.msg_server = MsgServerResource(nodes, config, msfs)
         self.ops = ops
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:

@@ -7,6 +7,7 @@ is only opened when configured (by default: in a process without a msg service).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.web.server import Site
@@ -26,9 +27,17 @@ class LoginService(TeamTalkService):
 
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
+        #: What clients are told as msfsPrior/msfsBackup: ``login.msfs`` if set, else
+        #: the media service's public URL (the co-hosted one's, see tap.py).
+        self.msfs_url: Callable[[], str] = config.media_public_url
         self.nodes = MsgNodeRegistry()
         self.link_factory: MsgNodeLinkFactory | None = None
         self.root: LoginRoot | None = None
+
+    def msfs(self) -> str:
+        """msfsPrior/msfsBackup: ``login.msfs`` (read at every request, so a reload
+        applies) or the media service's public URL."""
+        return self.config.login.msfs or self.msfs_url()
 
     async def start(self) -> None:
         ops = None
@@ -36,7 +45,7 @@ class LoginService(TeamTalkService):
             from teamtalk_py.ops import OpsRoot
 
             ops = OpsRoot(self.parent, online=False)
-        self.root = LoginRoot(self.nodes, self.config.login, ops)
+        self.root = LoginRoot(self.nodes, self.config.login, self.msfs, ops)
         site = Site(self.root)
         site.displayTracebacks = False
         site.noisy = False

@@ -488,6 +488,110 @@ _V5_MYSQL = (
 # (file.max_user_offline_bytes, store/files.py stored_bytes).
 _V6 = (add_index("offline_files", "idx_offline_files_from", "from_id, status"),)
 
+# Version 7: the media service (media/, content/). ``content_blobs`` holds one row per
+# stored blob (named by its SHA-256) with the number of rows that reference it;
+# ``media_files`` are those rows (msfs pictures, finished uploads, avatars);
+# ``media_uploads`` are unfinished resumable uploads (``received`` = bytes fsynced);
+# ``media_links`` are revocable download links; ``server_secrets`` holds secrets every
+# node must agree on (the token signing key).
+_V7_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS content_blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        refcount INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS content_blobs_unreferenced ON content_blobs (refcount, updated)",
+    """CREATE TABLE IF NOT EXISTS media_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_id TEXT NOT NULL UNIQUE,
+        kind INTEGER NOT NULL,
+        owner_id INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        content_type TEXT NOT NULL DEFAULT '',
+        path TEXT NOT NULL DEFAULT '',
+        status INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS media_files_owner ON media_files (owner_id, status)",
+    """CREATE TABLE IF NOT EXISTS media_uploads (
+        id TEXT PRIMARY KEY,
+        owner_id INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        received INTEGER NOT NULL DEFAULT 0,
+        name TEXT NOT NULL DEFAULT '',
+        metadata TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL DEFAULT 0,
+        expires INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS media_uploads_owner ON media_uploads (owner_id)",
+    "CREATE INDEX IF NOT EXISTS media_uploads_expires ON media_uploads (expires)",
+    """CREATE TABLE IF NOT EXISTS media_links (
+        link_id TEXT PRIMARY KEY,
+        file_id TEXT NOT NULL,
+        owner_id INTEGER NOT NULL,
+        created INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS media_links_file ON media_links (file_id)",
+    """CREATE TABLE IF NOT EXISTS server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""",
+)
+_V7_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS content_blobs (
+        sha256 CHAR(64) NOT NULL,
+        size BIGINT NOT NULL,
+        refcount BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        updated BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (sha256),
+        KEY idx_content_blobs_unreferenced (refcount, updated))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS media_files (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        file_id CHAR(32) NOT NULL,
+        kind TINYINT UNSIGNED NOT NULL,
+        owner_id BIGINT NOT NULL DEFAULT 0,
+        sha256 CHAR(64) NOT NULL,
+        size BIGINT NOT NULL,
+        name VARCHAR(512) NOT NULL DEFAULT '',
+        content_type VARCHAR(128) NOT NULL DEFAULT '',
+        path VARCHAR(255) NOT NULL DEFAULT '',
+        status TINYINT UNSIGNED NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_media_files_file (file_id),
+        KEY idx_media_files_owner (owner_id, status))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS media_uploads (
+        id CHAR(32) NOT NULL,
+        owner_id BIGINT NOT NULL,
+        length BIGINT NOT NULL,
+        received BIGINT NOT NULL DEFAULT 0,
+        name VARCHAR(512) NOT NULL DEFAULT '',
+        metadata TEXT NOT NULL,
+        created BIGINT NOT NULL DEFAULT 0,
+        expires BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        KEY idx_media_uploads_owner (owner_id),
+        KEY idx_media_uploads_expires (expires))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS media_links (
+        link_id VARCHAR(64) NOT NULL,
+        file_id CHAR(32) NOT NULL,
+        owner_id BIGINT NOT NULL,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (link_id),
+        KEY idx_media_links_file (file_id))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS server_secrets (
+        name VARCHAR(64) NOT NULL,
+        value VARCHAR(255) NOT NULL,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (name))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -497,6 +601,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         5, "imported TeamTalk data: voice clips, admins, import state", _V5_SQLITE, _V5_MYSQL
     ),  # fmt: skip
     Migration(6, "offline files by sender", _V6, _V6),
+    Migration(7, "media: content blobs, files, uploads, links, secrets", _V7_SQLITE, _V7_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -520,6 +625,11 @@ TABLES = (
     "admins",
     "import_progress",
     "import_notes",
+    "content_blobs",
+    "media_files",
+    "media_uploads",
+    "media_links",
+    "server_secrets",
 )
 
 

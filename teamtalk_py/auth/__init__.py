@@ -1,0 +1,1 @@
+"""Authentication shared by the HTTP services: API tokens (``tokens``)."""

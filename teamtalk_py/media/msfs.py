@@ -1,0 +1,334 @@
+"""TeamTalk's msfs picture store over HTTP, as the shipped clients use it.
+
+Upload: ``POST`` to any path, ``multipart/form-data``, any field name; the first part
+with a ``filename`` is the picture (iOS and mac send a ``type=im_image`` text part first).
+The answer is one line of JSON, ``text/html;charset=utf-8``, exactly the reference's
+keys: ``{"error_code":0,"error_msg":"成功","path":"g0/…","url":"<public base>g0/…"}``.
+Android reads the first line and takes ``url``; iOS and mac take ``url``; Windows and the
+PHP admin take ``path`` and prefix their configured msfs address. Download: ``GET
+/g0/…`` (``downloads.py``).
+
+Kept from the reference: the ``g0/NNN/NNN/<name>[_WxH].<ext>`` path shape, the ``_WxH``
+size suffix of the uploaded name (Windows sends ``a.jpg_640x480.jpg``, iOS
+``image.png_WxH.png``), the error codes (1: too large; 2–11: malformed). Changed: the name
+is 128 random bits (the reference's time + thread id was guessable); ``url`` is built from
+the configured public base, never from the ``Host`` header; a too-large picture gets
+error 1 (the reference answered success with an empty path); the body streams to disk
+and is stored once per distinct content; per-IP limits; an optional bearer token (and
+anonymous uploads can be switched off); the content type served is sniffed from the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from teamtalk_py.media import downloads
+from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body
+from teamtalk_py.media.library import StorageFull, new_id
+from teamtalk_py.media.writer import DiskWriter
+from teamtalk_py.store.media import FileKind
+
+if TYPE_CHECKING:
+    from teamtalk_py.media.service import MediaContext
+
+log = Logger(namespace="teamtalk.media.msfs")
+
+SUCCESS = "成功"
+TOO_LARGE = "上传文件过大"
+MALFORMED = "格式错误"
+RATE_LIMITED = "上传过于频繁"
+NO_SPACE = "存储空间不足"
+UNAUTHORIZED = "需要登录"
+
+# Error codes: the reference's 1..11, then ours.
+E_TOO_LARGE = 1
+E_NO_DISPOSITION = 2
+E_NO_FILENAME = 3
+E_NO_BOUNDARY = 4
+E_BAD_BODY = 5
+E_UNTERMINATED = 7
+E_BAD_EXTENSION = 9
+E_NO_EXTENSION = 10
+E_NAME_TOO_LONG = 11
+E_RATE_LIMITED = 12
+E_NO_SPACE = 13
+E_UNAUTHORIZED = 14
+
+#: Bytes of multipart framing allowed on top of the picture itself.
+FRAMING_ALLOWANCE = 64 * 1024
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,15}")
+_SIZE_SUFFIX = re.compile(r"_(\d{1,4})x(\d{1,4})\.[^.]*\Z")
+#: ``g0/NNN/NNN/<32 hex>[_WxH].<ext>``: the only download paths that exist.
+MSFS_PATH = re.compile(
+    r"g0/\d{3}/\d{3}/(?P<file_id>[0-9a-f]{32})(_\d{1,4}x\d{1,4})?\.[A-Za-z0-9]{1,15}"
+)
+
+
+class MsfsError(Exception):
+    def __init__(self, code: int, message: str = MALFORMED, status: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def answer_body(code: int, message: str, path: str = "", url: str = "") -> bytes:
+    """One line of JSON with the reference's keys, in its order."""
+    answer = {"error_code": code, "error_msg": message, "path": path, "url": url}
+    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def send_answer(
+    request: MediaRequest, code: int, message: str, path: str = "", url: str = "", status: int = 200
+) -> None:
+    send_body(
+        request,
+        status,
+        answer_body(code, message, path, url),
+        b"text/html;charset=utf-8",
+        {b"X-Content-Type-Options": b"nosniff"},
+    )
+
+
+def stored_suffix(filename: str) -> str:
+    """``_WxH.ext`` when the uploaded name carries a size before its extension, else
+    ``.ext``; raises ``MsfsError`` for names the reference refused."""
+    if len(filename.encode("utf-8")) > 255:
+        raise MsfsError(E_NAME_TOO_LONG)
+    if "." not in filename:
+        raise MsfsError(E_NO_EXTENSION)
+    extension = filename.rsplit(".", 1)[1]
+    if not _EXTENSION.fullmatch(extension):
+        raise MsfsError(E_BAD_EXTENSION)
+    size = _SIZE_SUFFIX.search(filename)
+    if size:
+        return f"_{int(size.group(1))}x{int(size.group(2))}.{extension}"
+    return f".{extension}"
+
+
+def new_path(file_id: str, suffix: str) -> str:
+    spread = secrets.token_bytes(2)
+    return f"g0/{spread[0]:03d}/{spread[1]:03d}/{file_id}{suffix}"
+
+
+@dataclass
+class ReceivedPicture:
+    writer: DiskWriter
+    filename: str
+
+
+class MultipartPicture:
+    """Body consumer: parses the multipart body as it streams, writing the first file
+    part to an incoming file. Outcome: ``ReceivedPicture``, or ``MsfsError``."""
+
+    def __init__(self, context: MediaContext, body: StreamedBody, boundary: bytes) -> None:
+        self.context = context
+        self.body = body
+        self.max_size = context.config.max_picture_size
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_end": self._end,
+            },
+        )
+        self.error: MsfsError | None = None
+        self.saw_disposition = False
+        self.writer: DiskWriter | None = None
+        self.filename = ""
+        self.in_file_part = False
+        self.file_done = False
+        self.file_bytes = 0
+        self.ended = False
+        self._field = b""
+        self._value = b""
+        self._headers: dict[bytes, bytes] = {}
+
+    # parser callbacks
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.strip().lower()] = self._value.strip()
+        self._field = self._value = b""
+
+    def _headers_finished(self) -> None:
+        disposition = self._headers.get(b"content-disposition")
+        if disposition is None or self.writer is not None:
+            return
+        self.saw_disposition = True
+        _, options = parse_options_header(disposition)
+        raw = options.get(b"filename")
+        if raw is None:
+            return
+        filename = raw.decode("latin-1").encode("latin-1").decode("utf-8", "replace")
+        try:
+            stored_suffix(filename)
+        except MsfsError as e:
+            self.error = e
+            return
+        self.filename = filename
+        self.in_file_part = True
+        files = self.context.library.files
+        self.writer = DiskWriter(self.context.io, files.receive, self.body)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self.in_file_part or self.error is not None:
+            return
+        self.file_bytes += end - start
+        if self.max_size and self.file_bytes > self.max_size:
+            self.error = MsfsError(E_TOO_LARGE, TOO_LARGE)
+            return
+        assert self.writer is not None
+        self.writer.write(data[start:end])
+
+    def _part_end(self) -> None:
+        if self.in_file_part:
+            self.in_file_part = False
+            self.file_done = True
+
+    def _end(self) -> None:
+        self.ended = True
+
+    # BodyConsumer
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.parser.write(data)
+        except MultipartParseError:
+            self.error = MsfsError(E_BAD_BODY)
+
+    def finish(self) -> defer.Deferred[ReceivedPicture]:
+        return defer.ensureDeferred(self._finish())
+
+    async def _finish(self) -> ReceivedPicture:
+        if self.error is None:
+            if self.writer is None:
+                self.error = MsfsError(E_NO_FILENAME if self.saw_disposition else E_NO_DISPOSITION)
+            elif not self.file_done:
+                self.error = MsfsError(E_UNTERMINATED)
+        if self.error is not None:
+            if self.writer is not None:
+                await self.writer.discard()
+            raise self.error
+        assert self.writer is not None
+        await self.writer.drain()
+        return ReceivedPicture(self.writer, self.filename)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            defer.ensureDeferred(self.writer.discard())
+
+
+async def picture_body(
+    context: MediaContext, request: MediaRequest, body: StreamedBody, length: int | None
+) -> MultipartPicture:
+    """Body factory of a picture upload: checks that need only the headers, then the parser.
+
+    A refusal here is an ``MsfsError`` answered in the msfs format by the handler, or,
+    for a body too large to read, at once."""
+    limit = context.config.max_picture_size
+    if limit and length is not None and length > limit + FRAMING_ALLOWANCE:
+        raise HttpError(200, body=answer_body(E_TOO_LARGE, TOO_LARGE), headers=_ANSWER_HEADERS)
+    content_type = request.header(b"content-type") or b""
+    kind, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise HttpError(200, body=answer_body(E_NO_BOUNDARY, MALFORMED), headers=_ANSWER_HEADERS)
+    owner_id = await context.optional_user(request)
+    if owner_id is None and not context.config.anonymous_uploads:
+        raise HttpError(
+            401, body=answer_body(E_UNAUTHORIZED, UNAUTHORIZED), headers=_ANSWER_HEADERS
+        )
+    reason = context.library.limits.start_upload(request.client_ip(), length or 0)
+    if reason is not None:
+        log.info("msfs upload from {ip} refused: {reason}", ip=request.client_ip(), reason=reason)
+        raise HttpError(
+            429, body=answer_body(E_RATE_LIMITED, RATE_LIMITED), headers=_ANSWER_HEADERS
+        )
+    try:
+        context.library.check_room(length or limit)
+    except StorageFull:
+        raise HttpError(
+            507, body=answer_body(E_NO_SPACE, NO_SPACE), headers=_ANSWER_HEADERS
+        ) from None
+    request.owner_id = owner_id or 0
+    return MultipartPicture(context, body, boundary)
+
+
+_ANSWER_HEADERS = {
+    b"Content-Type": b"text/html;charset=utf-8",
+    b"X-Content-Type-Options": b"nosniff",
+}
+
+
+async def upload(context: MediaContext, request: MediaRequest, **_: str) -> None:
+    """``POST <any path>``: store the picture, answer with its path and URL."""
+    assert isinstance(request.content, StreamedBody)
+    try:
+        received: ReceivedPicture = await request.content.outcome()
+    except MsfsError as e:
+        log.info("msfs upload from {ip} refused: error {code}", ip=request.client_ip(), code=e.code)
+        send_answer(request, e.code, e.message, status=e.status)
+        return
+    library = context.library
+    incoming = received.writer.file
+    assert incoming is not None
+    library.limits.add_bytes(request.client_ip(), incoming.size)
+    file_id = new_id()
+    path = new_path(file_id, stored_suffix(received.filename))
+    try:
+        file = await library.add_file(
+            incoming,
+            kind=FileKind.PICTURE,
+            owner_id=getattr(request, "owner_id", 0),
+            name=received.filename,
+            file_id=file_id,
+            path=path,
+        )
+    except Exception:
+        await received.writer.discard()
+        raise
+    send_answer(request, 0, SUCCESS, file.path, library.public_url() + file.path)
+
+
+def file_id_of(path: str) -> str | None:
+    """The file id in an msfs download path, or None when the path is not one of ours."""
+    found = MSFS_PATH.fullmatch(path)
+    return found.group("file_id") if found else None
+
+
+async def download(context: MediaContext, request: MediaRequest, path: str) -> None:
+    """``GET|HEAD /g0/...``: a stored picture, to anyone who has its (unguessable) path."""
+    decoded = unquote(path)
+    if ".." in decoded or decoded.startswith("/") or "\\" in decoded or "\x00" in decoded:
+        log.info("msfs: refused path {path!r} from {ip}", path=path, ip=request.client_ip())
+        raise HttpError(400, "bad path")
+    file_id = file_id_of(path)
+    file = await context.library.get_file(file_id) if file_id else None
+    if file is None or file.path != path:
+        raise HttpError(404)
+    await downloads.serve(context, request, file)

@@ -1,0 +1,162 @@
+"""``DiskWriter``: received bytes appended to an incoming file on I/O threads, in order.
+
+The HTTP connection delivers chunks on the reactor thread; the writes (and the SHA-256
+computed on the way, ``IncomingFile.write``) run on the media service's I/O threads, a
+batch at a time, so the reactor never waits for the disk. While more than
+``HIGH_WATER`` bytes wait to be written the body is held (the connection stops reading),
+so a client faster than the disk costs a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+HIGH_WATER = 4 * 1024 * 1024
+LOW_WATER = 1024 * 1024
+BATCH = 1024 * 1024
+
+
+class FlowControl(Protocol):
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self) -> None: ...
+
+
+class _Sync:
+    """A queued fsync: fires with the bytes written before it, once they are durable."""
+
+    def __init__(self) -> None:
+        self.done: defer.Deferred[int] = defer.Deferred()
+
+
+class DiskWriter:
+    def __init__(
+        self,
+        io: Callable[..., defer.Deferred],
+        open_file: Callable[[], Writable],
+        flow: FlowControl | None = None,
+    ) -> None:
+        self.io = io
+        self.flow = flow
+        self.file: Any = None
+        self.written = 0
+        self.failure: Failure | None = None
+        self._pending: list[bytes | _Sync] = []
+        self._pending_bytes = 0
+        self._busy = True
+        self._held = False
+        self._idle: list[defer.Deferred[None]] = []
+        self.io(open_file).addCallbacks(self._opened, self._failed)
+
+    def _opened(self, file: Writable) -> None:
+        self.file = file
+        self._next()
+
+    def write(self, data: bytes) -> None:
+        if self.failure is not None or not data:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > HIGH_WATER and self.flow is not None and not self._held:
+            self._held = True
+            self.flow.hold()
+        self._kick()
+
+    def checkpoint(self) -> defer.Deferred[int]:
+        """Fsync after what was written so far; fires with that byte count."""
+        marker = _Sync()
+        if self.failure is not None:
+            marker.done.errback(self.failure)
+            return marker.done
+        self._pending.append(marker)
+        self._kick()
+        return marker.done
+
+    def _kick(self) -> None:
+        if not self._busy:
+            self._busy = True
+            self._next()
+
+    def _next(self) -> None:
+        if not self._pending or self.failure is not None:
+            self._busy = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+            return
+        first = self._pending[0]
+        if isinstance(first, _Sync):
+            self._pending.pop(0)
+            written = self.written
+            d = self.io(self.file.sync)
+            d.addCallback(lambda _: first.done.callback(written))
+            d.addCallbacks(lambda _: self._next(), self._failed)
+            return
+        batch: list[bytes] = []
+        size = 0
+        while self._pending and size < BATCH and not isinstance(self._pending[0], _Sync):
+            chunk = self._pending.pop(0)
+            assert isinstance(chunk, bytes)
+            batch.append(chunk)
+            size += len(chunk)
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        self.io(self.file.write, data).addCallbacks(self._written, self._failed, (size,))
+
+    def _written(self, _: object, size: int) -> None:
+        self._pending_bytes -= size
+        self.written += size
+        if self._held and self._pending_bytes < LOW_WATER and self.flow is not None:
+            self._held = False
+            self.flow.release()
+        self._next()
+
+    def _failed(self, failure: Failure) -> None:
+        self.failure = failure
+        for item in self._pending:
+            if isinstance(item, _Sync):
+                item.done.errback(failure)
+        self._pending = []
+        self._pending_bytes = 0
+        if self._held and self.flow is not None:
+            self._held = False
+            self.flow.release()
+        self._next()
+
+    async def drain(self) -> Any:
+        """Wait until everything queued so far is in the file; the file (raises the
+        write's error if one failed)."""
+        if self._busy:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(d)
+            await d
+        if self.failure is not None:
+            self.failure.raiseException()
+        return self.file
+
+    def drop_pending(self) -> None:
+        """Forget what is queued and not yet written (a refused or cut-off body)."""
+        for item in self._pending:
+            if isinstance(item, _Sync):
+                item.done.errback(Failure(RuntimeError("upload abandoned")))
+        self._pending = []
+        self._pending_bytes = 0
+
+    async def discard(self) -> None:
+        """Stop writing and delete the file (an upload refused or cut off)."""
+        self.drop_pending()
+        if self._busy:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(d)
+            await d
+        if self.file is not None:
+            await self.io(self.file.discard)

@@ -1,0 +1,101 @@
+"""The media service with msg: picture messages, avatars and API tokens for real users."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from teamtalk_client import decrypt_text
+from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.store import accounts
+from teamtalk_py.store.accounts import md5_hex
+from tests.media_support import afnetworking_upload, get, http, picture
+from tests.msg_support import PASSWORD, MsgTestCase, next_pdu
+
+IMAGE_PREFIX = "&$#@~^@[{:"
+IMAGE_SUFFIX = ":}]&$~@#@"
+
+
+class PictureMessageTests(MsgTestCase):
+    overrides = {"server.services": "msg,route,login,media"}
+
+    async def test_picture_message_url_is_fetched_by_the_receiver(self):
+        """Alice uploads a picture as iOS does and sends the image convention text;
+        Bob decrypts it, extracts the URL and fetches the same bytes."""
+        await self.add_user("alice")
+        b = await self.add_user("bob")
+        alice = await self.login("alice", client_type=B.CLIENT_TYPE_IOS)
+        bob = await self.login("bob")
+        base = self.server.media_url
+        data = picture(50_000)
+        head, body = afnetworking_upload(base, data, "image.png_300x400.png")
+        url = (await http(base, head, body)).json()["url"]
+        ack = await alice.send_text(b, IMAGE_PREFIX + url + IMAGE_SUFFIX)
+        assert ack.msg_id == 1
+        delivered = (await next_pdu(bob.protocol, B.CID_MSG_DATA)).message
+        text = decrypt_text(delivered.msg_data)
+        found = re.search(re.escape(IMAGE_PREFIX) + "(.+?)" + re.escape(IMAGE_SUFFIX), text)
+        assert found is not None, text
+        fetched = await get(found.group(1))
+        assert fetched.status == 200 and fetched.body == data
+
+
+async def token_request(base: str, user: str, password_md5: str):
+    body = json.dumps({"user": user, "password": password_md5}).encode()
+    head = (
+        f"POST /api/v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}"
+    )
+    return await http(base, head, body)
+
+
+class TokenTests(MsgTestCase):
+    overrides = {"server.services": "msg,route,login,media", "media.anonymous_uploads": False}
+
+    async def upload_with(self, token: str | None):
+        base = self.server.media_url
+        head, body = afnetworking_upload(base, picture(), "a.jpg")
+        if token is not None:
+            head += f"\r\nAuthorization: Bearer {token}"
+        return await http(base, head, body)
+
+    async def test_token_for_the_login_digest_authorizes_uploads(self):
+        """The MD5 digest clients log in with buys a token; uploads then carry it."""
+        user_id = await self.add_user("alice")
+        response = await token_request(self.server.media_url, "alice", md5_hex(PASSWORD))
+        assert response.status == 200, response.body
+        answer = response.json()
+        assert answer["user_id"] == user_id and answer["expires_at"] > time.time()
+        assert (await self.upload_with(None)).status == 401
+        uploaded = await self.upload_with(answer["token"])
+        assert uploaded.status == 200 and uploaded.json()["error_code"] == 0
+        assert (await self.upload_with(answer["token"] + "x")).status == 401
+
+    async def test_wrong_password_then_lockout(self):
+        """Wrong digests are 401; past ten failures the name is locked (429), as for PDU
+        logins, and the lockout covers the msg login too."""
+        await self.add_user("alice")
+        base = self.server.media_url
+        statuses = [
+            (await token_request(base, "alice", md5_hex("wrong"))).status for _ in range(11)
+        ]
+        assert statuses[:10] == [401] * 10 and statuses[10] == 429
+        assert (await token_request(base, "alice", md5_hex(PASSWORD))).status == 429
+        assert (await token_request(base, "nobody", "x")).status == 400
+
+    async def test_disabling_or_changing_the_password_revokes_tokens(self):
+        """A token stops working when its user is disabled or changes password."""
+        a = await self.add_user("alice")
+        await self.add_user("bob")
+        store = self.server.service("store")
+        tokens = {}
+        for name in ("alice", "bob"):
+            response = await token_request(self.server.media_url, name, md5_hex(PASSWORD))
+            tokens[name] = response.json()["token"]
+        await store.write(accounts.set_user_status, a, accounts.USER_STATUS_LEFT, now=1)
+        assert (await self.upload_with(tokens["alice"])).status == 401
+        bob = (await store.read(accounts.get_user_by_name, "bob")).id
+        assert (await self.upload_with(tokens["bob"])).status == 200
+        await store.write(accounts.set_password, bob, "n3w", now=1)
+        assert (await self.upload_with(tokens["bob"])).status == 401
