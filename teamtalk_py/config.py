@@ -279,8 +279,12 @@ class Config:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}/"
+
+    @property
     def hosts_every_service(self) -> bool:
-        return set(self.server.services) == set(ALL_SERVICES)
+        """Whether every linked service (msg, route, file, login) runs in this process
+        (media has no server links, so it does not count)."""
+        return {"msg", "route", "file", "login"} <= set(self.server.services)
 
     def internal_listeners(self) -> dict[str, str]:
         """The server-to-server endpoints this process opens, by service name."""
