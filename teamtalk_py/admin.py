@@ -14,12 +14,20 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from teamtalk_py.config import ConfigError, load_config
+from teamtalk_py.content.blobs import commit_job
+from teamtalk_py.content.store import HEAD_SIZE, ContentStore
+from teamtalk_py.media import msfs
+from teamtalk_py.media.library import file_row, new_id
+from teamtalk_py.media.sniff import is_inline, sniff_content_type
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
+from teamtalk_py.store import media as media_rows
 from teamtalk_py.store.database import Database, open_database
+from teamtalk_py.store.media import FileKind
 from teamtalk_py.store.txn import DuplicateError
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
@@ -118,6 +126,44 @@ def user_set_status(status: int) -> Callable[[Database, argparse.Namespace], str
         return "ok"
 
     return run
+
+
+def user_avatar(db: Database, args: argparse.Namespace) -> str:
+    """Store a local picture in the media content store and make it the user's avatar
+    (prints its URL). Clients see it at their next profile refresh."""
+    config = args.server_config
+    data = Path(args.file).read_bytes()
+    limit = config.media.max_picture_size
+    if limit and len(data) > limit:
+        raise AdminError(f"{args.file}: larger than media.max_picture_size ({limit} bytes)")
+    content_type = sniff_content_type(data[:HEAD_SIZE])
+    if not is_inline(content_type):
+        raise AdminError(f"{args.file}: not a JPEG, PNG, GIF, BMP or WebP picture")
+    files = ContentStore(config.media_dir)
+    files.prepare()
+    incoming = files.receive()
+    try:
+        incoming.write(data)
+        incoming.sync()
+        incoming.close()
+        file_id = new_id()
+        path = msfs.new_path(file_id, "." + content_type.split("/")[1])
+        url = config.media_public_url() + path
+        now = _now()
+        with db.sync_transaction() as txn:
+            user = _user(txn, args.name)
+            row = file_row(
+                incoming, FileKind.AVATAR, user.id, Path(args.file).name, file_id, path, now
+            )
+
+            def reference(txn: Any) -> None:
+                media_rows.insert_file(txn, row)
+                accounts.set_avatar(txn, user.id, url, now=now)
+
+            commit_job(files, incoming, now, reference)(txn)
+    finally:
+        incoming.discard()
+    return url
 
 
 def user_set(db: Database, args: argparse.Namespace) -> str:
@@ -277,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="server config file (TOML)")
     parser.add_argument("--data-dir", help="server data dir (embedded SQLite) [./var]")
     parser.add_argument("--db", help="database URL, e.g. mysql://root@127.0.0.1:3306/teamtalk")
+    parser.add_argument("--media-dir", help="media content store [DATA_DIR/media]")
+    parser.add_argument("--media-url", help="media public URL [http://ADVERTISE:8700/]")
     topics = parser.add_subparsers(dest="topic", required=True)
 
     department = topics.add_parser("department", help="departments").add_subparsers(
@@ -310,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = user.add_parser("enable", help="let a disabled user log in again")
     p.add_argument("name")
     p.set_defaults(run=user_set_status(accounts.USER_STATUS_NORMAL))
+    p = user.add_parser(
+        "avatar", help="set a user's avatar from a local picture file; prints its URL"
+    )
+    p.add_argument("name")
+    p.add_argument("file", help="JPEG, PNG, GIF, BMP or WebP file")
+    p.set_defaults(run=user_avatar)
     p = user.add_parser("set", help="edit profile fields")
     p.add_argument("name")
     for name in PROFILE_FIELDS:
@@ -384,8 +438,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        overrides = {"server.data_dir": args.data_dir, "store.db": args.db}
+        overrides = {
+            "server.data_dir": args.data_dir,
+            "store.db": args.db,
+            "media.store_dir": args.media_dir,
+            "media.public_url": args.media_url,
+        }
         config = config.with_overrides(overrides)
+        args.server_config = config
     except ConfigError as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 2
@@ -397,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AdminError as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 1
     if output:

@@ -305,9 +305,10 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     ):
         if name in hosted:
             service = cls(reactor, config)
-            if isinstance(service, LoginService) and media is not None:
-                # /msg_server hands out the co-hosted media service's URL (its bound port).
-                service.msfs_url = media.public_url
+            if isinstance(service, LoginService | MsgService) and media is not None:
+                # /msg_server hands out the co-hosted media service's URL (its bound port),
+                # and avatars are checked against it.
+                service.media_url = media.public_url
             service.setServiceParent(collection)
     if media is not None:
         media.setServiceParent(collection)

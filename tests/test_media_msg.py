@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import time
 
+from twisted.internet import threads
+
 from teamtalk_client import decrypt_text
+from teamtalk_py import admin
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Buddy_pb2
 from teamtalk_py.store import accounts
 from teamtalk_py.store.accounts import md5_hex
 from tests.media_support import afnetworking_upload, get, http, picture
@@ -99,3 +105,56 @@ class TokenTests(MsgTestCase):
         assert (await self.upload_with(tokens["bob"])).status == 200
         await store.write(accounts.set_password, bob, "n3w", now=1)
         assert (await self.upload_with(tokens["bob"])).status == 401
+
+
+class AvatarTests(MsgTestCase):
+    overrides = {"server.services": "msg,route,login,media"}
+
+    async def change_avatar(self, session, url: str):
+        return await session.get(
+            B.CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST,
+            Buddy_pb2.IMChangeAvatarReq(user_id=0, avatar_url=url),
+        )
+
+    async def test_avatar_must_be_a_media_url(self):
+        """As the mac client does: upload, then set the returned URL (result 0, stored);
+        a URL of another host is refused with result 1 and stored nowhere."""
+        a = await self.add_user("alice")
+        alice = await self.login("alice", client_type=B.CLIENT_TYPE_MAC)
+        base = self.server.media_url
+        head, body = afnetworking_upload(base, picture(), "image.png")
+        url = (await http(base, head, body)).json()["url"]
+        assert (await self.change_avatar(alice, url)).result_code == 0
+        refused = await self.change_avatar(alice, "http://tracker.example/pixel.gif")
+        assert refused.result_code == 1
+        rows = await self.server.service("store").read(accounts.get_users_by_ids, [a])
+        assert rows[0].avatar == url
+
+    async def test_admin_sets_an_avatar_from_a_local_file(self):
+        """``teamtalk-admin user avatar NAME FILE`` stores the picture in the content
+        store and the user's avatar URL, which the media service then serves."""
+        a = await self.add_user("alice")
+        data = picture(7000)
+        local = self.tmp_path() / "me.jpg"
+        local.write_bytes(data)
+        media = self.server.service("media")
+        argv = [
+            "--data-dir", str(self.data_dir), "--media-url", media.public_url(),
+            "user", "avatar", "alice", str(local),
+        ]  # fmt: skip
+        url = await threads.deferToThread(run_admin, argv)
+        assert url.startswith(media.public_url() + "g0/") and url.endswith(".jpeg")
+        rows = await self.server.service("store").read(accounts.get_users_by_ids, [a])
+        assert rows[0].avatar == url
+        assert (await get(url)).body == data
+        text = self.tmp_path() / "notes.txt"
+        text.write_text("not a picture")
+        argv[-1] = str(text)
+        assert await threads.deferToThread(run_admin, argv, 1) == ""
+
+
+def run_admin(argv: list[str], status: int = 0) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert admin.main(argv) == status
+    return out.getvalue().strip()

@@ -257,6 +257,8 @@ class PresenceTests(MsgTestCase):
 
 
 class ProfileChangeTests(MsgTestCase):
+    overrides = {"media.avatar_hosts": "img.example"}
+
     async def test_change_avatar_is_stored_answered_and_announced_to_everybody(self):
         """The avatar is stored, answered with result 0 and announced to every connection."""
         a = await self.add_user("alice")

@@ -37,6 +37,22 @@ T = TypeVar("T")
 IO = Callable[..., Deferred]
 
 
+def commit_job(
+    files: ContentStore, incoming: IncomingFile, now: int, reference: Callable[[Txn], T]
+) -> Callable[[Txn], T]:
+    """The transaction of a commit (synced ``incoming`` -> referenced blob), for the store's
+    writer or a synchronous transaction (the admin CLI)."""
+
+    def job(txn: Txn) -> T:
+        refs.add_reference(txn, incoming.sha256, incoming.size, now=now)
+        result = reference(txn)
+        # Last, so that a failure above leaves nothing on disk to clean up.
+        files.link(incoming, incoming.sha256)
+        return result
+
+    return job
+
+
 class Blobs:
     def __init__(self, files: ContentStore, store: Any, io: IO, clock: IReactorTime) -> None:
         self.files = files
@@ -53,17 +69,7 @@ class Blobs:
         incoming file is left to the caller."""
         await self.io(incoming.sync)
         await self.io(incoming.close)
-        sha256, size = incoming.sha256, incoming.size
-        files = self.files
-
-        def job(txn: Txn) -> T:
-            refs.add_reference(txn, sha256, size, now=self.now())
-            result = reference(txn)
-            # Last, so that a failure above leaves nothing on disk to clean up.
-            files.link(incoming, sha256)
-            return result
-
-        result = await self.store.write(job)
+        result = await self.store.write(commit_job(self.files, incoming, self.now(), reference))
         await self.io(incoming.discard)
         return result
 

@@ -29,7 +29,7 @@ class LoginService(TeamTalkService):
         super().__init__(reactor, config)
         #: What clients are told as msfsPrior/msfsBackup: ``login.msfs`` if set, else
         #: the media service's public URL (the co-hosted one's, see tap.py).
-        self.msfs_url: Callable[[], str] = config.media_public_url
+        self.media_url: Callable[[], str] = config.media_public_url
         self.nodes = MsgNodeRegistry()
         self.link_factory: MsgNodeLinkFactory | None = None
         self.root: LoginRoot | None = None
@@ -37,7 +37,7 @@ class LoginService(TeamTalkService):
     def msfs(self) -> str:
         """msfsPrior/msfsBackup: ``login.msfs`` (read at every request, so a reload
         applies) or the media service's public URL."""
-        return self.config.login.msfs or self.msfs_url()
+        return self.config.login.msfs or self.media_url()
 
     async def start(self) -> None:
         ops = None

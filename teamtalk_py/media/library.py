@@ -33,6 +33,24 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+def file_row(
+    incoming: IncomingFile, kind: FileKind, owner_id: int, name: str, file_id: str, path: str,
+    now: int,
+) -> MediaFileRow:  # fmt: skip
+    """The row of a file made of received bytes (type sniffed from its first bytes)."""
+    return MediaFileRow(
+        file_id=file_id,
+        kind=int(kind),
+        owner_id=owner_id,
+        sha256=incoming.sha256,
+        size=incoming.size,
+        name=name,
+        content_type=sniff_content_type(incoming.head),
+        path=path,
+        created=now,
+    )
+
+
 class StorageFull(Exception):
     """Accepting this many bytes would leave less than ``min_free_disk`` free."""
 
@@ -91,17 +109,7 @@ class MediaLibrary:
     ) -> MediaFileRow:
         """Store received bytes as a file (deduplicated); ``also(txn)`` runs in the same
         transaction (finishing an upload deletes its row there)."""
-        row = MediaFileRow(
-            file_id=file_id or new_id(),
-            kind=int(kind),
-            owner_id=owner_id,
-            sha256=incoming.sha256,
-            size=incoming.size,
-            name=name,
-            content_type=sniff_content_type(incoming.head),
-            path=path,
-            created=self.now(),
-        )
+        row = file_row(incoming, kind, owner_id, name, file_id or new_id(), path, self.now())
 
         def reference(txn: Txn) -> MediaFileRow:
             rows.insert_file(txn, row)

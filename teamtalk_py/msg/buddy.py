@@ -8,6 +8,10 @@ Recent sessions report the real sender of the latest message, not always the pee
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from twisted.logger import Logger
+
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.session import user_info
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -16,6 +20,8 @@ from teamtalk_py.store import accounts
 from teamtalk_py.store import sessions as session_store
 from teamtalk_py.wire import Request
 from teamtalk_py.wire.protocol import encode
+
+log = Logger(namespace="teamtalk.msg.buddy")
 
 MAX_SIGN_INFO_BYTES = 128
 MAX_USER_INFO_IDS = 1000
@@ -121,10 +127,32 @@ async def handle_users_status(conn: MsgConnection, request: Request) -> None:
     conn.send(B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE, answer, request.seq)
 
 
+def avatar_allowed(url: str, media_url: str, other_hosts: tuple[str, ...]) -> bool:
+    """An avatar must be a picture of our media service (or of a configured host), so a
+    client cannot make every buddy list fetch an address of its choosing."""
+    if not url or url.startswith(media_url):
+        return True
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and parts.hostname in other_hosts
+
+
 async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
-    """The reference never answers; we store it, answer and tell everybody."""
+    """The reference never answers; we check the URL, store it, answer and tell everybody."""
     req: Buddy_pb2.IMChangeAvatarReq = request.message
     service = conn.service
+    media = service.config.media
+    if not avatar_allowed(req.avatar_url, service.media_url(), media.avatar_hosts):
+        log.info(
+            "avatar of {user_id} refused: {url!r} is not a media URL",
+            user_id=conn.user_id,
+            url=req.avatar_url[:200],
+        )
+        conn.send(
+            B.CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE,
+            Buddy_pb2.IMChangeAvatarRsp(user_id=conn.user_id, result_code=1),
+            request.seq,
+        )
+        return
     try:
         await service.store.write(
             accounts.set_avatar, conn.user_id, req.avatar_url, now=service.now()

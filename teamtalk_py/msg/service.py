@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -93,6 +94,9 @@ class MsgService(TeamTalkService):
         self.login_reporter: LoginReporter | None = None
         self._known_users: set[int] = set()
         self.port = 0
+        #: The media service's public URL, which avatar URLs must start with (the
+        #: co-hosted media service's, with its bound port, when there is one: tap.py).
+        self.media_url: Callable[[], str] = config.media_public_url
 
     # -- collaborators -----------------------------------------------------------------
 
