@@ -143,6 +143,21 @@ class ScenarioSmokeTests(TestCase):
         else:
             assert doc["reason"] and doc["results"] is None
 
+    def test_media_smoke_uploads_and_verifies(self):
+        """Pictures, a tus upload and its Range download, all verified, with server RSS
+        sampled in every phase."""
+        doc = bench(
+            self.tmp_path(), "media", "--pictures", "40", "--in-flight", "8",
+            "--size-mib", "3", "--chunk-mib", "1", "--range-mib", "1",
+        )  # fmt: skip
+        assert doc["ok"], doc["results"]
+        r = doc["results"]
+        assert r["pictures"]["count"] == 40 and r["pictures"]["failed"] == 0
+        assert r["pictures"]["sampled"] > 0 and r["pictures"]["mismatched"] == 0
+        assert r["tus_upload"]["etag_matches"] and r["range_download"]["verified"]
+        for phase in r.values():
+            assert phase["rss_kb_peak"] >= phase["rss_kb_before"] > 0
+
     def test_cluster_smoke_cross_node_and_aggregate(self):
         """A throwaway center + two msg nodes on MariaDB and Redis: 2 pairs x 10 messages in
         each phase (cross-node, two nodes, one node), nothing lost or duplicated, and the

@@ -22,11 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import reactor
+from tusclient import client as tus_client
+from twisted.internet import reactor, threads
 
 from teamtalk_client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, File_pb2, Group_pb2, Message_pb2, Server_pb2
+from teamtalk_py.store.accounts import md5_hex
 from teamtalk_py.wire import CommandTable
 from teamtalk_py.wire.link import ServerLink
 from teamtalk_py.wire.link_auth import CID_LINK_CHALLENGE, CID_LINK_RESPONSE, LinkAuth
@@ -42,7 +44,9 @@ from tests.cluster_support import (
     sleep,
     status_is,
 )
+from tests.media_support import afnetworking_upload, get, http, picture
 from tests.support import TEST_SECRET, TestCase
+from tests.test_media_msg import token_request
 
 BIN = Path(sys.executable).parent
 ADMIN = str(BIN / "teamtalk-admin")
@@ -110,17 +114,25 @@ class Cluster:
             name="center",
         )
         self.nodes: dict[str, tuple[TwistdProcess, int]] = {}
+        #: The msg nodes also host media, on one shared content directory.
+        self.media_ports: dict[str, int] = {}
+        self.media_dir = root / "media-shared"
 
     def add_node(self, name: str) -> TwistdProcess:
         port = free_port()
         self.ops_ports[name] = free_port()
+        self.media_ports[name] = free_port()
         node = TwistdProcess(
             self.root / name,
             [
                 "--cluster-secret-file",
                 str(self.secret_file),
                 "--services",
-                "msg",
+                "msg,media",
+                "--media-listen",
+                loopback_endpoint(self.media_ports[name]),
+                "--media-dir",
+                str(self.media_dir),
                 "--data-dir",
                 str(self.root / name / "var"),
                 "--db",
@@ -145,6 +157,9 @@ class Cluster:
 
     def port(self, name: str) -> int:
         return self.nodes[name][1]
+
+    def media_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.media_ports[name]}/"
 
     def discovery(self) -> dict:
         return get_msg_server(self.http_port)
@@ -619,3 +634,49 @@ class ClusterTests(TestCase):
             (alice.user_id, B.USER_STATUS_ONLINE)
         ]
         assert int(self.cluster.discovery()["code"]) == 0
+
+
+class MediaClusterTests(TestCase):
+    """The media service on both msg nodes, one database and one shared directory."""
+
+    def setUp(self) -> None:
+        shared = SharedCluster.get()
+        assert shared.cluster is not None
+        self.cluster = shared.cluster
+
+    async def test_upload_started_on_one_node_resumes_on_the_other(self):
+        """tuspy sends two chunks through node1; a new uploader pointed at node2 gets the
+        offset from the shared database and finishes; both nodes serve the same bytes,
+        and a picture uploaded through node1 is served by node2."""
+        node1, node2 = self.cluster.media_url("node1"), self.cluster.media_url("node2")
+        token = (await token_request(node1, "peggy", md5_hex(PASSWORD))).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        data = os.urandom(3 * 1024 * 1024 + 100)
+        path = Path(tempfile.mkdtemp(prefix="tt_media_")) / "big.bin"
+        self.addCleanup(shutil.rmtree, path.parent, True)
+        path.write_bytes(data)
+        first = await threads.deferToThread(
+            tus_client.TusClient(node1 + "api/v1/files/", headers=headers).uploader,
+            file_path=str(path),
+            chunk_size=1024 * 1024,
+        )
+        await threads.deferToThread(first.upload_chunk)
+        await threads.deferToThread(first.upload_chunk)
+        upload_id = first.url.rsplit("/", 1)[1]
+        second = await threads.deferToThread(
+            tus_client.TusClient(node2 + "api/v1/files/", headers=headers).uploader,
+            file_path=str(path),
+            chunk_size=1024 * 1024,
+            url=node2 + "api/v1/files/" + upload_id,
+        )
+        assert second.offset == 2 * 1024 * 1024
+        await threads.deferToThread(second.upload)
+        for base in (node1, node2):
+            fetched = await get(
+                base + "api/v1/files/" + upload_id, f"Authorization: Bearer {token}"
+            )
+            assert fetched.status == 200 and fetched.body == data
+        picture_bytes = picture(5000)
+        head, body = afnetworking_upload(node1, picture_bytes, "image.jpg")
+        answer = (await http(node1, head, body)).json()
+        assert (await get(node2 + answer["path"])).body == picture_bytes

@@ -263,7 +263,10 @@ async def picture_body(
         raise HttpError(
             401, body=answer_body(E_UNAUTHORIZED, UNAUTHORIZED), headers=_ANSWER_HEADERS
         )
-    reason = context.library.limits.start_upload(request.client_ip(), length or 0)
+    # Per-address limits are for anonymous uploads; a user with a token has a quota.
+    reason = None
+    if owner_id is None:
+        reason = context.library.limits.start_upload(request.client_ip(), length or 0)
     if reason is not None:
         log.info("msfs upload from {ip} refused: {reason}", ip=request.client_ip(), reason=reason)
         raise HttpError(
