@@ -2,10 +2,11 @@
 
 Three operations keep the bytes on disk and the reference counts in the database in step:
 
-* :meth:`Blobs.commit` — received bytes (already hashed) become a referenced blob: one
-  database transaction counts the reference, runs the caller's own changes (the row that
-  refers to the blob) and links the bytes to their blob name; a blob that exists already
-  is reused, so identical bytes are stored once. The incoming file is removed afterwards.
+* :meth:`Blobs.commit` — received bytes (already hashed) become a referenced blob: they
+  are fsynced and hard-linked to their blob name (a blob that exists already is reused,
+  so identical bytes are stored once), then one database transaction counts the
+  reference, runs the caller's own changes (the row that refers to the blob) and makes
+  sure the name still exists. The incoming file is removed afterwards.
 * :meth:`Blobs.release` — the caller's change (deleting its row) and one reference fewer,
   in one transaction.
 * :meth:`Blobs.sweep` — blobs unreferenced for longer than the grace period are deleted:
@@ -69,6 +70,10 @@ class Blobs:
         incoming file is left to the caller."""
         await self.io(incoming.sync)
         await self.io(incoming.close)
+        # Linked (and the directory fsynced) here, on an I/O thread, so that concurrent
+        # commits sync in parallel; the transaction links again, which normally finds
+        # the name taken (cheap) and re-creates it only if a sweep removed it meanwhile.
+        await self.io(self.files.link, incoming, incoming.sha256)
         result = await self.store.write(commit_job(self.files, incoming, self.now(), reference))
         await self.io(incoming.discard)
         return result
