@@ -295,8 +295,8 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
         # "redis": Redis with --redis, else this process's memory (shared_state.py).
         shared = SharedState(reactor, config)
         shared.setServiceParent(collection)
-    media = MediaService(reactor, config, store, shared) if "media" in hosted else None
     # Order matters: route and login accept links before msg starts reporting to them.
+    started: dict[str, Any] = {}
     for name, cls in (
         ("route", RouteService),
         ("login", LoginService),
@@ -304,14 +304,19 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
         ("msg", MsgService),
     ):
         if name in hosted:
-            service = cls(reactor, config)
-            if isinstance(service, LoginService | MsgService) and media is not None:
-                # /msg_server hands out the co-hosted media service's URL (its bound port),
-                # and avatars are checked against it.
-                service.media_url = media.public_url
-            service.setServiceParent(collection)
-    if media is not None:
+            started[name] = cls(reactor, config)
+            started[name].setServiceParent(collection)
+    if "media" in hosted:
+        msg = started.get("msg")
+        # Token requests count failed logins with msg's lockout (the same names).
+        attempts = (lambda: msg.lockout) if msg is not None else None
+        media = MediaService(reactor, config, store, shared, attempts=attempts)
         media.setServiceParent(collection)
+        for name in ("login", "msg"):
+            if name in started:
+                # /msg_server hands out the co-hosted media service's URL (its bound
+                # port), and avatars are checked against it.
+                started[name].media_url = media.public_url
     if "msg" in hosted and config.push.enabled:
         # After msg: pushes are decided on the node that stored the message.
         PushService(reactor, config).setServiceParent(collection)

@@ -80,7 +80,7 @@ class TokenTests(MsgTestCase):
 
     async def test_wrong_password_then_lockout(self):
         """Wrong digests are 401; past ten failures the name is locked (429), as for PDU
-        logins, and the lockout covers the msg login too."""
+        logins."""
         await self.add_user("alice")
         base = self.server.media_url
         statuses = [
@@ -158,3 +158,16 @@ def run_admin(argv: list[str], status: int = 0) -> str:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         assert admin.main(argv) == status
     return out.getvalue().strip()
+
+
+class SharedLockoutTests(MsgTestCase):
+    overrides = {"server.services": "msg,route,login,media"}
+
+    async def test_token_failures_lock_the_pdu_login_too(self):
+        """Failed token requests count against the name for PDU logins as well."""
+        await self.add_user("alice")
+        for _ in range(11):
+            await token_request(self.server.media_url, "alice", md5_hex("wrong"))
+        answer, _ = await self.attempt("alice")
+        assert answer.result_code != B.REFUSE_REASON_NONE
+        assert "次数太多" in answer.result_string

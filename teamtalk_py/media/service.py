@@ -1,9 +1,11 @@
 """The media service: the HTTP listener (8700), its I/O threads, and the sweeps.
 
 Collaborators come in through the constructor: the store service (``read``/``write``),
-the shared state (for the failed-login lockout shared with msg logins; None without
-one). ``MediaContext`` is what every HTTP handler receives: the library, tokens, the
-uploads in progress and the authentication helpers.
+the shared state, and the co-hosted msg service's failed-login lockout (a function giving
+it, read at start) so that token requests and PDU logins count against the same names;
+without msg in the process, a lockout of its own over the shared state. ``MediaContext``
+is what every HTTP handler receives: the library, tokens, the uploads in progress and the
+authentication helpers.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class MediaService(TeamTalkService):
         config: Config,
         store: Any,
         shared_state: Any = None,
-        attempts: LoginAttempts | None = None,
+        attempts: Callable[[], LoginAttempts] | None = None,
     ) -> None:
         super().__init__(reactor, config)
         self.store = store
@@ -141,7 +143,9 @@ class MediaService(TeamTalkService):
         self.pool.start()
         await self.io(self.files.prepare)
         await self.library.refresh_free_space()
-        attempts = self._attempts or login_attempts(self.shared_state, self.reactor)
+        attempts = (
+            self._attempts() if self._attempts else login_attempts(self.shared_state, self.reactor)
+        )
         tokens = Tokens(self.store, self.reactor, self.config.media.token_ttl, attempts)
         await tokens.start()
         self.context = MediaContext(self.config.media, self.library, tokens, self.io)
