@@ -171,3 +171,20 @@ class SharedLockoutTests(MsgTestCase):
         answer, _ = await self.attempt("alice")
         assert answer.result_code != B.REFUSE_REASON_NONE
         assert "次数太多" in answer.result_string
+
+
+class QuotaTests(MsgTestCase):
+    overrides = {"server.services": "msg,route,login,media", "media.user_quota": 60_000}
+
+    async def test_picture_uploads_with_a_token_count_against_the_quota(self):
+        """A user's pictures add up; the one that would pass the quota gets HTTP 413 and
+        error_code 15, and nothing is stored for it."""
+        await self.add_user("alice")
+        base = self.server.media_url
+        token = (await token_request(base, "alice", md5_hex(PASSWORD))).json()["token"]
+        results = []
+        for _ in range(3):
+            head, body = afnetworking_upload(base, picture(25_000), "a.jpg")
+            response = await http(base, head + f"\r\nAuthorization: Bearer {token}", body)
+            results.append((response.status, response.json()["error_code"]))
+        assert results == [(200, 0), (200, 0), (413, 15)]

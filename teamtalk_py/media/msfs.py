@@ -10,12 +10,14 @@ PHP admin take ``path`` and prefix their configured msfs address. Download: ``GE
 
 Kept from the reference: the ``g0/NNN/NNN/<name>[_WxH].<ext>`` path shape, the ``_WxH``
 size suffix of the uploaded name (Windows sends ``a.jpg_640x480.jpg``, iOS
-``image.png_WxH.png``), the error codes (1: too large; 2–11: malformed). Changed: the name
-is 128 random bits (the reference's time + thread id was guessable); ``url`` is built from
-the configured public base, never from the ``Host`` header; a too-large picture gets
+``image.png_WxH.png``), the error codes (1: too large; 2–11: malformed). Changed: the
+name is 128 random bits (the reference's time + thread id was guessable); ``url`` is built
+from the configured public base, never from the ``Host`` header; a too-large picture gets
 error 1 (the reference answered success with an empty path); the body streams to disk
-and is stored once per distinct content; per-IP limits; an optional bearer token (and
-anonymous uploads can be switched off); the content type served is sniffed from the bytes.
+and is stored once per distinct content; per-IP limits for anonymous uploads; an optional
+bearer token (anonymous uploads can be switched off) and then the user's quota; the
+content type served is sniffed from the bytes. Our own codes: 12 rate limited (HTTP 429),
+13 disk full (507), 14 token needed (401), 15 over quota (413).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from teamtalk_py.media import downloads
 from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body
 from teamtalk_py.media.library import StorageFull, new_id
 from teamtalk_py.media.writer import DiskWriter
-from teamtalk_py.store.media import FileKind
+from teamtalk_py.store.media import FileKind, bytes_used
 
 if TYPE_CHECKING:
     from teamtalk_py.media.service import MediaContext
@@ -49,6 +51,7 @@ MALFORMED = "格式错误"
 RATE_LIMITED = "上传过于频繁"
 NO_SPACE = "存储空间不足"
 UNAUTHORIZED = "需要登录"
+OVER_QUOTA = "超出存储配额"
 
 # Error codes: the reference's 1..11, then ours.
 E_TOO_LARGE = 1
@@ -63,6 +66,7 @@ E_NAME_TOO_LONG = 11
 E_RATE_LIMITED = 12
 E_NO_SPACE = 13
 E_UNAUTHORIZED = 14
+E_OVER_QUOTA = 15
 
 #: Bytes of multipart framing allowed on top of the picture itself.
 FRAMING_ALLOWANCE = 64 * 1024
@@ -278,6 +282,13 @@ async def picture_body(
         raise HttpError(
             507, body=answer_body(E_NO_SPACE, NO_SPACE), headers=_ANSWER_HEADERS
         ) from None
+    quota = context.config.user_quota
+    if owner_id is not None and quota:
+        used = await context.library.store.read(bytes_used, owner_id)
+        if used + (length or limit) > quota:
+            raise HttpError(
+                413, body=answer_body(E_OVER_QUOTA, OVER_QUOTA), headers=_ANSWER_HEADERS
+            )
     request.owner_id = owner_id or 0
     return MultipartPicture(context, body, boundary)
 
