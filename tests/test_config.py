@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 
 from teamtalk_py.config import (
     Config,
@@ -17,6 +18,13 @@ from tests.support import TestCase
 
 
 class ConfigTests(TestCase):
+    def test_example_config_loads_and_serves_pictures(self):
+        """etc/teamtalk.toml is a valid config that hosts the media service at the
+        advertised address."""
+        config = load_config(Path(__file__).resolve().parents[1] / "etc" / "teamtalk.toml")
+        assert "media" in config.server.services
+        assert config.media_public_url() == f"http://{config.server.advertise}:8700/"
+
     def test_generated_config_loads_back_to_the_defaults(self):
         """--generate-config prints a file the server accepts, equal to the defaults but
         for a fresh cluster secret each time."""
