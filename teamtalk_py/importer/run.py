@@ -98,7 +98,9 @@ _NO_REDIS = (
     "not given (unread counts unknown: every conversation starts read; no device tokens; "
     "group membership, join times and mutes from IMGroupMember)"
 )
-_USER_PAGE = 500
+# Users per page of the unread phase and the check: what a page holds grows with each
+# user's number of conversations with unread messages, so pages stay small.
+_USER_PAGE = 100
 
 
 class ImportRefused(Exception):
