@@ -4,11 +4,11 @@
 
 Generates a reference TeamTalk site (``reference_site.generate``: the shipped schema in a
 scratch MariaDB database, Redis keys under a scratch prefix) once, then runs
-``teamtalk-admin import-teamtalk`` as a separate process ``--runs`` times, each into a
-fresh store (SQLite in a temporary data dir, or a scratch MariaDB database with
-``--target mysql``; ``sqlite,mysql`` for both), and prints per run: wall time, messages per second, and the import
-process's peak RSS (its own ``ru_maxrss``, from ``wait4``). The site is dropped at the end. Needs
-MariaDB and Redis (``--mysql``, ``--redis``).
+``teamtalk-admin import-teamtalk`` as a separate process ``--runs`` times per target, each
+into a fresh store (SQLite in a temporary data dir; a scratch MariaDB database for
+``mysql``), and prints per run: wall time, messages per second, and the import process's
+own peak RSS (``ru_maxrss`` from ``wait4``). The site is dropped at the end. Needs MariaDB
+and Redis (``--mysql``, ``--redis``).
 """
 
 from __future__ import annotations
