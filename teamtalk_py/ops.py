@@ -75,7 +75,8 @@ class ReadyResource(_Endpoint):
 
         def answer(result: tuple[bool, dict[str, Any]]) -> None:
             ready, parts = result
-            body = {"ready": ready, "services": parts}
+            degraded = sorted(name for name, part in parts.items() if part.get("degraded"))
+            body = {"ready": ready, "degraded": degraded, "services": parts}
             if self.collection.start_failure is not None:
                 body["error"] = self.collection.start_failure
             if not request.finished and not request._disconnected:

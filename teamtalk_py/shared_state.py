@@ -23,13 +23,18 @@ in Redis; a Redis without persistence restarted and handed out ids already used
 (TeamTalk issue 57). Redis holds only state that may be lost: losing it resets lockout
 counts and forgets in-flight transfer progress, nothing else.
 
-Every Redis call gives up after ``timeout`` seconds with ``SharedStateUnavailable``;
-callers fall back (the lockout keeps counting in memory). The connection reconnects by
-itself, and a PING every ``ping_interval`` seconds notices a dead link (a PING without an
-answer within ``timeout`` drops the connection, which is then re-opened); while the last
-PING failed, calls fail at once instead of waiting. Keys carry a
-prefix (``?prefix=`` in the URL, default ``teamtalk:``) so several deployments or test
-runs can share one Redis.
+**Redis is never on a message's critical path, and never stalls a caller.** Every call
+has a short deadline (``timeout``, 1 s) and goes through a circuit breaker: the first
+call that fails or misses its deadline opens it, and from then on every call fails at once
+with ``SharedStateUnavailable`` (no waiting) while a PING probes Redis every
+``probe_interval`` seconds (0.5 s) in the background; the first answered probe closes it,
+so a Redis that is back is noticed within a second or so (the connection pool itself
+retries at most every 0.5 s). While closed, a PING every ``ping_interval`` seconds notices
+a dead link nobody else noticed. Each caller degrades in the safe direction its module
+documents (README, Cluster, lists every key); an outage is logged once when it starts,
+summarised every 10 s with the number of calls refused, and once when it ends
+(``teamtalk_py.outage``). Keys carry a prefix (``?prefix=`` in the URL, default
+``teamtalk:``) so several deployments or test runs can share one Redis.
 """
 
 from __future__ import annotations
@@ -47,17 +52,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from teamtalk_py.metrics import one
+from teamtalk_py.outage import OutageLog, Unavailable
 from teamtalk_py.services import TeamTalkService
 
 log = Logger(namespace="teamtalk.shared")
 
 DEFAULT_PREFIX = "teamtalk:"
-DEFAULT_TIMEOUT = 2.0
+#: Seconds one Redis call may take before it counts as failed (and opens the breaker).
+DEFAULT_TIMEOUT = 1.0
+#: Seconds between two health PINGs while Redis answers.
 DEFAULT_PING_INTERVAL = 5.0
+#: Seconds between two probes while the breaker is open.
+DEFAULT_PROBE_INTERVAL = 0.5
 
 
-class SharedStateUnavailable(Exception):
-    """Redis did not answer in time (or is not connected)."""
+class SharedStateUnavailable(Unavailable):
+    """Redis did not answer in time, is not connected, or is known to be down."""
+
+
+def _error_text(failure: Failure) -> str:
+    if failure.check(defer.CancelledError, defer.TimeoutError):
+        return "no answer within the deadline"
+    return failure.getErrorMessage() or type(failure.value).__name__
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,9 @@ class _Backend:
 
     def stop(self) -> defer.Deferred[None]:
         return defer.succeed(None)
+
+    def count_degraded(self, kind: str) -> None:
+        """A caller fell back because the shared state is down (see ``RedisBackend``)."""
 
     # -- file-transfer hook -------------------------------------------------------------
 
@@ -230,7 +249,8 @@ return redis.call('ZCARD', KEYS[1])
 
 
 class RedisBackend(_Backend):
-    """Redis through txredisapi: reconnects by itself, PINGs to notice dead links."""
+    """Redis through txredisapi, behind a deadline per call and a circuit breaker (see
+    the module docstring): reconnects by itself, fails fast while Redis is known down."""
 
     shared = True
 
@@ -241,18 +261,26 @@ class RedisBackend(_Backend):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         ping_interval: float = DEFAULT_PING_INTERVAL,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> None:
         self.reactor = reactor
         self.params = parse_redis_url(url)
         self.timeout = timeout
+        self.probe_interval = probe_interval
         self._redis: Any = None
         self._ping = LoopingCall(self.ping)
         self._ping.clock = reactor
         self._ping_interval = ping_interval
+        self._probe = LoopingCall(self._probe_once)
+        self._probe.clock = reactor
+        #: None before the first PING; False while the breaker is open.
         self.healthy: bool | None = None
         self.last_error = ""
-        #: Times Redis became reachable again after a failed PING.
+        #: Times Redis became reachable again after an outage.
         self.reconnects = 0
+        #: Calls answered at once with SharedStateUnavailable while the breaker was open.
+        self.refused = 0
+        self.outage = OutageLog(reactor, f"shared state {self.describe()}")
         self._in_flight: set[defer.Deferred] = set()
 
     def describe(self) -> str:
@@ -260,6 +288,11 @@ class RedisBackend(_Backend):
 
     def key(self, key: str) -> str:
         return self.params.prefix + key
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (calls fail at once)."""
+        return self.healthy is not False
 
     def start(self) -> defer.Deferred[None]:
         import txredisapi
@@ -279,12 +312,18 @@ class RedisBackend(_Backend):
             replyTimeout=self.timeout,
             convertNumbers=False,
         )
+        # The pool retries a lost connection after 1, 2.7, 7.4, 10 s by default: a Redis
+        # that is back would go unnoticed for up to 10 s. Retry as often as we probe.
+        factory = self._redis._factory
+        factory.initialDelay = factory.maxDelay = self.probe_interval
         self._ping.start(self._ping_interval, now=True)
         return defer.succeed(None)
 
     def stop(self) -> defer.Deferred[None]:
-        if self._ping.running:
-            self._ping.stop()
+        for loop in (self._ping, self._probe):
+            if loop.running:
+                loop.stop()
+        self.outage.stop()
         # Calls still waiting (for a connection that may never come back) end now, so
         # that no timeout outlives the service.
         for pending in list(self._in_flight):
@@ -294,13 +333,21 @@ class RedisBackend(_Backend):
         redis, self._redis = self._redis, None
         return redis.disconnect().addErrback(lambda _: None)
 
+    def count_degraded(self, kind: str) -> None:
+        self.outage.count(kind)
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> defer.Deferred:
         if self._redis is None:
             return defer.fail(SharedStateUnavailable("redis is not started"))
-        if self.healthy is False and method != "ping":
-            # The last PING failed: answer at once instead of making every caller wait
-            # for the timeout. The next good PING (every ping_interval) lifts this.
-            return defer.fail(SharedStateUnavailable("redis is unreachable"))
+        if self.healthy is False:
+            # Known down: answer at once; the probe closes the breaker when Redis is back.
+            self.refused += 1
+            self.outage.count("calls refused at once")
+            return defer.fail(SharedStateUnavailable(f"redis is unreachable ({self.last_error})"))
+        return self._send(method, *args, **kwargs).addErrback(self._call_failed, method)
+
+    def _send(self, method: str, *args: Any, **kwargs: Any) -> defer.Deferred:
+        """One command with the deadline, whatever the breaker says."""
         d = defer.maybeDeferred(getattr(self._redis, method), *args, **kwargs)
         d.addTimeout(self.timeout, self.reactor)
         self._in_flight.add(d)
@@ -309,32 +356,53 @@ class RedisBackend(_Backend):
             self._in_flight.discard(d)
             return result
 
-        d.addBoth(settled)
+        return d.addBoth(settled)
 
-        def unavailable(failure: Failure) -> NoReturn:
-            raise SharedStateUnavailable(f"redis {method}: {failure.getErrorMessage()}")
+    def _call_failed(self, failure: Failure, method: str) -> NoReturn:
+        import txredisapi
 
-        return d.addErrback(unavailable)
+        if failure.check(txredisapi.ResponseError):
+            failure.raiseException()  # Redis answered: a bad command, not an outage
+        error = _error_text(failure)
+        self._trip(error)
+        raise SharedStateUnavailable(f"redis {method}: {error}")
+
+    def _trip(self, error: str) -> None:
+        """A call failed or missed its deadline: open the breaker (once) and probe."""
+        self.last_error = error
+        self.outage.failed(error, "calls failed")
+        if self.healthy is not False:
+            self.healthy = False
+            if not self._probe.running:
+                self._probe.start(self.probe_interval, now=False)
+
+    def _close(self) -> None:
+        if self.healthy is False:
+            self.reconnects += 1
+            self.outage.recovered()
+        elif self.healthy is None:
+            log.info("shared state: {target} reachable", target=self.describe())
+        self.healthy = True
+        if self._probe.running:
+            self._probe.stop()
+
+    def _probe_once(self) -> defer.Deferred[None]:
+        return self._send("ping").addCallbacks(lambda _: self._close(), self._probe_failed)
+
+    def _probe_failed(self, failure: Failure) -> None:
+        self.last_error = _error_text(failure)
+        self.outage.cause = self.last_error
 
     def ping(self) -> defer.Deferred[None]:
-        def ok(_: Any) -> None:
-            if self.healthy is not True:
-                log.info("shared state: {target} reachable", target=self.describe())
-                if self.healthy is False:
-                    self.reconnects += 1
-            self.healthy = True
+        """A PING now (the breaker's state does not stop it); opens or closes the breaker
+        by its outcome."""
+        if self._redis is None:
+            return defer.succeed(None)
 
         def failed(failure: Failure) -> None:
-            self.last_error = failure.getErrorMessage()
-            if self.healthy is not False:
-                log.warn(
-                    "shared state: {target} unreachable ({error}); reconnecting",
-                    target=self.describe(),
-                    error=failure.getErrorMessage(),
-                )
-            self.healthy = False
+            self._trip(_error_text(failure))
 
-        return self._call("ping").addCallbacks(ok, failed)
+        return self._send("ping").addCallbacks(lambda _: self._close(), failed)
 
     def get(self, key: str) -> defer.Deferred[bytes | None]:
         return self._call("get", self.key(key))
@@ -400,23 +468,36 @@ class SharedState(TeamTalkService):
             )
             self.metrics.gauges(
                 "teamtalk_redis_up",
-                "1 while the last Redis PING was answered.",
+                "1 while Redis answers (0 while the circuit breaker is open).",
                 [],
                 lambda: one(1 if backend.healthy else 0),
+            )
+            self.metrics.counters(
+                "teamtalk_redis_refused_calls",
+                "Redis calls answered at once as unavailable while Redis was known down.",
+                [],
+                lambda: one(backend.refused),
             )
 
     async def stop(self) -> None:
         await self.backend.stop()
 
     async def health(self) -> dict[str, Any]:
-        """Ready when Redis answers a PING now (always, for the in-memory backend)."""
-        part: dict[str, Any] = {"target": self.backend.describe()}
-        if not isinstance(self.backend, RedisBackend):
-            return {"ok": self.is_started, **part}
-        await self.backend.ping()
-        if not self.backend.healthy:
-            return {"ok": False, **part, "error": self.backend.last_error}
-        return {"ok": True, **part}
+        """Asks Redis for a PING now. A Redis that does not answer leaves the node ready
+        (messaging does not need it) but ``degraded``, with the cause."""
+        part: dict[str, Any] = {"ok": self.is_started, "target": self.backend.describe()}
+        backend = self.backend
+        if not isinstance(backend, RedisBackend):
+            return part
+        await backend.ping()
+        if not backend.healthy:
+            return {**part, "degraded": True, "error": backend.last_error,
+                    **backend.outage.report()}  # fmt: skip
+        return part
+
+    def count_degraded(self, kind: str) -> None:
+        """A caller fell back because Redis is down: counted in the outage's summary."""
+        self.backend.count_degraded(kind)
 
     # -- the calls (see the module docstring) -------------------------------------------
 

@@ -16,6 +16,7 @@ from twisted.internet.task import deferLater
 
 from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_testing.faults import OwnRedis
 from teamtalk_testing.scratch import (
     DEFAULT_MYSQL,
     DEFAULT_REDIS,
@@ -108,4 +109,13 @@ def scratch_redis() -> ScratchRedisPrefix:
     try:
         return ScratchRedisPrefix(os.environ.get(REDIS_SERVER_ENV, DEFAULT_REDIS), "tt_cluster")
     except Unreachable as exc:
+        server_unreachable(str(exc))
+
+
+def own_redis() -> OwnRedis:
+    """A redis-server of the test's own on a free port (not started yet); skips the test
+    (fails it when ``CI`` is set) when redis-server is not installed."""
+    try:
+        return OwnRedis()
+    except FileNotFoundError as exc:
         server_unreachable(str(exc))

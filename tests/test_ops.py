@@ -13,23 +13,20 @@ stopped.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
-from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.web.client import Agent, readBody
 
 from teamtalk_client.pdu import encode_pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
-from teamtalk_testing import free_port
+from teamtalk_testing.faults import TcpProxy
 from teamtalk_testing.scratch import ScratchDatabase, Unreachable
+from tests.cluster_support import own_redis
 from tests.file_support import FileTestCase
 from tests.msg_support import IOS, PC, MsgTestCase, sleep
 from tests.store_support import mysql_server
@@ -150,78 +147,6 @@ class EndpointTests(MsgTestCase):
         assert (await http_get(public, "/msg_server"))[0] == 200
 
 
-class OwnRedis:
-    """A redis-server of this test's own on a free port, stopped and started at will."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            server_unreachable("redis-server is not installed")
-        self.binary = str(binary)
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("own redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
-class _TrackedProxyServer(ProxyServer):
-    factory: DatabaseProxy
-
-    def connectionMade(self) -> None:
-        self.factory.live.add(self)
-        super().connectionMade()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.factory.live.discard(self)
-        super().connectionLost(reason)
-
-
-class DatabaseProxy(ProxyFactory):
-    """A TCP proxy to MariaDB on a free port: ``close()`` takes the database away from
-    whoever connects through it (listener and open connections), ``open()`` brings it
-    back on the same port."""
-
-    protocol = _TrackedProxyServer
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(host, port)
-        self.live: set[_TrackedProxyServer] = set()
-        self.port_number = free_port()
-        self.listening: Any = None
-
-    def open(self) -> None:
-        self.listening = reactor.listenTCP(self.port_number, self, interface="127.0.0.1")
-
-    async def close(self) -> None:
-        if self.listening is not None:
-            await self.listening.stopListening()
-            self.listening = None
-        for proto in list(self.live):
-            proto.transport.abortConnection()
-
-
 class ReadinessTests(MsgTestCase):
     async def setUp(self) -> None:  # type: ignore[override]
         # No server from MsgTestCase: this one needs its own database and Redis.
@@ -241,24 +166,36 @@ class ReadinessTests(MsgTestCase):
                 raise AssertionError(f"/ready stayed {answer}")
             await sleep(0.2)
 
+    async def wait_degraded(self, port: int, parts: list[str], timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = await http_get(port, "/ready")
+            answer = json.loads(body)
+            if answer["degraded"] == parts:
+                return answer
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/ready stayed {answer}")
+            await sleep(0.2)
+
     async def test_ready_follows_the_database_and_redis(self):
-        """/ready turns 503 naming the part when MariaDB (through our proxy) or our own
-        Redis goes away, and 200 again when each comes back; /health stays 200."""
+        """/ready turns 503 naming the part when MariaDB (through our proxy) goes away,
+        and 200 again when it comes back; our own Redis going away leaves it 200 with
+        ``degraded: ["redis"]`` until it is back; /health stays 200."""
         try:
             database = ScratchDatabase(mysql_server(), "tt_ready")
         except Unreachable as exc:
             server_unreachable(str(exc))
         self.addCleanup(database.drop)
         server_parts = urlsplit(mysql_server())
-        proxy = DatabaseProxy(server_parts.hostname or "127.0.0.1", server_parts.port or 3306)
+        proxy = TcpProxy(server_parts.hostname or "127.0.0.1", server_parts.port or 3306)
         proxy.open()
-        self.addCleanup(lambda: defer.ensureDeferred(proxy.close()))
-        redis = OwnRedis()
+        self.addCleanup(proxy.stop)
+        redis = own_redis()
         redis.start()
         self.addCleanup(redis.stop)
 
         user = server_parts.username or "root"
-        db_url = f"mysql://{user}@127.0.0.1:{proxy.port_number}/{database.name}"
+        db_url = f"mysql://{user}@127.0.0.1:{proxy.port}/{database.name}"
         config_overrides = {
             "server.services": "msg,route,login",
             "store.db": db_url,
@@ -269,7 +206,7 @@ class ReadinessTests(MsgTestCase):
         ops = server.service("ops").bound_port()
         await self.wait_ready(ops, True)
 
-        await proxy.close()
+        proxy.close()
         answer = await self.wait_ready(ops, False)
         assert answer["services"]["store"]["ok"] is False
         assert answer["services"]["redis"]["ok"] is True
@@ -277,9 +214,11 @@ class ReadinessTests(MsgTestCase):
         proxy.open()
         await self.wait_ready(ops, True)
 
-        redis.stop()
-        answer = await self.wait_ready(ops, False)
-        assert answer["services"]["redis"]["ok"] is False
+        # Messaging does not need Redis: the node stays ready and says what is degraded.
+        redis.kill()
+        answer = await self.wait_degraded(ops, ["redis"])
+        assert answer["ready"] is True
+        assert answer["services"]["redis"]["outage"] is True
         assert answer["services"]["store"]["ok"] is True
         redis.start()
-        await self.wait_ready(ops, True, timeout=30)
+        await self.wait_degraded(ops, [])

@@ -6,6 +6,7 @@ import time
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from teamtalk_py.msg.lockout import SharedLoginLockout
 from teamtalk_py.shared_state import (
@@ -15,7 +16,8 @@ from teamtalk_py.shared_state import (
     parse_redis_url,
 )
 from teamtalk_testing import free_port
-from tests.cluster_support import scratch_redis, sleep
+from tests.cluster_support import own_redis, scratch_redis, sleep
+from tests.store_support import MariaDBStoreCase
 from tests.support import TestCase
 
 
@@ -211,3 +213,123 @@ class SharedLockoutTests(TestCase):
             await node.record_failure("mallory")
         assert await node.is_locked("mallory")
         assert not await node.is_locked("alice")
+
+
+class LogLines:
+    """The rendered lines of one log namespace while a test runs."""
+
+    def __init__(self, test: TestCase, namespace: str) -> None:
+        self.lines: list[str] = []
+
+        def observe(event: dict) -> None:
+            if event.get("log_namespace") == namespace:
+                self.lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        test.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+class BreakerTests(TestCase):
+    """The circuit breaker in front of a Redis of the test's own, killed and restarted."""
+
+    async def setUp(self):
+        self.redis = own_redis()
+        self.redis.start()
+        self.addCleanup(self.redis.stop)
+        self.log = LogLines(self, "teamtalk.outage")
+        self.state = RedisBackend(reactor, self.redis.url)
+        self.addCleanup(self.state.stop)
+        await self.state.start()
+        await self.state.set("k", b"v")
+
+    async def test_calls_fail_fast_while_redis_is_down_and_recovery_is_noticed_within_2_s(self):
+        """The first call after Redis died fails within its deadline; the next ones at once;
+        a restarted Redis is used again within 2 s; the outage is two log lines."""
+        self.redis.kill()
+        started = time.monotonic()
+        with self.assertRaises(SharedStateUnavailable):
+            await self.state.get("k")
+        assert time.monotonic() - started < 1.5  # the deadline is 1 s
+        for _ in range(100):
+            started = time.monotonic()
+            with self.assertRaises(SharedStateUnavailable):
+                await self.state.get("k")
+            assert time.monotonic() - started < 0.1  # no waiting (0.1: a loaded machine)
+        assert self.state.refused == 100
+        self.redis.start()
+        restarted = time.monotonic()
+        while True:
+            try:
+                await self.state.set("k", b"again")
+                break
+            except SharedStateUnavailable:
+                assert time.monotonic() - restarted < 2.0, "the breaker never closed"
+                await sleep(0.02)
+        assert await self.state.get("k") == b"again"
+        assert len(self.log.matching("unreachable: ")) == 1
+        [end] = self.log.matching("reachable again after")
+        assert f"1 calls failed, {self.state.refused} calls refused at once" in end
+        assert self.state.reconnects == 1
+
+    async def test_a_long_outage_is_summarised_not_logged_per_call(self):
+        """While Redis stays down, the log gets one summary per interval with the counts."""
+        self.state.outage.summary_interval = 0.3
+        self.redis.kill()
+        for _ in range(8):
+            with self.assertRaises(SharedStateUnavailable):
+                await self.state.get("k")
+            await sleep(0.1)
+        summaries = self.log.matching("still unreachable")
+        assert 1 <= len(summaries) <= 3
+        assert "calls refused at once" in summaries[0]
+        assert len(self.log.matching("unreachable: ")) == 1
+
+
+class LockoutOutageTests(MariaDBStoreCase):
+    """Two nodes' lockouts on a Redis of the test's own and one MariaDB database: a lock
+    outlives Redis going away and Redis losing its keys."""
+
+    async def setUp(self):
+        await super().setUp()
+        self.redis = own_redis()
+        self.redis.start()
+        self.addCleanup(self.redis.stop)
+        self.a = await self.node()
+        self.b = await self.node()
+
+    async def node(self) -> SharedLoginLockout:
+        backend = RedisBackend(reactor, self.redis.url)
+        self.addCleanup(backend.stop)
+        await backend.start()
+        return SharedLoginLockout(backend, reactor, self.database)
+
+    async def fail(self, node: SharedLoginLockout, name: str, times: int) -> None:
+        for _ in range(times):
+            await node.record_failure(name)
+
+    async def test_a_lock_holds_on_every_node_while_redis_is_down_and_after_it_restarts(self):
+        """Locked through Redis, a name stays locked on the other node once Redis is
+        killed and after it comes back empty; a lock tripped on one node while Redis is
+        down holds on the other node too."""
+        await self.fail(self.a, "mallory", 6)
+        await self.fail(self.b, "mallory", 5)
+        assert await self.b.is_locked("mallory")
+        self.redis.kill()
+        assert await self.a.is_locked("mallory")
+        assert await self.b.is_locked("mallory")
+        assert not await self.b.is_locked("alice")
+        await self.fail(self.b, "trudy", 11)
+        assert await self.a.is_locked("trudy")
+        self.redis.start()
+        deadline = time.monotonic() + 3
+        while not self.a.state.available or not self.b.state.available:
+            await self.a.state.ping()
+            await self.b.state.ping()
+            assert time.monotonic() < deadline, "Redis never came back"
+            await sleep(0.1)
+        assert await self.a.state.count_events("lockout:mallory", 60) == 0  # Redis is empty
+        assert await self.a.is_locked("mallory")
+        assert await self.b.is_locked("trudy")

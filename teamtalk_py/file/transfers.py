@@ -36,6 +36,7 @@ from teamtalk_py.file.tasks import (
     State,
     Task,
 )
+from teamtalk_py.outage import is_outage_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 from teamtalk_py.store import files as offline_files
@@ -423,4 +424,6 @@ class FileTransfers:
 
 
 def _log_task_failure(failure: Failure, event: str, task_id: str) -> None:
+    if is_outage_failure(failure):
+        return  # Redis or the database is down: counted and logged by its outage log
     log.failure(event, failure, task_id=task_id)

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.dedup import message_key
 from teamtalk_py.msg.limits import OverLimit
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.store import messages
@@ -199,7 +200,7 @@ def _single_stored(
 
 
 def _single_failed(failure: Failure, conn: MsgConnection, seq: int, key) -> None:
-    log.failure("storing a message from {user_id} failed", failure, user_id=conn.user_id)
+    log_failure(log, "storing a message from {user_id} failed", failure, user_id=conn.user_id)
     conn.service.recent.failed(key, failure)
     _ack(conn, seq, key[2], 0, B.SESSION_TYPE_SINGLE)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from teamtalk_py.msg.connection import MsgConnection
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2
 from teamtalk_py.store.groups import GroupError
@@ -34,7 +35,7 @@ def _refused(what: str, conn: MsgConnection, error: Exception) -> None:
             reason=str(error),
         )
     else:
-        log.failure("{what} from {user_id} failed", what=what, user_id=conn.user_id)
+        log_failure(log, "{what} from {user_id} failed", what=what, user_id=conn.user_id)
 
 
 async def handle_normal_list(conn: MsgConnection, request: Request) -> None:

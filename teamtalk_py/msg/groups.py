@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from teamtalk_py.msg import chat
 from teamtalk_py.msg.dedup import message_key
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2, Message_pb2
 from teamtalk_py.store import groups as group_store
@@ -187,7 +188,7 @@ class Groups:
             self._refuse(conn, request.seq, group_id, str(e))
             return
         except Exception as e:
-            log.failure("storing a group message from {user_id} failed", user_id=conn.user_id)
+            log_failure(log, "storing a group message from {user_id} failed", user_id=conn.user_id)
             service.recent.failed(key, e)
             chat._ack(conn, request.seq, group_id, 0, _GROUP)
             return
@@ -231,7 +232,7 @@ class Groups:
         version = blob_version(message.attach_data) if message.HasField("attach_data") else None
         message.ClearField("attach_data")
         d = defer.ensureDeferred(self._deliver_remote(message, version))
-        d.addErrback(lambda f: log.failure("group delivery from route failed", f))
+        d.addErrback(lambda f: log_failure(log, "group delivery from route failed", f))
         return d
 
     async def _deliver_remote(self, message: Message_pb2.IMMsgData, version: int | None) -> None:

@@ -28,6 +28,7 @@ from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
 from teamtalk_py.msg.login_reporter import LoginReporter, login_addresses
 from teamtalk_py.msg.online import OnlineUsers
 from teamtalk_py.msg.route_client import InProcessRoute, LinkedRoute
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.protocol import registry
 from teamtalk_py.protocol.header import PduHeader
@@ -123,7 +124,7 @@ class MsgService(TeamTalkService):
         shared = self.sibling("redis")
         self.group_creations.state = shared
         if shared is not None and shared.shared:
-            self.lockout = SharedLoginLockout(shared, self.reactor)
+            self.lockout = SharedLoginLockout(shared, self.reactor, store)
             self.shared_resends = SharedResends(shared)
         # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).
         route_service = self.sibling("route")
@@ -315,4 +316,4 @@ class MsgService(TeamTalkService):
         if inspect.iscoroutine(result):
             result = defer.ensureDeferred(result)
         if isinstance(result, defer.Deferred):
-            result.addErrback(lambda f: log.failure("route handler failed", f))
+            result.addErrback(lambda f: log_failure(log, "route handler failed", f))

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.msg.connection import MsgConnection
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
 from teamtalk_py.store import accounts
@@ -95,7 +96,7 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     try:
         row = await service.store.read(accounts.get_user_by_name, name)
     except Exception:
-        log.failure("login lookup failed for {name!r}", name=name)
+        log_failure(log, "login lookup failed for {name!r}", name=name)
         service.metrics.logins.labels(result="store_error").inc()
         conn.send(
             B.CID_LOGIN_RES_USERLOGIN,

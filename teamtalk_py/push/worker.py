@@ -37,6 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.outage import is_outage_failure
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.decision import Rules, decide
 from teamtalk_py.push.jobs import PushJob
@@ -216,6 +217,8 @@ class PushWorker:
             self.feed()
 
     def _feed_failed(self, failure: Failure) -> None:
+        if is_outage_failure(failure):
+            return  # Redis or the database is down: their outage log says so; rows wait
         log.warn(
             "push: deciding pushes failed ({error}); retrying", error=failure.getErrorMessage()
         )
@@ -297,6 +300,8 @@ class PushWorker:
 
     def _claim_failed(self, failure: Failure) -> None:
         self._more_due = False  # the next tick tries again
+        if is_outage_failure(failure):
+            return
         log.warn("push: claiming jobs failed ({error})", error=failure.getErrorMessage())
 
     def _claimed(self, claimed: list[Claimed], asked: int) -> None:

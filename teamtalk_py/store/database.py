@@ -38,11 +38,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from teamtalk_py.datadir import PRIVATE_DIR, private_sqlite_files
+from teamtalk_py.outage import OutageLog
 from teamtalk_py.store.engines.base import Engine, close_quietly, rollback_quietly
 from teamtalk_py.store.engines.mysql import MySQLEngine, parse_mysql_url
 from teamtalk_py.store.engines.sqlite import SQLiteEngine, sqlite_path
 from teamtalk_py.store.migrate import migrate
-from teamtalk_py.store.txn import Dialect, StoreClosedError, StoreError, Txn
+from teamtalk_py.store.txn import Dialect, StoreClosedError, StoreError, StoreUnavailable, Txn
 
 log = Logger(namespace="teamtalk.store")
 
@@ -142,6 +143,10 @@ class Database:
         self._stop_waiters: list[Deferred] = []
         self._writer_conn: Any = None
         self.stats = WriteStats()
+        #: The database's outages, as the log shows them (one line at the start, a
+        #: summary while it lasts, one at the end); fed from the store threads.
+        self.outage = OutageLog(reactor, f"database {engine.describe()}")
+        self._unreachable = False
         #: Called on the writer thread after each committed batch with its job count
         #: and its seconds from start to COMMIT (metrics; must be thread-safe).
         self.on_batch: Callable[[int, float], None] | None = None
@@ -276,6 +281,7 @@ class Database:
 
     def _stopped(self, _: Any) -> None:
         self._state = "stopped"
+        self.outage.stop()
         log.info("store closed {target}", target=self._engine.describe())
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
@@ -375,17 +381,19 @@ class Database:
                 if not retried:
                     retried = True
                     stats.retries += 1
-                    log.warn(
-                        "write batch of {count} interrupted ({error}); retrying",
-                        count=len(jobs),
-                        error=retry.failure.getErrorMessage(),
-                    )
+                    if not self._unreachable:
+                        log.warn(
+                            "write batch of {count} interrupted ({error}); retrying",
+                            count=len(jobs),
+                            error=retry.failure.getErrorMessage(),
+                        )
                     continue
-                self._fail_all(jobs, retry.failure)
+                self._fail_all(jobs, retry.failure, unreachable=retry.reconnect)
                 return
             except _BatchFailed as failed:
-                self._fail_all(jobs, failed.failure)
+                self._fail_all(jobs, failed.failure, unreachable=self._lost(failed.failure))
                 return
+            self._reachable()
             stats.failed_jobs += sum(1 for _, ok, _ in outcomes if not ok)
             if self.on_batch is not None:
                 self.on_batch(len(jobs), time.monotonic() - started)
@@ -401,14 +409,41 @@ class Database:
                 raise _BatchRetry(failure, reconnect=True) from exc
             raise _BatchFailed(failure) from exc
 
-    def _fail_all(self, jobs: list[_Job], failure: Failure) -> None:
+    def _fail_all(self, jobs: list[_Job], failure: Failure, unreachable: bool = False) -> None:
         self.stats.failed_jobs += len(jobs)
-        log.error(
-            "write batch of {count} failed: {error}",
-            count=len(jobs),
-            error=failure.getErrorMessage(),
-        )
+        if unreachable:
+            failure = self._unreachable_failure(failure, len(jobs), "writes failed")
+        else:
+            log.error(
+                "write batch of {count} failed: {error}",
+                count=len(jobs),
+                error=failure.getErrorMessage(),
+            )
         self._call(self._deliver, [(job.deferred, False, failure) for job in jobs])
+
+    # -- outages (called on store threads) -------------------------------------------------
+
+    def _lost(self, failure: Failure) -> bool:
+        exc = failure.value
+        return isinstance(exc, BaseException) and self._engine.is_connection_lost(exc)
+
+    def _unreachable_failure(self, failure: Failure, jobs: int, kind: str) -> Failure:
+        """The database did not answer: count it in the outage log (which logs the
+        start, summaries and the end) and fail the jobs with ``StoreUnavailable``."""
+        self._unreachable = True
+        cause = failure.getErrorMessage()
+        self._call(self._count_outage, cause, kind, jobs)
+        return Failure(StoreUnavailable(f"database unreachable: {cause}"))
+
+    def _count_outage(self, cause: str, kind: str, jobs: int) -> None:
+        self.outage.failed(cause, kind)
+        for _ in range(jobs - 1):
+            self.outage.count(kind)
+
+    def _reachable(self) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            self._call(self.outage.recovered)
 
     def _attempt(
         self, conn: Any, jobs: list[_Job], savepoints: bool
@@ -539,12 +574,17 @@ class Database:
                             opened = True
                         value = self._run_read(conn, job)
                     except Exception as exc:
-                        if attempt == 1 and self._engine.is_connection_lost(exc):
+                        lost = self._engine.is_connection_lost(exc)
+                        if attempt == 1 and lost:
                             close_quietly(conn)
                             conn = None
                             continue
-                        self._call(job.deferred.errback, Failure())
+                        failure = Failure()
+                        if lost:
+                            failure = self._unreachable_failure(failure, 1, "reads failed")
+                        self._call(job.deferred.errback, failure)
                     else:
+                        self._reachable()
                         self._call(job.deferred.callback, value)
                     break
         finally:

@@ -592,6 +592,20 @@ _V7_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 8: login lockouts that outlive Redis (store/lockouts.py).
+_V8_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS login_lockouts (
+        name TEXT PRIMARY KEY,
+        locked_until INTEGER NOT NULL) WITHOUT ROWID""",
+)
+_V8_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS login_lockouts (
+        name VARCHAR(64) NOT NULL,
+        locked_until BIGINT NOT NULL,
+        PRIMARY KEY (name))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -602,6 +616,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),  # fmt: skip
     Migration(6, "offline files by sender", _V6, _V6),
     Migration(7, "media: content blobs, files, uploads, links, secrets", _V7_SQLITE, _V7_MYSQL),
+    Migration(8, "login lockouts that outlive Redis", _V8_SQLITE, _V8_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -121,11 +121,10 @@ class StoreService(TeamTalkService):
         return self.db
 
     def ping(self) -> Deferred[None]:
-        """``SELECT 1`` on a reader; logs when the database becomes (un)reachable."""
+        """``SELECT 1`` on a reader (the database's ``OutageLog`` logs an outage it
+        finds, as it does for every other job)."""
 
         def ok(_: None) -> None:
-            if self.healthy is False:
-                log.info("store reachable again")
             self.healthy = True
 
         def failed(failure: Failure) -> None:
@@ -133,8 +132,6 @@ class StoreService(TeamTalkService):
                 self.last_error = f"no answer within {HEALTH_TIMEOUT:g} s"
             else:
                 self.last_error = error_text(failure.value)
-            if self.healthy is not False:
-                log.warn("store unreachable: {error}", error=self.last_error)
             self.healthy = False
 
         return self.database.read(_ping).addCallbacks(ok, failed)
@@ -149,7 +146,7 @@ class StoreService(TeamTalkService):
         except Exception as e:
             return {"ok": False, **part, "error": error_text(e) or "timed out"}
         if not self.healthy:
-            return {"ok": False, **part, "error": self.last_error}
+            return {"ok": False, **part, "error": self.last_error, **self.db.outage.report()}
         return {"ok": True, **part}
 
     def read(

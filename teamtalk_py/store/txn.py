@@ -16,6 +16,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from teamtalk_py.outage import Unavailable
+
 
 class Dialect(enum.Enum):
     """Which SQL flavour a connection speaks; repository functions branch on it rarely."""
@@ -33,6 +35,11 @@ class StoreError(Exception):
 
 class DuplicateError(StoreError):
     """An insert or update hit a UNIQUE or PRIMARY KEY constraint (name taken, ...)."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The database did not answer (connection refused or lost): the job was not done.
+    Logged once per outage by the database's ``OutageLog``, not per job."""
 
 
 class StoreClosedError(StoreError):

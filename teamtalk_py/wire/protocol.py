@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.protocol import registry
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
@@ -360,7 +361,8 @@ class PduProtocol(Protocol):
         return message
 
     def _handler_failed(self, failure: Failure, cid: int) -> None:
-        log.failure(
+        log_failure(
+            log,
             "handler for {command} from {peer} failed",
             failure,
             command=registry.name_of(cid),
