@@ -316,6 +316,11 @@ class RedisBackend(_Backend):
         # that is back would go unnoticed for up to 10 s. Retry as often as we probe.
         factory = self._redis._factory
         factory.initialDelay = factory.maxDelay = self.probe_interval
+        # The pool's "all connected" Deferred fails once if Redis goes away while a
+        # connection is being set up; nobody waits on it in a lazy pool (our calls have
+        # their own deadlines), so its failure is not an unhandled error.
+        if factory.deferred is not None:
+            factory.deferred.addErrback(lambda _: None)
         self._ping.start(self._ping_interval, now=True)
         return defer.succeed(None)
 
