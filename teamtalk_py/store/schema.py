@@ -645,6 +645,7 @@ TABLES = (
     "media_uploads",
     "media_links",
     "server_secrets",
+    "login_lockouts",
 )
 
 
