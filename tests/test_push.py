@@ -15,6 +15,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from teamtalk_client import encrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
+from teamtalk_py.push import store as push_store
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
 from tests.cluster_support import wait_until
@@ -147,6 +148,14 @@ class OneToOnePushTests(PushTestCase):
         texts = [n.body["aps"]["alert"]["body"] for n in await self.pushes(self.apns, 2)]
         # 5 + 33 bytes: the reference's 37-byte cut applies to voice texts too.
         self.assertEqual(texts, ["您收到了一条消息", "Alice给您发送了一条语音消..."])
+
+    async def test_a_message_to_nobodys_phone_leaves_no_outbox_row(self):
+        """No token, nothing to push: the push path costs that message one token lookup."""
+        alice = await self.login("alice")
+        await alice.send_text(self.ids["carol"], "at my desk")
+        self.assertEqual(await self.store().read(push_store.outbox_size), 0)
+        await sleep(SETTLE)
+        self.assertEqual((self.apns.accepted, self.fcm.accepted), ([], []))
 
     async def test_a_dead_token_is_removed(self):
         """APNs 410 Unregistered: the stored token goes; later messages push nothing."""

@@ -9,6 +9,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.queue import StoreQueue, StreamQueue
 from teamtalk_py.shared_state import RedisBackend
+from teamtalk_py.store import accounts
 from teamtalk_py.store.messages import NewMessage
 from tests.cluster_support import scratch_redis
 from tests.msg_support import sleep
@@ -23,6 +24,8 @@ class QueueTests:
     """Mixin: ``self.make_queue(consumer)`` gives a queue on this case's backend."""
 
     async def outbox_row(self, node: str = "n1") -> int:
+        """A stored message to user 2, who has a device token: its outbox row's id."""
+        await self.database.write(accounts.set_device_token, 2, B.CLIENT_TYPE_IOS, "a1" * 32)
         await self.database.write(
             push_store.store_single_messages,
             [NewMessage(1, 2, B.MSG_TYPE_SINGLE_TEXT, b"x", 100)],

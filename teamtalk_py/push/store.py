@@ -2,7 +2,8 @@
 the embedded queue (``push_queue``). Plain ``fn(txn, ...)`` repository functions.
 
 The outbox is what makes push exactly as durable as the message: a node writes one
-``push_outbox`` row per message **in the transaction that stores the message**
+``push_outbox`` row per message that has somebody to push to (a receiver or member with
+a device token) **in the transaction that stores the message**
 (``store_single_messages`` / ``store_group_message`` here wrap the message store's own
 functions). After the commit the node decides the pushes and hands them to the queue;
 the hand-off deletes the outbox row, and only the hand-off that deleted it queues the
@@ -42,17 +43,33 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
 # The outbox, in the message's transaction
 
 
+def _with_tokens(txn: Txn, user_ids: Iterable[int]) -> set[int]:
+    """The users among ``user_ids`` with a stored device token."""
+    found: set[int] = set()
+    for chunk in _chunks(sorted(set(user_ids))):
+        rows = txn.execute(
+            f"SELECT user_id FROM device_tokens WHERE user_id IN ({placeholders(len(chunk))})",
+            chunk,
+        ).fetchall()
+        found.update(int(row[0]) for row in rows)
+    return found
+
+
 def store_single_messages(
     txn: Txn, batch: Sequence[NewMessage], *, node: str
 ) -> list[StoredMessage]:
-    """``messages.store_single_messages`` plus one outbox row per message."""
+    """``messages.store_single_messages`` plus an outbox row per message whose receiver
+    has a device token now (one query per batch: a message to nobody's phone costs the
+    push path nothing more)."""
     stored = messages.store_single_messages(txn, batch)
+    pushable = _with_tokens(txn, (m.to_id for m in stored))
     txn.executemany(
         _INSERT_OUTBOX,
         [
             (node, B.SESSION_TYPE_SINGLE, m.from_id, m.to_id, m.msg_id, m.msg_type, m.content,
              m.created)
             for m in stored
+            if m.to_id in pushable
         ],
     )  # fmt: skip
     return stored
@@ -62,9 +79,17 @@ def store_group_message(
     txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int, *,
     node: str,
 ) -> StoredGroupMessage:  # fmt: skip
-    """``groups.store_group_message`` plus its outbox row."""
+    """``groups.store_group_message`` plus its outbox row, when some member who may be
+    pushed (not the sender, group not muted) has a device token now."""
     stored = group_store.store_group_message(txn, group_id, from_id, msg_type, content, created)
     m = stored.message
+    anyone = txn.execute(
+        "SELECT 1 FROM group_members m JOIN device_tokens d ON d.user_id = m.user_id "
+        "WHERE m.group_id = ? AND m.status = ? AND m.shield = 0 AND m.user_id <> ? LIMIT 1",
+        (group_id, group_store.MEMBER_ACTIVE, from_id),
+    ).fetchone()
+    if anyone is None:
+        return stored
     txn.execute(
         _INSERT_OUTBOX,
         (node, B.SESSION_TYPE_GROUP, m.from_id, m.to_id, m.msg_id, m.msg_type, m.content,
