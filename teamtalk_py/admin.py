@@ -1,25 +1,39 @@
 """``teamtalk-admin``: create departments, users and fixed groups (TeamTalk has no
-self-registration, and clients create only temporary groups), and import a C++ TeamTalk
-site (``import-teamtalk``, see ``teamtalk_py/importer``).
+self-registration, and clients create only temporary groups), end users' sessions, see
+who is online, back the store up, and import a C++ TeamTalk site (``import-teamtalk``,
+see ``teamtalk_py/importer``).
 
 It works on the same config and data dir as the server (or ``--db URL``) and uses the
 store's repository functions on a blocking connection; it never runs inside the server.
-Every command prints its result on stdout and exits 0, or prints an error on stderr and
-exits non-zero (1 for a bad request such as a duplicate or unknown name, 2 for bad usage).
+``online`` and ``stats`` also ask a running server's ops listener (``--server``).
+Every command prints its result on stdout and exits 0, or prints one line on stderr and
+exits non-zero (1 for a request that cannot be done, such as a duplicate or unknown name
+or an unreachable database, 2 for bad usage).
+
+Nothing is created by mistake: a command that only reads never creates a database, and
+no command creates a missing data directory (a typo in ``--data-dir``) except ``init``.
+Passwords are read from a prompt or, for scripts, from stdin (``--password-stdin``); the
+``--password`` option still works but warns, since other users see it in ``ps``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import sqlite3
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from teamtalk_py.config import ConfigError, load_config
+from teamtalk_py.config import Config, ConfigError, load_config
 from teamtalk_py.content.blobs import commit_job
 from teamtalk_py.content.store import HEAD_SIZE, ContentStore
+from teamtalk_py.datadir import DataDirError, ensure_private_dir, private_file
 from teamtalk_py.media import msfs
 from teamtalk_py.media.library import file_row, new_id
 from teamtalk_py.media.sniff import is_inline, sniff_content_type
@@ -27,8 +41,11 @@ from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store import media as media_rows
 from teamtalk_py.store.database import Database, open_database
+from teamtalk_py.store.engines.mysql import MySQLEngine
+from teamtalk_py.store.engines.sqlite import SQLiteEngine
 from teamtalk_py.store.media import FileKind
-from teamtalk_py.store.txn import DuplicateError
+from teamtalk_py.store.service import error_text
+from teamtalk_py.store.txn import DuplicateError, StoreError
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
 #: UserInfo.user_gender: 0 unknown, 1 male, 2 female.
@@ -38,6 +55,10 @@ PROFILE_FIELDS = ("nick", "sex", "domain", "phone", "email", "avatar", "sign_inf
 
 class AdminError(Exception):
     """A request that cannot be carried out (exit status 1)."""
+
+
+class MissingInput(AdminError):
+    """Something the command needs was not given (exit status 2, like bad usage)."""
 
 
 def _now() -> int:
@@ -75,27 +96,55 @@ def department_list(db: Database, args: argparse.Namespace) -> str:
     return "\n".join(f"{r.id}\t{r.name}\tparent={r.parent_id}\tpriority={r.priority}" for r in rows)
 
 
-def _check_password(password: str) -> str:
+PASSWORD_ON_COMMAND_LINE = (
+    "warning: a password on the command line is visible to other users (ps, shell "
+    "history); use the prompt or --password-stdin"
+)
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The new password: ``--password-stdin``'s first line, ``--password`` (with a
+    warning), or a prompt typed twice; never empty."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password is not None:
+        warn(PASSWORD_ON_COMMAND_LINE)
+        password = args.password
+    elif sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            raise AdminError("the two passwords differ")
+    else:
+        raise MissingInput(
+            "no password: type it at the prompt in a terminal, or give it on stdin with "
+            "--password-stdin"
+        )
     if not password:
         raise AdminError("the password must not be empty")
     return password
 
 
+def warn(message: str) -> None:
+    print(f"teamtalk-admin: {message}", file=sys.stderr)
+
+
 def user_add(db: Database, args: argparse.Namespace) -> str:
-    _check_password(args.password)
+    # The KDF is slow on purpose: run it before the transaction takes the write lock.
+    record = accounts.password_record(read_password(args))
     with db.sync_transaction() as txn:
         department_id = _department_id(txn, args.department)
         try:
             user_id = accounts.add_user(
                 txn,
                 args.name,
-                args.password,
+                "",
                 nick=args.nick or args.name,
                 department_id=department_id,
                 sex=args.sex,
                 phone=args.phone,
                 email=args.email,
                 now=_now(),
+                record=record,
             )
         except DuplicateError:
             raise AdminError(f"a user named {args.name!r} already exists") from None
@@ -113,19 +162,45 @@ def user_list(db: Database, args: argparse.Namespace) -> str:
 
 
 def user_passwd(db: Database, args: argparse.Namespace) -> str:
-    _check_password(args.password)
+    """A new password; the user's live sessions end on every node."""
+    if args.new_password is not None:
+        args.password = args.new_password
+    record = accounts.password_record(read_password(args))
     with db.sync_transaction() as txn:
-        accounts.set_password(txn, _user(txn, args.name).id, args.password, now=_now())
+        accounts.set_password(txn, _user(txn, args.name).id, "", now=_now(), record=record)
     return "ok"
 
 
 def user_set_status(status: int) -> Callable[[Database, argparse.Namespace], str]:
+    """Disable (also ends the user's live sessions on every node) or enable."""
+
     def run(db: Database, args: argparse.Namespace) -> str:
         with db.sync_transaction() as txn:
             accounts.set_user_status(txn, _user(txn, args.name).id, status, now=_now())
         return "ok"
 
     return run
+
+
+def user_kick(db: Database, args: argparse.Namespace) -> str:
+    """End the user's live sessions on every node (they may log in again)."""
+    with db.sync_transaction() as txn:
+        accounts.end_sessions(txn, _user(txn, args.name).id, now=_now())
+    return "ok"
+
+
+def user_set(db: Database, args: argparse.Namespace) -> str:
+    fields: dict[str, Any] = {
+        f: getattr(args, f) for f in PROFILE_FIELDS if getattr(args, f) is not None
+    }
+    with db.sync_transaction() as txn:
+        user = _user(txn, args.name)
+        if args.department is not None:
+            fields["department_id"] = _department_id(txn, args.department)
+        if not fields:
+            raise AdminError("nothing to change: give at least one field option")
+        accounts.update_user_profile(txn, user.id, now=_now(), **fields)
+    return "ok"
 
 
 def user_avatar(db: Database, args: argparse.Namespace) -> str:
@@ -164,20 +239,6 @@ def user_avatar(db: Database, args: argparse.Namespace) -> str:
     finally:
         incoming.discard()
     return url
-
-
-def user_set(db: Database, args: argparse.Namespace) -> str:
-    fields: dict[str, Any] = {
-        f: getattr(args, f) for f in PROFILE_FIELDS if getattr(args, f) is not None
-    }
-    with db.sync_transaction() as txn:
-        user = _user(txn, args.name)
-        if args.department is not None:
-            fields["department_id"] = _department_id(txn, args.department)
-        if not fields:
-            raise AdminError("nothing to change: give at least one field option")
-        accounts.update_user_profile(txn, user.id, now=_now(), **fields)
-    return "ok"
 
 
 def _live_group(txn, group_id: int) -> group_store.GroupRow:
@@ -316,6 +377,132 @@ def push_test(db: Database, args: argparse.Namespace) -> str:
     return f"sent to {args.user}'s {platform} device via {name} (badge {badge})"
 
 
+def init(db: Database, args: argparse.Namespace) -> str:
+    """Create the data dir (0700) and the database, or bring an existing one up to date."""
+    return f"ok: {db.describe()} at schema version {db.migrate()}"
+
+
+def backup(db: Database, args: argparse.Namespace) -> str:
+    """A consistent copy of a SQLite store taken while the server runs (SQLite's online
+    backup), written 0600; a MariaDB/MySQL store is backed up with mysqldump."""
+    engine = db.engine
+    if isinstance(engine, MySQLEngine):
+        p = engine.params
+        raise AdminError(
+            "back up a MariaDB/MySQL store with mysqldump: mysqldump --single-transaction "
+            f"--host {p.host} --port {p.port} --user {p.user} -p {p.database} > {args.dest}"
+        )
+    assert isinstance(engine, SQLiteEngine)
+    dest = Path(args.dest)
+    if dest.exists():
+        raise AdminError(f"{dest} exists; give a new file name")
+    private_file(dest)
+    source = sqlite3.connect(f"file:{engine.path}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(dest)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    except sqlite3.Error:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        source.close()
+    return f"backed up {engine.path} to {dest} ({dest.stat().st_size} bytes)"
+
+
+#: What ``stats`` counts: label -> SQL (constant table names).
+STATS = (
+    ("users", "SELECT COUNT(*) FROM users WHERE status = 0"),
+    ("disabled users", "SELECT COUNT(*) FROM users WHERE status <> 0"),
+    ("departments", "SELECT COUNT(*) FROM departments"),
+    ("groups", f"SELECT COUNT(*) FROM im_groups WHERE status = {group_store.GROUP_ACTIVE}"),
+    ("one-to-one messages", "SELECT COUNT(*) FROM messages"),
+    ("group messages", "SELECT COUNT(*) FROM group_messages"),
+    ("offline files", "SELECT COUNT(*) FROM offline_files"),
+)
+
+
+def stats(db: Database, args: argparse.Namespace) -> str:
+    """Counts from the store, and who is online now if the server answers."""
+    with db.sync_transaction() as txn:
+        lines = [f"{label}\t{txn.execute(sql).fetchone()[0]}" for label, sql in STATS]
+    try:
+        online = fetch_online(args.server)
+    except AdminError as e:
+        lines.append(f"online\tunknown ({e})")
+    else:
+        connections = online_rows(online, {})
+        lines.append(f"online users\t{len({row[1] for row in connections})}")
+        lines.append(f"online connections\t{len(connections)}")
+    return "\n".join(lines)
+
+
+def fetch_online(server: str) -> dict[str, Any]:
+    """``GET /online`` of a running server's ops listener."""
+    url = server.rstrip("/") + "/online"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+    except OSError as e:
+        reason = getattr(e, "reason", e)
+        raise AdminError(f"no server answers at {server} (--server URL): {reason}") from None
+    except ValueError as e:
+        raise AdminError(f"{url} did not answer JSON: {e}") from None
+    return answer
+
+
+def online_rows(answer: dict[str, Any], names: dict[int, str]) -> list[tuple[str, ...]]:
+    """(node, user id, name, client type, since, peer) of every connection the server
+    knows: its own msg connections, and on a route node those of every linked node."""
+    rows = []
+    for conn in answer.get("connections", []):
+        since = datetime.fromtimestamp(conn["since"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append(
+            (answer.get("node", "?"), str(conn["user_id"]), conn["name"],
+             conn["client_type"], since, conn["peer"])
+        )  # fmt: skip
+    for link in answer.get("route", []):
+        if link["link"] == "in-process":
+            continue  # the co-hosted msg service, listed above
+        for conn in link["connections"]:
+            user_id = conn["user_id"]
+            rows.append(
+                (f"linked from {link['link']}", str(user_id), names.get(user_id, "?"),
+                 _client_type_name(conn["client_type"]), "-", "-")
+            )  # fmt: skip
+    return rows
+
+
+def _client_type_name(client_type: int) -> str:
+    from teamtalk_py.msg.service import client_type_name
+
+    return client_type_name(client_type)
+
+
+def online(db: Database | None, args: argparse.Namespace) -> str:
+    """Who is connected, on which node (the server at ``--server``)."""
+    answer = fetch_online(args.server)
+    names: dict[int, str] = {}
+    ids = [c["user_id"] for link in answer.get("route", []) for c in link["connections"]]
+    if ids and db is not None:
+        with db.sync_transaction() as txn:
+            names = _names(txn, ids)
+    return "\n".join("\t".join(row) for row in online_rows(answer, names))
+
+
+def default_server(config: Config) -> str:
+    """The ops listener of the server this config describes (``ops.listen``)."""
+    listen = config.with_default_listeners().ops.listen
+    parts = dict(p.split("=", 1) for p in listen.split(":")[2:] if "=" in p)
+    port = listen.split(":")[1]
+    host = parts.get("interface", "127.0.0.1")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teamtalk-admin", description="Manage teamtalk_py departments, users and groups."
@@ -325,7 +512,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help="database URL, e.g. mysql://root@127.0.0.1:3306/teamtalk")
     parser.add_argument("--media-dir", help="media content store [DATA_DIR/media]")
     parser.add_argument("--media-url", help="media public URL [http://ADVERTISE:8700/]")
+    parser.add_argument(
+        "--server",
+        help="a running server's ops listener, for online and stats "
+        "[from the config's ops.listen: http://127.0.0.1:8090]",
+    )
     topics = parser.add_subparsers(dest="topic", required=True)
+
+    p = topics.add_parser(
+        "init", help="create the data dir and the database (the only command that creates "
+        "a missing data dir)",
+    )  # fmt: skip
+    p.set_defaults(run=init)
+    p = topics.add_parser("online", help="who is connected, on which node (asks --server)")
+    p.set_defaults(run=online, writes=False, database=False)
+    p = topics.add_parser("stats", help="counts from the store, and online now")
+    p.set_defaults(run=stats, writes=False)
+    p = topics.add_parser(
+        "backup", help="copy a SQLite store while the server runs (MariaDB: use mysqldump)"
+    )
+    p.add_argument("dest", help="the new file to write")
+    p.set_defaults(run=backup, writes=False, migrate=False)
 
     department = topics.add_parser("department", help="departments").add_subparsers(
         dest="action", required=True
@@ -335,35 +542,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", help="parent department name")
     p.add_argument("--priority", type=int, default=0)
     p.set_defaults(run=department_add)
-    department.add_parser("list", help="list departments").set_defaults(run=department_list)
+    department.add_parser("list", help="list departments").set_defaults(
+        run=department_list, writes=False
+    )
 
     user = topics.add_parser("user", help="users").add_subparsers(dest="action", required=True)
     p = user.add_parser("add", help="add a user; prints its id")
     p.add_argument("--name", required=True, help="login name (also the real name)")
-    p.add_argument("--password", required=True)
+    add_password_options(p)
     p.add_argument("--nick")
     p.add_argument("--department", help="department name")
     p.add_argument("--sex", type=int, default=0, choices=SEXES)
     p.add_argument("--phone", default="")
     p.add_argument("--email", default="")
     p.set_defaults(run=user_add)
-    user.add_parser("list", help="list users").set_defaults(run=user_list)
-    p = user.add_parser("passwd", help="set a user's password")
+    user.add_parser("list", help="list users").set_defaults(run=user_list, writes=False)
+    p = user.add_parser("passwd", help="set a user's password (ends their sessions)")
     p.add_argument("name")
-    p.add_argument("password")
+    p.add_argument(
+        "new_password", nargs="?", metavar="PASSWORD", help="(visible in ps: prefer the prompt)"
+    )
+    add_password_options(p)
     p.set_defaults(run=user_passwd)
-    p = user.add_parser("disable", help="stop a user from logging in")
+    p = user.add_parser(
+        "disable",
+        aliases=["delete"],
+        help="stop a user from logging in and end their sessions (TeamTalk's delete: "
+        "the user left; history stays)",
+    )
     p.add_argument("name")
     p.set_defaults(run=user_set_status(accounts.USER_STATUS_LEFT))
-    p = user.add_parser("enable", help="let a disabled user log in again")
+    p = user.add_parser("kick", help="end a user's sessions on every node now")
     p.add_argument("name")
-    p.set_defaults(run=user_set_status(accounts.USER_STATUS_NORMAL))
+    p.set_defaults(run=user_kick)
     p = user.add_parser(
         "avatar", help="set a user's avatar from a local picture file; prints its URL"
     )
     p.add_argument("name")
     p.add_argument("file", help="JPEG, PNG, GIF, BMP or WebP file")
     p.set_defaults(run=user_avatar)
+    p = user.add_parser("enable", help="let a disabled user log in again")
+    p.add_argument("name")
+    p.set_defaults(run=user_set_status(accounts.USER_STATUS_NORMAL))
     p = user.add_parser("set", help="edit profile fields")
     p.add_argument("name")
     for name in PROFILE_FIELDS:
@@ -382,10 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avatar", default="", help="avatar URL")
     p.add_argument("--temporary", action="store_true", help="a temporary group instead")
     p.set_defaults(run=group_add)
-    group.add_parser("list", help="list groups").set_defaults(run=group_list)
+    group.add_parser("list", help="list groups").set_defaults(run=group_list, writes=False)
     p = group.add_parser("members", help="list a group's members")
     p.add_argument("group_id", type=int)
-    p.set_defaults(run=group_members)
+    p.set_defaults(run=group_members, writes=False)
     member = group.add_parser("member", help="change a group's members").add_subparsers(
         dest="change", required=True
     )
@@ -434,6 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_password_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    parser.add_argument("--password", help="(visible in ps and shell history: prefer the prompt)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -445,24 +672,66 @@ def main(argv: Sequence[str] | None = None) -> int:
             "media.public_url": args.media_url,
         }
         config = config.with_overrides(overrides)
-        args.server_config = config
     except ConfigError as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 2
-    args.loaded_config = config
-    db = open_database(config.store.db or None, config.server.data_dir, reactor=None)
+    args.server_config = args.loaded_config = config
+    if args.server is None:
+        args.server = default_server(config)
     try:
-        db.migrate()
-        output = args.run(db, args)
+        output = run(config, args)
     except AdminError as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, MissingInput) else 1
     except (ValueError, TypeError, OSError) as e:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 1
     if output:
         print(output)
     return 0
+
+
+def run(config: Config, args: argparse.Namespace) -> str:
+    """Open the store as the command needs it and run the command."""
+    writes = getattr(args, "writes", True)
+    uses_sqlite = not config.store.db or config.store.db.startswith("sqlite:")
+    data_dir = Path(config.server.data_dir)
+    if uses_sqlite:
+        try:
+            ensure_private_dir(data_dir, create=args.run is init)
+        except DataDirError as e:
+            hint = "" if data_dir.exists() else " (a typo? teamtalk-admin init creates it)"
+            raise AdminError(f"{e}{hint}") from None
+    db: Database | None = None
+    try:
+        try:
+            db = open_database(
+                config.store.db or None, config.server.data_dir, reactor=None, create=writes
+            )
+            if getattr(args, "migrate", True):
+                db.migrate()
+        except Exception as e:
+            if not getattr(args, "database", True) and is_database_error(e):
+                db = None  # "online" can do without user names
+            elif isinstance(e, StoreError):
+                raise AdminError(str(e)) from None
+            else:
+                raise
+        return str(args.run(db, args))
+    except AdminError:
+        raise
+    except Exception as e:
+        if not is_database_error(e):
+            raise
+        where = db.describe() if db is not None else (config.store.db or str(data_dir))
+        raise AdminError(f"cannot use the database {where}: {error_text(e)}") from None
+
+
+def is_database_error(error: BaseException) -> bool:
+    """A driver's error (unreachable server, refused login, locked or broken file)."""
+    import pymysql
+
+    return isinstance(error, sqlite3.Error | pymysql.MySQLError | StoreError)
 
 
 if __name__ == "__main__":

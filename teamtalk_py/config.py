@@ -92,6 +92,7 @@ class MsgConfig:
     group_creations_per_hour: int = 20
     #: Limit refusals a connection may collect (one more a second) before it is closed.
     max_refusals: int = 50
+    account_check_interval: float = 2.0
     aes_key: str = "12345678901234567890123456789012"
     route_server: str = ""
     login_server: str = ""
@@ -486,6 +487,7 @@ RELOADABLE = frozenset(
         "msg.max_bytes_per_day",
         "msg.group_creations_per_hour",
         "msg.max_refusals",
+        "msg.account_check_interval",
         "login.msfs",
         "login.discovery",
         "file.task_timeout",
@@ -726,6 +728,9 @@ group_creations_per_hour = 20
 # A connection that keeps running into these limits is closed: it may collect this many
 # refusals, one more each second.
 max_refusals = 50
+# Seconds between checks for users whose live sessions must end (disabled, password
+# changed, kicked with teamtalk-admin): they are kicked within this time on every node.
+account_check_interval = 2.0
 # The 32-byte AES key clients encrypt text with (the clients' compiled-in default).
 aes_key = "12345678901234567890123456789012"
 # Cluster links, for a node that does not host the service itself (empty: the service

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from teamtalk_py.store import accounts
 from teamtalk_py.store.database import open_database
+from teamtalk_testing import free_port
 from teamtalk_testing.scratch import ScratchDatabase, Unreachable
 from tests.store_support import mysql_server
 from tests.support import TestCase, server_unreachable
@@ -18,21 +19,34 @@ from tests.support import TestCase, server_unreachable
 ADMIN = str(Path(sys.executable).with_name("teamtalk-admin"))
 
 
+#: What teamtalk-admin says when a password is given with --password.
+PASSWORD_WARNING = "teamtalk-admin: warning: a password on the command line is visible"
+
+
 class AdminTestCase(TestCase):
     def setUp(self) -> None:
+        # An existing data dir, as `teamtalk-admin init` or the server leave it.
         self.data_dir = self.tmp_path() / "var"
+        self.data_dir.mkdir(mode=0o700)
         self.location = ["--data-dir", str(self.data_dir)]
 
-    def admin(self, *args: str) -> subprocess.CompletedProcess:
+    def admin(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [ADMIN, *self.location, *args], capture_output=True, text=True, timeout=60
+            [ADMIN, *self.location, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
         )
 
-    def ok(self, *args: str) -> str:
-        """Run a command that must succeed; its stdout without the final newline."""
-        result = self.admin(*args)
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must succeed; its stdout without the final newline. The
+        only stderr allowed is the warning about a password given with --password."""
+        result = self.admin(*args, stdin=stdin)
         assert result.returncode == 0, (args, result.stderr)
-        assert result.stderr == ""
+        others = [x for x in result.stderr.splitlines() if not x.startswith(PASSWORD_WARNING)]
+        assert others == [], result.stderr
         return result.stdout.rstrip("\n")
 
     def refused(self, *args: str, status: int = 1) -> str:
@@ -48,6 +62,7 @@ class AdminTestCase(TestCase):
         procs = [
             subprocess.Popen(
                 [ADMIN, *self.location, *args],
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -75,6 +90,9 @@ class AdminTestCase(TestCase):
         db.migrate()
         with db.sync_transaction() as txn:
             return accounts.add_user(txn, name, password, nick=name, now=1, **fields)
+
+    def database_files(self) -> list[str]:
+        return sorted(p.name for p in self.data_dir.iterdir())
 
     def user(self, name: str) -> accounts.UserRow:
         db = open_database(None, self.data_dir, reactor=None)
@@ -264,3 +282,74 @@ class MySQLAdminTests(AdminTestCase):
         with db.sync_transaction() as txn:
             row = accounts.get_user_by_name(txn, "alice")
         assert accounts.check_password(row, hashlib.md5(b"pw").hexdigest())
+
+
+class SafetyTests(AdminTestCase):
+    def test_reading_never_creates_a_database_and_a_missing_data_dir_needs_init(self):
+        """list on an empty data dir is refused without creating anything; any command on
+        a data dir that does not exist (a typo) is refused without creating it; init
+        creates it 0700 with the database, after which list works."""
+        error = self.refused("user", "list")
+        assert "no database at" in error and error.count("\n") == 1
+        assert self.database_files() == []
+        typo = self.tmp_path() / "vra"
+        self.location = ["--data-dir", str(typo)]
+        for command in (("user", "list"), ("department", "add", "Sales")):
+            error = self.refused(*command)
+            assert "does not exist" in error and "teamtalk-admin init" in error
+        assert not typo.exists()
+        assert self.ok("init").startswith("ok: sqlite:")
+        assert typo.stat().st_mode & 0o777 == 0o700
+        assert self.ok("user", "list") == ""
+
+    def test_passwords_from_stdin_or_the_prompt_and_the_option_warns(self):
+        """--password-stdin reads the first line; --password works but warns; with neither
+        and no terminal the command is refused as bad usage and nothing is created."""
+        self.ok("user", "add", "--name", "alice", "--password-stdin", stdin="s3cret pw\n")
+        assert accounts.check_password(self.user("alice"), hashlib.md5(b"s3cret pw").hexdigest())
+        result = self.admin("user", "add", "--name", "bob", "--password", "pw")
+        assert result.returncode == 0 and result.stderr.startswith(PASSWORD_WARNING)
+        assert "no password" in self.refused("user", "add", "--name", "carol", status=2)
+        self.ok("user", "passwd", "alice", "--password-stdin", stdin="n3w\n")
+        assert accounts.check_password(self.user("alice"), hashlib.md5(b"n3w").hexdigest())
+        assert [line.split("\t")[1] for line in self.ok("user", "list").splitlines()] == [
+            "alice",
+            "bob",
+        ]
+
+    def test_an_unreachable_database_is_one_line(self):
+        """A MariaDB nobody answers at: one line naming the URL (no password) and why."""
+        port = free_port()
+        self.location = ["--db", f"mysql://tt:hunter2@127.0.0.1:{port}/teamtalk"]
+        for command in (("user", "list"), ("user", "kick", "alice"), ("stats",)):
+            error = self.refused(*command)
+            assert error.count("\n") == 1, error
+            assert f"cannot use the database mysql://tt@127.0.0.1:{port}/teamtalk:" in error
+            assert "Can't connect" in error and "hunter2" not in error
+
+    def test_backup_is_a_private_consistent_copy(self):
+        """backup writes a SQLite copy (0600) that opens with every user; it refuses to
+        overwrite; on MariaDB it names the mysqldump command instead."""
+        self.seed("alice")
+        self.seed("bob")
+        dest = self.tmp_path() / "copy.sqlite3"
+        assert self.ok("backup", str(dest)).startswith("backed up ")
+        assert dest.stat().st_mode & 0o777 == 0o600
+        copy = open_database(f"sqlite:///{dest}", self.data_dir, reactor=None, create=False)
+        with copy.sync_transaction() as txn:
+            assert [u.name for u in accounts.list_users(txn)] == ["alice", "bob"]
+        assert "exists" in self.refused("backup", str(dest))
+        self.location = ["--db", "mysql://tt@127.0.0.1:1/teamtalk"]
+        assert "mysqldump --single-transaction" in self.refused("backup", "x.sql")
+
+    def test_delete_is_disable_and_kick_ends_sessions_without_disabling(self):
+        """user delete is TeamTalk's delete (status 3, sessions ended); user kick moves
+        the session epoch only."""
+        self.seed("alice")
+        self.seed("bob")
+        assert self.ok("user", "kick", "alice") == "ok"
+        alice = self.user("alice")
+        assert (alice.session_epoch, alice.can_log_in) == (1, True)
+        assert self.ok("user", "delete", "bob") == "ok"
+        bob = self.user("bob")
+        assert (bob.session_epoch, bob.can_log_in) == (1, False)

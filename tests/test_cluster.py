@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tusclient import client as tus_client
 from twisted.internet import reactor, threads
+from twisted.internet.utils import getProcessOutputAndValue
 
 from teamtalk_client import TeamTalkSession, connect, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -66,6 +67,7 @@ USERS = (
     "peggy",
     "trent",
     "victor",
+    "walter",
 )
 
 
@@ -200,7 +202,8 @@ class Cluster:
 def create_users(db_url: str, names: tuple[str, ...]) -> dict[str, int]:
     """``teamtalk-admin --db URL user add`` for each name (run side by side); their ids."""
     first = subprocess.run(
-        [ADMIN, "--db", db_url, "user", "add", "--name", names[0], "--password", PASSWORD],
+        [ADMIN, "--db", db_url, "user", "add", "--name", names[0], "--password-stdin"],
+        input=PASSWORD,
         capture_output=True,
         text=True,
     )
@@ -208,7 +211,8 @@ def create_users(db_url: str, names: tuple[str, ...]) -> dict[str, int]:
         raise AssertionError(f"teamtalk-admin failed: {first.stderr}")
     procs = [
         subprocess.Popen(
-            [ADMIN, "--db", db_url, "user", "add", "--name", name, "--password", PASSWORD],
+            [ADMIN, "--db", db_url, "user", "add", "--name", name, "--password-stdin"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -217,11 +221,19 @@ def create_users(db_url: str, names: tuple[str, ...]) -> dict[str, int]:
     ]
     ids = {names[0]: int(first.stdout)}
     for name, proc in zip(names[1:], procs, strict=True):
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(input=PASSWORD, timeout=60)
         if proc.returncode != 0:
             raise AssertionError(f"teamtalk-admin failed for {name}: {err}")
         ids[name] = int(out)
     return ids
+
+
+async def admin(*args: str) -> str:
+    """Run teamtalk-admin without blocking the reactor the clients need; its stdout."""
+    out, err, status = await getProcessOutputAndValue(ADMIN, args, env=dict(os.environ))
+    if status != 0:
+        raise AssertionError(f"teamtalk-admin {' '.join(args)} exited {status}: {err!r}")
+    return out.decode()
 
 
 class SharedCluster:
@@ -394,6 +406,25 @@ class ClusterTests(TestCase):
         kick = await first.wait_for(B.CID_LOGIN_KICK_USER)
         assert kick.message.kick_reason == B.KICK_REASON_DUPLICATE_USER
         await first.protocol.closed
+
+    async def test_disabling_a_user_kicks_their_session_on_another_node(self):
+        """teamtalk-admin, run against the shared database and no node, disables walter:
+        his session on node2 gets CID_LOGIN_KICK_USER and is closed within seconds, and
+        his next login is told the account is disabled. Before, the center's /online
+        (route's view of the cluster) lists him on a linked node."""
+        walter = await self.client("node2", "walter")
+        center = f"http://127.0.0.1:{self.cluster.ops_ports['center']}"
+        listing = await admin("--db", self.db.url, "--server", center, "online")
+        assert [line for line in listing.splitlines() if "\twalter\twindows\t" in line]
+        assert await admin("--db", self.db.url, "user", "disable", "walter") == "ok\n"
+        kick = await walter.wait_for(B.CID_LOGIN_KICK_USER, timeout=15)
+        assert kick.message.kick_reason == B.KICK_REASON_DUPLICATE_USER
+        await walter.protocol.closed
+        protocol = await connect(reactor, "127.0.0.1", self.cluster.port("node1"))
+        answer = await TeamTalkSession(protocol).login("walter", PASSWORD)
+        assert answer.result_string == "账号已停用"
+        protocol.transport.loseConnection()
+        await protocol.closed
 
     async def test_failed_login_lockout_is_shared_by_every_node(self):
         """Eleven wrong passwords spread over both nodes lock the name out on both: the

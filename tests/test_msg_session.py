@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import time
 
+from twisted.logger import formatEvent, globalLogPublisher
+
 from teamtalk_client import TeamTalkSession, encode_pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Login_pb2, Message_pb2
@@ -25,6 +27,7 @@ from tests.msg_support import (
 )
 
 WRONG = "用户名/密码错误"
+DISABLED = "账号已停用"
 TOO_MANY = "用户名/密码错误次数太多"
 
 
@@ -68,14 +71,33 @@ class LoginTests(MsgTestCase):
             assert not answer.HasField("user_info")
             assert await closed_within(session.protocol, 2)
 
-    async def test_disabled_account_cannot_log_in(self):
-        """An account disabled by the admin is refused like a wrong password."""
+    async def test_disabled_account_is_told_so_and_every_refusal_is_logged(self):
+        """A disabled account with its right password is told it is disabled (with a
+        wrong one, only that the password is wrong); each refusal is one log line with
+        the name tried and the reason, and never the password."""
         uid = await self.add_user("alice")
         await self.server.service("store").write(
             accounts.set_user_status, uid, accounts.USER_STATUS_LEFT, now=int(time.time())
         )
+        lines: list[str] = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         answer, _ = await self.attempt("alice", PASSWORD)
         assert answer.result_code == B.REFUSE_REASON_DB_VALIDATE_FAILED
+        assert answer.result_string == DISABLED
+        answer, _ = await self.attempt("alice", "wrong")
+        assert answer.result_string == WRONG
+        answer, _ = await self.attempt("nobody\nforged", "x")
+        refusals = [line for line in lines if line.startswith("login refused for ")]
+        assert len(refusals) == 3, lines
+        assert refusals[0].startswith("login refused for 'alice' from 127.0.0.1:")
+        assert refusals[0].endswith(": disabled")
+        assert refusals[1].endswith(": wrong_password")
+        assert refusals[2].startswith("login refused for 'nobody\\nforged' from 127.0.0.1:")
+        assert refusals[2].endswith(": unknown_user")
+        md5 = hashlib.md5(PASSWORD.encode()).hexdigest()
+        assert not [line for line in lines if PASSWORD in line or md5 in line]
 
     async def test_password_digest_is_accepted_in_upper_case(self):
         """Clients send hex MD5; an upper-case digest is the same password."""
@@ -234,6 +256,74 @@ class KickTests(MsgTestCase):
                 B.CID_LOGIN_REQ_KICKPCCLIENT, Login_pb2.IMKickPCClientReq(user_id=0), timeout=0.3
             )
         assert not pc.protocol.closed.called and not phone.protocol.closed.called
+
+
+class AccountChangeTests(MsgTestCase):
+    """Disabling, a password change or an admin's kick end live sessions; an old
+    md5(md5 + salt) row logs in and is rewritten as scrypt."""
+
+    overrides = {"msg.account_check_interval": 0.05}
+
+    async def change(self, fn, *args) -> None:
+        await self.server.service("store").write(fn, *args, now=int(time.time()))
+
+    async def test_disabling_kicks_every_live_session_of_that_user_only(self):
+        """alice's PC and phone are kicked and closed within the check interval; bob
+        stays; alice's next login is told the account is disabled."""
+        alice = await self.add_user("alice")
+        await self.add_user("bob")
+        pc = await self.login("alice", client_type=PC)
+        phone = await self.login("alice", client_type=IOS)
+        bob = await self.login("bob")
+        await self.change(accounts.set_user_status, alice, accounts.USER_STATUS_LEFT)
+        await kicked(pc, B.KICK_REASON_DUPLICATE_USER)
+        await kicked(phone, B.KICK_REASON_DUPLICATE_USER)
+        assert not bob.protocol.closed.called
+        answer, _ = await self.attempt("alice", PASSWORD)
+        assert answer.result_string == DISABLED
+
+    async def test_password_change_and_admin_kick_end_sessions_but_new_logins_stay(self):
+        """After a password change the old session is kicked and the new password logs
+        in and stays; end_sessions (teamtalk-admin user kick) kicks that one too."""
+        alice = await self.add_user("alice")
+        old = await self.login("alice")
+        await self.change(accounts.set_password, alice, "n3w-secret")
+        await kicked(old, B.KICK_REASON_DUPLICATE_USER)
+        new = await self.login("alice", "n3w-secret")
+        await assert_nothing(new.protocol, B.CID_LOGIN_KICK_USER, within=0.3)
+        await self.change(accounts.end_sessions, alice)
+        await kicked(new, B.KICK_REASON_DUPLICATE_USER)
+        again = await self.login("alice", "n3w-secret")
+        await assert_nothing(again.protocol, B.CID_LOGIN_KICK_USER, within=0.3)
+
+    async def test_an_old_md5_row_logs_in_and_is_rewritten_as_scrypt(self):
+        """A row in the reference's md5(md5(pw) + salt) form (an imported TeamTalk user)
+        logs in with the same password, is rewritten as scrypt without ending the session,
+        and still logs in afterwards."""
+        uid = await self.add_user("legacy")
+        md5 = hashlib.md5(b"teamtalk-pw").hexdigest()
+        legacy = hashlib.md5((md5 + "4711").encode()).hexdigest()
+        await self.server.service("store").write(set_raw_password, uid, legacy, "4711")
+        session = await self.login("legacy", "teamtalk-pw")
+
+        async def stored_hash() -> str:
+            (row,) = await self.server.service("store").read(accounts.get_users_by_ids, [uid])
+            return row.password_hash
+
+        deadline = time.monotonic() + 10
+        while not (await stored_hash()).startswith("scrypt$"):
+            assert time.monotonic() < deadline, "the md5 row was not rewritten"
+            await sleep(0.05)
+        await assert_nothing(session.protocol, B.CID_LOGIN_KICK_USER, within=0.3)
+        await self.login("legacy", "teamtalk-pw")
+        answer, _ = await self.attempt("legacy", "wrong")
+        assert answer.result_string == WRONG
+
+
+def set_raw_password(txn, user_id: int, password_hash: str, salt: str) -> None:
+    txn.execute(
+        "UPDATE users SET password_hash = ?, salt = ? WHERE id = ?", (password_hash, salt, user_id)
+    )
 
 
 class LogoutAndSettingsTests(MsgTestCase):

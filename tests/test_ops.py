@@ -13,12 +13,16 @@ stopped.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, readBody
 
 from teamtalk_client.pdu import encode_pdu
@@ -28,9 +32,11 @@ from teamtalk_testing.faults import TcpProxy
 from teamtalk_testing.scratch import ScratchDatabase, Unreachable
 from tests.cluster_support import own_redis
 from tests.file_support import FileTestCase
-from tests.msg_support import IOS, PC, MsgTestCase, sleep
+from tests.msg_support import IOS, PC, MsgTestCase, closed_within, next_pdu, sleep
 from tests.store_support import mysql_server
 from tests.support import local_config, server_unreachable, start_server
+
+ADMIN = str(Path(sys.executable).with_name("teamtalk-admin"))
 
 
 async def http_get(port: int, path: str, method: bytes = b"GET") -> tuple[int, bytes]:
@@ -222,3 +228,49 @@ class ReadinessTests(MsgTestCase):
         assert answer["services"]["store"]["ok"] is True
         redis.start()
         await self.wait_degraded(ops, [])
+
+
+class AdminAgainstARunningServerTests(MsgTestCase):
+    """teamtalk-admin online, stats and user kick against this test's running server
+    (the command runs as a subprocess while the reactor keeps serving)."""
+
+    overrides = {"msg.account_check_interval": 0.05}
+
+    async def admin(self, *args: str) -> str:
+        ops = self.server.service("ops").bound_port()
+        out, err, status = await getProcessOutputAndValue(
+            ADMIN,
+            ["--data-dir", str(self.data_dir), "--server", f"http://127.0.0.1:{ops}", *args],
+            env=dict(os.environ),
+        )
+        assert status == 0, err
+        return out.decode()
+
+    async def test_online_stats_and_kick(self):
+        """online lists alice's two connections on this node; stats counts users and
+        connections; user kick ends both sessions (and bob's stays)."""
+        await self.add_user("alice")
+        await self.add_user("bob")
+        pc = await self.login("alice", client_type=PC)
+        phone = await self.login("alice", client_type=IOS)
+        bob = await self.login("bob")
+        lines = (await self.admin("online")).splitlines()
+        node = f"127.0.0.1:{self.server.msg_port}"
+        rows = sorted(line.split("\t")[:4] for line in lines)
+        assert rows == [
+            [node, str(pc.user_id), "alice", "ios"],
+            [node, str(pc.user_id), "alice", "windows"],
+            [node, str(bob.user_id), "bob", "windows"],
+        ]
+        stats = dict(line.split("\t") for line in (await self.admin("stats")).splitlines())
+        assert (stats["users"], stats["online users"], stats["online connections"]) == (
+            "2",
+            "2",
+            "3",
+        )
+        assert await self.admin("user", "kick", "alice") == "ok\n"
+        for session in (pc, phone):
+            pdu = await next_pdu(session.protocol, B.CID_LOGIN_KICK_USER, timeout=5)
+            assert pdu.message.kick_reason == B.KICK_REASON_DUPLICATE_USER
+            assert await closed_within(session.protocol, 2)
+        assert not bob.protocol.closed.called

@@ -6,12 +6,13 @@ the end run them on each backend (``tests.store_support``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
 from teamtalk_py.store import accounts
 from teamtalk_py.store.database import Database
-from teamtalk_py.store.txn import DuplicateError
+from teamtalk_py.store.txn import DuplicateError, Txn
 from tests.store_support import MariaDBStoreCase, SQLiteStoreCase
 
 NOW = 1_700_000_000
@@ -23,8 +24,20 @@ def md5_hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+#: One scrypt record for every test user: the KDF is slow on purpose.
+RECORD = accounts.password_record("secret")
+
+
 async def add_users(db: Database, *names: str, now: int = NOW) -> list[int]:
-    return [await db.write(accounts.add_user, name, "secret", now=now) for name in names]
+    return [
+        await db.write(accounts.add_user, name, "secret", now=now, record=RECORD) for name in names
+    ]
+
+
+def set_raw_password(txn: Txn, user_id: int, password_hash: str, salt: str) -> None:
+    txn.execute(
+        "UPDATE users SET password_hash = ?, salt = ? WHERE id = ?", (password_hash, salt, user_id)
+    )
 
 
 class AccountTests:
@@ -66,23 +79,29 @@ class AccountTests:
     # ----------------------------------------------------------------------------------
     # Users and passwords
 
-    async def test_add_user_stores_the_salted_reference_hash(self) -> None:
-        """password_hash = md5_hex(md5_hex(plain) + salt), salt = 16 random hex characters."""
+    async def test_add_user_stores_a_scrypt_record_of_the_clients_md5(self) -> None:
+        """password_hash = scrypt$14$8$1$<32 bytes> of md5_hex(plain); salt = 32 hex."""
         user_id = await self.database.write(
             accounts.add_user, "alice", "pa55", nick="Al", department_id=3, sex=2,
             phone="123", email="a@x", avatar="http://a", domain="ali", now=NOW,
         )  # fmt: skip
         row = await self.database.read(accounts.get_user_by_name, "alice")
         assert row.id == user_id
-        assert re.fullmatch(r"[0-9a-f]{16}", row.salt)
-        assert row.password_hash == md5_hex(md5_hex("pa55") + row.salt)
+        assert re.fullmatch(r"[0-9a-f]{32}", row.salt)
+        digest = hashlib.scrypt(
+            md5_hex("pa55").encode(), salt=bytes.fromhex(row.salt), n=2**14, r=8, p=1, dklen=32
+        )
+        expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert row.password_hash == f"scrypt$14$8$1${expected}"
+        assert len(row.password_hash) <= 64  # fits the MySQL column
         assert (row.nick, row.department_id, row.sex, row.phone, row.email, row.avatar,
                 row.domain, row.status, row.created, row.updated) == (
             "Al", 3, 2, "123", "a@x", "http://a", "ali", 0, NOW, NOW)  # fmt: skip
 
     async def test_salts_differ_between_users(self) -> None:
         """Two users with the same password get different salts and hashes."""
-        await add_users(self.database, "a", "b")
+        for name in ("a", "b"):
+            await self.database.write(accounts.add_user, name, "secret", now=NOW)
         a = await self.database.read(accounts.get_user_by_name, "a")
         b = await self.database.read(accounts.get_user_by_name, "b")
         assert a.salt != b.salt and a.password_hash != b.password_hash
@@ -95,6 +114,60 @@ class AccountTests:
         assert accounts.check_password(row, md5_hex("pa55").upper())
         assert not accounts.check_password(row, "pa55")
         assert not accounts.check_password(row, md5_hex("pa56"))
+
+    async def test_a_reference_md5_row_is_accepted_and_replaced_by_scrypt(self) -> None:
+        """A row in the reference's md5(md5 + salt) form (an imported TeamTalk user) checks
+        the same MD5 and needs an upgrade; replace_password swaps it for scrypt without
+        touching updated or session_epoch, and refuses if the row changed meanwhile."""
+        (user_id,) = await add_users(self.database, "imported")
+        legacy = md5_hex(md5_hex("old-pw") + "4711")
+        await self.database.write(set_raw_password, user_id, legacy.upper(), "4711")
+        (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
+        assert accounts.check_password(row, md5_hex("old-pw"))
+        assert not accounts.check_password(row, md5_hex("other"))
+        assert accounts.password_needs_upgrade(row)
+        record = accounts.hash_password(md5_hex("old-pw"))
+        assert not await self.database.write(
+            accounts.replace_password, user_id, "not-the-stored-hash", record
+        )
+        assert await self.database.write(
+            accounts.replace_password, user_id, row.password_hash, record
+        )
+        (upgraded,) = await self.database.read(accounts.get_users_by_ids, [user_id])
+        assert upgraded.password_hash.startswith("scrypt$")
+        assert accounts.check_password(upgraded, md5_hex("old-pw"))
+        assert not accounts.password_needs_upgrade(upgraded)
+        assert (upgraded.updated, upgraded.session_epoch) == (row.updated, row.session_epoch)
+
+    async def test_a_damaged_record_matches_nothing(self) -> None:
+        """A scrypt record that does not parse, or a salt that is not hex, fails closed."""
+        (user_id,) = await add_users(self.database, "broken")
+        for stored, salt in (("scrypt$14$8$abc", "00"), ("scrypt$14$8$1$AAAA", "zz")):
+            await self.database.write(set_raw_password, user_id, stored, salt)
+            (row,) = await self.database.read(accounts.get_users_by_ids, [user_id])
+            assert not accounts.check_password(row, md5_hex("secret"))
+
+    async def test_account_changes_end_sessions(self) -> None:
+        """A status change, a password change and end_sessions each move session_epoch
+        and stamp session_changed; session_changes finds them from a time on."""
+        a, b, c = await add_users(self.database, "a", "b", "c")
+        assert await self.database.read(accounts.last_session_change) == 0
+        await self.database.write(
+            accounts.set_user_status, a, accounts.USER_STATUS_LEFT, now=NOW + 1
+        )
+        await self.database.write(accounts.set_password, b, "n3w", now=NOW + 2)
+        await self.database.write(accounts.end_sessions, c, now=NOW + 3)
+        assert not await self.database.write(accounts.end_sessions, 999_999, now=NOW)
+        changes = await self.database.read(accounts.session_changes, NOW + 2)
+        assert [(x.user_id, x.session_epoch, x.session_changed) for x in changes] == [
+            (b, 1, NOW + 2),
+            (c, 1, NOW + 3),
+        ]
+        everything = await self.database.read(accounts.session_changes, 0)
+        assert [(x.user_id, x.status) for x in everything] == [(a, 3), (b, 0), (c, 0)]
+        assert await self.database.read(accounts.last_session_change) == NOW + 3
+        (row,) = await self.database.read(accounts.get_users_by_ids, [c])
+        assert row.session_epoch == 1
 
     async def test_duplicate_user_name_raises_duplicate_error(self) -> None:
         """User names are unique."""

@@ -15,9 +15,9 @@ Mapping (storage.md names on the left):
   are not unique; ours are) stays with the row the reference's login would pick (the
   lowest id with status 0, else the lowest id); the others become ``name#id`` and are
   listed in the report. Password hashes and salts are copied as they are (lower-cased
-  hex): ``md5_hex(md5_hex(password) + salt)``, the form ``accounts.add_user`` writes, so
-  everyone keeps their password and the KDF upgrade at next login treats imported rows
-  like any other legacy row.
+  hex): ``md5_hex(md5_hex(password) + salt)``, which ``accounts.check_password`` accepts,
+  so everyone keeps their password, and the first successful login rewrites the row as
+  scrypt (``msg/credentials.py``).
 * ``IMMessage_0..7`` / ``IMGroupMessage_0..7``: every visible row (``status = 0``) with
   its message id, time, type and content bytes. Voice content is rebuilt from msfs
   (``voice.py``). A message whose id is already taken in its conversation (the reference

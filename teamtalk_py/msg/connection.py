@@ -37,6 +37,8 @@ class MsgConnection(PduProtocol):
     login_requested = False
     #: Unix seconds of the successful login (0 before).
     logged_in_at = 0
+    #: The account's ``session_epoch`` at login (msg/session_watch.py).
+    session_epoch = 0
     kicked = False
     _refusals: RefusalBudget | None = None
     _over_budget = False

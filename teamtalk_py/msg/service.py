@@ -19,6 +19,7 @@ from teamtalk_py.login.nodes import MsgNode
 from teamtalk_py.metrics import one
 from teamtalk_py.msg.batching import SingleMessageQueue
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
+from teamtalk_py.msg.credentials import Credentials
 from teamtalk_py.msg.dedup import RecentMessages, SharedResends
 from teamtalk_py.msg.file_link import FileServers, RemoteFileServer
 from teamtalk_py.msg.groups import Groups
@@ -28,6 +29,7 @@ from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
 from teamtalk_py.msg.login_reporter import LoginReporter, login_addresses
 from teamtalk_py.msg.online import OnlineUsers
 from teamtalk_py.msg.route_client import InProcessRoute, LinkedRoute
+from teamtalk_py.msg.session_watch import SessionWatch
 from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.protocol import registry
@@ -83,6 +85,9 @@ class MsgService(TeamTalkService):
         #: Set in a cluster with shared state: resends recognised across nodes.
         self.shared_resends: SharedResends | None = None
         self.groups = Groups(self)
+        #: Password checks off the reactor (set up at start, once the store is known).
+        self.credentials: Credentials | None = None
+        self.session_watch = SessionWatch(self)
         self.single_messages: SingleMessageQueue | None = None
         #: The push service when push is configured: messages are then stored with an
         #: outbox row (in their own transaction) and each commit kicks the push worker.
@@ -121,6 +126,9 @@ class MsgService(TeamTalkService):
             self.store_group_message = self.push.store_group_message
         else:
             self.single_messages = SingleMessageQueue(self.reactor, store)
+        self.credentials = Credentials(self.reactor, store)
+        self.credentials.start()
+        await self.session_watch.start()
         shared = self.sibling("redis")
         self.group_creations.state = shared
         if shared is not None and shared.shared:
@@ -231,6 +239,7 @@ class MsgService(TeamTalkService):
         self.factory.max_outbuf = config.msg.max_outbuf
         self.message_limits.configure(**message_limit_settings(config))
         self.group_creations.limit = config.msg.group_creations_per_hour
+        self.session_watch.reconfigure(config.msg.account_check_interval)
         if not self.is_started:
             return
         # The advertised address or the connection limit may have changed.
@@ -265,6 +274,9 @@ class MsgService(TeamTalkService):
         if self.route is not None:
             await defer.maybeDeferred(self.route.stop)
         await self.files.stop()
+        self.session_watch.stop()
+        if self.credentials is not None:
+            self.credentials.stop()
 
     # -- connections -------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
         return
     if conn.closing or not conn.connected:
         return
-    if row is None or not accounts.check_password(row, req.password):
+    if row is None or not await service.credentials.check(row, req.password):
         await defer.maybeDeferred(service.lockout.record_failure, name)
         locked = await defer.maybeDeferred(service.lockout.is_locked, name)
         reason = "unknown_user" if row is None else "wrong_password"
@@ -127,6 +127,7 @@ async def handle_login(conn: MsgConnection, request: Request) -> None:
     conn.user_id = user_id
     conn.logged_in = True
     conn.logged_in_at = service.now()
+    conn.session_epoch = row.session_epoch
     answer = Login_pb2.IMLoginRes(
         server_time=service.now(),
         result_code=B.REFUSE_REASON_NONE,
@@ -160,14 +161,21 @@ def kick_duplicate(
     victim = user.first_in_category(client_type, exclude=exclude)
     if victim is None:
         return False
-    victim.kicked = True
-    victim.send(B.CID_LOGIN_KICK_USER, Login_pb2.IMKickUser(user_id=user_id, kick_reason=reason))
-    # Forget it now so the newcomer is the only one of its category (it is already
-    # online, so presence sees no gap); the socket closes once the kick is flushed.
-    service.connection_closed(victim)
-    victim.logged_in = False
-    victim.close(f"kicked (reason {reason})")
+    cause = "duplicate_login" if reason == B.KICK_REASON_DUPLICATE_USER else "mobile_kick"
+    kick_connection(service, victim, reason, cause)
     return True
+
+
+def kick_connection(service, conn: MsgConnection, reason: int, cause: str) -> None:
+    """``CID_LOGIN_KICK_USER`` to one connection, which is then forgotten and closed."""
+    service.metrics.kicks.labels(cause=cause).inc()
+    conn.kicked = True
+    conn.send(B.CID_LOGIN_KICK_USER, Login_pb2.IMKickUser(user_id=conn.user_id, kick_reason=reason))
+    # Forget it now so a newcomer is the only one of its category (it is already
+    # online, so presence sees no gap); the socket closes once the kick is flushed.
+    service.connection_closed(conn)
+    conn.logged_in = False
+    conn.close(f"kicked ({cause})")
 
 
 async def handle_logout(conn: MsgConnection, request: Request) -> None:

@@ -5,12 +5,24 @@ Plain synchronous repository functions ``fn(txn, ...)``: the msg service runs th
 Every function that changes a row takes ``now`` (Unix seconds) from its caller, so the
 store never reads a clock of its own and tests control time.
 
-Passwords follow the reference's salted scheme because clients only ever send
-``md5_hex(plain)``: we store ``md5_hex(md5_hex(plain) + salt)`` with a random salt.
+Passwords: clients only ever send ``md5_hex(plain)``, so that MD5 is what the server
+checks; what it stores is a slow, memory-hard KDF of it (scrypt from the standard
+library, N=2**14, r=8, p=1: 16 MiB and tens of milliseconds per guess, the scrypt paper's
+interactive-login parameters) with a random 16-byte salt per user. ``password_hash`` is
+``scrypt$LOG2N$R$P$<base64url of 32 bytes>`` and ``salt`` the salt in hex. Rows in the
+reference's form, ``md5_hex(md5_hex(plain) + salt)`` (an imported TeamTalk database, or
+an older teamtalk_py), are still accepted and are rewritten in the new form at their next
+successful login (``password_needs_upgrade``, ``replace_password``). Comparisons are
+constant-time.
+
+Sessions: ``session_epoch`` changes whenever a user's live sessions must end (disabled,
+deleted, password changed, kicked by an admin), and ``session_changed`` says when, so
+that every msg node finds such users with one indexed query (``session_changes``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -48,14 +60,87 @@ def md5_hex(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
-def password_hash(client_md5_hex: str, salt: str) -> str:
-    """``md5_hex(md5_hex(plain) + salt)`` given the client's ``md5_hex(plain)``."""
+def legacy_password_hash(client_md5_hex: str, salt: str) -> str:
+    """The reference's ``md5_hex(md5_hex(plain) + salt)`` given ``md5_hex(plain)``."""
     return md5_hex(client_md5_hex.lower() + salt)
 
 
-def new_salt() -> str:
-    """16 random hex characters."""
-    return secrets.token_hex(8)
+#: scrypt cost: log2(N), r, p. A change applies to each user at their next login.
+SCRYPT_LOG2_N = 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_SCRYPT_PREFIX = "scrypt$"
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordRecord:
+    """What ``users.password_hash`` and ``users.salt`` hold for one password."""
+
+    password_hash: str = field(repr=False)
+    salt: str = field(repr=False)
+
+
+def _scrypt(client_md5_hex: str, salt_hex: str, log2_n: int, r: int, p: int) -> str:
+    digest = hashlib.scrypt(
+        client_md5_hex.lower().encode("ascii", "replace"),
+        salt=bytes.fromhex(salt_hex),
+        n=1 << log2_n,
+        r=r,
+        p=p,
+        maxmem=_SCRYPT_MAXMEM,
+        dklen=32,
+    )
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def hash_password(client_md5_hex: str) -> PasswordRecord:
+    """The record to store for a client's ``md5_hex(plain)``: scrypt with a new salt.
+
+    Slow on purpose (tens of milliseconds): never call it on the reactor thread, and
+    preferably not inside a write transaction (``add_user`` takes a ready record).
+    """
+    salt = secrets.token_hex(16)
+    digest = _scrypt(client_md5_hex, salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P)
+    return PasswordRecord(f"{_SCRYPT_PREFIX}{SCRYPT_LOG2_N}${SCRYPT_R}${SCRYPT_P}${digest}", salt)
+
+
+def password_record(password_plain: str) -> PasswordRecord:
+    """``hash_password`` of a plain password (what a client would send the MD5 of)."""
+    return hash_password(md5_hex(password_plain))
+
+
+def check_password(user: UserRow, client_md5_hex: str) -> bool:
+    """Whether the client's ``md5_hex(plain)`` matches the stored record, scrypt or the
+    reference's salted MD5 (constant-time comparison). Slow for scrypt records: run it
+    off the reactor thread."""
+    stored = user.password_hash
+    if stored.startswith(_SCRYPT_PREFIX):
+        try:
+            log2_n, r, p, expected = stored[len(_SCRYPT_PREFIX) :].split("$")
+            actual = _scrypt(client_md5_hex, user.salt, int(log2_n), int(r), int(p))
+        except ValueError:
+            return False  # a damaged record (or a salt that is not hex) matches nothing
+        return hmac.compare_digest(actual.encode("ascii"), expected.encode("ascii"))
+    legacy = legacy_password_hash(client_md5_hex, user.salt)
+    return hmac.compare_digest(legacy.encode("ascii"), stored.lower().encode("ascii", "replace"))
+
+
+def password_needs_upgrade(user: UserRow) -> bool:
+    """Whether the stored record is of an older kind or cost than ``hash_password``'s."""
+    prefix = f"{_SCRYPT_PREFIX}{SCRYPT_LOG2_N}${SCRYPT_R}${SCRYPT_P}$"
+    return not user.password_hash.startswith(prefix)
+
+
+def replace_password(txn: Txn, user_id: int, old_hash: str, record: PasswordRecord) -> bool:
+    """Store ``record`` in place of ``old_hash`` (the same password in a newer form): not
+    a profile change and no reason to end sessions, so neither ``updated`` nor
+    ``session_epoch`` moves. False when the row changed meanwhile (then it is kept)."""
+    txn.execute(
+        "UPDATE users SET password_hash = ?, salt = ? WHERE id = ? AND password_hash = ?",
+        (record.password_hash, record.salt, user_id, old_hash),
+    )
+    return txn.rowcount > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +173,8 @@ class UserRow:
     # Kept out of repr() so a logged row never shows them.
     password_hash: str = field(repr=False)
     salt: str = field(repr=False)
+    #: Changes whenever the user's live sessions must end (see the module docstring).
+    session_epoch: int = 0
 
     @property
     def can_log_in(self) -> bool:
@@ -175,7 +262,7 @@ def departments_updated_after(txn: Txn, since: int) -> list[DepartmentRow]:
 
 _USER_COLUMNS = (
     "id, name, nick, sex, domain, phone, email, avatar, department_id, status, "
-    "sign_info, push_shield, created, updated, password_hash, salt"
+    "sign_info, push_shield, created, updated, password_hash, salt, session_epoch"
 )
 
 
@@ -196,10 +283,13 @@ def add_user(
     avatar: str = "",
     *,
     now: int,
+    record: PasswordRecord | None = None,
 ) -> int:
     """Create a user who can log in with ``password_plain``; its id.
 
-    A taken name raises DuplicateError.
+    ``record`` is ``password_record(password_plain)`` computed beforehand, so the slow
+    KDF runs outside the transaction (several users may share one, as the benchmark's
+    do). A taken name raises DuplicateError.
     """
     if not name:
         raise ValueError("a user needs a name")
@@ -212,7 +302,8 @@ def add_user(
         ("avatar", avatar),
     ):
         _check_text(key, value)
-    salt = new_salt()
+    if record is None:
+        record = password_record(password_plain)
     txn.execute(
         "INSERT INTO users (name, nick, sex, domain, phone, email, avatar, department_id, "
         "status, sign_info, push_shield, password_hash, salt, created, updated) "
@@ -226,8 +317,8 @@ def add_user(
             email,
             avatar,
             _check_int("department_id", department_id),
-            password_hash(md5_hex(password_plain), salt),
-            salt,
+            record.password_hash,
+            record.salt,
             now,
             now,
         ),
@@ -235,18 +326,22 @@ def add_user(
     return int(txn.lastrowid)
 
 
-def check_password(user: UserRow, client_md5_hex: str) -> bool:
-    """Whether the client's ``md5_hex(plain)`` matches (constant-time comparison)."""
-    expected = password_hash(client_md5_hex, user.salt)
-    return hmac.compare_digest(expected.encode("ascii"), user.password_hash.encode("ascii"))
-
-
-def set_password(txn: Txn, user_id: int, password_plain: str, *, now: int) -> bool:
-    """Replace the password (with a fresh salt); False if the user does not exist."""
-    salt = new_salt()
+def set_password(
+    txn: Txn,
+    user_id: int,
+    password_plain: str,
+    *,
+    now: int,
+    record: PasswordRecord | None = None,
+) -> bool:
+    """Replace the password (``record``: ``password_record(password_plain)`` computed
+    beforehand) and end the user's live sessions; False if the user does not exist."""
+    if record is None:
+        record = password_record(password_plain)
     txn.execute(
-        "UPDATE users SET password_hash = ?, salt = ?, updated = ? WHERE id = ?",
-        (password_hash(md5_hex(password_plain), salt), salt, now, user_id),
+        "UPDATE users SET password_hash = ?, salt = ?, updated = ?, "
+        "session_epoch = session_epoch + 1, session_changed = ? WHERE id = ?",
+        (record.password_hash, record.salt, now, now, user_id),
     )
     return txn.rowcount > 0
 
@@ -254,13 +349,51 @@ def set_password(txn: Txn, user_id: int, password_plain: str, *, now: int) -> bo
 def set_user_status(txn: Txn, user_id: int, status: int, *, now: int) -> bool:
     """Set the status (USER_STATUS_LEFT disables login); False if the user is unknown.
 
-    ``updated`` moves so clients' incremental directory learns of the change.
+    ``updated`` moves so clients' incremental directory learns of the change; a status
+    that stops logins also ends the user's live sessions on every node.
     """
     txn.execute(
-        "UPDATE users SET status = ?, updated = ? WHERE id = ?",
-        (_check_int("status", status), now, user_id),
+        "UPDATE users SET status = ?, updated = ?, session_epoch = session_epoch + 1, "
+        "session_changed = ? WHERE id = ?",
+        (_check_int("status", status), now, now, user_id),
     )
     return txn.rowcount > 0
+
+
+def end_sessions(txn: Txn, user_id: int, *, now: int) -> bool:
+    """End the user's live sessions on every node (an admin's kick): the msg nodes see
+    the new ``session_epoch`` within ``msg.account_check_interval``. False if unknown."""
+    txn.execute(
+        "UPDATE users SET session_epoch = session_epoch + 1, session_changed = ? WHERE id = ?",
+        (now, user_id),
+    )
+    return txn.rowcount > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """A user whose live sessions may have to end (``session_changes``)."""
+
+    user_id: int
+    status: int
+    session_epoch: int
+    session_changed: int
+
+
+def session_changes(txn: Txn, since: int) -> list[SessionChange]:
+    """Users whose sessions were ended at or after ``since`` (Unix seconds)."""
+    rows = txn.execute(
+        "SELECT id, status, session_epoch, session_changed FROM users "
+        "WHERE session_changed >= ? ORDER BY id",
+        (since,),
+    ).fetchall()
+    return [SessionChange(*row) for row in rows]
+
+
+def last_session_change(txn: Txn) -> int:
+    """The newest ``session_changed`` (0 when none): where a msg node starts watching."""
+    row = txn.execute("SELECT MAX(session_changed) FROM users").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def update_user_profile(txn: Txn, user_id: int, *, now: int, **fields: Any) -> bool:

@@ -161,6 +161,11 @@ class Database:
     def dialect(self) -> Dialect:
         return self._engine.dialect
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLite or MySQL engine (for tools that need the file or the server)."""
+        return self._engine
+
     def describe(self) -> str:
         """Where the data lives, for logs (no password)."""
         return self._engine.describe()

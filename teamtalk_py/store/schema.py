@@ -606,6 +606,19 @@ _V8_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 9: ending a user's live sessions on every node (disabled, password changed,
+# kicked by an admin): session_epoch changes, session_changed says when (store/accounts.py).
+_V9_SQLITE = (
+    add_column("users", "session_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    add_column("users", "session_changed", "INTEGER NOT NULL DEFAULT 0"),
+    add_index("users", "users_session_changed", "session_changed"),
+)
+_V9_MYSQL = (
+    add_column("users", "session_epoch", "BIGINT NOT NULL DEFAULT 0"),
+    add_column("users", "session_changed", "BIGINT NOT NULL DEFAULT 0"),
+    add_index("users", "idx_users_session_changed", "session_changed"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -617,6 +630,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "offline files by sender", _V6, _V6),
     Migration(7, "media: content blobs, files, uploads, links, secrets", _V7_SQLITE, _V7_MYSQL),
     Migration(8, "login lockouts that outlive Redis", _V8_SQLITE, _V8_MYSQL),
+    Migration(9, "ending a user's sessions on every node", _V9_SQLITE, _V9_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
