@@ -23,6 +23,7 @@ def admin(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -35,6 +36,7 @@ def ok(data_dir: Path, *args: str) -> str:
 class AdminGroupTests(TestCase):
     def setUp(self) -> None:
         self.data = self.tmp_path() / "var"
+        self.data.mkdir(mode=0o700)  # teamtalk-admin creates no data dir but with init
         self.ids = {
             name: int(ok(self.data, "user", "add", "--name", name, "--password", "pw"))
             for name in ("alice", "bob", "carol")

@@ -187,6 +187,7 @@ class ImportCase(TestCase):
         self.addCleanup(msfs.shutdown)
         self.filled = fill(self.site, f"http://127.0.0.1:{msfs.server_address[1]}")
         self.data_dir = self.tmp_path() / "data"
+        self.data_dir.mkdir(mode=0o700)  # teamtalk-admin creates no data dir but with init
         self.url: str | None = None
         if self.backend == MARIADB:
             self.url = f"{mysql_url()}_imp"
