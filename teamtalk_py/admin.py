@@ -377,6 +377,21 @@ def push_test(db: Database, args: argparse.Namespace) -> str:
     return f"sent to {args.user}'s {platform} device via {name} (badge {badge})"
 
 
+#: ``example NAME`` -> the file shipped in ``teamtalk_py/deploy``.
+EXAMPLES = {
+    "config": "teamtalk.toml",
+    "unit": "teamtalk.service",
+    "sysusers": "teamtalk.sysusers",
+}
+
+
+def example(db: Database | None, args: argparse.Namespace) -> str:
+    """An example config, the systemd unit or the sysusers.d entry, as shipped."""
+    from importlib.resources import files
+
+    return files("teamtalk_py.deploy").joinpath(EXAMPLES[args.name]).read_text().rstrip("\n")
+
+
 def init(db: Database, args: argparse.Namespace) -> str:
     """Create the data dir (0700) and the database, or bring an existing one up to date."""
     return f"ok: {db.describe()} at schema version {db.migrate()}"
@@ -524,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a missing data dir)",
     )  # fmt: skip
     p.set_defaults(run=init)
+    p = topics.add_parser(
+        "example", help="print a shipped deployment file: config, unit (systemd), sysusers"
+    )
+    p.add_argument("name", choices=sorted(EXAMPLES))
+    p.set_defaults(run=example, store=False)
     p = topics.add_parser("online", help="who is connected, on which node (asks --server)")
     p.set_defaults(run=online, writes=False, database=False)
     p = topics.add_parser("stats", help="counts from the store, and online now")
@@ -693,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(config: Config, args: argparse.Namespace) -> str:
     """Open the store as the command needs it and run the command."""
+    if not getattr(args, "store", True):
+        return str(args.run(None, args))
     writes = getattr(args, "writes", True)
     uses_sqlite = not config.store.db or config.store.db.startswith("sqlite:")
     data_dir = Path(config.server.data_dir)
