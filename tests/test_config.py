@@ -19,9 +19,11 @@ from tests.support import TestCase
 
 class ConfigTests(TestCase):
     def test_example_config_loads_and_serves_pictures(self):
-        """etc/teamtalk.toml is a valid config that hosts the media service at the
-        advertised address."""
-        config = load_config(Path(__file__).resolve().parents[1] / "etc" / "teamtalk.toml")
+        """The shipped example config (teamtalk_py/deploy/teamtalk.toml) is a valid config
+        that hosts the media service at the advertised address."""
+        config = load_config(
+            Path(__file__).resolve().parents[1] / "teamtalk_py" / "deploy" / "teamtalk.toml"
+        )
         assert "media" in config.server.services
         assert config.media_public_url() == f"http://{config.server.advertise}:8700/"
 
