@@ -77,6 +77,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--keep-server", action="store_true", help="keep the throwaway server's data dir and log"
     )
     group.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="save the throwaway server's /metrics (Prometheus text) at the end of the run",
+    )
+    group.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -180,6 +185,8 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
         )
     finally:
         if server is not None:
+            if args.metrics:
+                document["metrics_file"] = server.save_metrics(Path(args.metrics))
             document["server_exit"] = server.stop()
             if args.keep_server:
                 document["server_dir"] = str(server.root)

@@ -249,6 +249,21 @@ class ThrowawayServer:
             media=_knows_option(self.server_tree, "media-listen"),
         )
 
+    def save_metrics(self, path: Path) -> str | None:
+        """Write the running server's ``/metrics`` to ``path``; None when it has no ops
+        listener (an older server tree) or does not answer."""
+        if not self.server.ops:
+            return None
+        url = f"http://{LOOPBACK}:{self.server.ops_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = response.read()
+        except OSError:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        return str(path)
+
     def start(self) -> Target:
         data_dir = self.server.data_dir
         data_dir.mkdir()
