@@ -43,6 +43,7 @@ class PushCrashTests(TestCase):
         self.server = StandaloneServer(root / "server", ["--config", str(config)])
         self.addCleanup(self.server.stop)
         self.ids = {}
+        self.server.data_dir.mkdir(parents=True, mode=0o700)  # only init would create it
         for name in ("alice", "bob", "carol", "dave", "erin"):
             out = subprocess.run(
                 [ADMIN, "--data-dir", str(self.server.data_dir), "user", "add", "--name", name,
