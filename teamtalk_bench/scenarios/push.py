@@ -165,16 +165,26 @@ class PushSink:
 # Servers
 
 
-def _push_config(root: Path, sink: PushSink, name: str = "push.toml", extra: str = "") -> Path:
+#: The bench measures throughput: the per-user message limits (on by default) are off.
+NO_LIMITS = "[msg]\nmessage_rate = 0\nmax_bytes_per_day = 0\n"
+
+
+def _config(root: Path, name: str, push: str = "") -> Path:
+    """A config file: no per-user limits, and ``push`` (the [push] keys) if given."""
     path = root / name
-    path.write_text(
-        "[push]\n"
+    path.write_text(NO_LIMITS + (f"[push]\n{push}" if push else ""))
+    return path
+
+
+def _push_config(root: Path, sink: PushSink, name: str = "push.toml", extra: str = "") -> Path:
+    return _config(
+        root,
+        name,
         f'push_server = "{LOOPBACK}:{sink.port}"\n'
         # A queue that only retries quickly: the drain phases pile pushes up on purpose.
         "retry_base = 0.2\nretry_cap = 1.0\nmax_attempts = 1000\nmax_age = 86400.0\n"
-        "max_in_flight = 256\n" + extra
+        "max_in_flight = 256\n" + extra,
     )
-    return path
 
 
 def _give_tokens(data_dir: str, user_ids: list[int], share: float = 1.0) -> None:
@@ -255,7 +265,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     try:
         off = ThrowawayServer(
             users_needed(params), prefix=args.user_prefix, password=args.password,
-            extra_args=args.server_arg,
+            extra_args=[*(args.server_arg or []), "--config",
+                        str(_config(Path(config_dir), "off.toml"))],
         )  # fmt: skip
         try:
             phases["msg_push_off"] = _run_pairs(params, args, off)
