@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.outage import is_outage_failure
 from teamtalk_py.store import messages
 from teamtalk_py.store.messages import NewMessage, StoredMessage
 
@@ -82,9 +83,11 @@ class SingleMessageQueue:
             self.committed()
 
     def _batch_failed(self, failure: Failure, batch) -> None:
-        """One bad message must not cost the others: store them one by one instead."""
-        if len(batch) == 1:
-            batch[0][1].errback(failure)
+        """One bad message must not cost the others: store them one by one instead (not
+        while the database is unreachable: that would only multiply the failures)."""
+        if len(batch) == 1 or is_outage_failure(failure):
+            for _, d in batch:
+                d.errback(failure)
             return
         log.warn(
             "batch of {count} messages failed ({error}); storing them one by one",

@@ -216,6 +216,19 @@ class MsgService(TeamTalkService):
         links.extend(s.link for s in self.files.servers if isinstance(s, RemoteFileServer))
         return links
 
+    async def health(self) -> dict[str, Any]:
+        """Up while started; ``degraded`` (still ready: it serves its own clients, stores
+        and acks) while a link to route, login or file in another process is down, each
+        link's state listed (``"route 10.0.0.1:8200": "up"``)."""
+        links = {f"{link.name} {link.address}": "up" if link.connected else "down"
+                 for link in self.links()}  # fmt: skip
+        part: dict[str, Any] = {"ok": bool(self.is_started and self.running)}
+        if links:
+            part["links"] = links
+        if "down" in links.values():
+            part["degraded"] = True
+        return part
+
     def node_name(self) -> str:
         """How operators tell this msg node from others: its advertised address:port."""
         return f"{self.config.server.advertise}:{self.port}"

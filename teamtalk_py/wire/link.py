@@ -1,9 +1,19 @@
 """Outgoing links between teamtalk nodes (msg → route, msg → login, msg → file).
 
 A ``ServerLink`` keeps one TCP connection to a peer service up: it reconnects with the
-reference's back-off (2, 4, 8 … 64 s, then back to 4 s; wire.md §7.1), sends a heartbeat
-whenever it has been silent for 5 s, and is dropped by the idle sweep after 30 s without
-a byte from the peer. Requests that expect an answer are matched by ``seq_num``.
+reference's back-off (2, 4, 8 … 64 s, then back to 4 s; wire.md §7.1). Requests that
+expect an answer are matched by ``seq_num``.
+
+**Liveness.** The reference heartbeats every 5 s and gives a link up after 30 s of
+silence: a msg node that hangs (``SIGSTOP``, a stuck disk, a partition) keeps its users
+"online" everywhere and keeps being offered to new clients for half a minute, while its
+peers buffer what they send it. Between our own nodes (links that proved the cluster
+secret) both ends heartbeat whenever silent for ``LINK_HEARTBEAT`` (1 s) and a link that
+has received nothing for ``LINK_DEADLINE`` (5 s) is aborted (not closed: a hung peer
+reads nothing, so a graceful close would wait on its buffers forever); the buffers go
+with it. Route then marks the node's users offline with notifies, login stops offering
+it, and both take it back when it links again. Links to TeamTalk's own servers (the
+push_server link, ``TEAMTALK_PEER``) keep the reference's 5 s and 30 s.
 
 Both ends of every link speak plain TeamTalk PDUs, so the links are documented by the
 protocol itself and testable with any PDU client, once the link has authenticated: until
@@ -43,8 +53,13 @@ from teamtalk_py.wire.protocol import CommandTable, PduFactory, PduProtocol, Req
 
 log = Logger(namespace="teamtalk.link")
 
+#: The reference's timers, kept on links to TeamTalk's own servers.
 HEARTBEAT_INTERVAL = 5.0
 LINK_IDLE_TIMEOUT = 30.0
+#: Between our own nodes: a heartbeat whenever silent this long ...
+LINK_HEARTBEAT = 1.0
+#: ... and a peer silent this long is taken for dead (well under LINK_IDLE_TIMEOUT).
+LINK_DEADLINE = 5.0
 HEARTBEAT_PDU = pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"")
 
 
@@ -68,11 +83,12 @@ def _handshake_pdu(command_id: int, body: bytes) -> bytes:
 @implementer(IHandshakeListener)
 class AuthenticatedLink(PduProtocol):
     """Either end of a server link: not "logged in" until the peer has proven it belongs
-    to the cluster (``link_auth``); then heartbeats whenever silent for 5 s, and closed by
-    the idle sweep after 30 s without a byte (both sides of every link, wire.md §7)."""
+    to the cluster (``link_auth``); then heartbeats whenever silent, and aborted when the
+    peer has been silent past its deadline (module docstring, Liveness)."""
 
     factory: LinkFactoryBase
-    idle_timeout = LINK_IDLE_TIMEOUT
+    idle_timeout: float | None = LINK_IDLE_TIMEOUT
+    heartbeat_interval = HEARTBEAT_INTERVAL
     login_deadline = HANDSHAKE_TIMEOUT
     last_sent = 0.0
     _server_nonce = b""
@@ -89,6 +105,9 @@ class AuthenticatedLink(PduProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.last_sent = self.factory.clock.seconds()
+        if not self.auth.plain:
+            self.idle_timeout = self.factory.link_deadline
+            self.heartbeat_interval = min(LINK_HEARTBEAT, self.factory.link_deadline / 3)
         if self.auth.plain:
             self._authenticated()
         elif self.auth.secret is not None:
@@ -104,8 +123,14 @@ class AuthenticatedLink(PduProtocol):
         super().send_raw(pdu)
 
     def heartbeat_if_silent(self, now: float) -> None:
-        if self.logged_in and now - self.last_sent >= HEARTBEAT_INTERVAL:
+        if self.logged_in and now - self.last_sent >= self.heartbeat_interval:
             self.send_raw(HEARTBEAT_PDU)
+
+    def went_idle(self) -> None:
+        """The peer said nothing, not even a heartbeat, past its deadline: it hangs or
+        the network between us does. Abort: a graceful close would wait for a hung peer
+        to read what is queued for it."""
+        self.abort(f"{self.purpose} link: nothing received for {self.idle_timeout:g} s")
 
     def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
         if self.logged_in:
@@ -157,6 +182,9 @@ class AuthenticatedLink(PduProtocol):
 class LinkFactoryBase(PduFactory):
     """Factory of authenticated links: the credentials, the port's purpose, the count of
     peers refused (a metric), and the sweep that heartbeats."""
+
+    #: Seconds of silence after which a cluster link is taken for dead (Liveness).
+    link_deadline = LINK_DEADLINE
 
     def __init__(self, auth: LinkAuth, purpose: str, **kwargs: Any) -> None:
         # A link carries a whole node's traffic: it is never held for its own requests.

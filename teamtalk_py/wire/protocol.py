@@ -203,6 +203,10 @@ class PduProtocol(Protocol):
         log.info("closing {peer}: {reason}", peer=self.peer, reason=reason)
         self.transport.loseConnection()
 
+    def went_idle(self) -> None:
+        """Nothing received for ``idle_timeout`` seconds (the factory's sweep)."""
+        self.close(f"idle for {self.idle_timeout:g} s")
+
     def abort(self, reason: str) -> None:
         """Drop the connection at once, discarding anything still queued for it."""
         self.closing = True
@@ -465,7 +469,7 @@ class PduFactory(Factory[PduProtocol]):
             ):
                 conn.close(f"no login within {conn.login_deadline:g} s")
             elif conn.idle_timeout is not None and now - conn.last_received >= conn.idle_timeout:
-                conn.close(f"idle for {conn.idle_timeout:g} s")
+                conn.went_idle()
 
 
 HEARTBEAT = BaseDefine_pb2.CID_OTHER_HEARTBEAT
