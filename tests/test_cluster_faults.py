@@ -108,7 +108,7 @@ class ClusterFaultTests(TestCase):
     async def test_redis_outage_costs_no_message_and_keeps_throughput(self):
         """Redis killed under load and started again (empty): nothing acked is lost,
         stored twice or delivered twice; acks go on at more than half the normal rate;
-        each node logs the outage as one line at each end and uses Redis again at once."""
+        a node logs the outage as one line at each end and uses Redis again at once."""
         cluster = self.start_cluster()
         traffic = await self.traffic(cluster)
         traffic.start()
@@ -135,10 +135,13 @@ class ClusterFaultTests(TestCase):
         assert during > before / 2, (before, during, after)
         assert after > before / 2, (before, during, after)
         assert recovered < 3.0, recovered
-        for node in ("node1", "node2"):
+        # node 1 calls Redis for its senders' messages; node 2 only delivers, so it
+        # notices an outage only if its 5 s health PING falls into it.
+        for node, calls in (("node1", True), ("node2", False)):
             log = cluster.process(node).output()
-            assert len(re.findall(r"shared state .* unreachable: ", log)) == 1, log[-3000:]
-            assert len(re.findall(r"shared state .* reachable again after", log)) == 1
+            starts = len(re.findall(r"shared state .* unreachable: ", log))
+            assert starts == 1 if calls else starts <= 1, log[-3000:]
+            assert starts == len(re.findall(r"shared state .* reachable again after", log))
 
     # -- the database -----------------------------------------------------------------
 
