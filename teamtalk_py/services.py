@@ -200,12 +200,31 @@ class ServiceCollection(MultiService):
             self.notifier.ready("reload failed")
             return
         self.reconfigure(config)
+        if self.reload_tls_files():
+            applied = [*applied, "cluster TLS certificates"]
         log.info(
             "reloaded the config: {applied}; needs a restart: {restart}",
             applied=", ".join(applied) or "nothing changed",
             restart=", ".join(restart) or "nothing",
         )
         self.notifier.ready("serving (config reloaded)")
+
+    def reload_tls_files(self) -> bool:
+        """Re-read the cluster's TLS files (a renewed certificate keeps its path, so this
+        happens at every reload); True when they changed. A set that does not load (a key
+        for another certificate) is refused and the running one kept."""
+        files = {}
+        for child in self:
+            auth = getattr(child, "_link_auth", None)
+            if auth is not None and auth.tls_files is not None:
+                files[id(auth.tls_files)] = auth.tls_files
+        changed = False
+        for tls in files.values():
+            try:
+                changed = tls.reload() or changed
+            except Exception as e:  # unreadable files, or OpenSSL refusing the set
+                log.error("cluster TLS files not reloaded, keeping the old ones: {error}", error=e)
+        return changed
 
     def reconfigure(self, config: Config) -> None:
         """Hand a reloaded config to every child and to the process-wide hooks."""

@@ -4,9 +4,11 @@ client certificates, and where the secret comes from at start-up."""
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import VerifyError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -142,6 +144,46 @@ class LinkAuthTests(TestCase):
         await sleep(1.0)
         assert not rogue.connected
         assert sum(1 for c in server.connections if c.logged_in) == 1
+
+    async def test_renewed_certificates_serve_new_links_after_a_reload(self):
+        """Credentials read from cluster.tls_* files: after the files are replaced and
+        re-read (SIGHUP), new links see the new certificate and still authenticate; a set
+        whose key does not match is refused and the old one kept."""
+        tmp = self.tmp_path()
+        ca = CertificateAuthority()
+        ca_path = ca.write(tmp)
+        cert, key = ca.node(tmp, "center")
+        node_cert, node_key = ca.node(tmp, "node")
+
+        def from_files(c: Path, k: Path) -> LinkAuth:
+            keys = {"cluster.tls_cert": str(c), "cluster.tls_key": str(k)}
+            config = Config().with_overrides({**keys, "cluster.tls_ca": str(ca_path)})
+            return LinkAuth.from_config(config)
+
+        server_auth = from_files(cert, key)
+        _, port = await self.listen(server_auth, tls=True)
+        node_auth = from_files(node_cert, node_key)
+
+        async def peer_name() -> str:
+            link = self.link(port, node_auth)
+            await wait_until(lambda: link.connected, what="TLS link")
+            assert link.connection is not None
+            certificate = link.connection.transport.getPeerCertificate().to_cryptography()
+            return str(certificate.subject.rfc4514_string())
+
+        assert await peer_name() == "CN=center"
+        renewed = tmp / "renewed"
+        renewed.mkdir()
+        new_cert, new_key = ca.node(renewed, "center-renewed")
+        cert.write_bytes(new_cert.read_bytes())
+        key.write_bytes(new_key.read_bytes())
+        assert server_auth.tls_files is not None and server_auth.tls_files.reload()
+        assert await peer_name() == "CN=center-renewed"
+
+        key.write_bytes(node_key.read_bytes())  # a key for another certificate
+        with self.assertRaises(VerifyError):
+            server_auth.tls_files.reload()
+        assert await peer_name() == "CN=center-renewed"
 
     def test_node_addresses_allow_listed_addresses_and_networks_only(self):
         """An explicit list admits its IPs, networks and names; an empty one only the

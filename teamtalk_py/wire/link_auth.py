@@ -14,7 +14,9 @@ packet is accepted:
   the proof to the port it was made for.
 * **TLS** (``cluster.tls_*``): the links run over TLS, each side presenting a certificate
   signed by the cluster CA and checking the other's. Without a secret the finished TLS
-  handshake is the proof; with both, both are required.
+  handshake is the proof; with both, both are required. SIGHUP re-reads the PEM files
+  (``TLSFiles.reload``): a renewed certificate serves every link made afterwards, links
+  already up keep theirs.
 
 The bodies are raw bytes (fixed sizes) under command ids of ``SID_OTHER`` that TeamTalk
 does not use: these PDUs only ever pass between teamtalk_py nodes.
@@ -25,9 +27,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from zope.interface import implementer
 
 from teamtalk_py.config import (
     GENERATED_SECRET_FILE,
@@ -53,6 +62,83 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
 
 
+class TLSFiles:
+    """The cluster's certificate, key and CA, read from their files (again on reload)."""
+
+    def __init__(self, cert: str, key: str, ca: str) -> None:
+        self.paths = (cert, key, ca)
+        self.pem: tuple[bytes, bytes, bytes] = self._read()
+        #: Moves at each reload, so connection creators know to build anew.
+        self.version = 0
+
+    def _read(self) -> tuple[bytes, bytes, bytes]:
+        try:
+            cert, key, ca = (Path(p).read_bytes() for p in self.paths)
+        except OSError as e:
+            raise ConfigError(f"cluster.tls_*: cannot read {e.filename}: {e.strerror}") from None
+        return cert, key, ca
+
+    def reload(self) -> bool:
+        """Read the files again; True when their contents changed."""
+        pem = self._read()
+        _server_options(*pem)  # refuse a broken set (a key that does not match) up front
+        if pem == self.pem:
+            return False
+        self.pem = pem
+        self.version += 1
+        return True
+
+
+def _server_options(cert: bytes, key: bytes, ca: bytes) -> Any:
+    from twisted.internet import ssl
+
+    own = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
+    return ssl.CertificateOptions(
+        privateKey=own.privateKey.original,
+        certificate=own.original,
+        verify=True,
+        caCerts=[ssl.Certificate.loadPEM(ca).original],
+        requireCertificate=True,
+    )
+
+
+def _client_options(host: str, cert: bytes, key: bytes, ca: bytes) -> Any:
+    from twisted.internet import ssl
+
+    return ssl.optionsForClientTLS(
+        host,
+        trustRoot=ssl.Certificate.loadPEM(ca),
+        clientCertificate=ssl.PrivateCertificate.loadPEM(cert + b"\n" + key),
+    )
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class CurrentTLS:
+    """TLS for one listener (``host`` None) or one outgoing link, made from the files'
+    current contents at each new connection (rebuilt only after a reload)."""
+
+    def __init__(self, files: TLSFiles, host: str | None = None) -> None:
+        self.files = files
+        self.host = host
+        self._built: tuple[int, Any] | None = None
+
+    def _options(self) -> Any:
+        if self._built is None or self._built[0] != self.files.version:
+            pem = self.files.pem
+            options = (
+                _server_options(*pem) if self.host is None else _client_options(self.host, *pem)
+            )
+            self._built = (self.files.version, options)
+        return self._built[1]
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self._options().getContext(), None)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection: SSL.Connection = self._options().clientConnectionForTLS(tlsProtocol)
+        return connection
+
+
 @dataclass(frozen=True)
 class LinkAuth:
     """This node's credentials for its links; one per process, shared by every link."""
@@ -63,26 +149,20 @@ class LinkAuth:
     #: No proof at all: only for outgoing links to the reference's own servers, which
     #: know no handshake (``TEAMTALK_PEER``).
     plain: bool = False
+    #: Where ``tls`` came from, re-read by a reload (``from_config``).
+    tls_files: TLSFiles | None = field(default=None, compare=False)
 
     @classmethod
     def from_config(cls, config: Config) -> LinkAuth:
         """The credentials in ``config`` (after ``resolve_cluster_secret``)."""
         cluster = config.cluster
         secret = cluster.secret.encode() if cluster.secret else None
-        tls = None
+        files = None
         if cluster.tls_cert:
-            try:
-                tls = tuple(
-                    Path(p).read_bytes()
-                    for p in (cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
-                )
-            except OSError as e:
-                raise ConfigError(
-                    f"cluster.tls_*: cannot read {e.filename}: {e.strerror}"
-                ) from None
-        if secret is None and tls is None:
+            files = TLSFiles(cluster.tls_cert, cluster.tls_key, cluster.tls_ca)
+        if secret is None and files is None:
             raise ConfigError("cluster.secret: server links need the cluster secret (or TLS)")
-        return cls(secret, tls)  # type: ignore[arg-type]
+        return cls(secret, files.pem if files is not None else None, tls_files=files)
 
     def _mac(self, role: bytes, purpose: str, server_nonce: bytes, client_nonce: bytes) -> bytes:
         assert self.secret is not None
@@ -98,29 +178,17 @@ class LinkAuth:
     # -- TLS ---------------------------------------------------------------------------
 
     def server_tls(self) -> Any:
-        """Context factory for accepting links: our certificate, the peer's required."""
-        from twisted.internet import ssl
-
-        cert, key, ca = self.tls  # type: ignore[misc]
-        own = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key)
-        return ssl.CertificateOptions(
-            privateKey=own.privateKey.original,
-            certificate=own.original,
-            verify=True,
-            caCerts=[ssl.Certificate.loadPEM(ca).original],
-            requireCertificate=True,
-        )
+        """For accepting links: our certificate, the peer's required (the files' current
+        contents when they came from the config)."""
+        if self.tls_files is not None:
+            return CurrentTLS(self.tls_files)
+        return _server_options(*self.tls)  # type: ignore[misc]
 
     def client_tls(self, host: str) -> Any:
-        """Connection creator for outgoing links: the peer must be ``host`` under our CA."""
-        from twisted.internet import ssl
-
-        cert, key, ca = self.tls  # type: ignore[misc]
-        return ssl.optionsForClientTLS(
-            host,
-            trustRoot=ssl.Certificate.loadPEM(ca),
-            clientCertificate=ssl.PrivateCertificate.loadPEM(cert + b"\n" + key),
-        )
+        """For outgoing links: the peer must be ``host`` under our CA."""
+        if self.tls_files is not None:
+            return CurrentTLS(self.tls_files, host)
+        return _client_options(host, *self.tls)  # type: ignore[misc]
 
 
 #: How we link to TeamTalk's own push_server: plain PDUs, as the reference does.
