@@ -191,6 +191,8 @@ class ClusterFaultTests(TestCase):
         cluster = self.start_cluster()
         watcher = await self.client(cluster, "node1", 0)
         frozen = await self.client(cluster, "node2", 1)
+        # Route knows the user is on node 2 once node 1 has announced it.
+        await watcher.wait_for(B.CID_BUDDY_LIST_STATUS_NOTIFY, status_is(frozen.user_id, 1))
         hung_port = cluster.port("node2")
         cluster.pause("node2")
         paused = time.monotonic()
