@@ -16,7 +16,10 @@ fault after ``--phase`` seconds, for ``--phase`` seconds:
 
 It prints (and writes as JSON with ``--json``) acked messages per second before, during
 and after the fault, the time from the fault's end until acks flow at half the rate of
-before, the audit (lost, stored twice, delivered twice, missed live), and per process
+before (0 when they never fell below it) and until the cluster uses what came back
+(``back_in_service_s``), the most packets any process held in memory for a link that
+was down (``teamtalk_route_backlog`` on the nodes, ``teamtalk_route_parked`` on the
+center), the audit (lost, stored twice, delivered twice, missed live), and per process
 the resident memory now and its peak, sampled every 0.2 s, with the load average. The
 machine's shared MariaDB and Redis are never stopped.
 """
@@ -31,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,12 +78,26 @@ async def log_in(reactor: Any, port: int, name: str) -> TeamTalkSession:
     return session
 
 
+HELD = ("teamtalk_route_backlog", "teamtalk_route_parked")
+
+
+def held_in_memory(cluster: ClusterProcesses, name: str) -> int:
+    """Packets the process keeps for a link that is down or a node not yet back."""
+    part = cluster.center if name == "center" else cluster.nodes[name]
+    url = f"http://127.0.0.1:{part.ops_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        text = response.read().decode()
+    return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith(HELD))
+
+
 class MemorySampler:
-    """Resident and peak memory of every cluster process, every 0.2 s."""
+    """Resident and peak memory of every cluster process, and the packets each holds for
+    others, every 0.2 s."""
 
     def __init__(self, reactor: Any, cluster: ClusterProcesses) -> None:
         self.cluster = cluster
         self.peak: dict[str, int] = {}
+        self.held: dict[str, int] = {}
         self.loop = task.LoopingCall(self.sample)
         self.loop.clock = reactor
 
@@ -93,6 +111,32 @@ class MemorySampler:
             except OSError:
                 continue
             self.peak[name] = max(self.peak.get(name, 0), rss, hwm)
+            try:
+                held = held_in_memory(self.cluster, name)
+            except OSError:
+                continue
+            self.held[name] = max(self.held.get(name, 0), held)
+
+
+async def back_in_service(reactor: Any, fault: str, cluster: ClusterProcesses) -> float:
+    """When the cluster uses what came back: the nodes' /ready without ``degraded`` and
+    with the store up (redis, database), or both nodes linked again (the others)."""
+
+    def back() -> bool:
+        try:
+            if fault in ("redis", "database"):
+                return all(
+                    not ready["degraded"] and ready["services"]["store"]["ok"]
+                    for ready in (cluster.ops(n, "/ready") for n in ("node1", "node2"))
+                )
+            return cluster.registered(["node1", "node2"])
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while not back() and time.monotonic() < deadline:
+        await sleep(reactor, 0.05)
+    return time.monotonic()
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -156,6 +200,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             for i, pair in enumerate(pairs):
                 pair.sender = await log_in(reactor, cluster.port("node1"), f"{prefix}{2 * i}")
             traffic.start()
+        back = await back_in_service(reactor, args.fault, cluster)
         before = traffic.rate(fault_start - args.phase, fault_start)
         recovered_at = None
         deadline = fault_end + 60
@@ -186,12 +231,16 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "during": round(traffic.rate(fault_start, during_end), 1),
                 "after": round(traffic.rate(end - args.phase, end), 1),
             },
-            "recovery_s": None if recovered_at is None else round(recovered_at - fault_end, 2),
+            "recovery_s": (
+                None if recovered_at is None else round(max(0.0, recovered_at - fault_end), 2)
+            ),
+            "back_in_service_s": round(back - fault_end, 2),
             "acked": traffic.acked,
             "unacked": sum(len(p.unacked) for p in pairs),
             "problems": problems[:20],
             "problem_count": len(problems),
             "peak_rss_kib": sampler.peak,
+            "peak_packets_held": sampler.held,
             "load_average_before": round(load_before, 2),
             "load_average_after": round(os.getloadavg()[0], 2),
         }

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 
 from teamtalk_client import TeamTalkSession, decrypt_text
 from teamtalk_client.pdu import Pdu
@@ -120,6 +121,9 @@ class ChatTraffic:
                 ack = await d
             except Exception:
                 pair.unacked.append(text)
+                # A connection already gone fails at once: give the reactor a turn so
+                # that it can notice (and this loop end) instead of spinning.
+                await deferLater(self.reactor, 0.05, lambda: None)
                 continue
             if ack.msg_id:
                 pair.acked.append((ack.msg_id, text))

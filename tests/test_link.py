@@ -12,6 +12,7 @@ from teamtalk_py.wire.link import (
     HEARTBEAT_PDU,
     InboundLinkFactory,
     ServerLink,
+    cluster_backoff,
     reference_backoff,
 )
 from teamtalk_py.wire.link_auth import LinkAuth
@@ -27,6 +28,10 @@ def deferLater(seconds: float) -> defer.Deferred:
 
 
 class LinkTests(TestCase):
+    def test_links_between_our_nodes_are_retried_within_2_s(self):
+        """0.5, 1, 2 s, then every 2 s: a restarted route is linked again at once."""
+        assert [cluster_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 2, 2, 2]
+
     def test_backoff_follows_the_reference_sequence(self):
         """2, 4, 8, 16, 32, 64 seconds, then wrapping back to 4 (wire.md §7.1)."""
         assert [reference_backoff(n) for n in range(1, 13)] == [

@@ -133,6 +133,11 @@ class LinkedRoute:
         return self.link.connected
 
     @property
+    def backlog_size(self) -> int:
+        """Packets kept while the link is down (a metric)."""
+        return len(self._backlog)
+
+    @property
     def has_peers(self) -> bool:
         """Always: only route knows the other nodes, and a down link keeps a backlog."""
         return True

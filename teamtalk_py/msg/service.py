@@ -200,6 +200,12 @@ class MsgService(TeamTalkService):
             lambda: one(self.connections_closed_for_limits),
         )
         metrics.gauges(
+            "teamtalk_route_backlog",
+            "Packets kept for route while the route link is down (bounded).",
+            [],
+            lambda: one(self.route.backlog_size if isinstance(self.route, LinkedRoute) else 0),
+        )
+        metrics.gauges(
             "teamtalk_link_up",
             "1 while this node's link to a route, login or file service is up.",
             ["link", "peer"],

@@ -1,8 +1,10 @@
 """Outgoing links between teamtalk nodes (msg → route, msg → login, msg → file).
 
 A ``ServerLink`` keeps one TCP connection to a peer service up: it reconnects with the
-reference's back-off (2, 4, 8 … 64 s, then back to 4 s; wire.md §7.1). Requests that
-expect an answer are matched by ``seq_num``.
+reference's back-off (2, 4, 8 … 64 s, then back to 4 s; wire.md §7.1) to TeamTalk's own
+servers, and within 2 s (0.5, 1, 2, 2 … s) to our own nodes, so a restarted route or login
+service has every node back within seconds. Requests that expect an answer are matched
+by ``seq_num``.
 
 **Liveness.** The reference heartbeats every 5 s and gives a link up after 30 s of
 silence: a msg node that hangs (``SIGSTOP``, a stuck disk, a partition) keeps its users
@@ -67,6 +69,16 @@ def reference_backoff(failed_attempts: int) -> float:
     """Seconds to wait after the n-th failure in a row (n >= 1): 2, 4 … 64, then 4 again."""
     n = max(failed_attempts, 1) - 1
     return float(2 ** (n + 1)) if n < 6 else float(2 ** ((n - 6) % 5 + 2))
+
+
+#: Between our own nodes a link is retried at most this long after it failed.
+CLUSTER_RETRY_MAX = 2.0
+
+
+def cluster_backoff(failed_attempts: int) -> float:
+    """0.5, 1, 2, 2 … s: a restarted route or login service is linked again within 2 s
+    (the reference's back-off would leave it alone for up to 64 s)."""
+    return min(CLUSTER_RETRY_MAX, 0.5 * 2 ** (max(failed_attempts, 1) - 1))
 
 
 def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -312,9 +324,8 @@ class ServerLink:
         endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=10)
         if auth.tls is not None:
             endpoint = wrapClientTLS(auth.client_tls(host), endpoint)
-        self._service = ClientService(
-            endpoint, self.factory, retryPolicy=reference_backoff, clock=reactor
-        )
+        retry = reference_backoff if auth.plain else cluster_backoff
+        self._service = ClientService(endpoint, self.factory, retryPolicy=retry, clock=reactor)
 
     @property
     def connected(self) -> bool:
