@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,6 +120,21 @@ class MemorySampler:
             self.held[name] = max(self.held.get(name, 0), held)
 
 
+def fault_actions(
+    fault: str, cluster: ClusterProcesses, redis: OwnRedis, proxy: TcpProxy | None
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """What injects ``fault`` and what ends it."""
+    if fault == "redis":
+        return redis.kill, redis.start
+    if fault == "database":
+        assert proxy is not None
+        return proxy.close, proxy.open
+    name = {"pause": "node2", "kill-hub": "center", "kill-node": "node1"}[fault]
+    if fault == "pause":
+        return partial(cluster.pause, name), partial(cluster.resume, name)
+    return partial(cluster.kill, name), partial(cluster.restart, name)
+
+
 async def back_in_service(reactor: Any, fault: str, cluster: ClusterProcesses) -> float:
     """When the cluster uses what came back: the nodes' /ready without ``degraded`` and
     with the store up (redis, database), or both nodes linked again (the others)."""
@@ -170,30 +187,12 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         traffic.start()
         await sleep(reactor, args.phase)
         fault_start = time.monotonic()
-        if args.fault == "redis":
-            redis.kill()
-        elif args.fault == "database":
-            assert proxy is not None
-            proxy.close()
-        elif args.fault == "pause":
-            cluster.pause("node2")
-        elif args.fault == "kill-hub":
-            cluster.kill("center")
-        elif args.fault == "kill-node":
-            cluster.kill("node1")
+        inject, restore = fault_actions(args.fault, cluster, redis, proxy)
+        inject()
         await sleep(reactor, args.phase)
         fault_end = time.monotonic()
-        if args.fault == "redis":
-            redis.start()
-        elif args.fault == "database":
-            assert proxy is not None
-            proxy.open()
-        elif args.fault == "pause":
-            cluster.resume("node2")
-        elif args.fault == "kill-hub":
-            cluster.restart("center")
-        elif args.fault == "kill-node":
-            cluster.restart("node1")
+        restore()
+        if args.fault == "kill-node":  # its senders log in again
             await traffic.stop()
             while not cluster.registered(["node1", "node2"]):
                 await sleep(reactor, 0.05)
@@ -220,7 +219,6 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             f"SELECT from_id, to_id, msg_id, content FROM messages WHERE from_id IN ({senders})"
         )
         problems = traffic.audit(rows)
-        during_end = fault_end if args.fault != "kill-node" else fault_end
         return {
             "fault": args.fault,
             "pairs": args.pairs,
@@ -228,7 +226,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "phase_s": args.phase,
             "acked_per_s": {
                 "before": round(before, 1),
-                "during": round(traffic.rate(fault_start, during_end), 1),
+                "during": round(traffic.rate(fault_start, fault_end), 1),
                 "after": round(traffic.rate(end - args.phase, end), 1),
             },
             "recovery_s": (
