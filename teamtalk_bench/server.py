@@ -247,6 +247,7 @@ class ThrowawayServer:
             preexec_fn=_raise_nofile_in_child,
             ops=_knows_option(self.server_tree, "ops-listen"),
             media=_knows_option(self.server_tree, "media-listen"),
+            disk=_knows_option(self.server_tree, "disk-listen"),
         )
 
     def save_metrics(self, path: Path) -> str | None:

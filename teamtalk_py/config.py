@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ALL_SERVICES = ("msg", "route", "file", "login", "media")
+ALL_SERVICES = ("msg", "route", "file", "login", "media", "disk")
 _REDIS_URL = re.compile(r"^redis://[^/?]*(/\d*)?(\?.*)?$")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
@@ -43,6 +43,7 @@ ZERO_ALLOWED = frozenset(
         "media.max_upload_size",
         "media.user_quota",
         "media.min_free_disk",
+        "disk.registrations_per_hour",
     }
 )
 #: Listen endpoints: each must parse as a Twisted endpoint string (empty = default).
@@ -55,6 +56,7 @@ ENDPOINT_KEYS = (
     "route.listen",
     "ops.listen",
     "media.listen",
+    "disk.listen",
 )
 
 
@@ -234,6 +236,18 @@ class MediaConfig:
     avatar_hosts: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DiskConfig:
+    listen: str = ""
+    #: Whether anybody may create an account with ``POST /reg``; TeamTalk companies
+    #: create accounts with ``teamtalk-admin``, so it is off unless turned on.
+    allow_registration: bool = False
+    #: The department self-registered users join (created at the first registration).
+    department: str = "Cloud disk"
+    #: Registrations per client address per hour (0 = no limit).
+    registrations_per_hour: int = 10
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -243,6 +257,7 @@ DEFAULT_PORTS = {
     "file.internal_listen": 8601,
     "route.listen": 8200,
     "media.listen": 8700,
+    "disk.listen": 8800,
 }
 #: The server-to-server endpoints among them (authenticated, see ``[cluster]``).
 INTERNAL_ENDPOINTS = frozenset({"login.internal_listen", "file.internal_listen", "route.listen"})
@@ -261,6 +276,7 @@ class Config:
     ops: OpsConfig = field(default_factory=OpsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    disk: DiskConfig = field(default_factory=DiskConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -284,7 +300,7 @@ class Config:
     @property
     def hosts_every_service(self) -> bool:
         """Whether every linked service (msg, route, file, login) runs in this process
-        (media has no server links, so it does not count)."""
+        (media and disk have no server links, so they do not count)."""
         return {"msg", "route", "file", "login"} <= set(self.server.services)
 
     def internal_listeners(self) -> dict[str, str]:
@@ -499,6 +515,9 @@ RELOADABLE = frozenset(
         "file.max_user_offline_bytes",
         "file.max_offline_bytes",
         "file.max_tasks_per_user",
+        "disk.allow_registration",
+        "disk.department",
+        "disk.registrations_per_hour",
     }
 )
 
@@ -680,8 +699,9 @@ GENERATED_CONFIG = """\
 # store settings need a restart (the log says which).
 
 [server]
-# Which services this process hosts: any of "msg", "route", "file", "login", "media".
-services = ["msg", "route", "file", "login", "media"]
+# Which services this process hosts: any of "msg", "route", "file", "login", "media",
+# "disk".
+services = ["msg", "route", "file", "login", "media", "disk"]
 # Where the embedded SQLite database and stored offline files live.
 data_dir = "./var"
 # The address clients are told to connect to (returned by /msg_server). Set it to
@@ -884,6 +904,20 @@ unreferenced_grace = 3600.0
 token_ttl = 2592000.0
 # Hosts besides this service whose URLs clients may set as their avatar.
 avatar_hosts = []
+
+[disk]
+# The cloud disk: the seed system's HTTP API (/reg, /login, /upload, /md5, /myfiles,
+# /dealfile, /sharefiles, /dealsharefile). Files live in the media content store and
+# count against media.user_quota; downloads are served by the media service.
+# Empty listen: port 8800, bound as server.advertise says.
+listen = ""
+# Let anybody create an account with POST /reg (TeamTalk sites create accounts with
+# teamtalk-admin; a registered user can also log in with the TeamTalk clients).
+allow_registration = false
+# The department self-registered users join (created at the first registration).
+department = "Cloud disk"
+# Registrations per client address per hour (0 = no limit).
+registrations_per_hour = 10
 """
 
 

@@ -9,6 +9,11 @@ single process needs. Both backends offer the same calls, each returning a Defer
   created, so a counter expires ``ttl`` seconds after its first increment);
 * ``record_event(key, window)`` / ``count_events(key, window)``: a sliding-window event
   count (failed logins);
+* sorted sets whose scores only grow: ``raise_scores(key, {member: score})`` (a member's
+  score becomes the larger of the two), ``remove_members(key, members)``,
+  ``count_members(key)``, ``score_range(key, start, stop, descending)`` -> ``[(member,
+  score)]`` (the cloud disk's download ranking; scores are counts the database keeps, so
+  writing the database's value again is harmless and a lost write heals with the next);
 * the file-transfer hook: ``save_transfer(task_id, state, ttl)``,
   ``load_transfer(task_id)`` -> dict or None, ``forget_transfer(task_id)``. The file service
   calls ``save_transfer`` whenever a task's progress changes (``state`` is any JSON-able
@@ -137,6 +142,21 @@ class _Backend:
     def count_events(self, key: str, window: float) -> defer.Deferred[int]:
         raise NotImplementedError
 
+    def raise_scores(self, key: str, scores: dict[str, int]) -> defer.Deferred[None]:
+        raise NotImplementedError
+
+    def remove_members(self, key: str, members: list[str]) -> defer.Deferred[None]:
+        raise NotImplementedError
+
+    def count_members(self, key: str) -> defer.Deferred[int]:
+        raise NotImplementedError
+
+    def score_range(
+        self, key: str, start: int, stop: int, descending: bool
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        """Members ``start`` .. ``stop`` (inclusive, -1 the last) by score, ties by member."""
+        raise NotImplementedError
+
     def start(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
@@ -173,6 +193,7 @@ class MemoryBackend(_Backend):
         self.clock = clock
         self._values: dict[str, tuple[bytes, float | None]] = {}
         self._events: dict[str, deque[float]] = {}
+        self._zsets: dict[str, dict[str, int]] = {}
 
     def describe(self) -> str:
         return "in-process memory"
@@ -229,6 +250,29 @@ class MemoryBackend(_Backend):
             del self._events[key]
         return defer.succeed(len(events))
 
+    def raise_scores(self, key: str, scores: dict[str, int]) -> defer.Deferred[None]:
+        zset = self._zsets.setdefault(key, {})
+        for member, score in scores.items():
+            zset[member] = max(score, zset.get(member, score))
+        return defer.succeed(None)
+
+    def remove_members(self, key: str, members: list[str]) -> defer.Deferred[None]:
+        zset = self._zsets.get(key, {})
+        for member in members:
+            zset.pop(member, None)
+        return defer.succeed(None)
+
+    def count_members(self, key: str) -> defer.Deferred[int]:
+        return defer.succeed(len(self._zsets.get(key, {})))
+
+    def score_range(
+        self, key: str, start: int, stop: int, descending: bool
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        ordered = sorted(self._zsets.get(key, {}).items(), key=lambda item: (item[1], item[0]))
+        if descending:
+            ordered.reverse()
+        return defer.succeed(ordered[start : None if stop == -1 else stop + 1])
+
 
 # Atomic helpers run inside Redis (one round trip each, no half-done updates).
 _INCR_WITH_TTL = """
@@ -245,6 +289,16 @@ if ARGV[3] ~= '' then
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
 end
 return redis.call('ZCARD', KEYS[1])
+"""
+# ARGV: score, member, score, member...: each member's score becomes the larger one.
+_RAISE_SCORES = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+  if not current or tonumber(current) < tonumber(ARGV[i]) then
+    redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
 """
 
 
@@ -445,6 +499,35 @@ class RedisBackend(_Backend):
     def count_events(self, key: str, window: float) -> defer.Deferred[int]:
         return self._window_events(key, window, "")
 
+    def raise_scores(self, key: str, scores: dict[str, int]) -> defer.Deferred[None]:
+        args: list[Any] = []
+        for member, score in scores.items():
+            args += [int(score), member]
+        if not args:
+            return defer.succeed(None)
+        return self._call("eval", _RAISE_SCORES, [self.key(key)], args).addCallback(lambda _: None)
+
+    def remove_members(self, key: str, members: list[str]) -> defer.Deferred[None]:
+        if not members:
+            return defer.succeed(None)
+        d = self._call("execute_command", "ZREM", self.key(key), *members)
+        return d.addCallback(lambda _: None)
+
+    def count_members(self, key: str) -> defer.Deferred[int]:
+        return self._call("execute_command", "ZCARD", self.key(key)).addCallback(int)
+
+    def score_range(
+        self, key: str, start: int, stop: int, descending: bool
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        command = "ZREVRANGE" if descending else "ZRANGE"
+        d = self._call("execute_command", command, self.key(key), start, stop, "WITHSCORES")
+        return d.addCallback(_pairs)
+
+
+def _pairs(reply: list[bytes]) -> list[tuple[str, int]]:
+    """``[member, score, member, score...]`` (WITHSCORES) as ``[(member, score)]``."""
+    return [(reply[i].decode(), int(float(reply[i + 1]))) for i in range(0, len(reply) - 1, 2)]
+
 
 class SharedState(TeamTalkService):
     """The ``"redis"`` service: ``SharedState`` calls on Redis or on this process's memory.
@@ -523,6 +606,20 @@ class SharedState(TeamTalkService):
 
     def count_events(self, key: str, window: float) -> defer.Deferred[int]:
         return self.backend.count_events(key, window)
+
+    def raise_scores(self, key: str, scores: dict[str, int]) -> defer.Deferred[None]:
+        return self.backend.raise_scores(key, scores)
+
+    def remove_members(self, key: str, members: list[str]) -> defer.Deferred[None]:
+        return self.backend.remove_members(key, members)
+
+    def count_members(self, key: str) -> defer.Deferred[int]:
+        return self.backend.count_members(key)
+
+    def score_range(
+        self, key: str, start: int, stop: int, descending: bool
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        return self.backend.score_range(key, start, stop, descending)
 
     def save_transfer(self, task_id: str, state: dict[str, Any], ttl: float) -> defer.Deferred:
         """File-service hook: remember a task's progress on every node for ``ttl`` s."""

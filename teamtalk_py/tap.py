@@ -56,6 +56,7 @@ OVERRIDES = {
     "media-listen": "media.listen",
     "media-url": "media.public_url",
     "media-dir": "media.store_dir",
+    "disk-listen": "disk.listen",
     "db": "store.db",
     "redis": "store.redis",
     "route-server": "msg.route_server",
@@ -76,20 +77,29 @@ ENDPOINT_OPTIONS = {
     "file-internal-listen",
     "ops-listen",
     "media-listen",
+    "disk-listen",
 }
+#: Command-line flags -> config key; given, they set the key to true.
+FLAG_OVERRIDES = {"allow-registration": "disk.allow_registration"}
 
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a TeamTalk-compatible IM server. With no options it hosts the msg, route, "
-        "file, login and media services in this process on an embedded SQLite store in ./var. "
+        "file, login, media and disk services in this process on an embedded SQLite store "
+        "in ./var. "
         "(*) Listeners without an explicit endpoint bind 127.0.0.1 while --advertise is a "
         "loopback address (the default), and every interface once --advertise names an "
         "address clients can reach."
     )
     optFlags = [
         ["generate-config", None, "Print a commented config file with every default and exit."],
+        [
+            "allow-registration",
+            None,
+            "Let anybody create an account with the cloud disk's POST /reg [off].",
+        ],
     ]
     optParameters = [
         ["config", "c", None, "TOML config file (see --generate-config)."],
@@ -98,7 +108,7 @@ class Options(usage.Options):
             "services",
             None,
             None,
-            "Comma-separated services to host: msg,route,file,login,media [all].",
+            "Comma-separated services to host: msg,route,file,login,media,disk [all].",
         ],
         ["advertise", None, None, "Address told to clients by /msg_server [127.0.0.1]."],
         ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [port 8000 (*)]."],
@@ -115,6 +125,7 @@ class Options(usage.Options):
         ["media-listen", None, None, "media (msfs, uploads) HTTP endpoint [port 8700 (*)]."],
         ["media-url", None, None, "Public base URL of the media service [http://ADVERTISE:8700/]."],
         ["media-dir", None, None, "Content store directory, shared in a cluster [DATA_DIR/media]."],
+        ["disk-listen", None, None, "cloud disk HTTP endpoint [port 8800 (*)]."],
         ["db", None, None, "Database URL, mysql://user:pw@host:3306/name [embedded SQLite]."],
         ["redis", None, None, "Redis URL for a cluster, redis://127.0.0.1:6379/0 [none]."],
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
@@ -187,6 +198,9 @@ def build_config(options: Any) -> Config:
         if value is not None and option in ENDPOINT_OPTIONS:
             value = endpoint_string(value)
         overrides[key] = value
+    for option, key in FLAG_OVERRIDES.items():
+        if options.get(option):
+            overrides[key] = True
     return config.with_overrides(overrides)
 
 
@@ -202,6 +216,8 @@ def listeners(config: Config) -> list[str]:
         result.append(config.file.listen)
     if "media" in hosted:
         result.append(config.media.listen)
+    if "disk" in hosted:
+        result.append(config.disk.listen)
     return result
 
 
@@ -261,6 +277,7 @@ def log_observer(options: Any, config: Config) -> ILogObserver | None:
 
 
 def build_services(reactor: Any, config: Config) -> ServiceCollection:
+    from teamtalk_py.disk.service import DiskService
     from teamtalk_py.file.service import FileService
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.media.service import MediaService
@@ -286,12 +303,12 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     # First, so /health answers and /ready says "starting" while the others start.
     OpsService(reactor, config).setServiceParent(collection)
     hosted = set(config.server.services)
-    needs_store = bool(hosted & {"msg", "file", "login", "media"})
+    needs_store = bool(hosted & {"msg", "file", "login", "media", "disk"})
     store = shared = None
     if needs_store:
         store = StoreService(reactor, config)
         store.setServiceParent(collection)
-    if hosted & {"msg", "file", "media"}:
+    if hosted & {"msg", "file", "media", "disk"}:
         # "redis": Redis with --redis, else this process's memory (shared_state.py).
         shared = SharedState(reactor, config)
         shared.setServiceParent(collection)
@@ -306,10 +323,11 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
         if name in hosted:
             started[name] = cls(reactor, config)
             started[name].setServiceParent(collection)
+    msg = started.get("msg")
+    # Token requests count failed logins with msg's lockout (the same names).
+    attempts = (lambda: msg.lockout) if msg is not None else None
+    media_url = None
     if "media" in hosted:
-        msg = started.get("msg")
-        # Token requests count failed logins with msg's lockout (the same names).
-        attempts = (lambda: msg.lockout) if msg is not None else None
         media = MediaService(reactor, config, store, shared, attempts=attempts)
         media.setServiceParent(collection)
         for name in ("login", "msg"):
@@ -317,6 +335,12 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
                 # /msg_server hands out the co-hosted media service's URL (its bound
                 # port), and avatars are checked against it.
                 started[name].media_url = media.public_url
+        media_url = media.public_url
+    if "disk" in hosted:
+        # The disk's download URLs are the media service's (its bound port when here).
+        DiskService(
+            reactor, config, store, shared, attempts=attempts, media_url=media_url
+        ).setServiceParent(collection)
     if "msg" in hosted and config.push.enabled:
         # After msg: pushes are decided on the node that stored the message.
         PushService(reactor, config).setServiceParent(collection)

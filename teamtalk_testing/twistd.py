@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -162,15 +162,16 @@ class ListenPorts:
     file_internal: int
     ops: int
     media: int
+    disk: int
 
     @classmethod
     def pick(cls) -> ListenPorts:
-        return cls(*(free_port() for _ in range(8)))
+        return cls(*(free_port() for _ in fields(cls)))
 
-    def args(self, *, ops: bool = True, media: bool = True) -> list[str]:
+    def args(self, *, ops: bool = True, media: bool = True, disk: bool = True) -> list[str]:
         """The command-line options that bind every listener to its port on 127.0.0.1
-        (``ops=False`` / ``media=False``: not that listener, for a server older than
-        ``--ops-listen`` / ``--media-listen``)."""
+        (``ops=False`` / ``media=False`` / ``disk=False``: not that listener, for a server
+        older than ``--ops-listen`` / ``--media-listen`` / ``--disk-listen``)."""
         return [
             *("--msg-listen", loopback_endpoint(self.msg)),
             *("--http-listen", loopback_endpoint(self.http)),
@@ -180,6 +181,7 @@ class ListenPorts:
             *("--file-internal-listen", loopback_endpoint(self.file_internal)),
             *(("--ops-listen", loopback_endpoint(self.ops)) if ops else ()),
             *(("--media-listen", loopback_endpoint(self.media)) if media else ()),
+            *(("--disk-listen", loopback_endpoint(self.disk)) if disk else ()),
         ]
 
 
@@ -203,10 +205,12 @@ class StandaloneServer:
         attempts: int = 3,
         ops: bool = True,
         media: bool = True,
+        disk: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.ops = ops
         self.media = media
+        self.disk = disk
         self.data_dir = Path(data_dir) if data_dir is not None else self.directory / "var"
         self.extra_args = list(args)
         self.attempts = attempts
@@ -234,7 +238,7 @@ class StandaloneServer:
             self.process.args = [
                 "--data-dir",
                 str(self.data_dir),
-                *self.ports.args(ops=self.ops, media=self.media),
+                *self.ports.args(ops=self.ops, media=self.media, disk=self.disk),
                 *self.extra_args,
             ]
             self.process.start()

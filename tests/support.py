@@ -34,6 +34,7 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
         "route.listen": LOCAL,
         "cluster.secret": TEST_SECRET,
         "media.listen": LOCAL,
+        "disk.listen": LOCAL,
     }
     base.update(overrides)
     return Config().with_overrides(base)

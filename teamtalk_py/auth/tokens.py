@@ -115,6 +115,11 @@ class Tokens:
 
     async def verify(self, value: str) -> int:
         """The user id a token stands for; ``InvalidToken`` otherwise."""
+        return (await self.verify_user(value)).id
+
+    async def verify_user(self, value: str) -> accounts.UserRow:
+        """The user a token stands for (their row as it is now); ``InvalidToken``
+        otherwise."""
         parts = value.split(".")
         if len(parts) != 5 or parts[0] != PREFIX:
             raise InvalidToken("malformed token")
@@ -133,4 +138,4 @@ class Tokens:
             raise InvalidToken("user disabled")
         if not hmac.compare_digest(password_stamp(user).encode(), parts[3].encode()):
             raise InvalidToken("password changed")
-        return user_id
+        return user

@@ -57,9 +57,12 @@ class IncomingFile:
     then recomputed from the bytes already on disk.
     """
 
-    def __init__(self, path: Path, *, existing: bool = False) -> None:
+    def __init__(self, path: Path, *, existing: bool = False, md5: bool = False) -> None:
         self.path = path
         self._hash = hashlib.sha256()
+        # The cloud disk's clients name files by MD5 (its "instant upload"), so it asks
+        # for that digest too; the content store itself only ever trusts the SHA-256.
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.head = b""
         self.size = 0
         # An existing file is opened as it is: ``lock`` it, then ``reset_to`` the size
@@ -69,6 +72,8 @@ class IncomingFile:
 
     def _account(self, data: bytes) -> None:
         self._hash.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
         if len(self.head) < HEAD_SIZE:
             self.head += data[: HEAD_SIZE - len(self.head)]
         self.size += len(data)
@@ -93,6 +98,8 @@ class IncomingFile:
         """Recompute size, head and hash from the first ``size`` bytes on disk, through
         this file's own descriptor (a second descriptor closing would drop its lock)."""
         self._hash = hashlib.sha256()
+        if self._md5 is not None:
+            self._md5 = hashlib.md5(usedforsecurity=False)
         self.head = b""
         self.size = 0
         self._file.seek(0)
@@ -119,6 +126,13 @@ class IncomingFile:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def md5(self) -> str:
+        """The MD5 hex of what was written (only for a file opened with ``md5=True``)."""
+        if self._md5 is None:
+            raise ContentError("this incoming file does not compute an MD5")
+        return self._md5.hexdigest()
 
     @property
     def closed(self) -> bool:
@@ -167,9 +181,10 @@ class ContentStore:
             raise ContentError(f"bad incoming name {name!r}")
         return self.incoming / name
 
-    def receive(self, name: str | None = None) -> IncomingFile:
-        """A new file in ``incoming/`` to write an upload to."""
-        return IncomingFile(self.incoming_path(name))
+    def receive(self, name: str | None = None, *, md5: bool = False) -> IncomingFile:
+        """A new file in ``incoming/`` to write an upload to (``md5``: also compute the
+        MD5 of what is written)."""
+        return IncomingFile(self.incoming_path(name), md5=md5)
 
     def reopen(self, name: str) -> IncomingFile:
         """Re-open an upload's file as it is (then ``lock`` and ``reset_to``)."""

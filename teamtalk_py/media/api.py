@@ -26,7 +26,7 @@ LINKS_PATH = "api/v1/links/"
 _MD5_HEX = re.compile(r"[0-9A-Fa-f]{32}")
 
 
-def _json_body(request: MediaRequest) -> dict:
+def json_object(request: MediaRequest) -> dict:
     assert isinstance(request.content, SmallBody)
     try:
         value = json.loads(request.content.getvalue() or b"null")
@@ -38,7 +38,7 @@ def _json_body(request: MediaRequest) -> dict:
 
 
 async def create_token(context: MediaContext, request: MediaRequest) -> None:
-    body = _json_body(request)
+    body = json_object(request)
     name, password = body.get("user"), body.get("password")
     if not isinstance(name, str) or not name or not isinstance(password, str):
         raise HttpError(400, 'expected {"user": NAME, "password": MD5_HEX}')

@@ -12,7 +12,7 @@ producer paused by the transport), so a slow reader costs one chunk of memory.
 from __future__ import annotations
 
 import re
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 from twisted.internet import defer
@@ -22,9 +22,31 @@ from zope.interface import implementer
 
 from teamtalk_py.media.http import HttpError, MediaRequest
 from teamtalk_py.media.sniff import is_inline
-from teamtalk_py.store.media import MediaFileRow
 
 log = Logger(namespace="teamtalk.media.downloads")
+
+
+class StoredFile(Protocol):
+    """What a download needs of a row that refers to a blob (a media file, a file of
+    the cloud disk)."""
+
+    @property
+    def file_id(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def content_type(self) -> str:
+        """The sniffed type; empty (or not an image) means an attachment."""
+        ...
+
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
@@ -61,7 +83,7 @@ def _unsatisfiable(size: int) -> HttpError:
     return HttpError(416, headers={b"Content-Range": b"bytes */%d" % size})
 
 
-def content_disposition(file: MediaFileRow, inline: bool) -> bytes:
+def content_disposition(file: StoredFile, inline: bool) -> bytes:
     kind = "inline" if inline else "attachment"
     name = file.name or file.file_id
     fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "file"
@@ -76,7 +98,7 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
 
 
 async def serve(
-    context: Any, request: MediaRequest, file: MediaFileRow, extra: dict[bytes, bytes] | None = None
+    context: Any, request: MediaRequest, file: StoredFile, extra: dict[bytes, bytes] | None = None
 ) -> None:
     """Answer ``request`` (GET or HEAD) with ``file``'s bytes."""
     etag = b'"' + file.sha256.encode() + b'"'
@@ -112,7 +134,7 @@ async def serve(
         request.finish()
         return
     try:
-        handle = await context.io(open, context.library.blob_path(file), "rb")
+        handle = await context.io(open, context.library.files.path_of(file.sha256), "rb")
     except FileNotFoundError:
         log.error(
             "blob {sha256} of file {file_id} is missing", sha256=file.sha256, file_id=file.file_id

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -79,7 +80,9 @@ class Route:
     """One line of the route table: ``method`` + ``pattern`` -> ``handler``.
 
     ``pattern`` is a path with ``{name}`` placeholders (one segment each) or ``{name...}``
-    for the rest of the path; the matched values are passed to the handler by name.
+    for the rest of the path; the matched values are passed to the handler by name. A
+    pattern may end in ``?key=value``: the route then also needs that query parameter
+    (the cloud disk's ``/myfiles?cmd=count``), so each command gets a line of its own.
     """
 
     methods: tuple[bytes, ...]
@@ -87,9 +90,12 @@ class Route:
     handler: Handler
     body: BodyFactory | None = None
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    query: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = re.escape(self.pattern)
+        path, _, query = self.pattern.partition("?")
+        object.__setattr__(self, "query", tuple(parse_qsl(query)))
+        regex = re.escape(path)
         regex = re.sub(r"\\\{(\w+)\\\.\\\.\\\.\\\}", r"(?P<\1>.*)", regex)
         regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
         object.__setattr__(self, "regex", re.compile(regex + r"\Z"))
@@ -103,17 +109,20 @@ class RouteTable:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
 
-    def match(self, method: bytes, path: bytes) -> tuple[Route, dict[str, str]] | None:
-        """The first route for ``method`` whose pattern matches ``path``; None if no path
-        matches, ``HttpError(405)`` if only other methods do."""
+    def match(
+        self, method: bytes, path: bytes, query: bytes = b""
+    ) -> tuple[Route, dict[str, str]] | None:
+        """The first route for ``method`` whose pattern matches ``path`` (and ``query``);
+        None if no path matches, ``HttpError(405)`` if only other methods do."""
         try:
             text = path.decode("utf-8")
+            arguments = set(parse_qsl(query.decode("utf-8"))) if query else set()
         except UnicodeDecodeError:
             raise HttpError(400, "path is not UTF-8") from None
         allowed: set[bytes] = set()
         for candidate in self.routes:
             found = candidate.regex.match(text)
-            if found is None:
+            if found is None or not arguments.issuperset(candidate.query):
                 continue
             if method in candidate.methods:
                 return candidate, found.groupdict()
@@ -284,6 +293,9 @@ class MediaRequest(server.Request):
     owner_id = 0
     #: The upload a tus request works on, set by its body factory.
     upload: Any = None
+    #: The request target as sent (path and query), known once the headers are in
+    #: (``uri`` is set only after the body).
+    target = b""
 
     def __init__(self, channel: Any, queued: object = None) -> None:
         super().__init__(channel)
@@ -299,8 +311,10 @@ class MediaRequest(server.Request):
         uri = getattr(self.channel, "_path", b"")
         site: MediaSite = self.channel.site  # type: ignore[attr-defined]
         routes = site.routes
+        self.target = uri
+        path, _, query = uri.partition(b"?")
         try:
-            found = routes.match(method.upper(), uri.split(b"?", 1)[0])
+            found = routes.match(method.upper(), path, query)
         except HttpError as e:
             self.routing_error = e
             found = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -71,7 +70,7 @@ class MediaLibrary:
         self.io = io
         self.clock = clock
         self.public_url = public_url
-        self.blobs = Blobs(files, store, io, clock)
+        self.blobs = Blobs(files, store, io, clock, config.unreferenced_grace)
         self.limits = UploadLimits(clock, config.uploads_per_minute, config.upload_bytes_per_hour)
         #: Free bytes on the store's filesystem, refreshed by ``refresh_free_space``.
         self.free_bytes: int | None = None
@@ -126,9 +125,6 @@ class MediaLibrary:
         return await self.blobs.release(
             file.sha256, lambda txn: rows.delete_file(txn, file.file_id)
         )
-
-    def blob_path(self, file: MediaFileRow) -> Path:
-        return self.files.path_of(file.sha256)
 
     # -- links -------------------------------------------------------------------------
 

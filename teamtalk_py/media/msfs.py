@@ -25,19 +25,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from twisted.internet import defer
+from python_multipart.multipart import parse_options_header
 from twisted.logger import Logger
 
 from teamtalk_py.media import downloads
 from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body
 from teamtalk_py.media.library import StorageFull, new_id
-from teamtalk_py.media.writer import DiskWriter
+from teamtalk_py.media.multipart import MultipartError, MultipartFile, Problem, ReceivedFile
 from teamtalk_py.store.media import FileKind, bytes_used
 
 if TYPE_CHECKING:
@@ -125,126 +122,30 @@ def new_path(file_id: str, suffix: str) -> str:
     return f"g0/{spread[0]:03d}/{spread[1]:03d}/{file_id}{suffix}"
 
 
-@dataclass
-class ReceivedPicture:
-    writer: DiskWriter
-    filename: str
+_PROBLEM_CODES = {
+    Problem.NO_DISPOSITION: E_NO_DISPOSITION,
+    Problem.NO_FILENAME: E_NO_FILENAME,
+    Problem.BAD_BODY: E_BAD_BODY,
+    Problem.UNTERMINATED: E_UNTERMINATED,
+}
 
 
-class MultipartPicture:
-    """Body consumer: parses the multipart body as it streams, writing the first file
-    part to an incoming file. Outcome: ``ReceivedPicture``, or ``MsfsError``."""
+class MultipartPicture(MultipartFile):
+    """The picture of an msfs upload: the first file part, whose name must carry an
+    extension the reference accepted (``stored_suffix``)."""
 
     def __init__(self, context: MediaContext, body: StreamedBody, boundary: bytes) -> None:
-        self.context = context
-        self.body = body
-        self.max_size = context.config.max_picture_size
-        self.parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._part_begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._part_data,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            },
-        )
-        self.error: MsfsError | None = None
-        self.saw_disposition = False
-        self.writer: DiskWriter | None = None
-        self.filename = ""
-        self.in_file_part = False
-        self.file_done = False
-        self.file_bytes = 0
-        self.ended = False
-        self._field = b""
-        self._value = b""
-        self._headers: dict[bytes, bytes] = {}
+        files = context.library.files
+        super().__init__(context.io, files.receive, body, boundary, context.config.max_picture_size)
 
-    # parser callbacks
-    def _part_begin(self) -> None:
-        self._headers = {}
+    def accept(self, filename: str, options: dict[bytes, bytes]) -> None:
+        stored_suffix(filename)
 
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
 
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        self._headers[self._field.strip().lower()] = self._value.strip()
-        self._field = self._value = b""
-
-    def _headers_finished(self) -> None:
-        disposition = self._headers.get(b"content-disposition")
-        if disposition is None or self.writer is not None:
-            return
-        self.saw_disposition = True
-        _, options = parse_options_header(disposition)
-        raw = options.get(b"filename")
-        if raw is None:
-            return
-        filename = raw.decode("latin-1").encode("latin-1").decode("utf-8", "replace")
-        try:
-            stored_suffix(filename)
-        except MsfsError as e:
-            self.error = e
-            return
-        self.filename = filename
-        self.in_file_part = True
-        files = self.context.library.files
-        self.writer = DiskWriter(self.context.io, files.receive, self.body)
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self.in_file_part or self.error is not None:
-            return
-        self.file_bytes += end - start
-        if self.max_size and self.file_bytes > self.max_size:
-            self.error = MsfsError(E_TOO_LARGE, TOO_LARGE)
-            return
-        assert self.writer is not None
-        self.writer.write(data[start:end])
-
-    def _part_end(self) -> None:
-        if self.in_file_part:
-            self.in_file_part = False
-            self.file_done = True
-
-    def _end(self) -> None:
-        self.ended = True
-
-    # BodyConsumer
-    def write(self, data: bytes) -> None:
-        if self.error is not None:
-            return
-        try:
-            self.parser.write(data)
-        except MultipartParseError:
-            self.error = MsfsError(E_BAD_BODY)
-
-    def finish(self) -> defer.Deferred[ReceivedPicture]:
-        return defer.ensureDeferred(self._finish())
-
-    async def _finish(self) -> ReceivedPicture:
-        if self.error is None:
-            if self.writer is None:
-                self.error = MsfsError(E_NO_FILENAME if self.saw_disposition else E_NO_DISPOSITION)
-            elif not self.file_done:
-                self.error = MsfsError(E_UNTERMINATED)
-        if self.error is not None:
-            if self.writer is not None:
-                await self.writer.discard()
-            raise self.error
-        assert self.writer is not None
-        await self.writer.drain()
-        return ReceivedPicture(self.writer, self.filename)
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            defer.ensureDeferred(self.writer.discard())
+def msfs_error(error: MultipartError) -> MsfsError:
+    if error.problem is Problem.TOO_LARGE:
+        return MsfsError(E_TOO_LARGE, TOO_LARGE)
+    return MsfsError(_PROBLEM_CODES[error.problem])
 
 
 async def picture_body(
@@ -303,7 +204,10 @@ async def upload(context: MediaContext, request: MediaRequest, **_: str) -> None
     """``POST <any path>``: store the picture, answer with its path and URL."""
     assert isinstance(request.content, StreamedBody)
     try:
-        received: ReceivedPicture = await request.content.outcome()
+        try:
+            received: ReceivedFile = await request.content.outcome()
+        except MultipartError as e:
+            raise msfs_error(e) from None
     except MsfsError as e:
         log.info("msfs upload from {ip} refused: error {code}", ip=request.client_ip(), code=e.code)
         send_answer(request, e.code, e.message, status=e.status)

@@ -23,6 +23,8 @@ from twisted.python.threadpool import ThreadPool
 from teamtalk_py.auth.tokens import InvalidToken, LoginAttempts, Tokens
 from teamtalk_py.config import Config, MediaConfig
 from teamtalk_py.content.store import ContentStore
+from teamtalk_py.disk.cloud_disk import CloudDisk
+from teamtalk_py.disk.ranking import ranking_for
 from teamtalk_py.media.http import HttpError, MediaRequest, MediaSite
 from teamtalk_py.media.library import MediaLibrary
 from teamtalk_py.media.routes import ROUTES
@@ -45,6 +47,8 @@ class MediaContext:
     library: MediaLibrary
     tokens: Tokens
     io: Any
+    #: The cloud disk's files (its JSON API, ``disk/api.py``).
+    disk: CloudDisk | None = None
     tus: Uploads = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -148,7 +152,15 @@ class MediaService(TeamTalkService):
         )
         tokens = Tokens(self.store, self.reactor, self.config.media.token_ttl, attempts)
         await tokens.start()
-        self.context = MediaContext(self.config.media, self.library, tokens, self.io)
+        disk = CloudDisk(
+            self.store,
+            self.library.blobs,
+            ranking_for(self.store, self.shared_state),
+            self.reactor,
+            self.public_url,
+            self.config.media.user_quota,
+        )
+        self.context = MediaContext(self.config.media, self.library, tokens, self.io, disk)
         await self.listen(self.config.media.listen, MediaSite(self.context, ROUTES))
         log.info(
             "media store in {path}, public URL {url}",
@@ -162,6 +174,7 @@ class MediaService(TeamTalkService):
         for loop in (self._sweep, self._free_space):
             if loop.running:
                 loop.stop()
+        self.library.blobs.stop()
         if self.context is not None:
             await self.context.tus.close_all()
         self.pool.stop()

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from teamtalk_py.media.http import HttpError
+
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 BATCH = 1024 * 1024
@@ -160,3 +162,43 @@ class DiskWriter:
             await d
         if self.file is not None:
             await self.io(self.file.discard)
+
+
+class RawFile:
+    """Body consumer of a request whose whole body is one file: written to an incoming
+    file through a ``DiskWriter``; past ``max_size`` bytes (0: no limit) the rest is
+    dropped and the outcome is a 413. The outcome is the writer (its file complete)."""
+
+    def __init__(
+        self,
+        io: Callable[..., defer.Deferred],
+        open_file: Callable[[], Writable],
+        flow: FlowControl,
+        max_size: int,
+    ) -> None:
+        self.writer = DiskWriter(io, open_file, flow)
+        self.max_size = max_size
+        self.received = 0
+        self.too_large = False
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.max_size and self.received > self.max_size:
+            if not self.too_large:
+                self.too_large = True
+                self.writer.drop_pending()
+            return
+        self.writer.write(data)
+
+    def finish(self) -> defer.Deferred[DiskWriter]:
+        return defer.ensureDeferred(self._finish())
+
+    async def _finish(self) -> DiskWriter:
+        if self.too_large:
+            await self.writer.discard()
+            raise HttpError(413, f"the body is larger than {self.max_size} bytes")
+        await self.writer.drain()
+        return self.writer
+
+    def abort(self) -> None:
+        defer.ensureDeferred(self.writer.discard())

@@ -48,9 +48,13 @@ def drop_reference(txn: Txn, sha256: str, *, now: int) -> int:
     return refcount(txn, sha256) or 0
 
 
-def refcount(txn: Txn, sha256: str) -> int | None:
-    """The count of ``sha256`` (None when there is no row)."""
-    row = txn.execute("SELECT refcount FROM content_blobs WHERE sha256 = ?", (sha256,)).fetchone()
+def refcount(txn: Txn, sha256: str, *, lock: bool = False) -> int | None:
+    """The count of ``sha256`` (None when there is no row); ``lock``: hold the row (or,
+    when there is none, the place where it would go) until the transaction ends."""
+    suffix = " FOR UPDATE" if lock and txn.dialect is Dialect.MYSQL else ""
+    row = txn.execute(
+        "SELECT refcount FROM content_blobs WHERE sha256 = ?" + suffix, (sha256,)
+    ).fetchone()
     return None if row is None else int(row[0])
 
 

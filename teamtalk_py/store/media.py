@@ -110,8 +110,9 @@ def files_by_sha256(txn: Txn, sha256: str) -> list[MediaFileRow]:
 
 
 def bytes_used(txn: Txn, owner_id: int) -> int:
-    """What counts against a user's quota: their files plus the full length of their
-    unfinished uploads (each user pays for what they store, deduplicated or not)."""
+    """What counts against a user's quota: their files (of the media service and of the
+    cloud disk) plus the full length of their unfinished uploads (each user pays for what
+    they store, deduplicated or not)."""
     files = txn.execute(
         "SELECT COALESCE(SUM(size), 0) FROM media_files WHERE owner_id = ? AND status = ?",
         (owner_id, STATUS_LIVE),
@@ -119,7 +120,10 @@ def bytes_used(txn: Txn, owner_id: int) -> int:
     uploads = txn.execute(
         "SELECT COALESCE(SUM(length), 0) FROM media_uploads WHERE owner_id = ?", (owner_id,)
     ).fetchone()
-    return int(files[0] if files else 0) + int(uploads[0] if uploads else 0)
+    disk = txn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM disk_files WHERE owner_id = ?", (owner_id,)
+    ).fetchone()
+    return sum(int(row[0]) if row else 0 for row in (files, uploads, disk))
 
 
 # -- uploads ----------------------------------------------------------------------------

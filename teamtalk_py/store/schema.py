@@ -619,6 +619,70 @@ _V9_MYSQL = (
     add_index("users", "idx_users_session_changed", "session_changed"),
 )
 
+# Version 10: the cloud disk (disk/). ``disk_files`` is each user's list of files: a name
+# (data, never a path), the MD5 its clients address it by and the SHA-256 of the content
+# blob it refers to (counted in ``content_blobs``), with its download count ``pv``; a user
+# holds one file per (MD5, name). ``disk_shares`` is the public list: one row per shared
+# file, unique per (MD5, name) across everybody, with its own download count (the
+# ranking) and its own random id (the public download URL).
+_V10_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS disk_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_id TEXT NOT NULL UNIQUE,
+        owner_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        md5 TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        pv INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (owner_id, md5, name))""",
+    "CREATE INDEX IF NOT EXISTS disk_files_owner_pv ON disk_files (owner_id, pv)",
+    """CREATE TABLE IF NOT EXISTS disk_shares (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        share_id TEXT NOT NULL UNIQUE,
+        file_id TEXT NOT NULL UNIQUE,
+        owner_id INTEGER NOT NULL,
+        md5 TEXT NOT NULL,
+        name TEXT NOT NULL,
+        pv INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (md5, name))""",
+    "CREATE INDEX IF NOT EXISTS disk_shares_pv ON disk_shares (pv)",
+)
+_V10_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS disk_files (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        file_id CHAR(32) NOT NULL,
+        owner_id BIGINT NOT NULL,
+        name VARCHAR(255) NOT NULL,
+        md5 CHAR(32) NOT NULL,
+        sha256 CHAR(64) NOT NULL,
+        size BIGINT NOT NULL,
+        pv BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_disk_files_file (file_id),
+        UNIQUE KEY uq_disk_files_owner_md5_name (owner_id, md5, name),
+        KEY idx_disk_files_owner_pv (owner_id, pv))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS disk_shares (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        share_id CHAR(32) NOT NULL,
+        file_id CHAR(32) NOT NULL,
+        owner_id BIGINT NOT NULL,
+        md5 CHAR(32) NOT NULL,
+        name VARCHAR(255) NOT NULL,
+        pv BIGINT NOT NULL DEFAULT 0,
+        created BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_disk_shares_share (share_id),
+        UNIQUE KEY uq_disk_shares_file (file_id),
+        UNIQUE KEY uq_disk_shares_md5_name (md5, name),
+        KEY idx_disk_shares_pv (pv))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -631,6 +695,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "media: content blobs, files, uploads, links, secrets", _V7_SQLITE, _V7_MYSQL),
     Migration(8, "login lockouts that outlive Redis", _V8_SQLITE, _V8_MYSQL),
     Migration(9, "ending a user's sessions on every node", _V9_SQLITE, _V9_MYSQL),
+    Migration(10, "cloud disk: files and shares", _V10_SQLITE, _V10_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -660,6 +725,8 @@ TABLES = (
     "media_links",
     "server_secrets",
     "login_lockouts",
+    "disk_files",
+    "disk_shares",
 )
 
 
