@@ -20,8 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import requests
 from tusclient import client as tus_client
 from twisted.internet import reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
@@ -45,6 +47,7 @@ from tests.cluster_support import (
     sleep,
     status_is,
 )
+from tests.disk_support import SeedClient
 from tests.media_support import afnetworking_upload, get, http, picture
 from tests.support import TEST_SECRET, TestCase
 from tests.test_media_msg import token_request
@@ -116,23 +119,27 @@ class Cluster:
             name="center",
         )
         self.nodes: dict[str, tuple[TwistdProcess, int]] = {}
-        #: The msg nodes also host media, on one shared content directory.
+        #: The msg nodes also host media and the disk, on one shared content directory.
         self.media_ports: dict[str, int] = {}
+        self.disk_ports: dict[str, int] = {}
         self.media_dir = root / "media-shared"
 
     def add_node(self, name: str) -> TwistdProcess:
         port = free_port()
         self.ops_ports[name] = free_port()
         self.media_ports[name] = free_port()
+        self.disk_ports[name] = free_port()
         node = TwistdProcess(
             self.root / name,
             [
                 "--cluster-secret-file",
                 str(self.secret_file),
                 "--services",
-                "msg,media",
+                "msg,media,disk",
                 "--media-listen",
                 loopback_endpoint(self.media_ports[name]),
+                "--disk-listen",
+                loopback_endpoint(self.disk_ports[name]),
                 "--media-dir",
                 str(self.media_dir),
                 "--data-dir",
@@ -162,6 +169,9 @@ class Cluster:
 
     def media_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.media_ports[name]}/"
+
+    def disk_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.disk_ports[name]}"
 
     def discovery(self) -> dict:
         return get_msg_server(self.http_port)
@@ -711,3 +721,48 @@ class MediaClusterTests(TestCase):
         head, body = afnetworking_upload(node1, picture_bytes, "image.jpg")
         answer = (await http(node1, head, body)).json()
         assert (await get(node2 + answer["path"])).body == picture_bytes
+
+
+class DiskClusterTests(TestCase):
+    """The cloud disk on both msg nodes: one database, one Redis, one content directory."""
+
+    def setUp(self) -> None:
+        shared = SharedCluster.get()
+        assert shared.cluster is not None
+        self.cluster = shared.cluster
+        self.redis = shared.redis
+
+    def test_both_nodes_see_one_ranking(self):
+        """Files uploaded through node1 are shared through node2; downloads counted
+        through both (at once, 30 of them) rank the same on both nodes, exactly, also
+        after Redis lost the ranking's sorted set; node2's media serves node1's upload."""
+        node1 = SeedClient(self.cluster.disk_url("node1"))
+        node2 = SeedClient(self.cluster.disk_url("node2"))
+        user = "victor"
+        token = node1.login(user, md5_hex(PASSWORD))
+        files = {f"c{i}.bin": os.urandom(4000 + i) for i in range(3)}
+        for name, data in files.items():
+            assert node1.upload(user, token, name, data) == "008"
+            assert node2.file_call("/dealfile?cmd=share", user, token, data, name) == "010"
+        counts = {"c0.bin": 4, "c1.bin": 16, "c2.bin": 10}
+        calls = [(node1 if i % 2 else node2, name)
+                 for name, n in counts.items() for i in range(n)]  # fmt: skip
+
+        def count(call) -> str:
+            client, name = call
+            return client.file_call("/dealsharefile?cmd=pv", user, token, files[name], name)
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(count, calls)) == {"016"}
+        expected = [{"filename": n, "pv": counts[n]} for n in ("c1.bin", "c2.bin", "c0.bin")]
+
+        def ranking(client: SeedClient) -> list[dict]:
+            return [r for r in client.shared(token, "pvdesc") if r["filename"] in files]
+
+        assert ranking(node1) == ranking(node2) == expected
+        assert self.redis.redis.exists(self.redis.prefix + "disk:ranking")
+        self.redis.redis.delete(self.redis.prefix + "disk:ranking")
+        assert ranking(node2) == ranking(node1) == expected
+        [first] = [f for f in node2.my_files(user, token) if f["filename"] == "c0.bin"]
+        assert first["url"].startswith(self.cluster.media_url("node2"))
+        assert requests.get(first["url"], timeout=30).content == files["c0.bin"]

@@ -72,6 +72,10 @@ async def create_link(context: MediaContext, request: MediaRequest, file_id: str
     send_json(request, 201, {"link": link_id, "url": url}, {b"Location": url.encode()})
 
 
+async def no_such_route(context: MediaContext, request: MediaRequest, rest: str) -> None:
+    raise HttpError(404, "no such API call")
+
+
 async def download_link(context: MediaContext, request: MediaRequest, link_id: str) -> None:
     file = await context.library.resolve_link(link_id)
     if file is None:

@@ -83,6 +83,9 @@ class Route:
     for the rest of the path; the matched values are passed to the handler by name. A
     pattern may end in ``?key=value``: the route then also needs that query parameter
     (the cloud disk's ``/myfiles?cmd=count``), so each command gets a line of its own.
+    The method ``*`` ends a namespace: the route takes every path it matches that no
+    route above it does (``/api/{rest...}``: 404 rather than a catch-all further down),
+    and a path that routes above it match with other methods is a 405.
     """
 
     methods: tuple[bytes, ...]
@@ -124,6 +127,10 @@ class RouteTable:
             found = candidate.regex.match(text)
             if found is None or not arguments.issuperset(candidate.query):
                 continue
+            if candidate.methods == (b"*",):
+                if allowed:
+                    break
+                return candidate, found.groupdict()
             if method in candidate.methods:
                 return candidate, found.groupdict()
             allowed.update(candidate.methods)

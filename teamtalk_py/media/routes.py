@@ -42,6 +42,8 @@ ROUTES = RouteTable(
         route("POST", "/api/v1/files/{file_id}/links", api.create_link),
         route("GET HEAD", "/api/v1/links/{link_id}", api.download_link),
         route("DELETE", "/api/v1/links/{link_id}", api.revoke_link),
+        # nothing else is under /api/ (not even msfs uploads): 404, or 405 for a method
+        route("*", "/api/{rest...}", api.no_such_route),
         # TeamTalk msfs (msfs.py): pictures by path, uploads to any other path
         route("GET HEAD", "/{path...}", msfs.download),
         route("POST", "/{path...}", msfs.upload, body=msfs.picture_body),
