@@ -1,7 +1,7 @@
 """``twistd teamtalk``: command-line options and ``makeService``.
 
-The process hosts any subset of the msg, route, file and login services (all four by
-default) plus the store, as named children of one ``ServiceCollection``.
+The process hosts any subset of the msg, route, file, login, media and disk services (all
+of them by default) plus the store, as named children of one ``ServiceCollection``.
 
 Whatever stops the server from starting is reported as one line and a non-zero exit
 status: a bad option or config value before anything binds (exit 78, ``EX_CONFIG``, so

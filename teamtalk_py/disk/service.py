@@ -32,7 +32,7 @@ from teamtalk_py.disk.registration import Registration
 from teamtalk_py.disk.routes import ROUTES
 from teamtalk_py.media.http import MediaSite
 from teamtalk_py.media.library import StorageFull
-from teamtalk_py.media.service import login_attempts
+from teamtalk_py.media.service import start_tokens
 from teamtalk_py.services import TeamTalkService
 
 log = Logger(namespace="teamtalk.disk")
@@ -101,11 +101,9 @@ class DiskService(TeamTalkService):
         await self.store.ready
         self.pool.start()
         await self.io(self.files.prepare)
-        attempts = (
-            self._attempts() if self._attempts else login_attempts(self.shared_state, self.reactor)
+        tokens = await start_tokens(
+            self.store, self.reactor, self.config, self.shared_state, self._attempts
         )
-        tokens = Tokens(self.store, self.reactor, self.config.media.token_ttl, attempts)
-        await tokens.start()
         registration = Registration(
             self.store, self.reactor, self.shared_state, lambda: self.config.disk, self.io
         )

@@ -107,6 +107,21 @@ def login_attempts(shared_state: Any, clock: Any) -> LoginAttempts:
     return LoginLockout(clock)
 
 
+async def start_tokens(
+    store: Any,
+    clock: Any,
+    config: Config,
+    shared_state: Any,
+    attempts: Callable[[], LoginAttempts] | None,
+) -> Tokens:
+    """The API tokens, issued through the co-hosted msg service's lockout (``attempts``
+    gives it) or, without msg here, a lockout of their own over the shared state."""
+    lockout = attempts() if attempts is not None else login_attempts(shared_state, clock)
+    tokens = Tokens(store, clock, config.media.token_ttl, lockout)
+    await tokens.start()
+    return tokens
+
+
 class MediaService(TeamTalkService):
     name = "media"
 
@@ -147,11 +162,9 @@ class MediaService(TeamTalkService):
         self.pool.start()
         await self.io(self.files.prepare)
         await self.library.refresh_free_space()
-        attempts = (
-            self._attempts() if self._attempts else login_attempts(self.shared_state, self.reactor)
+        tokens = await start_tokens(
+            self.store, self.reactor, self.config, self.shared_state, self._attempts
         )
-        tokens = Tokens(self.store, self.reactor, self.config.media.token_ttl, attempts)
-        await tokens.start()
         disk = CloudDisk(
             self.store,
             self.library.blobs,
