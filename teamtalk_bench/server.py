@@ -65,6 +65,8 @@ class Target:
     data_dir: str | None = None
     #: User ids by index, when the bench created the users (None for --url targets).
     user_ids: list[int] | None = field(default=None, repr=False)
+    #: The cloud disk's base URL (a throwaway server's; else ``disk --disk-url``).
+    disk_url: str | None = None
 
     def user_name(self, index: int) -> str:
         return f"{self.user_prefix}{index}"
@@ -286,6 +288,7 @@ class ThrowawayServer:
             throwaway=True,
             data_dir=str(data_dir),
             user_ids=ids,
+            disk_url=f"http://{LOOPBACK}:{self.server.ports.disk}" if self.server.disk else None,
         )
 
     def log_tail(self, lines: int = 30) -> str:

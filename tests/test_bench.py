@@ -158,6 +158,22 @@ class ScenarioSmokeTests(TestCase):
         for phase in r.values():
             assert phase["rss_kb_peak"] >= phase["rss_kb_before"] > 0
 
+    def test_disk_smoke_uploads_lists_and_counts(self):
+        """The seed's /upload of a generated file and its download verified, the lists
+        and the download counts answered, every count exact, server RSS sampled."""
+        doc = bench(
+            self.tmp_path(), "disk", "--size-mib", "3", "--files", "12", "--requests", "60",
+            "--in-flight", "4",
+        )  # fmt: skip
+        assert doc["ok"], doc["results"]
+        r = doc["results"]
+        assert r["upload"]["code"] == "008" and r["download"]["verified"]
+        assert r["pv"]["exact"] is True
+        for phase in ("myfiles", "pv", "ranking"):
+            assert r[phase]["count"] == 60 and r[phase]["failed"] == 0
+        for phase in r.values():
+            assert phase["rss_kb_peak"] >= phase["rss_kb_before"] > 0
+
     def test_cluster_smoke_cross_node_and_aggregate(self):
         """A throwaway center + two msg nodes on MariaDB and Redis: 2 pairs x 10 messages in
         each phase (cross-node, two nodes, one node), nothing lost or duplicated, and the

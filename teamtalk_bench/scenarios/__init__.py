@@ -7,5 +7,5 @@ results) and ``async worker(ctx)`` (runs in every client process). A module with
 MariaDB and Redis and is therefore not part of ``all``).
 """
 
-SCENARIOS = ("msg", "ping", "login", "idle", "group", "file", "media")
+SCENARIOS = ("msg", "ping", "login", "idle", "group", "file", "media", "disk")
 STANDALONE = ("cluster", "push")

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,14 +71,30 @@ def password_stamp(user: accounts.UserRow) -> str:
     return base64.urlsafe_b64encode(digest[:9]).decode()
 
 
+#: Whether a client's MD5 is a user's password (``msg.credentials.Credentials.check``
+#: runs the slow KDF on threads of its own).
+PasswordCheck = Callable[[accounts.UserRow, str], Awaitable[bool]]
+
+
+async def _check_here(user: accounts.UserRow, password_md5: str) -> bool:
+    return accounts.check_password(user, password_md5)
+
+
 class Tokens:
     def __init__(
-        self, store: Any, clock: IReactorTime, ttl: float, attempts: LoginAttempts
+        self,
+        store: Any,
+        clock: IReactorTime,
+        ttl: float,
+        attempts: LoginAttempts,
+        check: PasswordCheck | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.ttl = ttl
         self.attempts = attempts
+        #: Without one, the password is checked on the calling thread (tests).
+        self.check = check or _check_here
         self._secret: bytes | None = None
 
     async def start(self) -> None:
@@ -106,7 +123,7 @@ class Tokens:
         if await defer.maybeDeferred(attempts.is_locked, name):
             raise TokenRefused(locked=True)
         user = await self.store.read(accounts.get_user_by_name, name, only_active=True)
-        if user is None or not accounts.check_password(user, password_md5):
+        if user is None or not await self.check(user, password_md5):
             await defer.maybeDeferred(attempts.record_failure, name)
             locked = await defer.maybeDeferred(attempts.is_locked, name)
             raise TokenRefused(locked=bool(locked))

@@ -33,6 +33,7 @@ from teamtalk_py.disk.routes import ROUTES
 from teamtalk_py.media.http import MediaSite
 from teamtalk_py.media.library import StorageFull
 from teamtalk_py.media.service import start_tokens
+from teamtalk_py.msg.credentials import Credentials
 from teamtalk_py.services import TeamTalkService
 
 log = Logger(namespace="teamtalk.disk")
@@ -89,6 +90,7 @@ class DiskService(TeamTalkService):
             config.media.user_quota,
         )
         self._attempts = attempts
+        self.credentials = Credentials(reactor, store)
         self.context: DiskContext | None = None
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -102,7 +104,12 @@ class DiskService(TeamTalkService):
         self.pool.start()
         await self.io(self.files.prepare)
         tokens = await start_tokens(
-            self.store, self.reactor, self.config, self.shared_state, self._attempts
+            self.store,
+            self.reactor,
+            self.config,
+            self.shared_state,
+            self._attempts,
+            self.credentials,
         )
         registration = Registration(
             self.store, self.reactor, self.shared_state, lambda: self.config.disk, self.io
@@ -129,6 +136,7 @@ class DiskService(TeamTalkService):
         if self._sweep.running:
             self._sweep.stop()
         self.blobs.stop()
+        self.credentials.stop()
         self.pool.stop()
 
     def sweep(self) -> defer.Deferred:

@@ -29,6 +29,7 @@ from teamtalk_py.media.http import HttpError, MediaRequest, MediaSite
 from teamtalk_py.media.library import MediaLibrary
 from teamtalk_py.media.routes import ROUTES
 from teamtalk_py.media.tus import Uploads, sweep_expired
+from teamtalk_py.msg.credentials import Credentials
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.store.media import MediaFileRow
 
@@ -113,11 +114,14 @@ async def start_tokens(
     config: Config,
     shared_state: Any,
     attempts: Callable[[], LoginAttempts] | None,
+    credentials: Credentials,
 ) -> Tokens:
     """The API tokens, issued through the co-hosted msg service's lockout (``attempts``
-    gives it) or, without msg here, a lockout of their own over the shared state."""
+    gives it) or, without msg here, a lockout of their own over the shared state; the
+    password's KDF runs on ``credentials``' threads, never on the reactor's."""
     lockout = attempts() if attempts is not None else login_attempts(shared_state, clock)
-    tokens = Tokens(store, clock, config.media.token_ttl, lockout)
+    credentials.start()
+    tokens = Tokens(store, clock, config.media.token_ttl, lockout, credentials.check)
     await tokens.start()
     return tokens
 
@@ -142,6 +146,7 @@ class MediaService(TeamTalkService):
             config.media, self.files, store, self.io, reactor, self.public_url
         )
         self._attempts = attempts
+        self.credentials = Credentials(reactor, store)
         self.context: MediaContext | None = None
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -163,7 +168,12 @@ class MediaService(TeamTalkService):
         await self.io(self.files.prepare)
         await self.library.refresh_free_space()
         tokens = await start_tokens(
-            self.store, self.reactor, self.config, self.shared_state, self._attempts
+            self.store,
+            self.reactor,
+            self.config,
+            self.shared_state,
+            self._attempts,
+            self.credentials,
         )
         disk = CloudDisk(
             self.store,
@@ -188,6 +198,7 @@ class MediaService(TeamTalkService):
             if loop.running:
                 loop.stop()
         self.library.blobs.stop()
+        self.credentials.stop()
         if self.context is not None:
             await self.context.tus.close_all()
         self.pool.stop()
