@@ -281,6 +281,25 @@ class SeedFlowTests(TestCase):
                               headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
         assert answer["code"] == "110" and int(answer["num"]) >= 0
 
+    def test_answers_are_counted_in_metrics(self):
+        """/metrics counts the disk's answers by route and code."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        user, _ = self.user("metrics")
+        assert self.seed.code("/myfiles?cmd=count", {"user": user, "token": "bad"}) == "111"
+        ops = self.server.server.ports.ops
+        text = requests.get(f"http://127.0.0.1:{ops}/metrics", timeout=30).text
+        counted = {
+            (sample.labels["route"], sample.labels["code"]): sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "teamtalk_disk_answers"
+            for sample in family.samples
+            if sample.name == "teamtalk_disk_answers_total"
+        }
+        assert counted[("/myfiles?cmd=count", "111")] >= 1
+        assert counted[("/reg", "002")] >= 1
+        assert counted[("/login", "000")] >= 1
+
 
 class RegistrationTests(TestCase):
     async def test_off_by_default_then_on_with_a_limit_per_address(self):
