@@ -214,6 +214,24 @@ def _knows_option(server_tree: str | None, option: str) -> bool:
     return tap.exists() and option in tap.read_text()
 
 
+#: A benchmark measures the server, not the per-user limits meant for people
+#: (``msg/limits.py``: 20 messages a second, 100 MiB a day): its throwaway servers run
+#: without them.
+NO_USER_LIMITS = "[msg]\nmessage_rate = 0\nmax_bytes_per_day = 0\n"
+
+
+def _without_user_limits(root: Path, server_tree: str | None = None) -> list[str]:
+    """``--config`` turning the per-user message limits off, where the server has them
+    (a baseline tree may predate them)."""
+    if server_tree is not None:
+        config = Path(server_tree) / "teamtalk_py" / "config.py"
+        if not config.exists() or "message_rate" not in config.read_text():
+            return []
+    path = root / "bench.toml"
+    path.write_text(NO_USER_LIMITS)
+    return ["--config", str(path)]
+
+
 class ThrowawayServer:
     """A ``twistd teamtalk`` subprocess on free loopback ports with a fresh data dir."""
 
@@ -244,7 +262,12 @@ class ThrowawayServer:
             )
         self.server = StandaloneServer(
             self.root,
-            ["--advertise", LOOPBACK, *(extra_args or [])],
+            [
+                "--advertise",
+                LOOPBACK,
+                *_without_user_limits(self.root, self.server_tree),
+                *(extra_args or []),
+            ],
             env=env,
             preexec_fn=_raise_nofile_in_child,
             ops=_knows_option(self.server_tree, "ops-listen"),
@@ -337,7 +360,6 @@ class ThrowawayCluster:
         self.prefix = prefix
         self.password = password
         self.keep = keep
-        self.extra_args = list(extra_args or [])
         self.start_timeout = start_timeout
         self.database: ScratchDatabase | None = None
         self.redis_space: ScratchRedisPrefix | None = None
@@ -345,6 +367,7 @@ class ThrowawayCluster:
         self.db_name = ""
         self.redis_prefix = ""
         self.root = Path(tempfile.mkdtemp(prefix="teamtalk-bench-cluster-"))
+        self.extra_args = [*_without_user_limits(self.root), *(extra_args or [])]
         #: The processes by name, center first.
         self.procs: dict[str, TwistdProcess] = {}
         #: The msg port of each node by name.

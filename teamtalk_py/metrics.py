@@ -84,7 +84,8 @@ class Metrics:
         self.messages = Counter(
             "teamtalk_messages",
             "Chat messages by session type and outcome: acked (stored, or a recognised "
-            "resend of a stored one), refused (acked with msg_id 0), stored (new rows).",
+            "resend of a stored one), stored (new rows), refused (not stored, no ack), "
+            "failed (the write failed, no ack).",
             ["session_type", "outcome"],
             registry=r,
         )

@@ -13,6 +13,7 @@ from twisted.internet.task import deferLater
 
 from teamtalk_client import Pdu, TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.store import accounts
 from tests.support import RunningServer, TestCase, local_config, start_server
 
@@ -27,6 +28,24 @@ PC = B.CLIENT_TYPE_WINDOWS
 MAC = B.CLIENT_TYPE_MAC
 IOS = B.CLIENT_TYPE_IOS
 ANDROID = B.CLIENT_TYPE_ANDROID
+
+
+def msg_data(
+    to_id: int,
+    data: bytes,
+    create_time: int = 0,
+    msg_type: int = B.MSG_TYPE_SINGLE_TEXT,
+    from_id: int = 0,
+) -> Message_pb2.IMMsgData:
+    """A ``CID_MSG_DATA`` body as clients send it (the server ignores ``from_user_id``)."""
+    return Message_pb2.IMMsgData(
+        from_user_id=from_id,
+        to_session_id=to_id,
+        msg_id=0,
+        create_time=create_time,
+        msg_type=msg_type,
+        msg_data=data,
+    )
 
 
 async def sleep(seconds: float) -> None:
@@ -64,6 +83,19 @@ async def closed_within(protocol: TeamTalkClientProtocol, seconds: float) -> boo
     while time.monotonic() < deadline and not protocol.closed.called:
         await sleep(0.02)
     return protocol.closed.called
+
+
+async def send_windowed(session: TeamTalkSession, messages, window: int) -> list[int]:
+    """Send ``messages`` with up to ``window`` unanswered at a time; the acked ids."""
+    ids: list[int] = []
+    pending: list[defer.Deferred] = []
+    for message in messages:
+        if len(pending) >= window:
+            ids.append((await pending.pop(0)).message.msg_id)
+        pending.append(session.protocol.request(B.CID_MSG_DATA, message))
+    for d in pending:
+        ids.append((await d).message.msg_id)
+    return ids
 
 
 class MsgTestCase(TestCase):

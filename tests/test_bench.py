@@ -70,6 +70,20 @@ class ScenarioSmokeTests(TestCase):
         assert doc["server"]["rss_kb_after"] > 0
         assert doc["server_exit"] == 0
         assert doc["ok"] is True
+        assert r["all_delivered"] is True
+
+    def test_msg_same_text_smoke_delivers_every_identical_message(self):
+        """2 pairs x 30 messages with one text, window 8: each is its own message, acked
+        with its own id and delivered (a server that merged them would fail this)."""
+        doc = bench(
+            self.tmp_path(), "msg", "--same-text", "--pairs", "2", "--messages", "30",
+            "--window", "8",
+        )  # fmt: skip
+        r = doc["results"]
+        assert doc["params"]["same_text"] is True
+        assert (r["sent"], r["acked"], r["delivered"]) == (60, 60, 60)
+        assert r["lost"] == 0 and r["duplicated"] == 0 and r["stray"] == 0
+        assert r["all_delivered"] is True and doc["ok"] is True
 
     def test_ping_smoke(self):
         """20 heartbeat round trips, none failed."""

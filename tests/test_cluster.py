@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 from tusclient import client as tus_client
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.utils import getProcessOutputAndValue
 
 from teamtalk_client import TeamTalkSession, connect, decrypt_text
@@ -49,6 +49,7 @@ from tests.cluster_support import (
 )
 from tests.disk_support import SeedClient
 from tests.media_support import afnetworking_upload, get, http, picture
+from tests.resend_support import Sender, audit, history, lose_acks, no_rate_limit_config
 from tests.support import TEST_SECRET, TestCase
 from tests.test_media_msg import token_request
 
@@ -68,9 +69,12 @@ USERS = (
     "mallory",
     "oscar",
     "peggy",
+    "sybil",
     "trent",
     "victor",
     "walter",
+    "xavier",
+    "yvonne",
 )
 
 
@@ -124,7 +128,7 @@ class Cluster:
         self.disk_ports: dict[str, int] = {}
         self.media_dir = root / "media-shared"
 
-    def add_node(self, name: str) -> TwistdProcess:
+    def add_node(self, name: str, *args: str) -> TwistdProcess:
         port = free_port()
         self.ops_ports[name] = free_port()
         self.media_ports[name] = free_port()
@@ -158,6 +162,7 @@ class Cluster:
                 f"127.0.0.1:{self.file_internal_port}",
                 "--ops-listen",
                 loopback_endpoint(self.ops_ports[name]),
+                *args,
             ],
             name=name,
         )
@@ -368,29 +373,145 @@ class ClusterTests(TestCase):
         )
         assert [m.msg_data for m in history.msg_list].count(b"resend me") == 1
 
+    async def create_group(self, creator: Client, *members: Client) -> int:
+        created = await creator.session.get(
+            B.CID_GROUP_CREATE_REQUEST,
+            Group_pb2.IMGroupCreateReq(
+                user_id=creator.user_id,
+                group_type=B.GROUP_TYPE_TMP,
+                group_name="cluster",
+                group_avatar="",
+                member_id_list=[creator.user_id, *(m.user_id for m in members)],
+            ),
+        )
+        assert created.result_code == 0
+        return created.group_id
+
+    async def test_group_resend_to_another_node_after_a_lost_ack_is_not_duplicated(self):
+        """The group version of the test above: one row, the first id again."""
+        oscar = await self.client("node1", "oscar")
+        peggy = await self.client("node2", "peggy")
+        group_id = await self.create_group(peggy, oscar)
+        sender = Sender("oscar-group", oscar.user_id, group_id, B.SESSION_TYPE_GROUP, 1)
+        await sender.send(oscar.protocol, sender.outgoing)
+        (first,) = sender.acked
+        first_id = first.msg_id
+        first.msg_id = None  # the ack is "lost" with the connection
+        await oscar.close()
+        again = await self.client("node2", "oscar")
+        await sender.resend_unacked(again.protocol)
+        assert sender.outgoing[0].msg_id == first_id
+        audit(sender, await history(peggy.session, B.SESSION_TYPE_GROUP, group_id))
+
+    async def start_extra_node(self, name: str) -> TwistdProcess:
+        """A third msg node, offered by /msg_server once registered (killed at cleanup);
+        its clients may send faster than people (no message rate limit)."""
+        config = no_rate_limit_config(self.cluster.root)
+        node = self.cluster.add_node(name, "--config", str(config))
+        node.start()
+
+        def forget() -> None:
+            node.kill()
+            del self.cluster.nodes[name]
+
+        self.addCleanup(forget)
+        await self.cluster.wait_registered(["node1", "node2", name])
+        return node
+
+    async def reconnect_elsewhere(self, dead: str, name: str) -> Client:
+        """What a client does when its node died: ask /msg_server again (which stops
+        offering the dead node) and log in where it is sent."""
+        deadline = time.monotonic() + 10
+        while (port := int(self.cluster.discovery()["port"])) == self.cluster.port(dead):
+            assert time.monotonic() < deadline, f"{dead} still offered"
+            await sleep(0.05)
+        client = await log_in(port, name, PC)
+        self.clients.append(client)
+        return client
+
+    async def test_messages_stored_by_a_node_killed_before_the_ack_are_not_duplicated(self):
+        """The node commits a 1:1 and a group message and is killed (SIGKILL) before the
+        client reads the acks; the client resends through another node and gets the
+        stored ids; history has one copy each and the receiver has them."""
+        node3 = await self.start_extra_node("node3")
+        sybil = await log_in(self.cluster.port("node3"), "sybil", PC)
+        xavier = await self.client("node2", "xavier")
+        group_id = await self.create_group(xavier, sybil)
+        senders = [
+            Sender("sybil-1:1", sybil.user_id, xavier.user_id, B.SESSION_TYPE_SINGLE, 1),
+            Sender("sybil-group", sybil.user_id, group_id, B.SESSION_TYPE_GROUP, 1),
+        ]
+        sybil.protocol.transport.pauseProducing()  # no ack will be read
+        for sender in senders:
+            sybil.protocol.send(B.CID_MSG_DATA, sender.outgoing[0].message)
+        views = [(B.SESSION_TYPE_SINGLE, sybil.user_id), (B.SESSION_TYPE_GROUP, group_id)]
+        stored: list[dict[int, str]] = [{}, {}]
+        deadline = time.monotonic() + 10
+        while not all(stored):  # killed right after the commit
+            assert time.monotonic() < deadline, "never stored"
+            stored = [await history(xavier.session, *view) for view in views]
+        node3.kill()
+        sybil.protocol.transport.abortConnection()
+        again = await self.reconnect_elsewhere("node3", "sybil")
+        for sender, view, before in zip(senders, views, stored, strict=True):
+            await sender.resend_unacked(again.protocol)
+            assert [item.msg_id for item in sender.outgoing] == list(before)
+            audit(sender, await history(xavier.session, *view))
+        delivered = {senders[0].outgoing[0].msg_id, senders[1].outgoing[0].msg_id}
+        got: set[int] = set()
+        while got != delivered:
+            pdu = await xavier.wait_for(
+                B.CID_MSG_DATA, lambda p: p.message.from_user_id == sybil.user_id
+            )
+            got.add(pdu.message.msg_id)
+
+    async def test_node_killed_under_cross_node_load_loses_and_duplicates_nothing(self):
+        """Two clients on a third node stream 1:1 and group messages to members on node 2;
+        the node is killed (SIGKILL) with acks unread; the clients reconnect through
+        /msg_server and resend what had no ack: every message is stored once, every ack
+        names its message."""
+        node4 = await self.start_extra_node("node4")
+        yvonne = await log_in(self.cluster.port("node4"), "yvonne", PC)
+        sybil = await log_in(self.cluster.port("node4"), "sybil", PC)
+        walter = await self.client("node2", "walter")
+        xavier = await self.client("node2", "xavier")
+        group_id = await self.create_group(xavier, sybil)
+        senders = [
+            Sender("yvonne-load", yvonne.user_id, walter.user_id, B.SESSION_TYPE_SINGLE, 150),
+            Sender("sybil-load", sybil.user_id, group_id, B.SESSION_TYPE_GROUP, 150),
+        ]
+        protocols = [yvonne.protocol, sybil.protocol]
+        sending = [
+            defer.ensureDeferred(sender.send(p, sender.outgoing))
+            for sender, p in zip(senders, protocols, strict=True)
+        ]
+        deadline = time.monotonic() + 30
+        while sum(len(s.acked) for s in senders) < 120:
+            assert time.monotonic() < deadline, "the stream stalled"
+            await sleep(0.005)
+        await lose_acks(protocols, node4.kill, sleep)
+        await defer.DeferredList(sending)
+        assert all(s.unacked for s in senders)
+        for sender, name in zip(senders, ("yvonne", "sybil"), strict=True):
+            again = await self.reconnect_elsewhere("node4", name)
+            await sender.resend_unacked(again.protocol)
+            assert not sender.unacked
+        audit(senders[0], await history(walter.session, B.SESSION_TYPE_SINGLE, yvonne.user_id))
+        audit(senders[1], await history(xavier.session, B.SESSION_TYPE_GROUP, group_id))
+
     async def test_group_message_reaches_members_on_the_other_node(self):
         """A temporary group created on node 1: its messages reach members on node 2."""
         carol = await self.client("node1", "carol")
         dave = await self.client("node2", "dave")
-        created = await carol.session.get(
-            B.CID_GROUP_CREATE_REQUEST,
-            Group_pb2.IMGroupCreateReq(
-                user_id=carol.user_id,
-                group_type=B.GROUP_TYPE_TMP,
-                group_name="cross-node",
-                group_avatar="",
-                member_id_list=[carol.user_id, dave.user_id],
-            ),
-        )
-        assert created.result_code == 0
+        group_id = await self.create_group(carol, dave)
         ack = await carol.session.send_text(
-            created.group_id, "hello group", session_type=B.SESSION_TYPE_GROUP
+            group_id, "hello group", session_type=B.SESSION_TYPE_GROUP
         )
         assert ack.msg_id > 0
         got = await dave.wait_for(
             B.CID_MSG_DATA, lambda p: p.message.msg_type == B.MSG_TYPE_GROUP_TEXT
         )
-        assert got.message.to_session_id == created.group_id
+        assert got.message.to_session_id == group_id
         assert got.message.msg_id == ack.msg_id
         assert decrypt_text(got.message.msg_data) == "hello group"
 

@@ -1,6 +1,6 @@
 """Groups end to end over loopback with the client library: creating temporary groups,
 member changes and their notifies, fixed group lists and infos, shield, group messages to
-every member device, refusals acked with msg_id 0, unread, history, latest id, get by id,
+every member device, refusals left without an ack, unread, history, latest id, get by id,
 recent sessions, a restart, packets from other nodes; and the one-encode fan-out to a
 thousand members, whose connections sit on in-memory transports."""
 
@@ -24,7 +24,17 @@ from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store.accounts import md5_hex
 from teamtalk_py.wire.protocol import encode
-from tests.msg_support import IOS, PASSWORD, PC, MsgTestCase, assert_nothing, next_pdu, sleep
+from tests.msg_support import (
+    IOS,
+    PASSWORD,
+    PC,
+    MsgTestCase,
+    assert_nothing,
+    msg_data,
+    next_pdu,
+    send_windowed,
+    sleep,
+)
 from tests.store_support import Gate
 
 GROUP = B.SESSION_TYPE_GROUP
@@ -102,6 +112,10 @@ async def sessions(session: TeamTalkSession):
 
 def group_unread(answer) -> dict[int, int]:
     return {u.session_id: u.unread_cnt for u in answer.unreadinfo_list if u.session_type == GROUP}
+
+
+def group_message(from_id: int, group_id: int, data: bytes, create_time: int = 0):
+    return msg_data(group_id, data, create_time, msg_type=TEXT, from_id=from_id)
 
 
 def say(session: TeamTalkSession, group_id: int, text: str):
@@ -196,7 +210,9 @@ class MemberTests(GroupTestCase):
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
         assert await history(bob, group_id) == []
         assert group_unread(await unread(bob)) == {}
-        assert (await say(bob, group_id, "still here?")).msg_id == 0
+        bob.protocol.send(B.CID_MSG_DATA, group_message(b, group_id, encrypt_text("still here?")))
+        await assert_nothing(bob.protocol, B.CID_MSG_DATA_ACK)
+        await assert_nothing(carol.protocol, B.CID_MSG_DATA, within=0.01)
 
     async def test_outsiders_and_ordinary_members_may_not_change_what_they_may_not(self):
         """A non-member may not add (not even to a temporary group), a member may not
@@ -337,41 +353,61 @@ class MessageTests(GroupTestCase):
         delivered = (await next_pdu(bob.protocol, B.CID_MSG_DATA)).message
         assert (delivered.msg_type, delivered.msg_data) == (AUDIO, voice)
 
-    async def test_outsiders_and_bad_messages_are_acked_with_0_and_not_delivered(self):
-        """A non-member, a missing group and an empty message get msg_id 0; no member
-        receives anything and no id is used up."""
+    async def test_outsiders_and_bad_messages_get_no_ack_and_are_not_delivered(self):
+        """A non-member, a missing group and an empty message get no ack (the shipped
+        clients time out and offer a resend); no member receives anything and no id is
+        used up."""
         a, b, c = await self.users("alice", "bob", "carol")
         alice = await self.login("alice")
         bob = await self.login("bob")
         carol = await self.login("carol")
         group_id = (await create(alice, "g", [b])).group_id
-        assert (await say(carol, group_id, "let me in")).msg_id == 0
-        assert (await say(alice, 987_654, "anyone?")).msg_id == 0
-        assert (await alice.send_message(group_id, TEXT, b"")).msg_id == 0
-        await assert_nothing(bob.protocol, B.CID_MSG_DATA)
+        for sender, group, data in (
+            (carol, group_id, encrypt_text("let me in")),
+            (alice, 987_654, encrypt_text("anyone?")),
+            (alice, group_id, b""),
+        ):
+            sender.protocol.send(B.CID_MSG_DATA, group_message(sender.user_id, group, data))
+            await assert_nothing(sender.protocol, B.CID_MSG_DATA_ACK)
+        await assert_nothing(bob.protocol, B.CID_MSG_DATA, within=0.01)
         assert (await say(alice, group_id, "real")).msg_id == 1
+        assert a and c
+
+    async def test_identical_messages_on_one_connection_are_all_stored(self):
+        """Fifty messages with the same text and create_time on one connection, sixteen
+        in flight: fifty ids, fifty deliveries to each member, fifty rows in history."""
+        a, b, c = await self.users("alice", "bob", "carol")
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        carol = await self.login("carol")
+        group_id = (await create(alice, "g", [b, c])).group_id
+        message = group_message(a, group_id, encrypt_text("ok"), create_time=1_700_000_000)
+        ids = await send_windowed(alice, [message] * 50, window=16)
+        assert sorted(ids) == list(range(1, 51))
+        for member in (bob, carol):
+            got = [(await next_pdu(member.protocol, B.CID_MSG_DATA)).message for _ in ids]
+            assert sorted(m.msg_id for m in got) == list(range(1, 51))
+            await assert_nothing(member.protocol, B.CID_MSG_DATA)
+        rows = await history(bob, group_id, count=100)
+        assert sorted(r[0] for r in rows) == list(range(1, 51))
+        assert {r[2] for r in rows} == {"ok"}
 
     async def test_resend_after_lost_ack_is_not_duplicated(self):
-        """The same message sent twice (same create_time and payload) gets the same id
-        and is delivered once."""
+        """The same message (same create_time and payload) sent again on a new
+        connection after the first one closed gets the same id and is delivered once."""
         a, b = await self.users("alice", "bob")
         alice = await self.login("alice")
         bob = await self.login("bob")
         group_id = (await create(alice, "g", [b])).group_id
-        message = Message_pb2.IMMsgData(
-            from_user_id=a,
-            to_session_id=group_id,
-            msg_id=0,
-            create_time=1_700_000_123,
-            msg_type=TEXT,
-            msg_data=encrypt_text("once"),
-        )
-        first = await alice.get(B.CID_MSG_DATA, message)
-        second = await alice.get(B.CID_MSG_DATA, message)
-        assert first.msg_id == second.msg_id == 1
+        message = group_message(a, group_id, encrypt_text("once"), create_time=1_700_000_123)
+        alice.protocol.send(B.CID_MSG_DATA, message)  # the ack is never read...
         await next_pdu(bob.protocol, B.CID_MSG_DATA)
+        alice.protocol.transport.abortConnection()  # ...and lost with the connection
+        again = await self.login("alice")
+        assert (await again.get(B.CID_MSG_DATA, message)).msg_id == 1
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
         assert [m[0] for m in await history(bob, group_id)] == [1]
+        assert (await say(again, group_id, "next")).msg_id == 2
 
     async def test_posts_from_several_members_with_some_offline(self):
         """Online members get each message as it is sent; an offline member finds exact

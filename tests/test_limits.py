@@ -15,9 +15,8 @@ from teamtalk_py.protocol.header import pack_pdu
 from teamtalk_py.wire import CommandTable, PduFactory
 from teamtalk_py.wire.protocol import PDUS_PER_TURN, echo_heartbeat
 from tests.file_support import OFFLINE, ONLINE, FileTestCase
-from tests.msg_support import MsgTestCase, closed_within, next_pdu
+from tests.msg_support import MsgTestCase, closed_within, msg_data, next_pdu
 from tests.support import TestCase
-from tests.test_msg_chat import msg_data
 from tests.test_ops import samples
 
 HEARTBEAT = pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"")
@@ -122,28 +121,32 @@ class FairnessTests(TestCase):
 class MessageLimitTests(MsgTestCase):
     overrides = {"msg.message_burst": 5, "msg.message_rate": 1.0, "msg.max_refusals": 5}
 
-    async def test_messages_over_the_allowance_are_refused_with_msg_id_0(self):
+    async def test_messages_over_the_allowance_get_no_ack(self):
         """A burst of 8 with a burst allowance of 5 at 1/s: 5 (or 6 if a second passes)
-        get ids, the rest are acked with 0; only the accepted ones are delivered."""
+        get ids, the rest get no answer (like every refusal, see README); only the
+        accepted ones are delivered."""
         b = await self.add_user("bob")
         await self.add_user("alice")
         alice = await self.login("alice")
         bob = await self.login("bob")
         pending = [
-            alice.protocol.request(B.CID_MSG_DATA, msg_data(b, b"burst %d" % i, 1000 + i))
+            alice.protocol.request(
+                B.CID_MSG_DATA, msg_data(b, b"burst %d" % i, 1000 + i), timeout=2.0
+            )
             for i in range(8)
         ]
-        acks = [(await d).message.msg_id for d in pending]
-        accepted = [i for i in acks if i]
-        assert 5 <= len(accepted) <= 6, acks
+        results = await defer.DeferredList(pending, consumeErrors=True)
+        accepted = [pdu.message.msg_id for ok, pdu in results if ok]
+        assert 5 <= len(accepted) <= 6, accepted
         assert accepted == list(range(1, len(accepted) + 1))
+        assert all(f.check(TimeoutError) for ok, f in results if not ok)
         for _ in accepted:
             await next_pdu(bob.protocol, B.CID_MSG_DATA)
         assert self.server.service("msg").message_limits.refused["rate"] == 8 - len(accepted)
 
     async def test_a_connection_that_keeps_exceeding_its_limits_is_closed(self):
-        """Refused after refused: past max_refusals the connection is closed (after its
-        last ack was written); the user may log in again."""
+        """Refused after refused: past max_refusals the connection is closed; the user may
+        log in again."""
         b = await self.add_user("bob")
         await self.add_user("alice")
         alice = await self.login("alice")
@@ -153,7 +156,7 @@ class MessageLimitTests(MsgTestCase):
         ]
         results = await defer.DeferredList(pending, consumeErrors=True)
         acks = [r.message.msg_id for ok, r in results if ok]
-        assert len(acks) >= 5 + 5  # every refusal up to the budget was answered
+        assert 5 <= len(acks) <= 7 and all(acks), acks  # the allowance, nothing refused
         assert await closed_within(alice.protocol, 2.0)
         assert self.server.service("msg").connections_closed_for_limits == 1
         scraped = samples(self.server.collection.metrics.exposition().decode())
@@ -167,15 +170,19 @@ class DailyBytesTests(MsgTestCase):
     overrides = {"msg.max_bytes_per_day": 3000}
 
     async def test_bytes_stored_per_day_are_limited(self):
-        """Three 1000-byte messages fit into 3000 bytes a day, the fourth is refused."""
+        """Three 1000-byte messages fit into 3000 bytes a day, the fourth is refused (no
+        ack)."""
         b = await self.add_user("bob")
         await self.add_user("alice")
         alice = await self.login("alice")
         text = B.MSG_TYPE_SINGLE_TEXT
         acks = [
-            (await alice.send_message(b, text, b"%d" % i + b"x" * 999)).msg_id for i in range(4)
+            (await alice.send_message(b, text, b"%d" % i + b"x" * 999)).msg_id for i in range(3)
         ]
-        assert acks == [1, 2, 3, 0]
+        assert acks == [1, 2, 3]
+        fourth = msg_data(b, b"3" + b"x" * 999, 0, text)
+        with self.assertRaises(TimeoutError):
+            await alice.protocol.request(B.CID_MSG_DATA, fourth, timeout=1.0)
 
 
 class GroupCreationLimitTests(MsgTestCase):

@@ -1,5 +1,5 @@
 """One-to-one messages end to end over loopback: sending and acks, ids per conversation,
-multi-device delivery, resend de-duplication, refusals acked with msg_id 0, read acks and
+multi-device delivery, the resend rule, refusals left without an ack, read acks and
 their sync, unread counts, history, latest id, get by id, server time, P2P commands, and
 history and unread state surviving a server restart on the same data dir."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
 
 from teamtalk_client import TeamTalkSession, decrypt_text, encode_pdu, encrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -17,22 +17,15 @@ from tests.msg_support import (
     PC,
     MsgTestCase,
     assert_nothing,
+    msg_data,
     next_pdu,
+    send_windowed,
+    sleep,
 )
+from tests.store_support import Gate
 
 SINGLE = B.SESSION_TYPE_SINGLE
 TEXT = B.MSG_TYPE_SINGLE_TEXT
-
-
-def msg_data(to_id: int, data: bytes, create_time: int = 0, msg_type: int = TEXT, from_id=0):
-    return Message_pb2.IMMsgData(
-        from_user_id=from_id,
-        to_session_id=to_id,
-        msg_id=0,
-        create_time=create_time,
-        msg_type=msg_type,
-        msg_data=data,
-    )
 
 
 async def unread(session: TeamTalkSession):
@@ -166,6 +159,24 @@ class SendTests(MsgTestCase):
 
 
 class ResendTests(MsgTestCase):
+    async def test_identical_messages_on_one_connection_are_all_stored(self):
+        """Fifty messages with the same text and create_time on one connection, sixteen
+        in flight: fifty ids, fifty deliveries, fifty rows in history."""
+        a = await self.add_user("alice")
+        b = await self.add_user("bob")
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        message = msg_data(b, encrypt_text("ok"), create_time=1_700_000_000)
+        ids = await send_windowed(alice, [message] * 50, window=16)
+        assert sorted(ids) == list(range(1, 51))
+        delivered = [(await next_pdu(bob.protocol, B.CID_MSG_DATA)).message for _ in ids]
+        assert sorted(m.msg_id for m in delivered) == list(range(1, 51))
+        assert {decrypt_text(m.msg_data) for m in delivered} == {"ok"}
+        await assert_nothing(bob.protocol, B.CID_MSG_DATA)
+        rows = (await history(bob, a, count=100)).msg_list
+        assert sorted(m.msg_id for m in rows) == list(range(1, 51))
+        assert (await unread(bob)).total_cnt == 50
+
     async def test_resend_after_a_lost_ack_is_not_duplicated(self):
         """The same message (same client create_time and payload) sent again on a new
         connection gets the first id back; it is stored and delivered once."""
@@ -174,56 +185,131 @@ class ResendTests(MsgTestCase):
         bob = await self.login("bob")
         message = msg_data(b, encrypt_text("only once"), create_time=1_700_000_000)
         first = await self.login("alice")
-        ack1 = await first.get(B.CID_MSG_DATA, message)
-        await first.logout()  # the ack "got lost": the client reconnects and resends
-        second = await self.login("alice")
-        ack2 = await second.get(B.CID_MSG_DATA, message)
-        assert ack1.msg_id == ack2.msg_id == 1
+        first.protocol.send(B.CID_MSG_DATA, message)  # the ack is never read...
         await next_pdu(bob.protocol, B.CID_MSG_DATA)
+        first.protocol.transport.abortConnection()  # ...and lost with the connection
+        second = await self.login("alice")
+        again = await second.get(B.CID_MSG_DATA, message)
+        assert again.msg_id == 1
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
         assert (await unread(bob)).total_cnt == 1
         assert texts((await history(bob, a)).msg_list) == [(1, "only once")]
         assert (await second.send_text(b, "next")).msg_id == 2
 
-    async def test_resend_racing_the_first_write_gets_the_same_id(self):
-        """Two copies sent back to back (before the first ack) store one message."""
+    async def test_resend_after_new_messages_on_the_new_connection_is_recognised(self):
+        """A client that sends something new before resending what lost its ack: the
+        resend still gets the first copy's id."""
+        a = await self.add_user("alice")
         b = await self.add_user("bob")
-        await self.add_user("alice")
-        alice = await self.login("alice")
+        message = msg_data(b, encrypt_text("lost ack"), create_time=1_700_000_005)
+        first = await self.login("alice")
+        assert (await first.get(B.CID_MSG_DATA, message)).msg_id == 1
+        await first.logout()
+        second = await self.login("alice")
+        assert (await second.send_text(b, "new first")).msg_id == 2
+        assert (await second.get(B.CID_MSG_DATA, message)).msg_id == 1
+        assert texts((await history(second, b)).msg_list) == [(2, "new first"), (1, "lost ack")]
+        assert a
+
+    async def test_resend_racing_the_first_write_gets_the_same_id(self):
+        """The first copy's connection closes while its write waits for the store; the
+        resend on the next connection waits for it and gets its id."""
+        a = await self.add_user("alice")
+        b = await self.add_user("bob")
         bob = await self.login("bob")
-        message = msg_data(b, encrypt_text("twice in a row"), create_time=1_700_000_001)
-        d1 = alice.protocol.request(B.CID_MSG_DATA, message)
-        d2 = alice.protocol.request(B.CID_MSG_DATA, message)
-        ack1, ack2 = (await d1).message, (await d2).message
-        assert ack1.msg_id == ack2.msg_id == 1
+        message = msg_data(b, encrypt_text("racing"), create_time=1_700_000_001)
+        first = await self.login("alice")
+        gate = Gate()
+        store = self.server.service("store")
+        held = store.write(gate)
+        await deferToThread(gate.entered.wait, 5)
+        first.protocol.send(B.CID_MSG_DATA, message)
+        await sleep(0.05)  # queued behind the gate
+        first.protocol.transport.abortConnection()
+        second = await self.login("alice")
+        resend = second.protocol.request(B.CID_MSG_DATA, message)
+        await sleep(0.05)
+        gate.release.set()
+        await held
+        assert (await resend).message.msg_id == 1
         await next_pdu(bob.protocol, B.CID_MSG_DATA)
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
+        assert texts((await history(bob, a)).msg_list) == [(1, "racing")]
 
-    async def test_same_text_at_another_time_is_a_new_message(self):
-        """Equal payloads with different client create_time are two messages; so are two
-        create_time-0 messages under different seqs."""
+    async def test_each_lost_copy_is_matched_once_then_the_text_is_new_again(self):
+        """Two identical messages whose acks were lost, resent on a new connection, get
+        the two stored ids; a third identical one there is a new message."""
+        a = await self.add_user("alice")
+        b = await self.add_user("bob")
+        message = msg_data(b, encrypt_text("twice"), create_time=1_700_000_002)
+        first = await self.login("alice")
+        assert sorted(await send_windowed(first, [message] * 2, window=2)) == [1, 2]
+        await first.logout()
+        second = await self.login("alice")
+        assert [(await second.get(B.CID_MSG_DATA, message)).msg_id for _ in range(3)] == [
+            1,
+            2,
+            3,
+        ]
+        assert sorted(m.msg_id for m in (await history(second, b)).msg_list) == [1, 2, 3]
+        assert a
+
+    async def test_same_bytes_from_the_other_client_category_are_a_new_message(self):
+        """A PC's message repeated by the same user's phone is not a resend: the PC
+        connection may still be open, and a phone never resends what a PC sent."""
         b = await self.add_user("bob")
         await self.add_user("alice")
-        alice = await self.login("alice")
+        message = msg_data(b, encrypt_text("same words"), create_time=1_700_000_003)
+        pc = await self.login("alice", client_type=PC)
+        assert (await pc.get(B.CID_MSG_DATA, message)).msg_id == 1
+        await pc.logout()
+        phone = await self.login("alice", client_type=IOS)
+        assert (await phone.get(B.CID_MSG_DATA, message)).msg_id == 2
+
+    async def test_messages_without_create_time_are_never_deduplicated(self):
+        """create_time 0 (iOS and Mac clients): the same bytes on a new connection are a
+        new message; so are equal payloads with different create_time."""
+        b = await self.add_user("bob")
+        await self.add_user("alice")
         ok = encrypt_text("ok")
-        assert (await alice.get(B.CID_MSG_DATA, msg_data(b, ok, 100))).msg_id == 1
-        assert (await alice.get(B.CID_MSG_DATA, msg_data(b, ok, 101))).msg_id == 2
-        assert (await alice.get(B.CID_MSG_DATA, msg_data(b, ok, 0))).msg_id == 3
-        assert (await alice.get(B.CID_MSG_DATA, msg_data(b, ok, 0))).msg_id == 4
+        first = await self.login("alice")
+        assert (await first.get(B.CID_MSG_DATA, msg_data(b, ok, 0))).msg_id == 1
+        assert (await first.get(B.CID_MSG_DATA, msg_data(b, ok, 100))).msg_id == 2
+        await first.logout()
+        second = await self.login("alice")
+        assert (await second.get(B.CID_MSG_DATA, msg_data(b, ok, 0))).msg_id == 3
+        assert (await second.get(B.CID_MSG_DATA, msg_data(b, ok, 101))).msg_id == 4
+
+    async def test_resend_after_a_restart_is_recognised_and_delivered_again(self):
+        """The fact that recognises a resend is stored with the message: after a
+        restart the resend gets the stored id, and (the delivery may never have left the
+        old process) the receiver gets it again under that id."""
+        a = await self.add_user("alice")
+        b = await self.add_user("bob")
+        message = msg_data(b, encrypt_text("before the restart"), create_time=1_700_000_004)
+        alice = await self.login("alice")
+        assert (await alice.get(B.CID_MSG_DATA, message)).msg_id == 1
+        await self.restart()
+        bob = await self.login("bob")
+        alice = await self.login("alice")
+        assert (await alice.get(B.CID_MSG_DATA, message)).msg_id == 1
+        delivered = (await next_pdu(bob.protocol, B.CID_MSG_DATA)).message
+        assert (delivered.from_user_id, delivered.msg_id) == (a, 1)
+        assert texts((await history(bob, a)).msg_list) == [(1, "before the restart")]
 
 
 class RefusalTests(MsgTestCase):
     overrides = {"msg.max_message_size": 1024}
 
     async def assert_refused(self, sender: TeamTalkSession, message, others) -> None:
-        ack = await sender.get(B.CID_MSG_DATA, message)
-        assert ack.msg_id == 0, ack
-        assert (ack.user_id, ack.session_id) == (sender.user_id, message.to_session_id)
+        """No ack (the shipped clients time out and offer a resend), nothing delivered."""
+        sender.protocol.send(B.CID_MSG_DATA, message)
+        await assert_nothing(sender.protocol, B.CID_MSG_DATA_ACK)
         for other in others:
-            await assert_nothing(other.protocol, B.CID_MSG_DATA, within=0.05)
+            await assert_nothing(other.protocol, B.CID_MSG_DATA, within=0.01)
 
-    async def test_refused_messages_are_acked_with_msg_id_0_and_never_stored(self):
-        """Empty, oversize, to yourself and to an unknown user: ack with msg_id 0, nothing
+    async def test_refused_messages_get_no_ack_and_are_never_stored(self):
+        """Empty, oversize, to yourself and to an unknown user: no ack, nothing
         delivered, stored or counted; the next good message still gets id 1."""
         a = await self.add_user("alice")
         b = await self.add_user("bob")
@@ -238,6 +324,7 @@ class RefusalTests(MsgTestCase):
         await self.assert_refused(alice, msg_data(0, b"nobody"), others)
         assert (await unread(bob)).total_cnt == 0
         assert list((await history(alice, a)).msg_list) == []
+        assert list((await history(alice, b)).msg_list) == []
         assert (await alice.get(B.CID_MSG_DATA, msg_data(b, b"x" * 1024))).msg_id == 1
 
     async def test_malformed_message_bodies_are_dropped_and_the_connection_keeps_working(self):
@@ -482,34 +569,3 @@ class RestartTests(MsgTestCase):
         assert (await alice.send_text(b, "after restart")).msg_id == 4
         delivered = await next_pdu(bob.protocol, B.CID_MSG_DATA)
         assert delivered.message.msg_id == 4
-
-
-class FailedWriteTests(MsgTestCase):
-    async def test_failed_write_is_acked_with_msg_id_0_also_for_a_racing_resend(self):
-        """When storing fails, the message and a resend waiting on it both get msg_id 0
-        (no silent drop), nothing is delivered, and a later resend is stored normally."""
-        b = await self.add_user("bob")
-        await self.add_user("alice")
-        alice = await self.login("alice")
-        bob = await self.login("bob")
-        store = self.server.service("store")
-        real_write = store.write
-
-        def failing_write(fn, *args, **kwargs):
-            if not getattr(fn, "__name__", "").startswith("store_single_message"):
-                return real_write(fn, *args, **kwargs)
-            d = defer.Deferred()
-            reactor.callLater(0.05, d.errback, RuntimeError("disk full"))
-            return d
-
-        store.write = failing_write
-        message = msg_data(b, encrypt_text("unlucky"), create_time=1_700_000_002)
-        first = alice.protocol.request(B.CID_MSG_DATA, message)
-        resend = alice.protocol.request(B.CID_MSG_DATA, message)
-        assert (await first).message.msg_id == 0
-        assert (await resend).message.msg_id == 0
-        await assert_nothing(bob.protocol, B.CID_MSG_DATA)
-        store.write = real_write
-        assert (await alice.get(B.CID_MSG_DATA, message)).msg_id == 1
-        await next_pdu(bob.protocol, B.CID_MSG_DATA)
-        assert len(self.flushLoggedErrors(RuntimeError)) == 1

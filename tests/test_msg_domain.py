@@ -1,6 +1,6 @@
 """The msg and route domain classes on their own, with Twisted's test clock, connections on
 in-memory transports and in-process route links:
-``LoginLockout``, ``RecentMessages`` (resend detection), ``OnlineUsers``, and the route
+``LoginLockout``, the send key of the resend rule, connection ids, ``OnlineUsers``, and the route
 rules of commands.md §2.2.2-§2.2.3 in ``PresenceTable`` and ``RouteHub``."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from teamtalk_py.msg.connection import MsgConnection
-from teamtalk_py.msg.dedup import RecentMessages, message_key
+from teamtalk_py.msg.connection import ConnectionIds, MsgConnection
+from teamtalk_py.msg.intake import send_key
 from teamtalk_py.msg.lockout import LoginLockout
 from teamtalk_py.msg.online import OnlineUsers, same_category
 from teamtalk_py.msg.route_client import LocalLink
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, Message_pb2, Server_pb2
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
 from teamtalk_py.route.hub import PresenceTable, RouteHub
 from teamtalk_py.wire import CommandTable, PduFactory
@@ -70,59 +70,51 @@ class LoginLockoutTests(TestCase):
         assert not self.lockout.is_locked("alice")
 
 
-class RecentMessagesTests(TestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.recent = RecentMessages(self.clock, window=600.0, capacity=3)
+def data(to_id: int, payload: bytes, create_time: int = 1000, msg_type: int = 0):
+    return Message_pb2.IMMsgData(
+        from_user_id=0,
+        to_session_id=to_id,
+        msg_id=0,
+        create_time=create_time,
+        msg_type=msg_type or B.MSG_TYPE_SINGLE_TEXT,
+        msg_data=payload,
+    )
 
-    def key(self, n: int = 1, create_time: int = 1000, seq: int = 7, data: bytes = b"hi"):
-        return message_key(1, B.SESSION_TYPE_SINGLE, 2, B.MSG_TYPE_SINGLE_TEXT, create_time + n,
-                           seq, data)  # fmt: skip
 
-    def test_stored_message_is_found_again_with_its_id(self):
-        """A resend's key finds the stored id; an unknown key finds nothing."""
-        assert self.recent.lookup(self.key()) is None
-        self.recent.pending(self.key())
-        self.recent.stored(self.key(), 42)
-        assert self.recent.lookup(self.key()) == 42
+class SendKeyTests(TestCase):
+    def key(self, conn, message, session_type=B.SESSION_TYPE_SINGLE):
+        return send_key(conn, session_type, message)
 
-    def test_resend_during_the_write_waits_for_the_id(self):
-        """While the first copy is being written, a lookup waits for its id."""
-        self.recent.pending(self.key())
-        waiting = self.recent.lookup(self.key())
-        results: list = []
-        waiting.addBoth(results.append)
-        assert results == []
-        self.recent.stored(self.key(), 5)
-        assert results == [5]
+    def test_what_a_resend_repeats_makes_the_digest_and_the_connection_does_not(self):
+        """Two connections of one user and category give one digest for the same
+        message; any other sender, category, session, type, time or payload another."""
+        first, again = Recorded(7, PC), Recorded(7, MAC)
+        k1, k2 = self.key(first, data(2, b"hi")), self.key(again, data(2, b"hi"))
+        assert k1.digest == k2.digest and k1.connection != k2.connection
+        for other in (
+            self.key(Recorded(8, PC), data(2, b"hi")),
+            self.key(Recorded(7, IOS), data(2, b"hi")),
+            self.key(first, data(3, b"hi")),
+            self.key(first, data(2, b"hi"), session_type=B.SESSION_TYPE_GROUP),
+            self.key(first, data(2, b"hi", msg_type=B.MSG_TYPE_SINGLE_AUDIO)),
+            self.key(first, data(2, b"hi", create_time=1001)),
+            self.key(first, data(2, b"ho")),
+        ):
+            assert other.digest != k1.digest
 
-    def test_failed_write_fails_waiters_and_forgets_the_key(self):
-        """A failed write errs the waiting resend and lets a later resend try again."""
-        self.recent.pending(self.key())
-        waiting = self.recent.lookup(self.key())
-        errors: list = []
-        waiting.addErrback(errors.append)
-        self.recent.failed(self.key(), RuntimeError("disk full"))
-        assert len(errors) == 1 and errors[0].check(RuntimeError)
-        assert self.recent.lookup(self.key()) is None
+    def test_messages_without_create_time_have_no_key(self):
+        """create_time 0: never deduplicated."""
+        assert self.key(Recorded(7, PC), data(2, b"hi", create_time=0)) is None
 
-    def test_entries_expire_after_the_window_and_beyond_capacity(self):
-        """Keys older than the window, and the oldest beyond capacity, are forgotten."""
-        self.recent.stored(self.key(1), 1)
-        self.clock.advance(601)
-        assert self.recent.lookup(self.key(1)) is None
-        for n in range(2, 6):
-            self.recent.stored(self.key(n), n)
-        assert self.recent.lookup(self.key(2)) is None
-        assert [self.recent.lookup(self.key(n)) for n in (3, 4, 5)] == [3, 4, 5]
 
-    def test_message_key_uses_seq_only_when_create_time_is_missing(self):
-        """Same create_time and payload match whatever the seq; create_time 0 needs the
-        same seq too; a different payload never matches."""
-        assert self.key(seq=1) == self.key(seq=2)
-        assert self.key(seq=1, create_time=-1) != self.key(seq=2, create_time=-1)
-        assert self.key(seq=1, create_time=-1) == self.key(seq=1, create_time=-1)
-        assert self.key(data=b"hi") != self.key(data=b"ho")
+class ConnectionIdTests(TestCase):
+    def test_ids_are_unique_and_tell_their_run(self):
+        """Ids of one run differ and are recognised as this run's; another run's are not."""
+        ids, other = ConnectionIds(run_id=5), ConnectionIds(run_id=6)
+        mine = [ids.next() for _ in range(3)]
+        assert len(set(mine)) == 3 and all(ids.is_this_run(i) for i in mine)
+        assert not ids.is_this_run(other.next())
+        assert 0 < max(mine) < 2**63
 
 
 class Recorded(MsgConnection):
@@ -134,6 +126,7 @@ class Recorded(MsgConnection):
     def __init__(self, user_id: int, client_type: int) -> None:
         super().__init__()
         self.factory = PduFactory(clock=Clock(), table=CommandTable())
+        self.factory.connection_ids = ConnectionIds()  # type: ignore[attr-defined]
         self.makeConnection(StringTransport())
         self.user_id = user_id
         self.client_type = client_type

@@ -27,7 +27,7 @@ from twisted.web.client import Agent, readBody
 
 from teamtalk_client.pdu import encode_pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import File_pb2
+from teamtalk_py.pb.IM import File_pb2, Message_pb2
 from teamtalk_testing.faults import TcpProxy
 from teamtalk_testing.scratch import ScratchDatabase, Unreachable
 from tests.cluster_support import own_redis
@@ -81,7 +81,12 @@ class MetricsTests(FileTestCase):
         for i in range(5):
             ack = await sender.send_text(bob, f"hello {i}")
             assert ack.msg_id > 0
-        assert (await sender.send_text(alice, "to myself")).msg_id == 0
+        to_myself = Message_pb2.IMMsgData(
+            from_user_id=alice, to_session_id=alice, msg_id=0, create_time=0,
+            msg_type=B.MSG_TYPE_SINGLE_TEXT, msg_data=b"to myself",
+        )  # fmt: skip
+        with self.assertRaises(TimeoutError):  # refused: no ack
+            await sender.protocol.request(B.CID_MSG_DATA, to_myself, timeout=0.5)
 
         file_conn = await self.file_connect()
         login = File_pb2.IMFileLoginReq(user_id=alice, task_id="no-such-task", file_role=1)

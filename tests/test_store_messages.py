@@ -318,7 +318,9 @@ class MessageTests:
             messages.NewMessage(BOB, ALICE, TEXT, b"b1", NOW + 1),
             messages.NewMessage(CAROL, BOB, TEXT, b"c2", NOW + 2),
         ]
-        stored = await self.database.write(messages.store_single_messages, batch)
+        stored = [
+            a.message for a in await self.database.write(messages.store_single_messages, batch)
+        ]
         assert [(m.from_id, m.msg_id, m.content) for m in stored] == [
             (ALICE, 2, b"a1"),
             (CAROL, 1, b"c1"),

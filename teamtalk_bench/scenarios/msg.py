@@ -1,11 +1,15 @@
 """msg: N sender -> receiver pairs, M messages per sender, W in flight per sender.
 
-Each message's payload starts with its index, so the receiver (same process as its sender)
-looks up the send time: delivery latency = receiver's arrival time - send time; ack latency
-= ack arrival - send time. Lost = sent but never acked, or acked with a real id but never
-delivered before the drain timeout. Duplicated = a (from, msg_id) delivered twice to the
-same receiver connection, or one payload delivered under two ids. Refused (ack with
-msg_id 0) is reported on its own.
+The receiver (same process as its sender) matches each delivery to its message by the
+msg_id the sender's ack carried, so the scenario works the same when every message has one
+text (``--same-text``, a user typing the same word: identical payloads and, within a
+second, identical create_time) as when each payload starts with its index (the default,
+which also checks that no payload arrives under two ids). Delivery latency = receiver's
+arrival time - send time; ack latency = ack arrival - send time. Lost = sent but never
+acked, or acked with a real id but never delivered before the drain timeout. Duplicated =
+a (from, msg_id) delivered twice to the same receiver connection, or one payload delivered
+under two ids. Refused (ack with msg_id 0) is reported on its own. Every message must be
+delivered: the table says whether delivered == sent.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=2000, help="messages per sender [2000]")
     parser.add_argument("--window", type=int, default=16, help="messages in flight per sender [16]")
     parser.add_argument("--size", type=int, default=64, help="payload bytes (>= 8) [64]")
+    parser.add_argument(
+        "--same-text",
+        action="store_true",
+        help="every message carries the same payload (a user typing the same word)",
+    )
     parser.add_argument(
         "--no-delivery-ack",
         action="store_true",
@@ -57,6 +66,7 @@ def params_from(args: argparse.Namespace) -> dict[str, Any]:
         "messages": args.messages,
         "window": min(args.window, 60000),
         "size": max(args.size, INDEX_DIGITS),
+        "same_text": bool(args.same_text),
         "delivery_ack": not args.no_delivery_ack,
         "duration_limit": args.duration_limit,
         "drain": args.drain,
@@ -121,10 +131,17 @@ def coordinate(run: Run) -> dict[str, Any]:
         "delivery_latency": stats.latency_summary(delivery_lat),
     }
     client = stats.client_cpu(reports, end - start)
+    all_delivered = totals["delivered"] == totals["sent"] == results["expected"]
+    results["all_delivered"] = all_delivered
     rows = [
         ("pairs x messages, window", f"{p['pairs']} x {p['messages']}, W={p['window']}"),
+        ("payloads", "one text for all" if p.get("same_text") else "unique (index)"),
         ("sent / acked / refused", f"{totals['sent']} / {totals['acked']} / {totals['refused']}"),
         ("delivered", totals["delivered"]),
+        (
+            "delivered == sent",
+            "yes" if all_delivered else f"NO: {totals['delivered']} of {totals['sent']}",
+        ),
         ("acked msg/s", results["acked_per_second"]),
         ("delivered msg/s", results["delivered_per_second"]),
         ("lost", results["lost"]),
@@ -141,7 +158,7 @@ def coordinate(run: Run) -> dict[str, Any]:
         "client": client,
         "server": server,
         "table": table,
-        "ok": results["lost"] == 0 and totals["duplicated"] == 0,
+        "ok": results["lost"] == 0 and totals["duplicated"] == 0 and all_delivered,
     }
 
 
@@ -161,6 +178,7 @@ class PairRun:
         size: int,
         delivery_ack: bool,
         finished,
+        same_text: bool = False,
         encrypted: bool = False,
     ) -> None:
         self.sender = sender
@@ -170,16 +188,25 @@ class PairRun:
         self.delivery_ack = delivery_ack
         self.finished = finished
         self.filler = b"x" * (size - INDEX_DIGITS)
+        #: The one payload of every message with --same-text, else None.
+        self.same_payload = (b"ok " * size)[:size] if same_text else None
         #: Encrypted like real clients' text (the push scenario: pushes need plain text):
         #: every payload made up front, the receiver finds the index by the payload.
         self.payloads: list[bytes] | None = None
-        self.index_of: dict[bytes, int] = {}
+        self.payload_index: dict[bytes, int] = {}
         if encrypted:
             from teamtalk_client import encrypt_text
 
             text = "x" * (size - INDEX_DIGITS)
-            self.payloads = [encrypt_text(f"{i:08d}{text}") for i in range(messages)]
-            self.index_of = {payload: i for i, payload in enumerate(self.payloads)}
+            if same_text:
+                self.same_payload = encrypt_text(text)
+            else:
+                self.payloads = [encrypt_text(f"{i:08d}{text}") for i in range(messages)]
+                self.payload_index = {payload: i for i, payload in enumerate(self.payloads)}
+        #: msg_id -> index of the message whose ack carried it.
+        self.index_of: dict[int, int] = {}
+        #: msg_id -> arrival time of deliveries that came before their ack.
+        self.early: dict[int, float] = {}
         self.template = Message_pb2.IMMsgData(
             from_user_id=sender.user_id,
             to_session_id=receiver.user_id,
@@ -236,7 +263,9 @@ class PairRun:
         self.next_index = index + 1
         message = self.template
         message.create_time = int(time.time())
-        if self.payloads is not None:
+        if self.same_payload is not None:
+            message.msg_data = self.same_payload
+        elif self.payloads is not None:
             message.msg_data = self.payloads[index]
         else:
             message.msg_data = b"%08d" % index + self.filler
@@ -259,6 +288,13 @@ class PairRun:
             self.ack_ok[index] = 1
             self.ack_latencies.append(now - self.sent_at[index])
             self.t_last_ack = now
+            if ack.msg_id in self.index_of:
+                self.duplicated += 1  # two messages acked with one id: merged
+            else:
+                self.index_of[ack.msg_id] = index
+                arrived = self.early.pop(ack.msg_id, None)
+                if arrived is not None:
+                    self.delivered_as(index, arrived)
         self.send_next()
         if self.all_sent and self.complete:
             self.finished()
@@ -273,19 +309,38 @@ class PairRun:
             self.duplicated += 1
             return
         self.seen.add(message.msg_id)
-        try:
-            if self.payloads is not None:
-                index = self.index_of[message.msg_data]
-            else:
-                index = int(message.msg_data[:INDEX_DIGITS])
-        except (KeyError, ValueError):
+        if self.same_payload is None:
+            try:
+                if self.payloads is not None:
+                    payload_index = self.payload_index[message.msg_data]
+                else:
+                    payload_index = int(message.msg_data[:INDEX_DIGITS])
+            except (KeyError, ValueError):
+                self.stray += 1
+                return
+            if not 0 <= payload_index < self.messages or not self.sent_at[payload_index]:
+                self.stray += 1
+                return
+            if self.got[payload_index]:
+                self.duplicated += 1  # same payload stored and delivered under two ids
+                return
+        elif message.msg_data != self.same_payload:
             self.stray += 1
             return
-        if not 0 <= index < self.messages or not self.sent_at[index]:
-            self.stray += 1
+        if self.delivery_ack:
+            ack = self.ack_template
+            ack.msg_id = message.msg_id
+            self.receiver.send(B.CID_MSG_DATA_ACK, ack.SerializeToString())
+        index = self.index_of.get(message.msg_id)
+        if index is None:
+            self.early[message.msg_id] = now  # the ack is still on its way
             return
+        self.delivered_as(index, now)
+
+    def delivered_as(self, index: int, arrived: float) -> None:
+        """The message sent as ``index`` arrived at ``arrived``."""
         if self.got[index]:
-            self.duplicated += 1  # same payload stored and delivered under two ids
+            self.duplicated += 1
             return
         self.got[index] = 1
         self.delivered += 1
@@ -293,12 +348,8 @@ class PairRun:
             self.out_of_order += 1
         else:
             self.highest = index
-        self.delivery_latencies.append(now - self.sent_at[index])
-        self.t_last_delivery = now
-        if self.delivery_ack:
-            ack = self.ack_template
-            ack.msg_id = message.msg_id
-            self.receiver.send(B.CID_MSG_DATA_ACK, ack.SerializeToString())
+        self.delivery_latencies.append(arrived - self.sent_at[index])
+        self.t_last_delivery = max(self.t_last_delivery, arrived)
         if self.all_sent and self.complete:
             self.finished()
 
@@ -348,6 +399,7 @@ async def worker(ctx: WorkerContext) -> None:
                 p["size"],
                 p["delivery_ack"],
                 finished,
+                p.get("same_text", False),
                 p.get("encrypted", False),
             )
         )
@@ -399,7 +451,7 @@ async def worker(ctx: WorkerContext) -> None:
         "refused": sum(r.refused for r in runs),
         "delivered": sum(r.delivered for r in runs),
         "duplicated": sum(r.duplicated for r in runs),
-        "stray": sum(r.stray for r in runs),
+        "stray": sum(r.stray + len(r.early) for r in runs),
         "out_of_order": sum(r.out_of_order for r in runs),
         "connections_lost": lost_connections[0],
         "lost_unacked": sum(r.lost()[0] for r in runs),

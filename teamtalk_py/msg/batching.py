@@ -18,9 +18,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from teamtalk_py.outage import is_outage_failure
 from teamtalk_py.store import messages
-from teamtalk_py.store.messages import NewMessage, StoredMessage
+from teamtalk_py.store.messages import Accepted, NewMessage
 
 log = Logger(namespace="teamtalk.msg.batching")
 
@@ -29,7 +28,7 @@ MAX_IN_FLIGHT = 2
 
 
 #: ``fn(txn, batch)`` storing a batch: the store's own, or push's that adds outbox rows.
-StoreBatch = Callable[[Any, Sequence[NewMessage]], list[StoredMessage]]
+StoreBatch = Callable[[Any, Sequence[NewMessage]], list[Accepted]]
 
 
 class SingleMessageQueue:
@@ -45,7 +44,7 @@ class SingleMessageQueue:
         self.store_batch = store_batch
         #: Called once per committed job, after every message of it is acked.
         self.committed = committed
-        self._pending: list[tuple[NewMessage, defer.Deferred[StoredMessage]]] = []
+        self._pending: list[tuple[NewMessage, defer.Deferred[Accepted]]] = []
         self._scheduled = False
         self._in_flight = 0
 
@@ -54,8 +53,8 @@ class SingleMessageQueue:
         """Messages waiting for the next batch (while earlier ones are being written)."""
         return len(self._pending)
 
-    def store_message(self, message: NewMessage) -> defer.Deferred[StoredMessage]:
-        d: defer.Deferred[StoredMessage] = defer.Deferred()
+    def store_message(self, message: NewMessage) -> defer.Deferred[Accepted]:
+        d: defer.Deferred[Accepted] = defer.Deferred()
         self._pending.append((message, d))
         if not self._scheduled:
             self._scheduled = True
@@ -76,16 +75,21 @@ class SingleMessageQueue:
         self._in_flight -= 1
         self.flush()
 
-    def _stored(self, results: list[StoredMessage], batch) -> None:
+    def _stored(self, results: list[Accepted], batch) -> None:
         for stored, (_, d) in zip(results, batch, strict=True):
             d.callback(stored)
         if self.committed is not None:
             self.committed()
 
     def _batch_failed(self, failure: Failure, batch) -> None:
-        """One bad message must not cost the others: store them one by one instead (not
-        while the database is unreachable: that would only multiply the failures)."""
-        if len(batch) == 1 or is_outage_failure(failure):
+        """One bad message must not cost the others: store them one by one instead.
+
+        Only when the job itself refused its input (nothing of it was written); a failed
+        write or COMMIT (the database unreachable, say) fails every message, since a
+        COMMIT cut off by a lost connection may have stored them, and storing them again
+        would duplicate them.
+        """
+        if len(batch) == 1 or not failure.check(ValueError, TypeError):
             for _, d in batch:
                 d.errback(failure)
             return
@@ -99,7 +103,7 @@ class SingleMessageQueue:
                 self._stored_alone
             ).chainDeferred(d)
 
-    def _stored_alone(self, results: list[StoredMessage]) -> StoredMessage:
+    def _stored_alone(self, results: list[Accepted]) -> Accepted:
         if self.committed is not None:
             self.reactor.callLater(0, self.committed)  # after the ack
         return results[0]

@@ -7,6 +7,9 @@ objects of the service.
 
 from __future__ import annotations
 
+import itertools
+import math
+import secrets
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall
@@ -25,13 +28,30 @@ def is_mobile(client_type: int) -> bool:
     return bool(client_type & 0x10)
 
 
+class ConnectionIds:
+    """Connection ids unique in a cluster: a random id of this process run in the high
+    31 bits, a counter below. The send facts name connections by them
+    (``store/resends.py``), and ``is_this_run`` tells whether a stored message came
+    through this very process."""
+
+    def __init__(self, run_id: int | None = None) -> None:
+        self.run_id = secrets.randbits(31) if run_id is None else run_id
+        self._serials = itertools.count(1)
+
+    def next(self) -> int:
+        return self.run_id << 32 | next(self._serials)
+
+    def is_this_run(self, connection_id: int) -> bool:
+        return connection_id >> 32 == self.run_id
+
+
 class MsgConnection(PduProtocol):
     factory: MsgFactory
 
     # Defaults live on the class; see PduProtocol for why.
     user_id = 0
     login_name = ""
-    client_type = BaseDefine_pb2.CLIENT_TYPE_WINDOWS
+    client_type: int = BaseDefine_pb2.CLIENT_TYPE_WINDOWS
     client_version = ""
     online_status = BaseDefine_pb2.USER_STATUS_ONLINE
     login_requested = False
@@ -43,6 +63,11 @@ class MsgConnection(PduProtocol):
     _refusals: RefusalBudget | None = None
     _over_budget = False
     _limit_pause: IDelayedCall | None = None
+    #: Set when the connection is made (``ConnectionIds``).
+    connection_id = 0
+    #: Until when a message of this connection may be a resend (``intake.py``).
+    resends_possible_until: float = math.inf
+    resend_check_started = False
 
     @property
     def service(self) -> MsgService:
@@ -83,6 +108,10 @@ class MsgConnection(PduProtocol):
         self._limit_pause = None
         self.release_input("limit")
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.connection_id = self.factory.connection_ids.next()
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
         if self._limit_pause is not None:
@@ -97,3 +126,4 @@ class MsgFactory(PduFactory):
     def __init__(self, service: MsgService, **kwargs) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.connection_ids = ConnectionIds()

@@ -3,10 +3,9 @@ history, and the membership commands (commands.md §2.1.13, storage.md §4.4-4.6
 
 The rules live in ``teamtalk_py.store.groups``; this module adds what is per node:
 
-* **Sending.** A group message passes the checks of ``chat.refusal`` and the resend
-  detector like a one-to-one message, is stored (the store refuses non-members and
-  dissolved groups), and only then acked with its id; a refusal or a failed write is
-  acked with ``msg_id = 0``.
+* **Sending.** Group messages go through the intake like one-to-one messages
+  (``intake.py``: refusals, resends, ack once durable); ``Groups`` is their ``Topic``:
+  the store refuses non-members and dissolved groups, and the fan-out below delivers.
 * **Fan-out.** The delivery is encoded once (seq 0) and the same bytes are written to
   every connection of every member on this node, the sender's other devices included,
   the sending connection excluded. Other nodes get one relayed copy whose ``attach_data``
@@ -29,15 +28,22 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from teamtalk_py.msg import chat
-from teamtalk_py.msg.dedup import message_key
+from teamtalk_py.msg.intake import Refused, delivery_of
 from teamtalk_py.outage import log_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2, Message_pb2
 from teamtalk_py.store import groups as group_store
-from teamtalk_py.store.groups import GroupError, GroupMembers, GroupRow, MemberChange
+from teamtalk_py.store.groups import (
+    GroupError,
+    GroupMembers,
+    GroupRow,
+    MemberChange,
+    StoredGroupMessage,
+)
 from teamtalk_py.store.messages import StoredMessage, UnreadRow
+from teamtalk_py.store.resends import SendKey
 from teamtalk_py.wire.protocol import encode
 
 log = Logger(namespace="teamtalk.msg.groups")
@@ -47,6 +53,12 @@ _GROUP = B.SESSION_TYPE_GROUP
 # attach_data of a group message relayed between our nodes: magic + group version.
 _VERSION_BLOB = struct.Struct(">4sI")
 _VERSION_MAGIC = b"TTgv"
+
+
+def _refused(failure: Failure) -> None:
+    """A non-member's message or a dissolved group: a refusal, not a failed write."""
+    failure.trap(GroupError)
+    raise Refused(failure.getErrorMessage())
 
 
 def version_blob(version: int) -> bytes:
@@ -157,65 +169,38 @@ class Groups:
 
     # -- messages ----------------------------------------------------------------------
 
-    async def handle_group_message(self, conn, request) -> None:
-        msg: Message_pb2.IMMsgData = request.message
-        service = self.service
-        group_id = msg.to_session_id
-        reason = chat.refusal(conn, msg)
-        if reason is not None:
-            self._refuse(conn, request.seq, group_id, reason)
-            return
-        key = message_key(
-            conn.user_id, _GROUP, group_id, msg.msg_type, msg.create_time, request.seq,
-            msg.msg_data,
+    # The ``Topic`` of group messages (``intake.py``): no refusal of its own before the
+    # store, which refuses non-members and dissolved groups.
+
+    session_type = _GROUP
+
+    def check(self, conn, msg: Message_pb2.IMMsgData) -> None:
+        return None
+
+    def store_message(
+        self, sender: int, msg: Message_pb2.IMMsgData, sent: SendKey | None, now: int
+    ) -> defer.Deferred[StoredGroupMessage]:
+        d = self.store.write(
+            self.service.store_group_message,
+            msg.to_session_id, sender, msg.msg_type, msg.msg_data, now, sent,
         )  # fmt: skip
-        earlier = service.recent.lookup(key)
-        if earlier is not None:
-            try:
-                msg_id = earlier if isinstance(earlier, int) else await earlier
-            except Exception:
-                msg_id = 0  # the first copy was refused or failed; so is its resend
-            chat._ack(conn, request.seq, group_id, msg_id, _GROUP)
-            return
-        service.recent.pending(key)
-        try:
-            stored = await service.store.write(
-                service.store_group_message,
-                group_id, conn.user_id, msg.msg_type, msg.msg_data, service.now(),
-            )  # fmt: skip
-        except GroupError as e:
-            service.recent.failed(key, e)
-            self._refuse(conn, request.seq, group_id, str(e))
-            return
-        except Exception as e:
-            log_failure(log, "storing a group message from {user_id} failed", user_id=conn.user_id)
-            service.recent.failed(key, e)
-            chat._ack(conn, request.seq, group_id, 0, _GROUP)
-            return
-        message = stored.message
-        service.metrics.messages.labels(session_type="group", outcome="stored").inc()
-        service.recent.stored(key, message.msg_id)
-        chat._ack(conn, request.seq, group_id, message.msg_id, _GROUP)
-        if service.push is not None:
-            service.push.kick()
-        await self._fan_out(message, stored.version, exclude=conn)
+        d.addErrback(_refused)
+        return d
 
-    def _refuse(self, conn, seq: int, group_id: int, reason: str) -> None:
-        chat.log_refusal(f"group message to {group_id}", conn.user_id, reason)
-        chat._ack(conn, seq, group_id, 0, _GROUP)
+    def deliver(self, stored: StoredGroupMessage, exclude) -> defer.Deferred[None]:
+        if stored.resend_of is None and self.service.push is not None:
+            self.service.push.kick()  # its outbox row is committed: decide the pushes now
+        # A resend's version is today's, not the one it was stored at: let the join
+        # watermarks pick its receivers.
+        version = stored.version if stored.resend_of is None else None
+        return defer.ensureDeferred(self._fan_out(stored.message, version, exclude))
 
-    async def _fan_out(self, message: StoredMessage, version: int, exclude) -> None:
+    async def _fan_out(self, message: StoredMessage, version: int | None, exclude) -> None:
         service = self.service
-        delivery = Message_pb2.IMMsgData(
-            from_user_id=message.from_id,
-            to_session_id=message.to_id,
-            msg_id=message.msg_id,
-            create_time=message.created,
-            msg_type=message.msg_type,
-            msg_data=message.content,
-        )
+        delivery = delivery_of(message)
         if service.route.has_peers:
-            delivery.attach_data = version_blob(version)
+            if version is not None:
+                delivery.attach_data = version_blob(version)
             service.route.relay(encode(B.CID_MSG_DATA, delivery), None)
             delivery.ClearField("attach_data")
         members = await self.members(message.to_id, version)

@@ -2,12 +2,12 @@
 
 ``build_table`` is what a client connection dispatches through; ``build_route_table`` is
 what packets from the route service dispatch through. To add a command, write the handler
-in the module of its topic (session, buddy, chat, groups) and register it here.
+in the module of its topic (session, buddy, intake, chat, groups) and register it here.
 """
 
 from __future__ import annotations
 
-from teamtalk_py.msg import buddy, chat, session
+from teamtalk_py.msg import buddy, chat, intake, session
 from teamtalk_py.msg.files import FILE_HANDLERS
 from teamtalk_py.msg.from_route import ROUTE_HANDLERS
 from teamtalk_py.msg.group_handlers import GROUP_HANDLERS
@@ -38,7 +38,7 @@ def build_table() -> CommandTable:
         B.CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST: buddy.handle_change_avatar,
         B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST: buddy.handle_change_sign_info,
         # messages
-        B.CID_MSG_DATA: chat.handle_msg_data,
+        B.CID_MSG_DATA: intake.handle_msg_data,
         B.CID_MSG_READ_ACK: chat.handle_read_ack,
         B.CID_MSG_TIME_REQUEST: chat.handle_time,
         B.CID_MSG_UNREAD_CNT_REQUEST: chat.handle_unread_count,

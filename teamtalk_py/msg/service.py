@@ -1,7 +1,7 @@
 """The msg service: the client listener and the state of who is online on this node.
 
 Handlers (``teamtalk_py.msg.handlers``) do the per-command work; this class owns what
-they share: the online users, the link to route, the login lockout, the resend detector
+they share: the online users, the link to route, the login lockout, the message intake
 and the store.
 """
 
@@ -20,10 +20,10 @@ from teamtalk_py.metrics import one
 from teamtalk_py.msg.batching import SingleMessageQueue
 from teamtalk_py.msg.connection import MsgConnection, MsgFactory
 from teamtalk_py.msg.credentials import Credentials
-from teamtalk_py.msg.dedup import RecentMessages, SharedResends
 from teamtalk_py.msg.file_link import FileServers, RemoteFileServer
 from teamtalk_py.msg.groups import Groups
 from teamtalk_py.msg.handlers import build_route_table, build_table
+from teamtalk_py.msg.intake import MessageIntake, SingleTopic, basic_checks
 from teamtalk_py.msg.limits import MessageLimits, WindowLimit
 from teamtalk_py.msg.lockout import LoginLockout, SharedLoginLockout
 from teamtalk_py.msg.login_reporter import LoginReporter, login_addresses
@@ -81,9 +81,6 @@ class MsgService(TeamTalkService):
         )
         #: Connections closed for exceeding their limits again and again (a metric).
         self.connections_closed_for_limits = 0
-        self.recent = RecentMessages(reactor)
-        #: Set in a cluster with shared state: resends recognised across nodes.
-        self.shared_resends: SharedResends | None = None
         self.groups = Groups(self)
         #: Password checks off the reactor (set up at start, once the store is known).
         self.credentials: Credentials | None = None
@@ -93,6 +90,10 @@ class MsgService(TeamTalkService):
         #: outbox row (in their own transaction) and each commit kicks the push worker.
         self.push = None
         self.store_group_message = group_store.store_group_message
+        #: Every chat message's way in (set up at start, with the store and route), and
+        #: the queue its 1:1 messages are batched in.
+        self.intake: MessageIntake | None = None
+        self.single_messages: SingleMessageQueue | None = None
         #: The file services this node creates transfer tasks on (set up at start).
         self.files = FileServers([])
         self.route: InProcessRoute | LinkedRoute | None = None
@@ -133,7 +134,6 @@ class MsgService(TeamTalkService):
         self.group_creations.state = shared
         if shared is not None and shared.shared:
             self.lockout = SharedLoginLockout(shared, self.reactor, store)
-            self.shared_resends = SharedResends(shared)
         # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).
         route_service = self.sibling("route")
         if route_service is None and self.config.msg.route_server:
@@ -144,6 +144,23 @@ class MsgService(TeamTalkService):
             hub = route_service.hub if route_service is not None else RouteHub()
             self.route = InProcessRoute(hub, self.route_pdu_received)
         self.route.start()
+        single = SingleTopic(
+            self.single_messages,
+            self.online,
+            self.route,
+            self.is_known_user,
+            self.user_exists,
+        )
+        self.intake = MessageIntake(
+            self.reactor,
+            store,
+            self.factory.connection_ids,
+            basic_checks(self.config.msg, self.message_limits),
+            single,
+            self.groups,
+            self.metrics.messages,
+        )
+        self.intake.start()
         self.files = FileServers.for_service(self)
         self.files.start()
         port = await self.listen(self.config.msg.listen, self.factory)
@@ -288,6 +305,8 @@ class MsgService(TeamTalkService):
             login.unregister_local_node(self)
         for conn in list(self.factory.connections):
             conn.transport.loseConnection()
+        if self.intake is not None:
+            self.intake.stop()
         if self.login_reporter is not None:
             await self.login_reporter.stop()
         if self.route is not None:

@@ -30,7 +30,8 @@ from teamtalk_py.push.senders.base import Outcome, Result, Sender
 from teamtalk_py.push.worker import Limits, PushCounters, PushWorker
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.store.groups import StoredGroupMessage
-from teamtalk_py.store.messages import NewMessage, StoredMessage
+from teamtalk_py.store.messages import Accepted, NewMessage
+from teamtalk_py.store.resends import SendKey
 from teamtalk_py.store.txn import Txn
 
 log = Logger(namespace="teamtalk.push")
@@ -141,16 +142,23 @@ class PushService(TeamTalkService):
 
     # -- what the msg service calls ---------------------------------------------------
 
-    def store_single_messages(self, txn: Txn, batch: Sequence[NewMessage]) -> list[StoredMessage]:
+    def store_single_messages(self, txn: Txn, batch: Sequence[NewMessage]) -> list[Accepted]:
         """Store function for 1:1 batches: the messages and their outbox rows."""
         return push_store.store_single_messages(txn, batch, node=self.node)
 
     def store_group_message(
-        self, txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int
+        self,
+        txn: Txn,
+        group_id: int,
+        from_id: int,
+        msg_type: int,
+        content: bytes,
+        created: int,
+        sent: SendKey | None = None,
     ) -> StoredGroupMessage:
         """Store function for group messages: the message and its outbox row."""
         return push_store.store_group_message(
-            txn, group_id, from_id, msg_type, content, created, node=self.node
+            txn, group_id, from_id, msg_type, content, created, sent, node=self.node
         )
 
     def kick(self, _: object = None) -> None:

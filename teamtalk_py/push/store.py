@@ -21,7 +21,8 @@ from teamtalk_py.store import groups as group_store
 from teamtalk_py.store import messages
 from teamtalk_py.store.accounts import DeviceTokenRow, get_device_tokens
 from teamtalk_py.store.groups import StoredGroupMessage
-from teamtalk_py.store.messages import NewMessage, StoredMessage
+from teamtalk_py.store.messages import Accepted, NewMessage
+from teamtalk_py.store.resends import SendKey
 from teamtalk_py.store.txn import Txn, placeholders
 
 QUEUED = 0
@@ -55,13 +56,13 @@ def _with_tokens(txn: Txn, user_ids: Iterable[int]) -> set[int]:
     return found
 
 
-def store_single_messages(
-    txn: Txn, batch: Sequence[NewMessage], *, node: str
-) -> list[StoredMessage]:
-    """``messages.store_single_messages`` plus an outbox row per message whose receiver
-    has a device token now (one query per batch: a message to nobody's phone costs the
-    push path nothing more)."""
-    stored = messages.store_single_messages(txn, batch)
+def store_single_messages(txn: Txn, batch: Sequence[NewMessage], *, node: str) -> list[Accepted]:
+    """``messages.store_single_messages`` plus an outbox row per new message whose
+    receiver has a device token now (one query per batch: a message to nobody's phone
+    costs the push path nothing more; a recognised resend was pushed with its first
+    copy)."""
+    accepted = messages.store_single_messages(txn, batch)
+    stored = [a.message for a in accepted if a.resend_of is None]
     pushable = _with_tokens(txn, (m.to_id for m in stored))
     txn.executemany(
         _INSERT_OUTBOX,
@@ -72,16 +73,20 @@ def store_single_messages(
             if m.to_id in pushable
         ],
     )  # fmt: skip
-    return stored
+    return accepted
 
 
 def store_group_message(
-    txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int, *,
-    node: str,
+    txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int,
+    sent: SendKey | None = None, *, node: str,
 ) -> StoredGroupMessage:  # fmt: skip
     """``groups.store_group_message`` plus its outbox row, when some member who may be
     pushed (not the sender, group not muted) has a device token now."""
-    stored = group_store.store_group_message(txn, group_id, from_id, msg_type, content, created)
+    stored = group_store.store_group_message(
+        txn, group_id, from_id, msg_type, content, created, sent
+    )
+    if stored.resend_of is not None:
+        return stored  # pushed with its first copy
     m = stored.message
     anyone = txn.execute(
         "SELECT 1 FROM group_members m JOIN device_tokens d ON d.user_id = m.user_id "

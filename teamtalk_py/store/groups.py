@@ -41,6 +41,7 @@ from typing import Any
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import messages
 from teamtalk_py.store.messages import StoredMessage, UnreadRow
+from teamtalk_py.store.resends import RESEND_WINDOW, ResendMatcher, SendKey
 from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
 GROUP_NORMAL = B.GROUP_TYPE_NORMAL
@@ -143,8 +144,11 @@ class MemberChange:
 @dataclass(frozen=True, slots=True)
 class StoredGroupMessage:
     message: StoredMessage
-    #: The group's version when the message was stored (member list it went to).
+    #: The group's version when the message was stored (member list it went to); for a
+    #: resend, the group's version now (0 if it is gone).
     version: int
+    #: For a resend: the connection the stored first copy came on; None for a new message.
+    resend_of: int | None = None
 
 
 _GROUP_COLUMNS = (
@@ -505,13 +509,23 @@ _MESSAGE_COLUMNS = "msg_id, from_id, msg_type, content, created"
 
 
 def store_group_message(
-    txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int
+    txn: Txn,
+    group_id: int,
+    from_id: int,
+    msg_type: int,
+    content: bytes,
+    created: int,
+    sent: SendKey | None = None,
+    *,
+    resend_window: int = RESEND_WINDOW,
 ) -> StoredGroupMessage:
     """Store a message of a member; it with its new id and the group's version.
 
     Locks the group row, allocates ``last_msg_id + 1``, inserts the message, sets
     ``last_chated``, marks the sender read up to it and shows the sender's session.
-    NoSuchGroup / NotAMember when the sender may not post.
+    NoSuchGroup / NotAMember when the sender may not post. A message with a ``sent`` key
+    that resends a stored one (``store/resends.py``) is not stored again: the result is
+    the first copy, with ``resend_of`` set and the group's version now.
     """
     if msg_type not in GROUP_MESSAGE_TYPES:
         raise ValueError(f"message type {msg_type} is not a group type")
@@ -520,6 +534,20 @@ def store_group_message(
     content = bytes(content)
     if not content:
         raise ValueError("empty message")
+    matcher = None
+    if sent is not None:
+        # Before the group checks: the first copy was accepted, whatever became of the
+        # group or the sender's membership since.
+        matcher = ResendMatcher.load(txn, [sent], created - resend_window)
+        first = matcher.first_copy(sent)
+        if first is not None:
+            matcher.claim(sent, first)
+            matcher.write(txn)
+            current = get_group(txn, group_id)
+            message = StoredMessage(first.msg_id, from_id, group_id, msg_type, content,
+                                    first.created)  # fmt: skip
+            version = current.version if current is not None else 0
+            return StoredGroupMessage(message, version, resend_of=first.connection)
     group = _lock_group(txn, group_id)
     row = txn.execute(
         "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ? AND status = ?",
@@ -546,6 +574,9 @@ def store_group_message(
         messages.SET_SESSION_STATUS[txn.dialect],
         (from_id, group_id, _GROUP, visible, created, created, visible, created),
     )
+    if matcher is not None and sent is not None:
+        matcher.new(sent, created, 0).msg_id = msg_id
+        matcher.write(txn)
     message = StoredMessage(msg_id, from_id, group_id, msg_type, content, created)
     return StoredGroupMessage(message, group.version)
 

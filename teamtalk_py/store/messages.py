@@ -5,7 +5,8 @@ are stored in batches (``store_single_messages``), with the work done per user p
 allocate the pair's next ids from ``relations.last_msg_id``, insert the messages, move the
 receivers' unread counters and show both users' sessions (listed by ``sessions.py``).
 The ids come from the same transaction as the rows, so an acknowledged id is never
-handed out twice and never skipped, also after a crash.
+handed out twice and never skipped, also after a crash. A message's send fact (what
+recognises its resend, ``resends.py``) is written in that transaction too.
 
 Message ids are per user pair (the pair's ``relations`` row), start at 1 and grow by one.
 "Newest" means the highest ``msg_id``: ids follow commit order, which is the order the
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from teamtalk_py.pb.IM import BaseDefine_pb2
+from teamtalk_py.store.resends import RESEND_WINDOW, FirstCopy, ResendMatcher, SendKey
 from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
 # A sessions row's status; written with the messages, listed by sessions.py.
@@ -116,10 +118,10 @@ def store_single_message(
     """
     if not isinstance(content, bytes | bytearray | memoryview):
         raise TypeError(f"content must be bytes, not {type(content).__name__}")
-    (stored,) = store_single_messages(
+    (accepted,) = store_single_messages(
         txn, [NewMessage(from_id, to_id, msg_type, bytes(content), created)]
     )
-    return stored
+    return accepted.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,17 @@ class NewMessage:
     msg_type: int
     content: bytes
     created: int
+    #: How it arrived, when a resend of it could be recognised (``store/resends.py``).
+    sent: SendKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What became of one sent message: stored now, or recognised as a resend."""
+
+    message: StoredMessage
+    #: For a resend: the connection the stored first copy came on; None for a new message.
+    resend_of: int | None = None
 
 
 # Allocating k ids of a pair at once: the relation row ends at last_msg_id + k.
@@ -194,8 +207,10 @@ def _check_new(message: NewMessage) -> None:
         raise ValueError("a message needs non-empty bytes content")
 
 
-def store_single_messages(txn: Txn, batch: Sequence[NewMessage]) -> list[StoredMessage]:
-    """Store many one-to-one messages in one go; the stored messages in ``batch`` order.
+def store_single_messages(
+    txn: Txn, batch: Sequence[NewMessage], *, resend_window: int = RESEND_WINDOW
+) -> list[Accepted]:
+    """Store many one-to-one messages in one go; what became of each, in ``batch`` order.
 
     The same bookkeeping as ``store_single_message``, but the work is per *pair*, not per
     message: the messages of one pair get consecutive ids (in batch order) from one
@@ -203,14 +218,32 @@ def store_single_messages(txn: Txn, batch: Sequence[NewMessage]) -> list[StoredM
     of messages, each pair's two sessions are touched once, and every row is inserted by
     one ``executemany``. This is what lets a busy node store tens of thousands of
     messages a second on one writer thread.
+
+    A message with a ``sent`` key that resends a stored one (``store/resends.py``) is not
+    stored again: its result is the first copy, with ``resend_of`` set.
     """
     for message in batch:
         _check_new(message)
+    keys = [m.sent for m in batch if m.sent is not None]
+    matcher = (
+        ResendMatcher.load(txn, keys, min(m.created for m in batch) - resend_window)
+        if keys
+        else None
+    )
+    results: list[Accepted | None] = [None] * len(batch)
+    resent: list[tuple[int, FirstCopy]] = []
+    new_copies: dict[int, FirstCopy] = {}
     by_pair: dict[tuple[int, int], list[int]] = {}
     for index, message in enumerate(batch):
+        if matcher is not None and message.sent is not None:
+            first = matcher.first_copy(message.sent)
+            if first is not None:
+                matcher.claim(message.sent, first)
+                resent.append((index, first))
+                continue
+            new_copies[index] = matcher.new(message.sent, message.created, index)
         by_pair.setdefault(_pair(message.from_id, message.to_id), []).append(index)
     dialect = txn.dialect
-    results: list[StoredMessage | None] = [None] * len(batch)
     rows: list[tuple[Any, ...]] = []
     unread: dict[tuple[int, int], int] = {}
     sessions: list[tuple[Any, ...]] = []
@@ -235,16 +268,27 @@ def store_single_messages(txn: Txn, batch: Sequence[NewMessage]) -> list[StoredM
             m = batch[index]
             msg_id += 1
             rows.append((relation_id, m.from_id, m.to_id, msg_id, m.msg_type, m.content, m.created))
-            results[index] = StoredMessage(
-                msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created
+            results[index] = Accepted(
+                StoredMessage(msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created)
             )
+            copy = new_copies.get(index)
+            if copy is not None:
+                copy.msg_id = msg_id
             key = (m.to_id, m.from_id)
             unread[key] = unread.get(key, 0) + 1
         sessions.append((small, big, _SINGLE, SESSION_VISIBLE, created, created))
         sessions.append((big, small, _SINGLE, SESSION_VISIBLE, created, created))
+    for index, first in resent:
+        m = batch[index]
+        results[index] = Accepted(
+            StoredMessage(first.msg_id, m.from_id, m.to_id, m.msg_type, m.content, first.created),
+            resend_of=first.connection,
+        )
     txn.executemany(_INSERT_MESSAGE, rows)
     txn.executemany(_ADD_UNREAD[dialect], [(to, sender, n) for (to, sender), n in unread.items()])
     txn.executemany(_SHOW_SESSION[dialect], sessions)
+    if matcher is not None:
+        matcher.write(txn)
     return results  # type: ignore[return-value]
 
 

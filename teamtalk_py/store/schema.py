@@ -683,6 +683,35 @@ _V10_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 11: send facts, what recognises a resend after a lost ack (store/resends.py).
+# Looked up by sender, client create_time and digest; deleted by id range, so
+# ``created`` needs no index.
+_V11_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS message_sends (
+        id INTEGER PRIMARY KEY,
+        sender_id INTEGER NOT NULL,
+        client_time INTEGER NOT NULL,
+        send_key BLOB NOT NULL,
+        msg_id INTEGER NOT NULL,
+        connection INTEGER NOT NULL,
+        created INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS message_sends_key "
+    "ON message_sends (sender_id, client_time, send_key)",
+)
+_V11_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS message_sends (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        sender_id BIGINT NOT NULL,
+        client_time BIGINT NOT NULL,
+        send_key BINARY(16) NOT NULL,
+        msg_id BIGINT NOT NULL,
+        connection BIGINT NOT NULL,
+        created BIGINT NOT NULL,
+        PRIMARY KEY (id),
+        KEY idx_message_sends_key (sender_id, client_time, send_key))"""
+    + _MYSQL_TABLE,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -696,6 +725,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "login lockouts that outlive Redis", _V8_SQLITE, _V8_MYSQL),
     Migration(9, "ending a user's sessions on every node", _V9_SQLITE, _V9_MYSQL),
     Migration(10, "cloud disk: files and shares", _V10_SQLITE, _V10_MYSQL),
+    Migration(11, "send facts for resend recognition", _V11_SQLITE, _V11_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -727,6 +757,7 @@ TABLES = (
     "login_lockouts",
     "disk_files",
     "disk_shares",
+    "message_sends",
 )
 
 
