@@ -75,6 +75,7 @@ USERS = (
     "walter",
     "xavier",
     "yvonne",
+    "zelda",
 )
 
 
@@ -473,11 +474,11 @@ class ClusterTests(TestCase):
         node4 = await self.start_extra_node("node4")
         yvonne = await log_in(self.cluster.port("node4"), "yvonne", PC)
         sybil = await log_in(self.cluster.port("node4"), "sybil", PC)
-        walter = await self.client("node2", "walter")
+        zelda = await self.client("node2", "zelda")
         xavier = await self.client("node2", "xavier")
         group_id = await self.create_group(xavier, sybil)
         senders = [
-            Sender("yvonne-load", yvonne.user_id, walter.user_id, B.SESSION_TYPE_SINGLE, 150),
+            Sender("yvonne-load", yvonne.user_id, zelda.user_id, B.SESSION_TYPE_SINGLE, 150),
             Sender("sybil-load", sybil.user_id, group_id, B.SESSION_TYPE_GROUP, 150),
         ]
         protocols = [yvonne.protocol, sybil.protocol]
@@ -496,7 +497,7 @@ class ClusterTests(TestCase):
             again = await self.reconnect_elsewhere("node4", name)
             await sender.resend_unacked(again.protocol)
             assert not sender.unacked
-        audit(senders[0], await history(walter.session, B.SESSION_TYPE_SINGLE, yvonne.user_id))
+        audit(senders[0], await history(zelda.session, B.SESSION_TYPE_SINGLE, yvonne.user_id))
         audit(senders[1], await history(xavier.session, B.SESSION_TYPE_GROUP, group_id))
 
     async def test_group_message_reaches_members_on_the_other_node(self):
