@@ -132,6 +132,17 @@ class SeedFlowTests(TestCase):
         ]
         assert ascending == ["f0.txt", "f2.txt", "f1.txt"]
         assert sorted(mine) == sorted(files)
+        # The owner's own list sorts by the downloads counted on their files.
+        for name, times in (("f0.txt", 2), ("f2.txt", 1)):
+            for _ in range(times):
+                assert self.seed.file_call("/myfiles?cmd=pv", owner, token, files[name],
+                                           name) == "016"  # fmt: skip
+        by_pv = [(f["filename"], f["pv"]) for f in self.seed.my_files(owner, token, "pvdesc")]
+        assert by_pv == [("f0.txt", 2), ("f2.txt", 1), ("f1.txt", 0)]
+        by_pv = [f["filename"] for f in self.seed.my_files(owner, token, "pvasc")]
+        assert by_pv == ["f1.txt", "f2.txt", "f0.txt"]
+        count = self.seed.post("/sharefiles?cmd=count", {"token": token})
+        assert count["code"] == "110" and int(count["num"]) >= 3
         listed = {f["filename"]: f for f in self.seed.my_files(owner, token)}
         assert all(f["share_status"] == 1 for f in listed.values())
         data = files["f1.txt"]
@@ -182,6 +193,8 @@ class SeedFlowTests(TestCase):
         assert (
             self.seed.code("/myfiles?cmd=count", {"username": kate, "token": mike_token}) == "111"
         )
+        numbered = {"user": 7, "token": kate_token}  # a "user" that is no name at all
+        assert self.seed.code("/myfiles?cmd=count", numbered) == "111"
         assert self.seed.upload(kate, mike_token, "x.txt", data) == "111"
         assert self.seed.upload(kate, None, "x.txt", data) == "111"
         assert self.seed.code("/md5", {**body, "token": "v1.1.2.3.forged"}) == "111"

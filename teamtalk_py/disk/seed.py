@@ -166,7 +166,7 @@ def bearer(request: MediaRequest) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-async def token_user(context: DiskContext, token: str | None, named: str | None) -> UserRow:
+async def token_user(context: DiskContext, token: str | None, named: object) -> UserRow:
     """The user ``token`` stands for; ``Refused`` without a valid one, or when the request
     names (``user``) somebody else."""
     if not token:
@@ -196,11 +196,10 @@ def seed_call(failure: str, *, authenticated: bool = True) -> Callable[[SeedCall
                 user = None
                 if authenticated:
                     token = body.get("token")
-                    named = body.get("user", body.get("username"))
                     user = await token_user(
                         context,
                         token if isinstance(token, str) else bearer(request),
-                        named if isinstance(named, str) else None,
+                        body.get("user", body.get("username")),
                     )
                 result = await fn(context, Call(body, user, request.client_ip()))
             except Refused as e:
