@@ -197,6 +197,21 @@ async def instant_upload(context: MediaContext, request: MediaRequest) -> None:
     send_json(request, 201 if added else 200, file_json(disk, file))
 
 
+@answering_disk_errors
+async def import_upload(context: MediaContext, request: MediaRequest) -> None:
+    """``POST /api/v1/disk/imports`` ``{"upload": ID, "name": NAME?}``: a finished tus
+    upload of the caller's (``/api/v1/files/ID``) also becomes one of their files (201;
+    200 when they had it). No bytes move; the MD5 is computed from them."""
+    user_id = await context.required_user(request)
+    body = json_object(request)
+    upload = body.get("upload")
+    if not isinstance(upload, str):
+        raise HttpError(400, "upload must be the id of a finished upload")
+    disk = _disk(context)
+    file, added = await disk.add_upload(user_id, upload, body.get("name"))
+    send_json(request, 201 if added else 200, file_json(disk, file))
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 

@@ -20,10 +20,12 @@ What the seed system got wrong, and what this does instead:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -32,8 +34,9 @@ from teamtalk_py.content.blobs import Blobs
 from teamtalk_py.content.store import IncomingFile
 from teamtalk_py.disk.ranking import Ranking
 from teamtalk_py.store import disk as rows
+from teamtalk_py.store import media as media_rows
 from teamtalk_py.store.disk import Deleted, DiskFileRow, Order, SharedFileRow
-from teamtalk_py.store.media import bytes_used
+from teamtalk_py.store.media import FileKind, bytes_used
 from teamtalk_py.store.txn import DuplicateError, Txn
 
 #: Longest file name, in characters (the column is VARCHAR(255)).
@@ -103,6 +106,15 @@ def file_type(name: str) -> str:
     none)."""
     found = _EXTENSION.search(name)
     return found.group(1).lower() if found else ""
+
+
+def md5_of(path: Path) -> str:
+    """The MD5 hex of a file's bytes (blocking: on an I/O thread)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def page_bounds(start: object, count: object) -> tuple[int, int]:
@@ -204,29 +216,65 @@ class CloudDisk:
         may already read; the file and whether it is new (False: they had it).
         ``NotReadable`` when there are none: then the caller uploads the bytes."""
         md5, name = check_md5(md5), check_name(name)
+        readable = await self.store.read(rows.readable_blob, user_id, md5)
+        if readable is None:
+            if (existing := await self.store.read(rows.find_file, user_id, md5, name)) is None:
+                raise NotReadable(f"no file with MD5 {md5} is readable here: upload it")
+            return existing, False
+        sha256, size = readable
+
+        def still_readable(txn: Txn) -> bool:
+            return rows.readable_blob(txn, user_id, md5, lock=True) == readable
+
+        added = await self.add_reference(user_id, name, md5, sha256, size, still_readable)
+        if added is None:
+            raise NotReadable(f"no file with MD5 {md5} is readable here: upload it")
+        return added
+
+    async def add_reference(
+        self, user_id: int, name: str, md5: str, sha256: str, size: int,
+        still_there: Callable[[Txn], bool],
+    ) -> tuple[DiskFileRow, bool] | None:  # fmt: skip
+        """The caller's file ``name`` made of a blob that a row already refers to (no bytes
+        move); the file and whether it is new (False: they had it). ``still_there(txn)``
+        must lock that row and say whether it still refers to the blob; None when not."""
         existing = await self.store.read(rows.find_file, user_id, md5, name)
         if existing is not None:
             return existing, False
-        readable = await self.store.read(rows.readable_blob, user_id, md5)
-        if readable is None:
-            raise NotReadable(f"no file with MD5 {md5} is readable here: upload it")
-        sha256, size = readable
         await self.check_quota(user_id, size)
         row = DiskFileRow(new_id(), user_id, name, md5, sha256, size, 0, self.now())
 
         def reference(txn: Txn) -> DiskFileRow | None:
-            # Still readable, and locked: the blob keeps a reference until this counts.
-            if rows.readable_blob(txn, user_id, md5, lock=True) != readable:
-                return None
-            return rows.insert_file(txn, row)
+            # Locked by still_there: the blob keeps a reference until this one counts.
+            return rows.insert_file(txn, row) if still_there(txn) else None
 
         try:
             added = await self.blobs.reuse(sha256, size, reference)
         except DuplicateError:
             return await self.find(user_id, md5, name), False
+        return None if added is None else (added, True)
+
+    async def add_upload(
+        self, user_id: int, file_id: str, name: object
+    ) -> tuple[DiskFileRow, bool]:
+        """A finished resumable upload (a media file of the caller's) also becomes one of
+        their files of the disk, under ``name`` (default: the upload's). Its MD5 is
+        computed here, reading the bytes once."""
+        upload = await self.store.read(media_rows.get_file, file_id)
+        if upload is None or upload.owner_id != user_id or upload.kind != FileKind.UPLOAD:
+            raise NoSuchFile("no such finished upload of yours")
+        name = check_name(name if name is not None else upload.name)
+        md5 = await self.blobs.io(md5_of, self.blobs.path_of(upload.sha256))
+
+        def still_there(txn: Txn) -> bool:
+            return media_rows.lock_file(txn, file_id, user_id) == upload.sha256
+
+        added = await self.add_reference(
+            user_id, name, md5, upload.sha256, upload.size, still_there
+        )
         if added is None:
-            raise NotReadable(f"no file with MD5 {md5} is readable here: upload it")
-        return added, True
+            raise NoSuchFile("no such finished upload of yours")
+        return added
 
     async def delete(self, user_id: int, file_id: str) -> None:
         """Delete the caller's file (and take it out of the public list); its bytes go
@@ -295,26 +343,16 @@ class CloudDisk:
         """Copy a shared file into the caller's files; the file and whether it is new
         (False: they had these bytes under this name). No bytes move."""
         share = await self.share(share_id)
-        existing = await self.store.read(rows.find_file, user_id, share.md5, share.name)
-        if existing is not None:
-            return existing, False
-        await self.check_quota(user_id, share.size)
-        row = DiskFileRow(
-            new_id(), user_id, share.name, share.md5, share.sha256, share.size, 0, self.now()
+
+        def still_shared(txn: Txn) -> bool:
+            return rows.shared_blob(txn, share_id, lock=True) == share.sha256
+
+        added = await self.add_reference(
+            user_id, share.name, share.md5, share.sha256, share.size, still_shared
         )
-
-        def reference(txn: Txn) -> DiskFileRow | None:
-            if rows.shared_blob(txn, share_id, lock=True) != share.sha256:
-                return None
-            return rows.insert_file(txn, row)
-
-        try:
-            added = await self.blobs.reuse(share.sha256, share.size, reference)
-        except DuplicateError:
-            return await self.find(user_id, share.md5, share.name), False
         if added is None:
             raise NoSuchFile("no such shared file")
-        return added, True
+        return added
 
     async def count_share_download(self, share_id: str) -> SharedFileRow:
         """One more download of a shared file (its rank); the entry as it is now."""

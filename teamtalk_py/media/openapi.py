@@ -206,6 +206,18 @@ SCHEMAS: dict[str, Any] = {
             "files": {"type": "array", "items": ref("SharedFile")},
         },
     },
+    "Import": {
+        "type": "object",
+        "required": ["upload"],
+        "properties": {
+            "upload": {"type": "string", "description": "The id of a finished tus upload."},
+            "name": {
+                "type": "string",
+                "pattern": NAME_PATTERN,
+                "description": "Default: the name the upload was given.",
+            },
+        },
+    },
     "InstantUpload": {
         "type": "object",
         "required": ["name", "md5"],
@@ -278,6 +290,20 @@ PATHS: dict[str, Any] = {
                 "413": error("Over the user's quota."),
             },
             body={"required": True, **json_content(ref("InstantUpload"))},
+        )
+    },
+    "/api/v1/disk/imports": {
+        "post": operation(
+            "Add a finished resumable (tus) upload of the caller's to their files (no bytes "
+            "move; large files go up resumably at /api/v1/files/, then come here).",
+            {
+                "201": answer("Added.", "DiskFile"),
+                "200": answer("The caller had this file already.", "DiskFile"),
+                "400": BAD_REQUEST,
+                "404": error("No such finished upload of the caller's."),
+                "413": error("Over the user's quota."),
+            },
+            body={"required": True, **json_content(ref("Import"))},
         )
     },
     "/api/v1/disk/files/{file_id}": {

@@ -20,6 +20,7 @@ ROUTES = RouteTable(
         route("GET", "/api/v1/disk/files", disk.list_files),
         route("POST", "/api/v1/disk/files", disk.upload, body=disk.upload_body),
         route("POST", "/api/v1/disk/instant-uploads", disk.instant_upload),
+        route("POST", "/api/v1/disk/imports", disk.import_upload),
         route("GET", "/api/v1/disk/files/{file_id}", disk.get_file),
         route("DELETE", "/api/v1/disk/files/{file_id}", disk.delete_file),
         route("GET HEAD", "/api/v1/disk/files/{file_id}/content", disk.file_content),

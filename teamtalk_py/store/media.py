@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from teamtalk_py.store.txn import DuplicateError, Txn
+from teamtalk_py.store.txn import Dialect, DuplicateError, Txn
 
 
 class FileKind(enum.IntEnum):
@@ -91,6 +91,17 @@ def get_file(txn: Txn, file_id: str) -> MediaFileRow | None:
         (file_id, STATUS_LIVE),
     ).fetchone()
     return None if row is None else _file(row)
+
+
+def lock_file(txn: Txn, file_id: str, owner_id: int) -> str | None:
+    """The SHA-256 of an owner's file, its row locked until the transaction ends (None:
+    no such file of theirs), so its blob keeps this reference meanwhile."""
+    lock = " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
+    row = txn.execute(
+        "SELECT sha256 FROM media_files WHERE file_id = ? AND owner_id = ? AND status = ?" + lock,
+        (file_id, owner_id, STATUS_LIVE),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def delete_file(txn: Txn, file_id: str) -> bool:
