@@ -16,7 +16,7 @@ Each module gets a type stub beside it (``Login_pb2.pyi``, from mypy-protobuf's
 ``protoc-gen-mypy`` plugin, a test dependency), with the same cross-import rewrite, so
 mypy knows every message's fields and every enum value.
 
-:func:`generate` writes into any directory; ``tests/test_proto.py`` uses it to prove the
+:func:`generate` writes into any directory; ``tests/wire/test_proto.py`` uses it to prove the
 committed modules and stubs match the ``.proto`` files.
 """
 

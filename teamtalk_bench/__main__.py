@@ -1,4 +1,4 @@
-"""``python -m teamtalk_bench {msg,ping,login,idle,group,file,cluster,all,users} …``
+"""``python -m teamtalk_bench {msg,ping,login,idle,group,file,cluster,flood,all,users} …``
 
 Without ``--url`` each scenario starts a throwaway ``twistd teamtalk`` (temporary data
 dir, free loopback ports, its own users) and stops it afterwards. With ``--url
@@ -138,6 +138,7 @@ def run_scenario(name: str, args: argparse.Namespace, json_path: Path | None = N
             keep=args.keep_server,
             extra_args=args.server_arg,
             server_tree=args.server_tree,
+            user_limits=getattr(module, "USER_LIMITS", False),
         )
         target = server.start()
     document: dict[str, Any] = {

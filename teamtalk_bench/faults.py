@@ -18,10 +18,12 @@ It prints (and writes as JSON with ``--json``) acked messages per second before,
 and after the fault, the time from the fault's end until acks flow at half the rate of
 before (0 when they never fell below it) and until the cluster uses what came back
 (``back_in_service_s``), the most packets any process held in memory for a link that
-was down (``teamtalk_route_backlog`` on the nodes, ``teamtalk_route_parked`` on the
-center), the audit (lost, stored twice, delivered twice, missed live), and per process
-the resident memory now and its peak, sampled every 0.2 s, with the load average. The
-machine's shared MariaDB and Redis are never stopped.
+was down (``teamtalk_route_backlog`` and ``teamtalk_catch_up_held`` on the nodes,
+``teamtalk_route_parked`` on the center), the messages delivered from the store after
+the fault (``teamtalk_caught_up_deliveries``), the audit (lost, stored twice, delivered
+twice, missed live), and per process the resident memory now and its peak, sampled every
+0.2 s, with the load average. Texts repeat as real users' do, and one pair of the
+``--pairs`` talks in a group. The machine's shared MariaDB and Redis are never stopped.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, task
 from twisted.internet.task import deferLater
 
-from teamtalk_bench.server import create_users
+from teamtalk_bench.server import START_TIMEOUT, create_users
 from teamtalk_client import TeamTalkSession, connect
 from teamtalk_testing.cluster import ClusterProcesses
 from teamtalk_testing.faults import OwnRedis, TcpProxy
 from teamtalk_testing.scratch import DEFAULT_MYSQL, ScratchDatabase
-from teamtalk_testing.traffic import ChatTraffic, Pair
+from teamtalk_testing.traffic import ChatTraffic, Pair, create_group, stored_rows
 
 FAULTS = ("redis", "database", "pause", "kill-hub", "kill-node")
 PASSWORD = "bench"
@@ -80,7 +82,7 @@ async def log_in(reactor: Any, port: int, name: str) -> TeamTalkSession:
     return session
 
 
-HELD = ("teamtalk_route_backlog", "teamtalk_route_parked")
+HELD = ("teamtalk_route_backlog", "teamtalk_route_parked", "teamtalk_catch_up_held")
 
 
 def held_in_memory(cluster: ClusterProcesses, name: str) -> int:
@@ -113,6 +115,8 @@ class MemorySampler:
             except OSError:
                 continue
             self.peak[name] = max(self.peak.get(name, 0), rss, hwm)
+            if name in self.cluster.paused:
+                continue  # its /metrics would hold this reactor, and the traffic, 2 s
             try:
                 held = held_in_memory(self.cluster, name)
             except OSError:
@@ -174,13 +178,19 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         prefix = f"fb{secrets.token_hex(2)}_"
         create_users(2 * args.pairs, prefix, PASSWORD, db_url=db.url)
         cluster = ClusterProcesses(root, db_url, redis.url, SECRET)
-        cluster.start()
+        cluster.start(timeout=START_TIMEOUT)  # a loaded box starts twistd slowly
         pairs = []
         for i in range(args.pairs):
             sender = await log_in(reactor, cluster.port("node1"), f"{prefix}{2 * i}")
             receiver = await log_in(reactor, cluster.port("node2"), f"{prefix}{2 * i + 1}")
-            pairs.append(Pair(sender, receiver))
-        traffic = ChatTraffic(reactor, pairs, window=args.window)
+            pair = Pair(sender, receiver)
+            if i == args.pairs - 1:  # one pair talks in a group
+                pair.group_id = await create_group(sender, pair.to_id)
+            pairs.append(pair)
+        receivers = {p.to_id for p in pairs}
+        while not receivers <= cluster.route_users():  # messages relayed before that
+            await sleep(reactor, 0.05)  # reach a receiver through its unread count
+        traffic = ChatTraffic(reactor, pairs, window=args.window, repeat_words=True)
         sampler = MemorySampler(reactor, cluster)
         sampler.loop.start(0.2)
         load_before = os.getloadavg()[0]
@@ -214,11 +224,12 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         await traffic.stop()
         await sleep(reactor, 3)  # late live deliveries
         sampler.loop.stop()
-        senders = ",".join(str(p.from_id) for p in pairs)
-        rows = db.query(
-            f"SELECT from_id, to_id, msg_id, content FROM messages WHERE from_id IN ({senders})"
-        )
-        problems = traffic.audit(rows)
+        problems = traffic.audit(stored_rows(db.query, pairs))
+        caught_up = {
+            name: int(cluster.metric(name, "teamtalk_caught_up_deliveries_total"))
+            for name in cluster.nodes
+            if cluster.process(name).running
+        }
         return {
             "fault": args.fault,
             "pairs": args.pairs,
@@ -239,6 +250,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "problem_count": len(problems),
             "peak_rss_kib": sampler.peak,
             "peak_packets_held": sampler.held,
+            "caught_up_deliveries": caught_up,
             "load_average_before": round(load_before, 2),
             "load_average_after": round(os.getloadavg()[0], 2),
         }

@@ -352,10 +352,35 @@ def generate(
         )
     user_ids = [int(r[0]) for r in site.sql("SELECT id FROM IMUser ORDER BY id")]
     group_members: dict[int, list[int]] = {}
+    # Groups as create_group makes them, in a few multi-row statements.
+    next_group = int(site.sql("SELECT COALESCE(MAX(id), 0) FROM IMGroup")[0][0]) + 1
     for g in range(groups):
         chosen = rng.sample(user_ids, min(members, len(user_ids)))
-        group_members[site.create_group(f"group {g}", chosen[0], chosen, now=now)] = chosen
+        group_members[next_group + g] = chosen
+    with site.conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO IMGroup (id, name, avatar, creator, type, userCnt, status, version, "
+            "lastChated, updated, created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(gid, f"group {gid - next_group}", "", chosen[0], 1, len(set(chosen)), 0, 1, 0, now,
+              now) for gid, chosen in group_members.items()],
+        )  # fmt: skip
+        cursor.executemany(
+            "INSERT INTO IMGroupMember (groupId, userId, status, created, updated) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(gid, uid, 0, now, now) for gid, chosen in group_members.items()
+             for uid in sorted(set(chosen))],
+        )  # fmt: skip
+    site.conn.commit()
+    pipe = site.redis.pipeline(transaction=False)
+    for gid, chosen in group_members.items():
+        pipe.set(site.key(f"group_msg_id_{gid}"), "0")
+        pipe.hset(site.key(f"group_member_{gid}"), mapping={str(u): str(now) for u in chosen})
+    pipe.execute()
     relations: dict[tuple[int, int], int] = {}
+    # Relation ids are handed out here (the table's next AUTO_INCREMENT ids) so that new
+    # relations go in with the page's messages as one multi-row INSERT, not one per pair.
+    next_relation = int(site.sql("SELECT COALESCE(MAX(id), 0) FROM IMRelationShip")[0][0]) + 1
+    new_relations: list[tuple] = []
     counters: dict[str, int] = defaultdict(int)
     unread: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     group_count: dict[int, int] = defaultdict(int)
@@ -363,25 +388,34 @@ def generate(
     shards: dict[str, list[tuple]] = defaultdict(list)
     sent_group: dict[tuple[int, int], int] = {}
 
+    # Every value is a %s parameter: PyMySQL folds an executemany into one multi-row
+    # INSERT only when the VALUES tuple is nothing but placeholders.
     def flush() -> None:
         with site.conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO IMRelationShip (id, smallId, bigId, status, created, updated) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                new_relations,
+            )
             for table, rows in shards.items():
                 if table.startswith("IMGroupMessage"):
                     cursor.executemany(
                         f"INSERT INTO {table} (groupId, userId, msgId, content, type, status, "
-                        "updated, created) VALUES (%s, %s, %s, %s, %s, 0, %s, %s)",
+                        "updated, created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                         rows,
                     )
                 else:
                     cursor.executemany(
                         f"INSERT INTO {table} (relateId, fromId, toId, msgId, content, status, "
-                        "type, created, updated) VALUES (%s, %s, %s, %s, %s, 0, %s, %s, %s)",
+                        "type, created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         rows,
                     )
         site.conn.commit()
+        new_relations.clear()
         shards.clear()
 
     group_ids = list(group_members)
+    pending = 0
     for n in range(messages):
         at = now + n // 50
         if group_ids and rng.random() < group_share:
@@ -390,7 +424,7 @@ def generate(
             counters[f"group_msg_id_{gid}"] += 1
             msg_id = counters[f"group_msg_id_{gid}"]
             shards[f"IMGroupMessage_{gid % SHARDS}"].append(
-                (gid, sender, msg_id, rng.choice(words), GROUP_TEXT, at, at)
+                (gid, sender, msg_id, rng.choice(words), GROUP_TEXT, 0, at, at)
             )
             group_count[gid] += 1
             sent_group[(sender, gid)] = group_count[gid]
@@ -401,26 +435,31 @@ def generate(
             b = user_ids[(i + rng.randint(1, min(300, users - 1))) % users]
             pair = (min(a, b), max(a, b))
             if pair not in relations:
-                relations[pair] = site.insert(
-                    "INSERT INTO IMRelationShip (smallId, bigId, status, created, updated) "
-                    "VALUES (%s, %s, 0, %s, %s)",
-                    (pair[0], pair[1], at, at),
-                )
+                relations[pair] = next_relation
+                new_relations.append((next_relation, pair[0], pair[1], 0, at, at))
+                next_relation += 1
             rid = relations[pair]
             counters[f"msg_id_{rid}"] += 1
             shards[f"IMMessage_{rid % SHARDS}"].append(
-                (rid, a, b, counters[f"msg_id_{rid}"], rng.choice(words), SINGLE_TEXT, at, at)
+                (rid, a, b, counters[f"msg_id_{rid}"], rng.choice(words), 0, SINGLE_TEXT, at, at)
             )
             unread[b][a] += 1
             if rng.random() < 0.5:
                 unread[a].pop(b, None)  # a replied: a read what b sent
             sessions[(a, b, SESSION_SINGLE)] = at
             sessions[(b, a, SESSION_SINGLE)] = at
-        if sum(len(r) for r in shards.values()) >= page:
+        pending += 1
+        if pending >= page:
             flush()
+            pending = 0
             if log:
                 log(f"generated {n + 1} messages")
     flush()
+    last = now + messages // 50
+    # The reference's 5-second job gives every member a visible group session.
+    for gid in group_count:
+        for u in group_members[gid]:
+            sessions.setdefault((u, gid, SESSION_GROUP), last)
     with site.conn.cursor() as cursor:
         session_rows = [(u, p, t, 0, at, at) for (u, p, t), at in sessions.items()]
         for i in range(0, len(session_rows), page):
@@ -429,25 +468,31 @@ def generate(
                 "VALUES (%s, %s, %s, %s, %s, %s)",
                 session_rows[i : i + page],
             )
-        last = now + messages // 50
-        for gid in group_count:
-            cursor.execute("UPDATE IMGroup SET lastChated = %s WHERE id = %s", (last, gid))
-            # The reference's 5-second job gives every member a visible group session.
-            cursor.executemany(
-                "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated) "
-                "VALUES (%s, %s, 2, 0, %s, %s)",
-                [(u, gid, last, last) for u in group_members[gid] if (u, gid, 2) not in sessions],
-            )
+        cursor.executemany(
+            "UPDATE IMGroup SET lastChated = %s WHERE id = %s", [(last, g) for g in group_count]
+        )
     site.conn.commit()
     site.conn.autocommit(True)
     pipe = site.redis.pipeline(transaction=False)
+    queued = 0
+
+    def queue() -> None:
+        nonlocal queued
+        queued += 1
+        if queued % page == 0:
+            pipe.execute()
+
     for name, value in counters.items():
         pipe.set(site.key(name), str(value))
+        queue()
     for user_id, peers in unread.items():
         if peers:
             pipe.hset(site.key(f"unread_{user_id}"), mapping={str(p): c for p, c in peers.items()})
+            queue()
     for gid, count in group_count.items():
         pipe.hset(site.key(f"{gid}_im_group_msg"), "count", count)
+        queue()
     for (uid, gid), count in sent_group.items():
         pipe.hset(site.key(f"{uid}_{gid}_im_user_group"), "count", count)
+        queue()
     pipe.execute()

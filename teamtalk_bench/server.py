@@ -46,6 +46,10 @@ from teamtalk_testing.scratch import (
 DEFAULT_PREFIX = "bench"
 DEFAULT_PASSWORD = "bench-pw"
 
+#: Seconds a throwaway server or cluster may take to come up: 2 s on a quiet box, but
+#: over 30 s was seen on the 2-core machine with a full parallel test run beside it.
+START_TIMEOUT = 90.0
+
 
 class BenchSetupError(Exception):
     """The server could not be started or reached."""
@@ -243,9 +247,12 @@ class ThrowawayServer:
         password: str = DEFAULT_PASSWORD,
         keep: bool = False,
         extra_args: list[str] | None = None,
-        start_timeout: float = 30.0,
+        start_timeout: float = START_TIMEOUT,
         server_tree: str | None = None,
+        user_limits: bool = False,
     ) -> None:
+        """``user_limits``: keep the server's default per-user limits (the ``flood``
+        scenario measures them); otherwise they are turned off."""
         #: Run the server (and create its users) from this source tree instead of the
         #: installed teamtalk_py, e.g. a `git archive` of a baseline commit.
         self.server_tree = str(Path(server_tree).resolve()) if server_tree else None
@@ -265,7 +272,7 @@ class ThrowawayServer:
             [
                 "--advertise",
                 LOOPBACK,
-                *_without_user_limits(self.root, self.server_tree),
+                *([] if user_limits else _without_user_limits(self.root, self.server_tree)),
                 *(extra_args or []),
             ],
             env=env,
@@ -273,6 +280,7 @@ class ThrowawayServer:
             ops=_knows_option(self.server_tree, "ops-listen"),
             media=_knows_option(self.server_tree, "media-listen"),
             disk=_knows_option(self.server_tree, "disk-listen"),
+            admin=_knows_option(self.server_tree, "admin-listen"),
         )
 
     def save_metrics(self, path: Path) -> str | None:
@@ -351,7 +359,7 @@ class ThrowawayCluster:
         password: str = DEFAULT_PASSWORD,
         keep: bool = False,
         extra_args: list[str] | None = None,
-        start_timeout: float = 30.0,
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.users = users
         self.node_count = nodes
@@ -372,10 +380,29 @@ class ThrowawayCluster:
         self.procs: dict[str, TwistdProcess] = {}
         #: The msg port of each node by name.
         self.ports: dict[str, int] = {}
+        #: Each process's ops listener (``/metrics``), by process name (center too).
+        self.ops_ports: dict[str, int] = {}
         self.http_port = 0
+        #: The center's route port and the cluster secret's file (the route probe).
+        self.route_port = 0
+        self.secret_file = self.root / "cluster.secret"
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
+
+    def target(self, ids: list[int], node: str = "node1") -> Target:
+        """What the workers need to reach ``node`` (after ``start``, which gave ``ids``)."""
+        return Target(
+            LOOPBACK,
+            self.ports[node],
+            f"http://{LOOPBACK}:{self.http_port}/msg_server",
+            self.prefix,
+            self.password,
+            pid=self.procs[node].pid,
+            throwaway=True,
+            data_dir=str(self.root),
+            user_ids=ids,
+        )
 
     def start(self) -> list[int]:
         """Create the database, the users and the processes; the user ids by index."""
@@ -393,8 +420,8 @@ class ThrowawayCluster:
             db_url=self.database.url,
         )
         route, login, file_internal = free_port(), free_port(), free_port()
-        self.http_port = free_port()
-        secret_file = self.root / "cluster.secret"
+        self.http_port, self.route_port = free_port(), route
+        secret_file = self.secret_file = self.root / "cluster.secret"
         secret_file.write_text(secrets.token_urlsafe(32))
         secret_file.chmod(0o600)
         common = [
@@ -403,6 +430,7 @@ class ThrowawayCluster:
             *("--advertise", LOOPBACK),
         ]
         common += ["--cluster-secret-file", str(secret_file)]
+        self.ops_ports["center"] = center_ops = free_port()
         self._spawn(
             "center",
             [
@@ -413,12 +441,13 @@ class ThrowawayCluster:
                 *("--login-internal-listen", loopback_endpoint(login)),
                 *("--file-listen", loopback_endpoint(free_port())),
                 *("--file-internal-listen", loopback_endpoint(file_internal)),
-                *("--ops-listen", loopback_endpoint(free_port())),
+                *("--ops-listen", loopback_endpoint(center_ops)),
             ],
         )
         for n in range(1, self.node_count + 1):
             port = free_port()
             self.ports[f"node{n}"] = port
+            self.ops_ports[f"node{n}"] = ops_port = free_port()
             self._spawn(
                 f"node{n}",
                 [
@@ -428,7 +457,7 @@ class ThrowawayCluster:
                     *("--route-server", f"{LOOPBACK}:{route}"),
                     *("--login-server", f"{LOOPBACK}:{login}"),
                     *("--file-server", f"{LOOPBACK}:{file_internal}"),
-                    *("--ops-listen", loopback_endpoint(free_port())),
+                    *("--ops-listen", loopback_endpoint(ops_port)),
                 ],
             )
         self._wait_registered()
@@ -446,6 +475,30 @@ class ThrowawayCluster:
 
     def log(self, name: str) -> str:
         return self.procs[name].output()
+
+    def node_counter(self, name: str, metric: str) -> float | None:
+        """A node's counter from its ``/metrics`` (None: the node does not export it,
+        e.g. an older server tree)."""
+        url = f"http://{LOOPBACK}:{self.ops_ports[name]}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = response.read().decode()
+        except OSError:
+            return None
+        for line in body.splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+        return None
+
+    def innodb_locks(self) -> dict[str, int]:
+        """The MariaDB server's InnoDB lock counters (server-wide: other databases'
+        writers count too): row lock waits, their total time in ms, deadlocks."""
+        assert self.database is not None, "the cluster has not started"
+        rows = self.database.query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN "
+            "('Innodb_row_lock_waits', 'Innodb_row_lock_time', 'Innodb_deadlocks')"
+        )
+        return {str(name).lower(): int(value) for name, value in rows}
 
     def _registered(self) -> bool:
         """Whether the center's route and login both know every node (from its log)."""

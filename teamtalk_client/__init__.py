@@ -14,6 +14,7 @@ from teamtalk_client.discovery import (
     discover,
     parse_discovery,
 )
+from teamtalk_client.extension import ExtensionClient, result_name
 from teamtalk_client.files import (
     BLOCK_SIZE,
     BlockSource,
@@ -46,6 +47,7 @@ __all__ = [
     "Discovery",
     "DiscoveryError",
     "DiscoveryFormatError",
+    "ExtensionClient",
     "FileLoginRefused",
     "FramingError",
     "Pdu",
@@ -63,6 +65,7 @@ __all__ = [
     "pack_header",
     "parse_discovery",
     "pull_file",
+    "result_name",
     "send_state",
     "unpack_header",
 ]

@@ -20,23 +20,26 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import react
 
 from teamtalk_client.discovery import DiscoveryError, DiscoveryFormatError, discover
+from teamtalk_client.extension import ExtensionClient, result_name
 from teamtalk_client.pdu import Pdu
 from teamtalk_client.protocol import TeamTalkClientProtocol, connect
+from teamtalk_client.rooms import RoomRefused, Rooms
 from teamtalk_client.session import TeamTalkSession
 from teamtalk_client.text import DEFAULT_AES_KEY, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Extension_pb2 as X
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -264,15 +267,9 @@ async def cmd_listen(client: Client, args: argparse.Namespace, out: Output) -> N
     """Print every message that arrives, acknowledging each as clients do, until
     ``--count`` messages or ``--seconds`` have passed (or the connection goes)."""
     await client.load_users()
-    reactor = client.protocol.clock
-    stop_at = None if args.seconds is None else reactor.seconds() + args.seconds
     received = 0
-    while args.count is None or received < args.count:
-        remaining = None if stop_at is None else stop_at - reactor.seconds()
-        if remaining is not None and remaining <= 0:
-            return
-        pdu = await next_notification(client.protocol, remaining)
-        if pdu is None:
+    async for pdu in notifications(client.protocol, args.seconds):
+        if args.count is not None and received >= args.count:
             return
         if pdu.command_id != B.CID_MSG_DATA:
             continue  # presence and the like: taken off the queue, not printed
@@ -287,6 +284,25 @@ async def cmd_listen(client: Client, args: argparse.Namespace, out: Output) -> N
                 B.SESSION_TYPE_GROUP if group else B.SESSION_TYPE_SINGLE,
             )
         received += 1
+        if args.count is not None and received >= args.count:
+            return
+
+
+async def notifications(
+    protocol: TeamTalkClientProtocol, seconds: float | None
+) -> AsyncIterator[Pdu]:
+    """Every notification that arrives within ``seconds`` (None: until the connection
+    goes), taken off the queue whatever its kind."""
+    reactor = protocol.clock
+    stop_at = None if seconds is None else reactor.seconds() + seconds
+    while True:
+        remaining = None if stop_at is None else stop_at - reactor.seconds()
+        if remaining is not None and remaining <= 0:
+            return
+        pdu = await next_notification(protocol, remaining)
+        if pdu is None:
+            return
+        yield pdu
 
 
 async def next_notification(protocol: TeamTalkClientProtocol, timeout: float | None) -> Pdu | None:
@@ -419,6 +435,290 @@ async def cmd_history(client: Client, args: argparse.Namespace, out: Output) -> 
 
 
 # --------------------------------------------------------------------------------------
+# Contacts (teamtalk_py's extension, docs/EXTENSION.md): each command says hello first
+
+
+EXTENSION_FEATURES = ("contacts", "rooms")
+RELATIONS = {
+    X.EXT_RELATION_NONE: "-",
+    X.EXT_RELATION_SELF: "self",
+    X.EXT_RELATION_FRIEND: "friend",
+    X.EXT_RELATION_REQUEST_SENT: "asked",
+    X.EXT_RELATION_REQUEST_RECEIVED: "asks-you",
+}
+
+
+def checked(answer: Any, what: str) -> Any:
+    """``answer`` if its result code is OK, else ``ClientError`` naming the code."""
+    if answer.result_code != X.EXT_RESULT_OK:
+        raise ClientError(f"{what} refused: {result_name(answer.result_code)}")
+    return answer
+
+
+async def contacts_of(client: Client) -> ExtensionClient:
+    """The connection opted in to contacts; ``ClientError`` where the server has none."""
+    extension = ExtensionClient(client.session)
+    answer = checked(await extension.hello(["contacts"]), "hello")
+    if "contacts" not in answer.features:
+        raise ClientError(f"this server offers no contacts (mode {answer.contacts_mode!r})")
+    return extension
+
+
+async def user_id_of(extension: ExtensionClient, who: str) -> int:
+    """A user id from a number, or from an exact login name found by search."""
+    if who.isdigit():
+        return int(who)
+    found = checked(await extension.search(who), "search")
+    for user in found.users:
+        if user.real_name == who:
+            return int(user.user_id)
+    raise ClientError(f"no user named {who!r}")
+
+
+def record_brief(out: Output, user: Any, **extra: object) -> None:
+    columns = [user.user_id, user.real_name, user.nick_name, *extra.values()]
+    out.record(columns, user_id=user.user_id, name=user.real_name, nick=user.nick_name, **extra)
+
+
+async def cmd_hello(client: Client, args: argparse.Namespace, out: Output) -> None:
+    answer = checked(await ExtensionClient(client.session).hello(args.features), "hello")
+    out.record(
+        [",".join(answer.features) or "-", answer.contacts_mode],
+        features=list(answer.features),
+        contacts_mode=answer.contacts_mode,
+        version=answer.version,
+    )
+
+
+async def cmd_search(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    for user in checked(await extension.search(args.query, args.limit), "search").users:
+        record_brief(out, user, relation=RELATIONS.get(user.relation, str(user.relation)))
+
+
+async def cmd_request(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    to = await user_id_of(extension, args.to)
+    answer = checked(await extension.request(to, args.note, args.remark), "friend request")
+    out.record([answer.request_id], request_id=answer.request_id, to_user_id=to)
+
+
+async def cmd_requests(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    answer = checked(await extension.requests(), "request list")
+    for direction, requests in (("in", answer.incoming), ("out", answer.outgoing)):
+        for r in requests:
+            out.record(
+                [direction, r.request_id, r.peer.real_name, clock_time(r.create_time), r.note],
+                direction=direction,
+                request_id=r.request_id,
+                from_user_id=r.from_user_id,
+                to_user_id=r.to_user_id,
+                peer=r.peer.real_name,
+                time=r.create_time,
+                note=r.note,
+            )
+
+
+async def incoming_request(extension: ExtensionClient, who: str) -> int:
+    """A request id as given, or the id of the pending request from the user named."""
+    if who.isdigit():
+        return int(who)
+    for r in checked(await extension.requests(), "request list").incoming:
+        if r.peer.real_name == who:
+            return int(r.request_id)
+    raise ClientError(f"no pending request from {who!r}")
+
+
+async def cmd_accept(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    request_id = await incoming_request(extension, args.request)
+    answer = checked(await extension.accept(request_id, args.remark), "accept")
+    record_brief(out, answer.new_friend.user, remark=answer.new_friend.remark)
+
+
+async def cmd_decline(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    request_id = await incoming_request(extension, args.request)
+    checked(await extension.decline(request_id), "decline")
+    out.record([request_id], request_id=request_id, declined=True)
+
+
+async def cmd_remove(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    friend = await user_id_of(extension, args.friend)
+    checked(await extension.remove(friend), "remove")
+    out.record([friend], user_id=friend, removed=True)
+
+
+CONTACT_EVENTS: dict[int, str] = {
+    X.CID_EXT_FRIEND_REQUEST_NOTIFY: "request",
+    X.CID_EXT_FRIEND_ANSWER_NOTIFY: "answer",
+    X.CID_EXT_FRIEND_REMOVED_NOTIFY: "removed",
+}
+REQUEST_STATES: dict[int, str] = {
+    X.EXT_REQUEST_PENDING: "pending",
+    X.EXT_REQUEST_ACCEPTED: "accepted",
+    X.EXT_REQUEST_DECLINED: "declined",
+}
+
+
+async def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> None:
+    """Print friend requests, answers and removals as they arrive (first those that came
+    while the user was away), until ``--count`` events or ``--seconds`` have passed."""
+    await contacts_of(client)
+    seen = 0
+    async for pdu in notifications(client.protocol, args.seconds):
+        event = CONTACT_EVENTS.get(pdu.command_id)
+        if event is None:
+            continue
+        if event == "removed":
+            who = pdu.message.user_id
+            out.record([event, who], event=event, user_id=who)
+        else:
+            r = pdu.message.request
+            state = REQUEST_STATES.get(r.state, str(r.state))
+            out.record(
+                [event, r.request_id, r.peer.real_name, state, r.note],
+                event=event,
+                request_id=r.request_id,
+                from_user_id=r.from_user_id,
+                to_user_id=r.to_user_id,
+                peer=r.peer.real_name,
+                state=state,
+                note=r.note,
+            )
+        seen += 1
+        if args.count is not None and seen >= args.count:
+            return
+
+
+async def cmd_friends(client: Client, args: argparse.Namespace, out: Output) -> None:
+    extension = await contacts_of(client)
+    for f in checked(await extension.friends(), "friend list").friends:
+        record_brief(out, f.user, remark=f.remark, since=clock_time(f.since))
+
+
+# Chat rooms (teamtalk_py's extension): membership is per connection, so each command
+# joins the rooms it names and leaves them when it ends.
+
+
+async def open_rooms(client: Client, room_ids: Sequence[int], out: Output | None) -> Rooms:
+    """Opt this connection in to rooms and join ``room_ids`` (printing each join)."""
+    rooms = Rooms(client.session)
+    try:
+        await rooms.opt_in()
+        for room_id in room_ids:
+            joined = await rooms.join(room_id)
+            if out is not None:
+                record_joined(out, room_id, joined.member_count)
+    except RoomRefused as exc:
+        raise ClientError(str(exc)) from None
+    return rooms
+
+
+def record_joined(out: Output, room_id: int, members: int) -> None:
+    out.record(["joined", room_id, members], event="joined", room_id=room_id, members=members)
+
+
+async def print_room_event(client: Client, rooms: Rooms, pdu: Pdu, out: Output) -> bool:
+    """Print a post or a removal from a room; False for any other notification."""
+    if pdu.command_id == X.CID_EXT_ROOM_REMOVED_NOTIFY:
+        room_id = pdu.message.room_id
+        reason = X.ExtRoomLeftReason.Name(pdu.message.reason)
+        out.record(["removed", room_id, reason], event="removed", room_id=room_id, reason=reason)
+        return True
+    if pdu.command_id != X.CID_EXT_ROOM_POST_NOTIFY:
+        return False
+    post = pdu.message
+    sender = client.user_name(post.from_user_id)
+    text = rooms.text_of(post)
+    out.record(
+        [clock_time(post.create_time), post.room_id, sender, text],
+        event="post",
+        time=post.create_time,
+        room_id=post.room_id,
+        from_id=post.from_user_id,
+        sender=sender,
+        text=text,
+    )
+    return True
+
+
+async def cmd_room_post(client: Client, args: argparse.Namespace, out: Output) -> None:
+    """Join the room, post the text (encrypted as messages are), print the server's time
+    of the post; the room is left when the connection closes."""
+    rooms = await open_rooms(client, [args.room], None)
+    try:
+        ack = await rooms.post_text(args.room, args.text)
+    except RoomRefused as exc:
+        raise ClientError(str(exc)) from None
+    out.record([ack.create_time], room_id=args.room, create_time=ack.create_time)
+
+
+async def cmd_room_listen(client: Client, args: argparse.Namespace, out: Output) -> None:
+    """Join the rooms and print what is posted there until ``--count`` posts or
+    ``--seconds`` have passed (or the connection goes)."""
+    await client.load_users()
+    rooms = await open_rooms(client, args.rooms, out)
+    received = 0
+    async for pdu in notifications(client.protocol, args.seconds):
+        if await print_room_event(client, rooms, pdu, out):
+            received += pdu.command_id == X.CID_EXT_ROOM_POST_NOTIFY
+        if args.count is not None and received >= args.count:
+            return
+
+
+async def cmd_room(client: Client, args: argparse.Namespace, out: Output) -> None:
+    """A room shell for bots and people: join the rooms named, then run the commands read
+    from stdin (``join ID``, ``leave ID``, ``post ID TEXT``), one a line, printing their
+    results and every post that arrives meanwhile, until stdin ends."""
+    await client.load_users()
+    rooms = await open_rooms(client, args.rooms, out)
+
+    async def print_events() -> None:
+        async for pdu in notifications(client.protocol, None):
+            await print_room_event(client, rooms, pdu, out)
+
+    printer = ensureDeferred(print_events())
+    printer.addErrback(lambda f: f.trap(CancelledError, ConnectionLost))
+    try:
+        while line := await threads.deferToThread(args.stdin.readline):
+            await room_shell_line(rooms, line.strip(), out)
+    finally:
+        printer.cancel()
+
+
+async def room_shell_line(rooms: Rooms, line: str, out: Output) -> None:
+    """Run one ``room`` shell command; a refusal or a bad line is printed, not fatal."""
+    if not line or line.startswith("#"):
+        return
+    verb, _, rest = line.partition(" ")
+    room, _, text = rest.strip().partition(" ")
+    wants_text = verb == "post"
+    if verb not in ("join", "leave", "post") or not room.isdigit() or wants_text != bool(text):
+        out.record(["error", line, "expected: join ID | leave ID | post ID TEXT"], error=line)
+        return
+    room_id = int(room)
+    try:
+        if verb == "join":
+            record_joined(out, room_id, (await rooms.join(room_id)).member_count)
+        elif verb == "leave":
+            await rooms.leave(room_id)
+            out.record(["left", room_id], event="left", room_id=room_id)
+        else:
+            ack = await rooms.post_text(room_id, text)
+            out.record(
+                ["posted", room_id, ack.create_time],
+                event="posted",
+                room_id=room_id,
+                create_time=ack.create_time,
+            )
+    except RoomRefused as exc:
+        out.record(["error", line, str(exc)], error=str(exc), line=line)
+
+
+# --------------------------------------------------------------------------------------
 # Command line
 
 LoggedInCommand = Callable[[Client, argparse.Namespace, Output], Awaitable[None]]
@@ -479,7 +779,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--before", type=int, default=0, metavar="MSG_ID", help="messages up to this id [newest]"
     )
     p.set_defaults(run=cmd_history)
+    add_contacts_commands(commands)
+    p = commands.add_parser("room-post", help="post a text to a chat room (joins it first)")
+    p.add_argument("room", type=int, help="the room id")
+    p.add_argument("text", nargs="+", help="the text (words are joined by spaces; - reads stdin)")
+    p.set_defaults(run=cmd_room_post)
+    p = commands.add_parser("room-listen", help="join chat rooms and print their posts")
+    p.add_argument("rooms", type=int, nargs="+", metavar="room", help="room ids")
+    p.add_argument("--count", type=int, help="stop after this many posts")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.set_defaults(run=cmd_room_listen)
+    p = commands.add_parser(
+        "room",
+        help="join chat rooms, then run 'join ID', 'leave ID', 'post ID TEXT' lines from "
+        "stdin, printing posts as they arrive",
+    )
+    p.add_argument("rooms", type=int, nargs="*", metavar="room", help="room ids to join first")
+    p.set_defaults(run=cmd_room)
     return parser
+
+
+def add_contacts_commands(commands: Any) -> None:
+    """The extension's hello and contacts commands (docs/EXTENSION.md)."""
+    p = commands.add_parser("hello", help="opt in to extension features; print those granted")
+    p.add_argument("features", nargs="*", default=list(EXTENSION_FEATURES),
+                   help=f"features to ask for [{' '.join(EXTENSION_FEATURES)}]")  # fmt: skip
+    p.set_defaults(run=cmd_hello)
+    p = commands.add_parser("search", help="find users by name (contacts)")
+    p.add_argument("query", help="part of a login name, nickname or real name")
+    p.add_argument("--limit", type=int, default=0, help="most results [the server's maximum]")
+    p.set_defaults(run=cmd_search)
+    p = commands.add_parser("request", help="ask a user to become a friend")
+    p.add_argument("to", help="user name or id")
+    p.add_argument("--note", default="", help="a note shown to them")
+    p.add_argument("--remark", default="", help="your name for them, kept once accepted")
+    p.set_defaults(run=cmd_request)
+    p = commands.add_parser("requests", help="list pending friend requests, in and out")
+    p.set_defaults(run=cmd_requests)
+    p = commands.add_parser("accept", help="accept a friend request")
+    p.add_argument("request", help="request id, or the asker's user name")
+    p.add_argument("--remark", default="", help="your name for the new friend")
+    p.set_defaults(run=cmd_accept)
+    p = commands.add_parser("decline", help="decline a friend request")
+    p.add_argument("request", help="request id, or the asker's user name")
+    p.set_defaults(run=cmd_decline)
+    p = commands.add_parser("remove", help="end a friendship")
+    p.add_argument("friend", help="user name or id")
+    p.set_defaults(run=cmd_remove)
+    p = commands.add_parser("friends", help="list friends with your remarks")
+    p.set_defaults(run=cmd_friends)
+    p = commands.add_parser(
+        "watch", help="print friend requests, answers and removals as they arrive"
+    )
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.set_defaults(run=cmd_watch)
 
 
 async def close(reactor: IReactorTime, protocol: TeamTalkClientProtocol) -> None:
@@ -496,6 +850,7 @@ def parse_args(argv: Sequence[str], stdin: TextIO | None = None) -> argparse.Nam
     """The parsed command line; the words of ``send`` joined, ``-`` read from ``stdin``.
     Exits with status 2 (argparse's) on bad usage."""
     args = build_parser().parse_args(argv)
+    args.stdin = stdin or sys.stdin
     if getattr(args, "text", None) is not None:
         args.text = " ".join(args.text)
         if args.text == "-":

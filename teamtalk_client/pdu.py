@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Extension_pb2 as X
 from teamtalk_py.protocol.registry import message_class
 
 __all__ = [
@@ -89,7 +90,8 @@ def encode_pdu(
 
 def _build_command_names() -> dict[int, str]:
     names: dict[int, str] = {}
-    for enum in B.DESCRIPTOR.enum_types_by_name.values():
+    enums = [*B.DESCRIPTOR.enum_types_by_name.values(), X.ExtCmdID.DESCRIPTOR]
+    for enum in enums:
         if enum.name.endswith("CmdID"):
             for value in enum.values:
                 names.setdefault(value.number, value.name)
@@ -217,6 +219,17 @@ ANSWER_CID: Mapping[int, int] = {
     B.CID_OTHER_GET_SHIELD_REQ: B.CID_OTHER_GET_SHIELD_RSP,
     B.CID_OTHER_FILE_TRANSFER_REQ: B.CID_OTHER_FILE_TRANSFER_RSP,
     B.CID_OTHER_FILE_SERVER_IP_REQ: B.CID_OTHER_FILE_SERVER_IP_RSP,
+    # SID_EXTENSION (teamtalk_py's own, docs/EXTENSION.md)
+    X.CID_EXT_HELLO_REQ: X.CID_EXT_HELLO_RSP,
+    X.CID_EXT_USER_SEARCH_REQ: X.CID_EXT_USER_SEARCH_RSP,
+    X.CID_EXT_FRIEND_REQUEST_REQ: X.CID_EXT_FRIEND_REQUEST_RSP,
+    X.CID_EXT_FRIEND_REQUEST_LIST_REQ: X.CID_EXT_FRIEND_REQUEST_LIST_RSP,
+    X.CID_EXT_FRIEND_ANSWER_REQ: X.CID_EXT_FRIEND_ANSWER_RSP,
+    X.CID_EXT_FRIEND_REMOVE_REQ: X.CID_EXT_FRIEND_REMOVE_RSP,
+    X.CID_EXT_FRIEND_LIST_REQ: X.CID_EXT_FRIEND_LIST_RSP,
+    X.CID_EXT_ROOM_JOIN_REQ: X.CID_EXT_ROOM_JOIN_RSP,
+    X.CID_EXT_ROOM_LEAVE_REQ: X.CID_EXT_ROOM_LEAVE_RSP,
+    X.CID_EXT_ROOM_POST_REQ: X.CID_EXT_ROOM_POST_ACK,
 }
 
 

@@ -363,10 +363,13 @@ async def connect(
     port: int,
     *,
     connect_timeout: float = 10.0,
+    bind_address: str | None = None,
     **options: Any,
 ) -> TeamTalkClientProtocol:
-    """Open a TCP connection; `options` go to `TeamTalkClientProtocol` (for example
+    """Open a TCP connection (from `bind_address` when given, e.g. another loopback
+    address); `options` go to `TeamTalkClientProtocol` (for example
     `heartbeat_interval`)."""
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
+    bind = (bind_address, 0) if bind_address is not None else None
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout, bindAddress=bind)
     protocol = TeamTalkClientProtocol(reactor, **options)
     return await connectProtocol(endpoint, protocol)

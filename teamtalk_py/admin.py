@@ -1,7 +1,8 @@
 """``teamtalk-admin``: create departments, users and fixed groups (TeamTalk has no
 self-registration, and clients create only temporary groups), end users' sessions, see
-who is online, back the store up, and import a C++ TeamTalk site (``import-teamtalk``,
-see ``teamtalk_py/importer``).
+who is online, back the store up, import a C++ TeamTalk site (``import-teamtalk``,
+see ``teamtalk_py/importer``), and make the tokens of the admin HTTP API
+(``admin-token``, see ``teamtalk_py/admin_api``), which does the same things remotely.
 
 It works on the same config and data dir as the server (or ``--db URL``) and uses the
 store's repository functions on a blocking connection; it never runs inside the server.
@@ -21,31 +22,28 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import secrets
 import sqlite3
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teamtalk_py.config import Config, ConfigError, load_config
-from teamtalk_py.content.blobs import commit_job
-from teamtalk_py.content.store import HEAD_SIZE, ContentStore
 from teamtalk_py.datadir import DataDirError, ensure_private_dir, private_file
-from teamtalk_py.media import msfs
-from teamtalk_py.media.library import file_row, new_id
-from teamtalk_py.media.sniff import is_inline, sniff_content_type
 from teamtalk_py.store import accounts
-from teamtalk_py.store import groups as group_store
-from teamtalk_py.store import media as media_rows
 from teamtalk_py.store.database import Database, open_database
 from teamtalk_py.store.engines.mysql import MySQLEngine
 from teamtalk_py.store.engines.sqlite import SQLiteEngine
-from teamtalk_py.store.media import FileKind
-from teamtalk_py.store.service import error_text
-from teamtalk_py.store.txn import DuplicateError, StoreError
+from teamtalk_py.store.txn import DuplicateError, StoreError, Txn
+
+# Every command is a new process, so what only some commands use is imported in them: the
+# media and content store (``user avatar``), the group and admin rows (with the protobuf
+# modules), the store service. Importing them all up front doubled a command's start-up.
+if TYPE_CHECKING:
+    from teamtalk_py.store import groups as group_store
 
 STATUS_NAMES = {0: "active", 3: "disabled"}
 #: UserInfo.user_gender: 0 unknown, 1 male, 2 female.
@@ -65,7 +63,7 @@ def _now() -> int:
     return int(time.time())
 
 
-def _department_id(txn, name: str | None) -> int:
+def _department_id(txn: Txn, name: str | None) -> int:
     if not name:
         return 0
     row = accounts.get_department_by_name(txn, name)
@@ -74,7 +72,7 @@ def _department_id(txn, name: str | None) -> int:
     return row.id
 
 
-def _user(txn, name: str) -> accounts.UserRow:
+def _user(txn: Txn, name: str) -> accounts.UserRow:
     row = accounts.get_user_by_name(txn, name)
     if row is None:
         raise AdminError(f"no user named {name!r}")
@@ -148,6 +146,10 @@ def user_add(db: Database, args: argparse.Namespace) -> str:
             )
         except DuplicateError:
             raise AdminError(f"a user named {args.name!r} already exists") from None
+        if args.admin:
+            from teamtalk_py.store import admin as admin_store
+
+            admin_store.set_admin(txn, user_id, True)
     return str(user_id)
 
 
@@ -197,15 +199,28 @@ def user_set(db: Database, args: argparse.Namespace) -> str:
         user = _user(txn, args.name)
         if args.department is not None:
             fields["department_id"] = _department_id(txn, args.department)
-        if not fields:
+        if not fields and args.admin is None:
             raise AdminError("nothing to change: give at least one field option")
-        accounts.update_user_profile(txn, user.id, now=_now(), **fields)
+        if fields:
+            accounts.update_user_profile(txn, user.id, now=_now(), **fields)
+        if args.admin is not None:
+            from teamtalk_py.store import admin as admin_store
+
+            admin_store.set_admin(txn, user.id, args.admin == "yes")
     return "ok"
 
 
 def user_avatar(db: Database, args: argparse.Namespace) -> str:
     """Store a local picture in the media content store and make it the user's avatar
     (prints its URL). Clients see it at their next profile refresh."""
+    from teamtalk_py.content.blobs import commit_job
+    from teamtalk_py.content.store import HEAD_SIZE, ContentStore
+    from teamtalk_py.media import msfs
+    from teamtalk_py.media.library import file_row, new_id
+    from teamtalk_py.media.sniff import is_inline, sniff_content_type
+    from teamtalk_py.store import media as media_rows
+    from teamtalk_py.store.media import FileKind
+
     config = args.server_config
     data = Path(args.file).read_bytes()
     limit = config.media.max_picture_size
@@ -241,19 +256,66 @@ def user_avatar(db: Database, args: argparse.Namespace) -> str:
     return url
 
 
-def _live_group(txn, group_id: int) -> group_store.GroupRow:
+def admin_token_create(db: Database, args: argparse.Namespace) -> str:
+    """A new admin token for the admin API; only its hash is stored, so it is shown
+    once, alone on the last line (``TOKEN=$(teamtalk-admin admin-token create ci | tail -1)``)."""
+    from teamtalk_py.store import admin as admin_store
+
+    token = admin_store.TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with db.sync_transaction() as txn:
+        try:
+            admin_store.add_admin_token(txn, args.name, token, now=_now())
+        except DuplicateError:
+            raise AdminError(f"an admin token named {args.name!r} already exists") from None
+        except ValueError as e:
+            raise AdminError(str(e)) from None
+    return (
+        f"admin token {args.name!r} created; send it as 'Authorization: Bearer TOKEN' "
+        f"(it is not shown again):\n{token}"
+    )
+
+
+def admin_token_list(db: Database, args: argparse.Namespace) -> str:
+    from teamtalk_py.store import admin as admin_store
+
+    with db.sync_transaction() as txn:
+        rows = admin_store.list_admin_tokens(txn)
+
+    def when(t: int) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "never"
+
+    return "\n".join(
+        f"{r.id}\t{r.name}\tcreated={when(r.created)}\tlast_used={when(r.last_used)}" for r in rows
+    )
+
+
+def admin_token_revoke(db: Database, args: argparse.Namespace) -> str:
+    """Delete the token: the next call made with it is refused."""
+    from teamtalk_py.store import admin as admin_store
+
+    with db.sync_transaction() as txn:
+        if not admin_store.revoke_admin_token(txn, args.name):
+            raise AdminError(f"no admin token named {args.name!r}")
+    return "ok"
+
+
+def _live_group(txn: Txn, group_id: int) -> group_store.GroupRow:
+    from teamtalk_py.store import groups as group_store
+
     group = group_store.get_group(txn, group_id)
     if group is None or group.status != group_store.GROUP_ACTIVE:
         raise AdminError(f"no group {group_id}")
     return group
 
 
-def _names(txn, ids) -> dict[int, str]:
+def _names(txn: Txn, ids: Iterable[int]) -> dict[int, str]:
     return {row.id: row.name for row in accounts.get_users_by_ids(txn, ids)}
 
 
 def group_add(db: Database, args: argparse.Namespace) -> str:
     """A fixed group (``--temporary``: a temporary one); the creator is a member."""
+    from teamtalk_py.store import groups as group_store
+
     kind = group_store.GROUP_TMP if args.temporary else group_store.GROUP_NORMAL
     with db.sync_transaction() as txn:
         creator = _user(txn, args.creator).id
@@ -265,10 +327,15 @@ def group_add(db: Database, args: argparse.Namespace) -> str:
 
 
 def group_list(db: Database, args: argparse.Namespace) -> str:
+    from teamtalk_py.store import groups as group_store
+
     with db.sync_transaction() as txn:
         rows = group_store.list_groups(txn)
         names = _names(txn, {group.creator for group, _ in rows})
-    kinds = {group_store.GROUP_NORMAL: "normal", group_store.GROUP_TMP: "temporary"}
+    kinds: dict[int, object] = {
+        group_store.GROUP_NORMAL: "normal",
+        group_store.GROUP_TMP: "temporary",
+    }
     return "\n".join(
         f"{group.id}\t{group.name}\t{kinds.get(group.type, group.type)}\t"
         f"creator={names.get(group.creator, group.creator)}\tmembers={count}\t"
@@ -279,6 +346,8 @@ def group_list(db: Database, args: argparse.Namespace) -> str:
 
 
 def group_members(db: Database, args: argparse.Namespace) -> str:
+    from teamtalk_py.store import groups as group_store
+
     with db.sync_transaction() as txn:
         group = _live_group(txn, args.group_id)
         members = group_store.list_members(txn, group.id)
@@ -290,8 +359,13 @@ def group_members(db: Database, args: argparse.Namespace) -> str:
     )
 
 
-def group_member_change(change_type: int) -> Callable[[Database, argparse.Namespace], str]:
+def group_member_change(action: str) -> Callable[[Database, argparse.Namespace], str]:
+    """``group member add`` or ``group member remove``."""
+
     def run(db: Database, args: argparse.Namespace) -> str:
+        from teamtalk_py.store import groups as group_store
+
+        change_type = {"add": group_store.ADD, "remove": group_store.DEL}[action]
         with db.sync_transaction() as txn:
             _live_group(txn, args.group_id)
             ids = [_user(txn, name).id for name in args.users]
@@ -432,19 +506,28 @@ STATS = (
     ("users", "SELECT COUNT(*) FROM users WHERE status = 0"),
     ("disabled users", "SELECT COUNT(*) FROM users WHERE status <> 0"),
     ("departments", "SELECT COUNT(*) FROM departments"),
-    ("groups", f"SELECT COUNT(*) FROM im_groups WHERE status = {group_store.GROUP_ACTIVE}"),
+    ("groups", "SELECT COUNT(*) FROM im_groups WHERE status = {active}"),
     ("one-to-one messages", "SELECT COUNT(*) FROM messages"),
     ("group messages", "SELECT COUNT(*) FROM group_messages"),
     ("offline files", "SELECT COUNT(*) FROM offline_files"),
 )
 
 
+def _count(txn: Txn, sql: str) -> int:
+    row = txn.execute(sql).fetchone()
+    assert row is not None, "a COUNT(*) has a row"
+    return int(row[0])
+
+
 def stats(db: Database, args: argparse.Namespace) -> str:
     """Counts from the store, and who is online now if the server answers."""
     with db.sync_transaction() as txn:
-        lines = [f"{label}\t{txn.execute(sql).fetchone()[0]}" for label, sql in STATS]
+        from teamtalk_py.store import groups as group_store
+
+        active = group_store.GROUP_ACTIVE
+        lines = [f"{label}\t{_count(txn, sql.format(active=active))}" for label, sql in STATS]
     try:
-        online = fetch_online(args.server)
+        online = fetch_online(server_url(args))
     except AdminError as e:
         lines.append(f"online\tunknown ({e})")
     else:
@@ -456,6 +539,8 @@ def stats(db: Database, args: argparse.Namespace) -> str:
 
 def fetch_online(server: str) -> dict[str, Any]:
     """``GET /online`` of a running server's ops listener."""
+    import urllib.request
+
     url = server.rstrip("/") + "/online"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -471,7 +556,7 @@ def fetch_online(server: str) -> dict[str, Any]:
 def online_rows(answer: dict[str, Any], names: dict[int, str]) -> list[tuple[str, ...]]:
     """(node, user id, name, client type, since, peer) of every connection the server
     knows: its own msg connections, and on a route node those of every linked node."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for conn in answer.get("connections", []):
         since = datetime.fromtimestamp(conn["since"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rows.append(
@@ -498,13 +583,19 @@ def _client_type_name(client_type: int) -> str:
 
 def online(db: Database | None, args: argparse.Namespace) -> str:
     """Who is connected, on which node (the server at ``--server``)."""
-    answer = fetch_online(args.server)
+    answer = fetch_online(server_url(args))
     names: dict[int, str] = {}
     ids = [c["user_id"] for link in answer.get("route", []) for c in link["connections"]]
     if ids and db is not None:
         with db.sync_transaction() as txn:
             names = _names(txn, ids)
     return "\n".join("\t".join(row) for row in online_rows(answer, names))
+
+
+def server_url(args: argparse.Namespace) -> str:
+    """``--server``, else the ops listener of the server the config describes (worked out
+    only by the commands that ask a server: it costs a tenth of a second of imports)."""
+    return str(args.server or default_server(args.server_config))
 
 
 def default_server(config: Config) -> str:
@@ -575,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sex", type=int, default=0, choices=SEXES)
     p.add_argument("--phone", default="")
     p.add_argument("--email", default="")
+    p.add_argument("--admin", action="store_true", help="may sign in to the admin web console")
     p.set_defaults(run=user_add)
     user.add_parser("list", help="list users").set_defaults(run=user_list, writes=False)
     p = user.add_parser("passwd", help="set a user's password (ends their sessions)")
@@ -612,7 +704,23 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(f"--{name.replace('_', '-')}", dest=name)
     p.add_argument("--department", help="department name")
+    p.add_argument(
+        "--admin", choices=("yes", "no"), help="whether the user may sign in to the admin console"
+    )
     p.set_defaults(run=user_set)
+
+    token = topics.add_parser(
+        "admin-token", help="tokens for the admin API (/admin/api/v1/)"
+    ).add_subparsers(dest="action", required=True)
+    p = token.add_parser("create", help="create a token; prints it alone on the last line")
+    p.add_argument("name", help="what the token is for (named in the audit log)")
+    p.set_defaults(run=admin_token_create)
+    token.add_parser("list", help="list tokens (never the tokens themselves)").set_defaults(
+        run=admin_token_list, writes=False
+    )
+    p = token.add_parser("revoke", help="revoke a token")
+    p.add_argument("name")
+    p.set_defaults(run=admin_token_revoke)
 
     group = topics.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
     p = group.add_parser("add", help="add a fixed group; prints its id")
@@ -629,14 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
     member = group.add_parser("member", help="change a group's members").add_subparsers(
         dest="change", required=True
     )
-    for action, kind, what in (
-        ("add", group_store.ADD, "add users to a group"),
-        ("remove", group_store.DEL, "remove users from a group"),
-    ):
+    for action, what in (("add", "add users to a group"), ("remove", "remove users from a group")):
         p = member.add_parser(action, help=what)
         p.add_argument("group_id", type=int)
         p.add_argument("users", nargs="+", metavar="USER", help="user name")
-        p.set_defaults(run=group_member_change(kind))
+        p.set_defaults(run=group_member_change(action))
 
     p = topics.add_parser(
         "import-teamtalk",
@@ -696,8 +801,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"teamtalk-admin: {e}", file=sys.stderr)
         return 2
     args.server_config = args.loaded_config = config
-    if args.server is None:
-        args.server = default_server(config)
     try:
         output = run(config, args)
     except AdminError as e:
@@ -746,6 +849,8 @@ def run(config: Config, args: argparse.Namespace) -> str:
         if not is_database_error(e):
             raise
         where = db.describe() if db is not None else (config.store.db or str(data_dir))
+        from teamtalk_py.store.service import error_text
+
         raise AdminError(f"cannot use the database {where}: {error_text(e)}") from None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ALL_SERVICES = ("msg", "route", "file", "login", "media", "disk")
+ALL_SERVICES = ("msg", "route", "file", "login", "media", "disk", "admin")
 _REDIS_URL = re.compile(r"^redis://[^/?]*(/\d*)?(\?.*)?$")
 _HTTP_URL = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
@@ -57,6 +57,7 @@ ENDPOINT_KEYS = (
     "ops.listen",
     "media.listen",
     "disk.listen",
+    "admin.listen",
 )
 
 
@@ -69,6 +70,11 @@ class ServerConfig:
     services: tuple[str, ...] = ALL_SERVICES
     data_dir: str = "./var"
     advertise: str = "127.0.0.1"
+    #: Connections the kernel queues for each listener before the server accepts them
+    #: (capped by net.core.somaxconn); Twisted's own default, 50, drops a login burst.
+    listen_backlog: int = 1024
+    #: Seconds an HTTP client has for a request's line and headers (teamtalk_py.web).
+    http_header_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -118,13 +124,16 @@ class FileConfig:
     public_addresses: tuple[str, ...] = ()
     max_file_size: int = 2 * 1024**3
     min_free_disk: int = 256 * 1024**2
-    max_pulls_in_flight: int = 16
+    max_pulls_in_flight: int = 64
     offline_ttl: float = 30 * 86400.0
     #: Offline-file bytes one sender may have stored, and all senders together.
     max_user_offline_bytes: int = 4 * 1024**3
     max_offline_bytes: int = 64 * 1024**3
     #: Transfer tasks one user may have open at once (as sender).
     max_tasks_per_user: int = 10
+    #: File logins only from an address of a connection of that user on a msg node that
+    #: told the file service of the task (file/permits.py).
+    bind_logins: bool = True
 
 
 @dataclass(frozen=True)
@@ -207,6 +216,8 @@ GENERATED_SECRET_FILE = "cluster.secret"
 
 #: The ops listener's default: loopback only, whatever ``server.advertise`` says.
 DEFAULT_OPS_LISTEN = "tcp:8090:interface=127.0.0.1"
+#: The admin API's default: loopback only too (it creates users and kicks sessions).
+DEFAULT_ADMIN_LISTEN = "tcp:8900:interface=127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,51 @@ class DiskConfig:
     registrations_per_hour: int = 10
 
 
+#: ``contacts.mode`` values: TeamTalk's company directory (everybody sees everybody), friends
+#: only, or the directory plus friend requests.
+CONTACTS_MODES = ("directory", "contacts", "both")
+
+
+@dataclass(frozen=True)
+class ContactsConfig:
+    """The contacts extension (docs/EXTENSION.md). ``directory`` (the default) is
+    TeamTalk's company directory and offers no friend requests; ``contacts`` makes the
+    buddy list friends only and 1:1 messages need friendship; ``both`` keeps the directory
+    and adds friend requests."""
+
+    mode: str = "directory"
+    #: Most users one search answers.
+    max_search_results: int = 50
+    #: Longest note (characters) a friend request may carry; remarks have the same limit.
+    max_note_length: int = 200
+
+
+@dataclass(frozen=True)
+class RoomsConfig:
+    """The chat-rooms extension (docs/EXTENSION.md): rooms live in memory only. In a
+    cluster the route service holds ``max_members`` and ``max_rooms`` for every node;
+    each msg node holds the rest for its own connections."""
+
+    enabled: bool = True
+    #: Members one room may have, across the cluster.
+    max_members: int = 1000
+    #: Rooms (with at least one member) the cluster may have at once.
+    max_rooms: int = 10000
+    #: Largest post body in bytes.
+    max_post_size: int = 4096
+    #: Rooms one connection may be in at once.
+    max_joined: int = 100
+    #: Bytes that may wait for a member that reads slowly before it is dropped from a room
+    #: (told with a notify; its connection stays open).
+    member_backlog: int = 1048576
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    #: The admin REST API and web console; empty: ``DEFAULT_ADMIN_LISTEN``.
+    listen: str = ""
+
+
 #: Listen endpoints and their default TCP ports (wire.md §8.1).
 DEFAULT_PORTS = {
     "msg.listen": 8000,
@@ -277,6 +333,9 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
+    contacts: ContactsConfig = field(default_factory=ContactsConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -356,6 +415,8 @@ class Config:
                 overrides[dotted] = f"tcp:{port}{interface}"
         if not self.ops.listen:
             overrides["ops.listen"] = DEFAULT_OPS_LISTEN
+        if not self.admin.listen:
+            overrides["admin.listen"] = DEFAULT_ADMIN_LISTEN
         return self.with_overrides(overrides)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -433,6 +494,13 @@ class Config:
         if self.media.public_url and not _HTTP_URL.match(self.media.public_url):
             raise ConfigError("media.public_url: expected http(s)://host[:port]/[path]")
         self._validate_cluster()
+        if self.contacts.max_note_length > 255:
+            raise ConfigError("contacts.max_note_length: at most 255 (the column's size)")
+        if self.contacts.mode not in CONTACTS_MODES:
+            raise ConfigError(
+                f"contacts.mode: expected one of {', '.join(CONTACTS_MODES)}, "
+                f"got {self.contacts.mode!r}"
+            )
 
     def _validate_cluster(self) -> None:
         cluster = self.cluster
@@ -518,6 +586,11 @@ RELOADABLE = frozenset(
         "disk.allow_registration",
         "disk.department",
         "disk.registrations_per_hour",
+        "rooms.max_members",
+        "rooms.max_rooms",
+        "rooms.max_post_size",
+        "rooms.max_joined",
+        "rooms.member_backlog",
     }
 )
 
@@ -659,6 +732,20 @@ def endpoint_problem(description: str) -> str | None:
     return None
 
 
+#: Endpoint types whose listening socket takes Twisted's ``backlog=`` argument (a socket
+#: handed over by systemd already has its ``Backlog=``).
+_BACKLOG_ENDPOINTS = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` with ``:backlog=N`` added, unless it names one or its type takes
+    none."""
+    parts = re.split(r"(?<!\\):", description)
+    if parts[0] not in _BACKLOG_ENDPOINTS or any(p.startswith("backlog=") for p in parts[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def is_loopback_host(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
         return True
@@ -700,8 +787,8 @@ GENERATED_CONFIG = """\
 
 [server]
 # Which services this process hosts: any of "msg", "route", "file", "login", "media",
-# "disk".
-services = ["msg", "route", "file", "login", "media", "disk"]
+# "disk", "admin".
+services = ["msg", "route", "file", "login", "media", "disk", "admin"]
 # Where the embedded SQLite database and stored offline files live.
 data_dir = "./var"
 # The address clients are told to connect to (returned by /msg_server). Set it to
@@ -709,6 +796,14 @@ data_dir = "./var"
 # It also picks where listeners with no explicit endpoint bind: 127.0.0.1 only while
 # this is a loopback address, every interface otherwise.
 advertise = "127.0.0.1"
+# Connections the kernel queues per listener until the server accepts them (a login
+# burst after a restart). The kernel caps it at net.core.somaxconn: raise that too
+# (sysctl net.core.somaxconn=4096) if your system's is lower. An endpoint string with
+# its own ":backlog=N" keeps it.
+listen_backlog = 1024
+# Seconds an HTTP client (login, ops, media, disk) has to send a request's line and
+# headers, however slowly they trickle in; a slower one is disconnected.
+http_header_timeout = 10.0
 
 [store]
 # Empty: embedded SQLite in data_dir. Production: "mysql://user:pw@host:3306/teamtalk".
@@ -786,8 +881,10 @@ public_addresses = []
 max_file_size = 2147483648
 # Bytes of disk an offline upload must leave free; requests that would not are refused.
 min_free_disk = 268435456
-# Blocks the server asks an offline uploader for ahead of time.
-max_pulls_in_flight = 16
+# Blocks (32 KiB) the server asks an offline uploader for ahead of time: the next
+# window arrives while the last one is written and fsynced, so an upload holds at most
+# two windows in memory (4 MiB at 64), and each fsync covers up to one window.
+max_pulls_in_flight = 64
 # Seconds an offline file (or an abandoned upload) is kept after its last activity.
 offline_ttl = 2592000.0
 # Offline-file bytes one sender may have stored (uploads in progress count at their full
@@ -796,6 +893,10 @@ offline_ttl = 2592000.0
 max_user_offline_bytes = 4294967296
 max_offline_bytes = 68719476736
 max_tasks_per_user = 10
+# A file login for a task is accepted only from the address of one of that user's msg
+# connections (the msg node tells the file service). Turn off only if your clients' msg
+# and file connections leave from different public addresses (some carrier NATs).
+bind_logins = true
 
 [route]
 # Where msg nodes link to, e.g. "tcp:8200:interface=10.0.0.1" (default 8200 in a process
@@ -918,6 +1019,38 @@ allow_registration = false
 department = "Cloud disk"
 # Registrations per client address per hour (0 = no limit).
 registrations_per_hour = 10
+
+[contacts]
+# The contacts extension (docs/EXTENSION.md; clients opt in, TeamTalk's see no change).
+# "directory": TeamTalk's company directory, no friend requests (the default).
+# "contacts": friends only: the buddy list shows friends, 1:1 messages need friendship.
+# "both": the company directory plus friend requests.
+mode = "directory"
+# Most users one search answers.
+max_search_results = 50
+# Longest friend-request note or remark name, in characters.
+max_note_length = 200
+
+[rooms]
+# Chat rooms (docs/EXTENSION.md): joined by id, posts reach members while they are in
+# the room, nothing is stored. In a cluster the route service's max_members and
+# max_rooms hold for every node.
+enabled = true
+max_members = 1000
+max_rooms = 10000
+# Largest post in bytes.
+max_post_size = 4096
+# Rooms one connection may be in at once.
+max_joined = 100
+# Bytes waiting for a member that reads too slowly before it is dropped from a room.
+member_backlog = 1048576
+
+[admin]
+# The admin REST API (/admin/api/v1/) and web console (/admin/). Empty listen:
+# "tcp:8900:interface=127.0.0.1", loopback only whatever server.advertise says; name an
+# interface only behind TLS (a reverse proxy). The first admin token:
+# teamtalk-admin admin-token create NAME
+listen = ""
 """
 
 

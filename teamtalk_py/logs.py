@@ -88,3 +88,55 @@ def observer(log_format: str, stream: IO[str]) -> ILogObserver:
 def json_observer() -> ILogObserver:
     """For ``twistd --logger teamtalk_py.logs.json_observer``: JSON lines on stdout."""
     return observer("json", sys.stdout)
+
+
+class QuietUnderLoad:
+    """One info line per event while events are rare; one summary a second under load.
+
+    A login storm of thousands a second would otherwise spend a good part of the
+    reactor's time formatting and writing one line per login. The first ``per_second``
+    events of each second are logged as they come; the rest are counted and one line
+    says how many were not logged one by one. Refusals and errors never go through here.
+    """
+
+    def __init__(self, log: Any, clock: Any, what: str, per_second: int = 50) -> None:
+        self.log = log
+        self.clock = clock
+        self.what = what
+        self.per_second = per_second
+        self._second = -1
+        self._count = 0
+        self._quiet = 0
+        self._summary_call: Any = None
+
+    def info(self, fmt: str, **kwargs: Any) -> None:
+        second = int(self.clock.seconds())
+        if second != self._second:
+            self._summarise()
+            self._second = second
+            self._count = 0
+        self._count += 1
+        if self._count <= self.per_second:
+            self.log.info(fmt, **kwargs)
+            return
+        self._quiet += 1
+        if self._summary_call is None:
+            self._summary_call = self.clock.callLater(1.0, self._summarise)
+
+    def stop(self) -> None:
+        """Log what is still counted now: a stopping service leaves no summary timer."""
+        self._summarise()
+
+    def _summarise(self) -> None:
+        if self._summary_call is not None:
+            if self._summary_call.active():
+                self._summary_call.cancel()
+            self._summary_call = None
+        if self._quiet:
+            self.log.info(
+                "{count} more {what} not logged one by one (over {limit} a second)",
+                count=self._quiet,
+                what=self.what,
+                limit=self.per_second,
+            )
+            self._quiet = 0

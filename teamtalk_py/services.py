@@ -1,7 +1,9 @@
-"""The service collection: one ``MultiService`` whose children find each other by name.
+"""The service collection: one ``MultiService`` holding the services of one ``Node``.
 
-Children start in the order they were added and stop in reverse order, each waiting for
-the previous one, so the store outlives every service that may still write to it.
+Services get their collaborators in their constructors (``node.py``, built by
+``tap.build_node``), never by looking each other up. Children start in the order of
+``Node.services()`` and stop in reverse order, each waiting for the previous one, so the
+store outlives every service that may still write to it.
 
 The collection also owns what concerns the process as a whole (when ``makeService``
 built it for ``twistd``, ``owns_process``):
@@ -34,7 +36,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
+from teamtalk_py.config import with_backlog
 from teamtalk_py.metrics import Metrics
+from teamtalk_py.settle import settled
 from teamtalk_py.systemd import Notifier
 
 if TYPE_CHECKING:
@@ -61,7 +65,8 @@ def describe_failure(failure: Failure) -> str:
 
 
 class ServiceCollection(MultiService):
-    """All teamtalk services of one process, looked up by name (``store``, ``msg``...)."""
+    """All teamtalk services of one process (``Node.collection``; the node has each of
+    them typed)."""
 
     #: Set by ``makeService`` for the real process: signals, exit status, sd_notify.
     owns_process = False
@@ -94,13 +99,6 @@ class ServiceCollection(MultiService):
             for child in self
             for f in getattr(child, "link_listeners", ())
         ]
-
-    def get(self, name: str) -> Any | None:
-        """The named sibling, or None when this process does not host it."""
-        try:
-            return self.getServiceNamed(name)
-        except KeyError:
-            return None
 
     #: Set by ``makeService``: the observer twistd logs through (``teamtalk_py.logs``).
     log_observer: ILogObserver | None = None
@@ -160,7 +158,7 @@ class ServiceCollection(MultiService):
     async def _stop_children(self) -> None:
         for child in reversed(list(self)):
             try:
-                await defer.maybeDeferred(child.stopService)
+                await settled(child.stopService())
             except Exception:
                 log.failure("stopping {name} failed", name=child.name)
 
@@ -290,7 +288,7 @@ def exit_at_end(status: int, reason: str) -> None:
 
 
 class TeamTalkService(Service):
-    """Base for our services: an async ``start``/``stop`` and sibling lookup by name.
+    """Base for our services: an async ``start``/``stop``, listeners and link credentials.
 
     ``startService`` kicks off ``start()``; ``ready`` fires when it has finished (for
     example once listeners are bound), so tests and siblings can wait on it. A failed
@@ -324,15 +322,6 @@ class TeamTalkService(Service):
     def collection(self) -> ServiceCollection:
         return self.parent  # type: ignore[return-value]
 
-    def sibling(self, name: str) -> Any | None:
-        parent = self.parent
-        if parent is None:
-            return None
-        try:
-            return parent.getServiceNamed(name)
-        except KeyError:
-            return None
-
     def startService(self) -> None:
         super().startService()
         d = defer.ensureDeferred(self.start())
@@ -358,7 +347,7 @@ class TeamTalkService(Service):
     async def _stop_all(self) -> None:
         ports, self._ports = self._ports, []
         for port in ports:
-            await defer.maybeDeferred(port.stopListening)
+            await settled(port.stopListening())
         await self.stop()
 
     async def start(self) -> None:
@@ -378,11 +367,14 @@ class TeamTalkService(Service):
         return {"ok": bool(self.is_started and self.running)}
 
     async def listen(self, description: str, factory: Any) -> IListeningPort:
-        """Bind ``factory`` on a Twisted endpoint string; remembered for ``stopService``."""
+        """Bind ``factory`` on a Twisted endpoint string, with the configured listen
+        backlog (``server.listen_backlog``); remembered for ``stopService``."""
         from twisted.internet.endpoints import serverFromString
 
+        # Errors name the endpoint as configured, without the backlog added here.
+        endpoint = with_backlog(description, self.config.server.listen_backlog)
         try:
-            port = await serverFromString(self.reactor, description).listen(factory)
+            port = await serverFromString(self.reactor, endpoint).listen(factory)
         except CannotListenError as e:
             reason = e.socketError if e.socketError is not None else e
             raise StartupError(f"cannot listen on {description}: {reason}") from e

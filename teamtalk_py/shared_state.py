@@ -6,9 +6,9 @@ single process needs. Both backends offer the same calls, each returning a Defer
 
 * ``get(key)`` -> bytes or None; ``set(key, value, ttl=None)``; ``delete(key)``;
 * ``incr(key, amount=1, ttl=None)`` -> the new value (the TTL is set when the key is
-  created, so a counter expires ``ttl`` seconds after its first increment);
+  created, so a counter expires ``ttl`` seconds after its first increment: failed logins);
 * ``record_event(key, window)`` / ``count_events(key, window)``: a sliding-window event
-  count (failed logins);
+  count (group creations, self-registrations per address);
 * sorted sets whose scores only grow: ``raise_scores(key, {member: score})`` (a member's
   score becomes the larger of the two), ``remove_members(key, members)``,
   ``count_members(key)``, ``score_range(key, start, stop, descending)`` -> ``[(member,
@@ -48,7 +48,7 @@ import json
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.internet import defer
@@ -67,6 +67,8 @@ DEFAULT_PREFIX = "teamtalk:"
 DEFAULT_TIMEOUT = 1.0
 #: Seconds between two health PINGs while Redis answers.
 DEFAULT_PING_INTERVAL = 5.0
+#: Failed probes in a row after which the connection pool is replaced by a new one.
+REOPEN_AFTER_PROBES = 6
 #: Seconds between two probes while the breaker is open.
 DEFAULT_PROBE_INTERVAL = 0.5
 
@@ -326,6 +328,7 @@ class RedisBackend(_Backend):
         self._ping.clock = reactor
         self._ping_interval = ping_interval
         self._probe = LoopingCall(self._probe_once)
+        self._failed_probes = 0
         self._probe.clock = reactor
         #: None before the first PING; False while the breaker is open.
         self.healthy: bool | None = None
@@ -349,12 +352,17 @@ class RedisBackend(_Backend):
         return self.healthy is not False
 
     def start(self) -> defer.Deferred[None]:
+        self._redis = self._open_pool()
+        self._ping.start(self._ping_interval, now=True)
+        return defer.succeed(None)
+
+    def _open_pool(self) -> Any:
         import txredisapi
 
         p = self.params
         # Lazy: the node starts even when Redis is down and connects when it comes back.
         # Raw bytes in and out (no charset, no number guessing).
-        self._redis = txredisapi.lazyConnectionPool(
+        pool = txredisapi.lazyConnectionPool(
             host=p.host,
             port=p.port,
             dbid=p.db,
@@ -368,15 +376,14 @@ class RedisBackend(_Backend):
         )
         # The pool retries a lost connection after 1, 2.7, 7.4, 10 s by default: a Redis
         # that is back would go unnoticed for up to 10 s. Retry as often as we probe.
-        factory = self._redis._factory
+        factory = pool._factory
         factory.initialDelay = factory.maxDelay = self.probe_interval
         # The pool's "all connected" Deferred fails once if Redis goes away while a
         # connection is being set up; nobody waits on it in a lazy pool (our calls have
         # their own deadlines), so its failure is not an unhandled error.
         if factory.deferred is not None:
             factory.deferred.addErrback(lambda _: None)
-        self._ping.start(self._ping_interval, now=True)
-        return defer.succeed(None)
+        return pool
 
     def stop(self) -> defer.Deferred[None]:
         for loop in (self._ping, self._probe):
@@ -403,28 +410,30 @@ class RedisBackend(_Backend):
             self.refused += 1
             self.outage.count("calls refused at once")
             return defer.fail(SharedStateUnavailable(f"redis is unreachable ({self.last_error})"))
-        return self._send(method, *args, **kwargs).addErrback(self._call_failed, method)
+        return defer.ensureDeferred(self._checked(method, *args, **kwargs))
 
-    def _send(self, method: str, *args: Any, **kwargs: Any) -> defer.Deferred:
-        """One command with the deadline, whatever the breaker says."""
-        d = defer.maybeDeferred(getattr(self._redis, method), *args, **kwargs)
-        d.addTimeout(self.timeout, self.reactor)
-        self._in_flight.add(d)
-
-        def settled(result: Any) -> Any:
-            self._in_flight.discard(d)
-            return result
-
-        return d.addBoth(settled)
-
-    def _call_failed(self, failure: Failure, method: str) -> NoReturn:
+    async def _checked(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One command; a failure that is not Redis's answer opens the breaker."""
         import txredisapi
 
-        if failure.check(txredisapi.ResponseError):
-            failure.raiseException()  # Redis answered: a bad command, not an outage
-        error = _error_text(failure)
-        self._trip(error)
-        raise SharedStateUnavailable(f"redis {method}: {error}")
+        try:
+            return await self._send(method, *args, **kwargs)
+        except txredisapi.ResponseError:
+            raise  # Redis answered: a bad command, not an outage
+        except Exception:
+            error = _error_text(Failure())
+            self._trip(error)
+            raise SharedStateUnavailable(f"redis {method}: {error}") from None
+
+    async def _send(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One command with the deadline, whatever the breaker says; ``stop`` cancels it."""
+        d = getattr(self._redis, method)(*args, **kwargs)
+        d.addTimeout(self.timeout, self.reactor)
+        self._in_flight.add(d)
+        try:
+            return await d
+        finally:
+            self._in_flight.discard(d)
 
     def _trip(self, error: str) -> None:
         """A call failed or missed its deadline: open the breaker (once) and probe."""
@@ -446,22 +455,39 @@ class RedisBackend(_Backend):
             self._probe.stop()
 
     def _probe_once(self) -> defer.Deferred[None]:
-        return self._send("ping").addCallbacks(lambda _: self._close(), self._probe_failed)
+        return defer.ensureDeferred(self._probe_ping())
 
-    def _probe_failed(self, failure: Failure) -> None:
-        self.last_error = _error_text(failure)
-        self.outage.cause = self.last_error
+    async def _probe_ping(self) -> None:
+        """A PING while the breaker is open: closes it once Redis answers. A pool that
+        stayed "not connected" for ``REOPEN_AFTER_PROBES`` probes is replaced: with the
+        CPUs busy, txredisapi's pool was seen never to reconnect to a restarted Redis."""
+        try:
+            await self._send("ping")
+        except Exception:
+            self.last_error = _error_text(Failure())
+            self.outage.cause = self.last_error
+            self._failed_probes += 1
+            if self._failed_probes % REOPEN_AFTER_PROBES == 0 and self._redis is not None:
+                stale, self._redis = self._redis, self._open_pool()
+                stale.disconnect().addErrback(lambda _: None)
+        else:
+            self._failed_probes = 0
+            self._close()
 
     def ping(self) -> defer.Deferred[None]:
         """A PING now (the breaker's state does not stop it); opens or closes the breaker
         by its outcome."""
         if self._redis is None:
             return defer.succeed(None)
+        return defer.ensureDeferred(self._ping_once())
 
-        def failed(failure: Failure) -> None:
-            self._trip(_error_text(failure))
-
-        return self._send("ping").addCallbacks(lambda _: self._close(), failed)
+    async def _ping_once(self) -> None:
+        try:
+            await self._send("ping")
+        except Exception:
+            self._trip(_error_text(Failure()))
+        else:
+            self._close()
 
     def get(self, key: str) -> defer.Deferred[bytes | None]:
         return self._call("get", self.key(key))

@@ -1,6 +1,6 @@
 """``twistd teamtalk``: command-line options and ``makeService``.
 
-The process hosts any subset of the msg, route, file, login, media and disk services (all
+The process hosts any subset of the msg, route, file, login, media, disk and admin services (all
 of them by default) plus the store, as named children of one ``ServiceCollection``.
 
 Whatever stops the server from starting is reported as one line and a non-zero exit
@@ -33,6 +33,7 @@ from teamtalk_py.config import (
     load_config,
 )
 from teamtalk_py.datadir import DataDirError, prepare_data_dir
+from teamtalk_py.node import Node
 from teamtalk_py.services import ServiceCollection
 from teamtalk_py.wire.link_auth import resolve_cluster_secret
 
@@ -57,6 +58,7 @@ OVERRIDES = {
     "media-url": "media.public_url",
     "media-dir": "media.store_dir",
     "disk-listen": "disk.listen",
+    "admin-listen": "admin.listen",
     "db": "store.db",
     "redis": "store.redis",
     "route-server": "msg.route_server",
@@ -67,6 +69,7 @@ OVERRIDES = {
     "log-format": "log.format",
     "push-server": "push.push_server",
     "cluster-secret-file": "cluster.secret_file",
+    "contacts-mode": "contacts.mode",
 }
 ENDPOINT_OPTIONS = {
     "msg-listen",
@@ -78,6 +81,7 @@ ENDPOINT_OPTIONS = {
     "ops-listen",
     "media-listen",
     "disk-listen",
+    "admin-listen",
 }
 #: Command-line flags -> config key; given, they set the key to true.
 FLAG_OVERRIDES = {"allow-registration": "disk.allow_registration"}
@@ -87,8 +91,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a TeamTalk-compatible IM server. With no options it hosts the msg, route, "
-        "file, login, media and disk services in this process on an embedded SQLite store "
-        "in ./var. "
+        "file, login, media, disk and admin services in this process on an embedded SQLite "
+        "store in ./var. "
         "(*) Listeners without an explicit endpoint bind 127.0.0.1 while --advertise is a "
         "loopback address (the default), and every interface once --advertise names an "
         "address clients can reach."
@@ -108,7 +112,7 @@ class Options(usage.Options):
             "services",
             None,
             None,
-            "Comma-separated services to host: msg,route,file,login,media,disk [all].",
+            "Comma-separated services to host: msg,route,file,login,media,disk,admin [all].",
         ],
         ["advertise", None, None, "Address told to clients by /msg_server [127.0.0.1]."],
         ["msg-listen", None, None, "msg service endpoint, e.g. tcp:8000 [port 8000 (*)]."],
@@ -126,6 +130,12 @@ class Options(usage.Options):
         ["media-url", None, None, "Public base URL of the media service [http://ADVERTISE:8700/]."],
         ["media-dir", None, None, "Content store directory, shared in a cluster [DATA_DIR/media]."],
         ["disk-listen", None, None, "cloud disk HTTP endpoint [port 8800 (*)]."],
+        [
+            "admin-listen",
+            None,
+            None,
+            "admin API and web console endpoint [tcp:8900:interface=127.0.0.1].",
+        ],
         ["db", None, None, "Database URL, mysql://user:pw@host:3306/name [embedded SQLite]."],
         ["redis", None, None, "Redis URL for a cluster, redis://127.0.0.1:6379/0 [none]."],
         ["route-server", None, None, "HOST:PORT of the route service, when not in-process."],
@@ -146,6 +156,12 @@ class Options(usage.Options):
             None,
             None,
             "File holding the cluster secret server links prove (see [cluster]).",
+        ],
+        [
+            "contacts-mode",
+            None,
+            None,
+            "directory (TeamTalk's), contacts (friends only) or both [directory].",
         ],
     ]
 
@@ -277,13 +293,25 @@ def log_observer(options: Any, config: Config) -> ILogObserver | None:
 
 
 def build_services(reactor: Any, config: Config) -> ServiceCollection:
+    """The service collection of this process (``build_node``'s)."""
+    return build_node(reactor, config).collection
+
+
+def build_node(reactor: Any, config: Config) -> Node:
+    """Build each hosted service once, handing it its collaborators (``node.py``).
+
+    Built in the order of what needs what; ``Node.services`` says the order they start in,
+    and the node's ``collection`` holds them in that order.
+    """
+    from teamtalk_py.admin_api.service import AdminService
     from teamtalk_py.disk.service import DiskService
     from teamtalk_py.file.service import FileService
     from teamtalk_py.login.service import LoginService
     from teamtalk_py.media.service import MediaService
+    from teamtalk_py.msg.realm import login_lockout
     from teamtalk_py.msg.service import MsgService
     from teamtalk_py.ops import OpsService
-    from teamtalk_py.push.service import PushService
+    from teamtalk_py.push.service import PushOutbox, PushService
     from teamtalk_py.route.service import RouteService
     from teamtalk_py.shared_state import SharedState
     from teamtalk_py.store.service import StoreService
@@ -299,49 +327,71 @@ def build_services(reactor: Any, config: Config) -> ServiceCollection:
     warning = warn_about_advertise(config)
     if warning:
         log.warn("WARNING: {warning}", warning=warning)
-    collection = ServiceCollection(reactor, config)
-    # First, so /health answers and /ready says "starting" while the others start.
-    OpsService(reactor, config).setServiceParent(collection)
     hosted = set(config.server.services)
-    needs_store = bool(hosted & {"msg", "file", "login", "media", "disk"})
-    store = shared = None
-    if needs_store:
-        store = StoreService(reactor, config)
-        store.setServiceParent(collection)
-    if hosted & {"msg", "file", "media", "disk"}:
-        # "redis": Redis with --redis, else this process's memory (shared_state.py).
-        shared = SharedState(reactor, config)
-        shared.setServiceParent(collection)
-    # Order matters: route and login accept links before msg starts reporting to them.
-    started: dict[str, Any] = {}
-    for name, cls in (
-        ("route", RouteService),
-        ("login", LoginService),
-        ("file", FileService),
-        ("msg", MsgService),
-    ):
-        if name in hosted:
-            started[name] = cls(reactor, config)
-            started[name].setServiceParent(collection)
-    msg = started.get("msg")
-    # Token requests count failed logins with msg's lockout (the same names).
-    attempts = (lambda: msg.lockout) if msg is not None else None
-    media_url = None
+    needs_store = hosted & {"msg", "file", "login", "media", "disk", "admin"}
+    store = StoreService(reactor, config) if needs_store else None
+    # Redis with --redis, else this process's memory (shared_state.py).
+    needs_shared = hosted & {"msg", "file", "media", "disk", "admin"}
+    shared = SharedState(reactor, config) if needs_shared else None
+    route = RouteService(reactor, config) if "route" in hosted else None
+    msg_store = store if "msg" in hosted else None
+    # Token requests and console sign-ins count failed logins with msg's lockout.
+    lockout = login_lockout(reactor, shared, msg_store) if msg_store is not None else None
+    media = None
     if "media" in hosted:
-        media = MediaService(reactor, config, store, shared, attempts=attempts)
-        media.setServiceParent(collection)
-        for name in ("login", "msg"):
-            if name in started:
-                # /msg_server hands out the co-hosted media service's URL (its bound
-                # port), and avatars are checked against it.
-                started[name].media_url = media.public_url
-        media_url = media.public_url
+        assert store is not None
+        media = MediaService(reactor, config, store, shared, attempts=lockout)
+    # /msg_server hands out the co-hosted media service's URL (its bound port), avatars
+    # are checked against it, and the disk's download URLs are the media service's.
+    media_url = media.public_url if media is not None else None
+    login = LoginService(reactor, config, media_url=media_url) if "login" in hosted else None
+    files = FileService(reactor, config, store, shared) if "file" in hosted else None
+    outbox = PushOutbox() if msg_store is not None and config.push.enabled else None
+    msg = None
+    if msg_store is not None:
+        msg = MsgService(
+            reactor,
+            config,
+            msg_store,
+            shared=shared,
+            route=route,
+            login=login,
+            files=files,
+            outbox=outbox,
+            lockout=lockout,
+            media_url=media_url,
+        )
+    push = None
+    if msg is not None and outbox is not None:
+        assert msg_store is not None
+        push = PushService(reactor, config, msg_store, shared, outbox, presence=msg)
+    disk = None
     if "disk" in hosted:
-        # The disk's download URLs are the media service's (its bound port when here).
-        DiskService(
-            reactor, config, store, shared, attempts=attempts, media_url=media_url
-        ).setServiceParent(collection)
-    if "msg" in hosted and config.push.enabled:
-        # After msg: pushes are decided on the node that stored the message.
-        PushService(reactor, config).setServiceParent(collection)
-    return collection
+        assert store is not None
+        disk = DiskService(reactor, config, store, shared, attempts=lockout, media_url=media_url)
+    admin = None
+    if "admin" in hosted:
+        assert store is not None
+        admin = AdminService(
+            reactor, config, store, shared, attempts=lockout, msg=msg, route=route, login=login
+        )
+    node = Node(
+        reactor=reactor,
+        config=config,
+        ops=OpsService(reactor, config, msg=msg, route=route),
+        store=store,
+        shared=shared,
+        route=route,
+        login=login,
+        files=files,
+        msg=msg,
+        media=media,
+        disk=disk,
+        admin=admin,
+        push=push,
+        outbox=outbox,
+        lockout=lockout,
+    )
+    for service in node.services():
+        service.setServiceParent(node.collection)
+    return node

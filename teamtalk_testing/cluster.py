@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teamtalk_testing.metrics import metric_value
 from teamtalk_testing.ports import LOOPBACK, free_port, loopback_endpoint
 from teamtalk_testing.twistd import TwistdProcess, get_msg_server
 
@@ -62,8 +63,15 @@ class ClusterProcesses:
     """The center and the msg nodes (see the module docstring)."""
 
     def __init__(
-        self, root: Path, db_url: str, redis_url: str, secret: str, config: str = LOAD_CONFIG
+        self,
+        root: Path,
+        db_url: str,
+        redis_url: str,
+        secret: str,
+        config: str = LOAD_CONFIG,
+        center_args: tuple[str, ...] = (),
     ) -> None:
+        """``center_args``: more options for the center (they win over the defaults)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.secret_file = self.root / "cluster.secret"
@@ -90,6 +98,7 @@ class ClusterProcesses:
                     *("--file-listen", loopback_endpoint(free_port())),
                     *("--file-internal-listen", loopback_endpoint(self.file_internal_port)),
                     *("--ops-listen", loopback_endpoint(ops)),
+                    *center_args,
                 ],
                 name="center",
             ),
@@ -97,6 +106,8 @@ class ClusterProcesses:
             ops,
         )
         self.nodes: dict[str, NodeProcess] = {}
+        #: Processes stopped with ``pause`` (their HTTP endpoints answer nothing).
+        self.paused: set[str] = set()
 
     def _common(self, name: str) -> list[str]:
         return [
@@ -107,7 +118,8 @@ class ClusterProcesses:
             *("--redis", self.redis_url),
         ]
 
-    def add_node(self, name: str) -> NodeProcess:
+    def add_node(self, name: str, *args: str) -> NodeProcess:
+        """A msg node (not started); ``args``: more options (they win over the defaults)."""
         port, ops = free_port(), free_port()
         node = NodeProcess(
             TwistdProcess(
@@ -120,6 +132,7 @@ class ClusterProcesses:
                     *("--login-server", f"{LOOPBACK}:{self.login_internal_port}"),
                     *("--file-server", f"{LOOPBACK}:{self.file_internal_port}"),
                     *("--ops-listen", loopback_endpoint(ops)),
+                    *args,
                 ],
                 name=name,
             ),
@@ -131,8 +144,9 @@ class ClusterProcesses:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, names: tuple[str, ...] = ("node1", "node2"), timeout: float = 30.0) -> None:
-        """Start the center and the named nodes; return once route and login know them."""
+    def start(self, names: tuple[str, ...] = ("node1", "node2"), timeout: float = 90.0) -> None:
+        """Start the center and the named nodes; return once route and login know them
+        (2 s on a quiet box; over 30 s was seen beside a full parallel test run)."""
         self.center.process.start()
         for name in names:
             (self.nodes.get(name) or self.add_node(name)).process.start()
@@ -167,9 +181,11 @@ class ClusterProcesses:
 
     def pause(self, name: str) -> None:
         os.kill(self.process(name).pid, signal.SIGSTOP)
+        self.paused.add(name)
 
     def resume(self, name: str) -> None:
         os.kill(self.process(name).pid, signal.SIGCONT)
+        self.paused.discard(name)
 
     def memory(self, name: str) -> tuple[int, int]:
         return process_memory(self.process(name).pid)
@@ -180,13 +196,30 @@ class ClusterProcesses:
         return get_msg_server(self.center.port)
 
     def ops(self, name: str, path: str) -> Any:
+        return self.ops_status(name, path)[1]
+
+    def ops_status(self, name: str, path: str) -> tuple[int, Any]:
+        """(HTTP status, JSON body) of an ops endpoint of the center or a node."""
         part = self.center if name == "center" else self.nodes[name]
         url = f"http://{LOOPBACK}:{part.ops_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                return json.loads(response.read())
+                return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:  # /ready answers 503 with a body
-            return json.loads(error.read())
+            return error.code, json.loads(error.read())
+
+    def metric(self, name: str, metric: str) -> float:
+        """The sum of a metric's samples in a process's /metrics (0 when absent)."""
+        part = self.center if name == "center" else self.nodes[name]
+        return metric_value(part.ops_port, metric) or 0.0
+
+    def route_users(self) -> set[int]:
+        """Users the center's route service knows to be connected to some node."""
+        return {
+            connection["user_id"]
+            for link in self.ops("center", "/online")["route"]
+            for connection in link["connections"]
+        }
 
     def route_links(self) -> int:
         """msg nodes linked to the center's route service right now."""

@@ -6,10 +6,13 @@ at once, so a fault test never stops them. Instead it runs:
 * ``OwnRedis``: a ``redis-server`` of its own on a free loopback port, stopped (SIGKILL, as
   a crash would) and started again on the same port, empty (no persistence), as a Redis
   restarted without a disk would be;
-* ``TcpProxy``: a loopback port that forwards to a real server (MariaDB): ``close()``
-  refuses new connections and cuts the open ones (the database is unreachable),
-  ``open()`` forwards again on the same port. It runs in a thread of its own, so a test
-  on the Twisted reactor and a benchmark without one can both use it.
+* ``TcpProxy``: a loopback port that forwards to a real server (MariaDB, route):
+  ``close()`` refuses new connections and cuts the open ones (the database is
+  unreachable), ``open()`` forwards again on the same port; ``hold()`` stops passing what
+  the clients send (it stays unread in their sockets, as bytes a crashing process had
+  written but nobody received) while the other way goes on, ``release()`` passes it
+  again. It runs in a thread of its own, so a test on the Twisted reactor and a benchmark
+  without one can both use it.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target_host:target_port`` in a thread of its own.
 
     ``close()`` stops listening and resets every open connection (the clients see the
-    server vanish); ``open()`` listens on the same port again. ``stop()`` ends the thread.
+    server vanish); ``open()`` listens on the same port again. ``hold()``: what clients
+    send is no longer read (new connections' too) until ``release()``; the server's side
+    still reaches them. ``stop()`` ends the thread.
     """
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
@@ -96,6 +101,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._peers: dict[socket.socket, socket.socket] = {}
+        #: The client side of each connection, and whether their bytes are held.
+        self._clients: set[socket.socket] = set()
+        self._held = False
         self._pending: list[tuple[str, socket.socket | None, threading.Event]] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -116,6 +124,12 @@ class TcpProxy:
 
     def close(self) -> None:
         self._command("close", None)
+
+    def hold(self) -> None:
+        self._command("hold", None)
+
+    def release(self) -> None:
+        self._command("release", None)
 
     def stop(self) -> None:
         self.close()
@@ -158,6 +172,13 @@ class TcpProxy:
                 self._selector.register(sock, selectors.EVENT_READ, "listen")
             elif what == "close":
                 self._close_all()
+            elif what in ("hold", "release") and self._held != (what == "hold"):
+                self._held = what == "hold"
+                for client in self._clients:
+                    if self._held:
+                        self._selector.unregister(client)
+                    else:
+                        self._selector.register(client, selectors.EVENT_READ, "peer")
             done.set()
 
     def _accept(self) -> None:
@@ -175,7 +196,9 @@ class TcpProxy:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._peers[client], self._peers[server] = server, client
-        self._selector.register(client, selectors.EVENT_READ, "peer")
+        self._clients.add(client)
+        if not self._held:
+            self._selector.register(client, selectors.EVENT_READ, "peer")
         self._selector.register(server, selectors.EVENT_READ, "peer")
 
     def _forward(self, sock: socket.socket) -> None:
@@ -199,6 +222,7 @@ class TcpProxy:
             if s is None:
                 continue
             self._peers.pop(s, None)
+            self._clients.discard(s)
             try:
                 self._selector.unregister(s)
             except (KeyError, ValueError):

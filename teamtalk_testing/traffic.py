@@ -4,21 +4,25 @@ audit that a fault test runs afterwards.
 ``ChatTraffic`` drives pairs of logged-in ``TeamTalkSession``s (sender on one node,
 receiver on another): each sender keeps ``window`` AES-encrypted text messages in flight,
 as fast as acks come back, and the words repeat across senders ("ok 3, slot 1" is sent by
-every sender); with ``repeat_words`` one sender repeats its own texts too. It records
-every ack with its time, every send that got no ack (timed out, connection lost: such a
-message may or may not be stored), and every ``CID_MSG_DATA`` each receiver got live.
+every sender); with ``repeat_words`` one sender repeats its own texts too. A pair with a
+``group_id`` sends to that group (sender and receiver members) instead of one-to-one. It
+records every ack with its time, every send that got no ack (timed out, connection lost:
+such a message may or may not be stored), and every ``CID_MSG_DATA`` each receiver got
+live. A sender whose connection is gone stops; ``resume(pair, session)`` goes on with a
+new connection of the same user (a client that reconnected to another node).
 
 ``audit(rows)`` then checks what the issue asks of a fault: every acked message is stored
-exactly once with its text (``rows``: the ``messages`` table's (from, to, msg_id, content)
-for the pairs), no two stored rows are one sent message, and every receiver still online
-got every acked message live exactly once. It returns the problems it found, as text.
+exactly once with its text (``rows``: (from, to, msg_id, content) of the ``messages``
+table for one-to-one pairs and of ``group_messages`` with the group as ``to``), no two
+stored rows are one sent message, and every receiver still online got every acked
+message live exactly once. It returns the problems it found, as text.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +32,9 @@ from twisted.internet.task import deferLater
 from teamtalk_client import TeamTalkSession, decrypt_text
 from teamtalk_client.pdu import Pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Group_pb2
 
-__all__ = ["ChatTraffic", "Pair"]
+__all__ = ["ChatTraffic", "Pair", "create_group", "stored_rows"]
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Pair:
     #: msg_id -> times the receiver got it live.
     live: Counter[int] = field(default_factory=Counter)
     receiver_online: bool = True
+    #: A group of sender and receiver to send to (0: one-to-one to the receiver).
+    group_id: int = 0
 
     @property
     def from_id(self) -> int:
@@ -53,6 +60,48 @@ class Pair:
     def to_id(self) -> int:
         assert self.receiver.user_id is not None
         return self.receiver.user_id
+
+    @property
+    def session_id(self) -> int:
+        """What the sender sends to: the group, or the receiver."""
+        return self.group_id or self.to_id
+
+    @property
+    def session_type(self) -> B.SessionType.ValueType:
+        return B.SESSION_TYPE_GROUP if self.group_id else B.SESSION_TYPE_SINGLE
+
+
+async def create_group(sender: TeamTalkSession, receiver_id: int) -> int:
+    """A temporary group of ``sender`` and the receiver, created as clients do."""
+    created = await sender.get(
+        B.CID_GROUP_CREATE_REQUEST,
+        Group_pb2.IMGroupCreateReq(
+            user_id=sender.user_id or 0, group_type=B.GROUP_TYPE_TMP, group_name="traffic",
+            group_avatar="", member_id_list=[receiver_id],
+        ),
+    )  # fmt: skip
+    if created.result_code != 0:
+        raise RuntimeError(f"group not created: {created}")
+    return int(created.group_id)
+
+
+def stored_rows(query: Callable[[str], list[Any]], pairs: Iterable[Pair]) -> list[Any]:
+    """What ``audit`` needs from the database (``query`` runs SQL): the pairs' rows of
+    ``messages`` and of ``group_messages`` (with the group as ``to``)."""
+    pairs = list(pairs)
+    senders = ",".join(str(p.from_id) for p in pairs if not p.group_id)
+    groups = ",".join(str(p.group_id) for p in pairs if p.group_id)
+    rows: list[Any] = []
+    if senders:
+        rows += query(
+            f"SELECT from_id, to_id, msg_id, content FROM messages WHERE from_id IN ({senders})"
+        )
+    if groups:
+        rows += query(
+            "SELECT from_id, group_id, msg_id, content FROM group_messages "
+            f"WHERE group_id IN ({groups})"
+        )
+    return rows
 
 
 class ChatTraffic:
@@ -84,7 +133,7 @@ class ChatTraffic:
     def _receiver_of(pair: Pair) -> Any:
         def delivered(pdu: Pdu) -> None:
             message = pdu.message
-            if message.from_user_id == pair.from_id:
+            if message.from_user_id == pair.from_id and message.to_session_id == pair.session_id:
                 pair.live[message.msg_id] += 1
 
         return delivered
@@ -97,8 +146,18 @@ class ChatTraffic:
     def start(self) -> None:
         self._running = True
         for pair in self.pairs:
-            for slot in range(self.window):
-                self._loops.append(defer.ensureDeferred(self._send_loop(pair, slot)))
+            self._start_pair(pair)
+
+    def _start_pair(self, pair: Pair) -> None:
+        for slot in range(self.window):
+            self._loops.append(defer.ensureDeferred(self._send_loop(pair, slot)))
+
+    def resume(self, pair: Pair, sender: TeamTalkSession) -> None:
+        """Go on sending from ``sender``, a new connection of the pair's sender."""
+        assert sender.user_id == pair.from_id
+        pair.sender = sender
+        if self._running:
+            self._start_pair(pair)
 
     async def stop(self) -> None:
         """Stop sending and wait for the messages in flight to be answered (or to time
@@ -108,14 +167,15 @@ class ChatTraffic:
 
     async def _send_loop(self, pair: Pair, slot: int) -> None:
         n = 0
-        while self._running and not pair.sender.protocol.closed.called:
+        sender = pair.sender
+        while self._running and not sender.protocol.closed.called:
             n += 1
             # Every sender sends the same words ("ok 3, slot 1"), as people do. Within one
             # sender they differ by n: main's resend detection still merges one sender's
             # equal texts of the same second (issue 10 is replacing it).
             text = f"ok {n % 7}, slot {slot}" if n % 3 else f"slot {slot} message {n}"
             text = text if self.repeat_words else f"{text} ({n})"
-            d = pair.sender.send_text(pair.to_id, text)
+            d = sender.send_text(pair.session_id, text, pair.session_type)
             d.addTimeout(self.ack_timeout, self.reactor)
             try:
                 ack = await d
@@ -156,7 +216,7 @@ class ChatTraffic:
                 problems.append(f"{from_id}->{to_id}: msg_id {msg_id} stored twice")
             per_pair[msg_id] = text
         for pair in self.pairs:
-            rows_of = stored.get((pair.from_id, pair.to_id), {})
+            rows_of = stored.get((pair.from_id, pair.session_id), {})
             acked_ids = Counter(msg_id for msg_id, _ in pair.acked)
             for msg_id, times in acked_ids.items():
                 if times > 1:

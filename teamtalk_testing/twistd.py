@@ -163,15 +163,19 @@ class ListenPorts:
     ops: int
     media: int
     disk: int
+    admin: int
 
     @classmethod
     def pick(cls) -> ListenPorts:
         return cls(*(free_port() for _ in fields(cls)))
 
-    def args(self, *, ops: bool = True, media: bool = True, disk: bool = True) -> list[str]:
+    def args(
+        self, *, ops: bool = True, media: bool = True, disk: bool = True, admin: bool = True
+    ) -> list[str]:
         """The command-line options that bind every listener to its port on 127.0.0.1
-        (``ops=False`` / ``media=False`` / ``disk=False``: not that listener, for a server
-        older than ``--ops-listen`` / ``--media-listen`` / ``--disk-listen``)."""
+        (``ops=False`` / ``media=False`` / ``disk=False`` / ``admin=False``: not that
+        listener, for a server older than ``--ops-listen`` / ``--media-listen`` /
+        ``--disk-listen`` / ``--admin-listen``)."""
         return [
             *("--msg-listen", loopback_endpoint(self.msg)),
             *("--http-listen", loopback_endpoint(self.http)),
@@ -182,6 +186,7 @@ class ListenPorts:
             *(("--ops-listen", loopback_endpoint(self.ops)) if ops else ()),
             *(("--media-listen", loopback_endpoint(self.media)) if media else ()),
             *(("--disk-listen", loopback_endpoint(self.disk)) if disk else ()),
+            *(("--admin-listen", loopback_endpoint(self.admin)) if admin else ()),
         ]
 
 
@@ -206,11 +211,13 @@ class StandaloneServer:
         ops: bool = True,
         media: bool = True,
         disk: bool = True,
+        admin: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.ops = ops
         self.media = media
         self.disk = disk
+        self.admin = admin
         self.data_dir = Path(data_dir) if data_dir is not None else self.directory / "var"
         self.extra_args = list(args)
         self.attempts = attempts
@@ -229,16 +236,18 @@ class StandaloneServer:
     def ops_port(self) -> int:
         return self.ports.ops
 
-    def start(self, timeout: float = 20.0) -> Any:
+    def start(self, timeout: float = 60.0) -> Any:
         """Start and wait until the msg node is offered; the ``/msg_server`` answer.
-        ``StartupError`` when the server exits or does not come up within ``timeout``."""
+        ``StartupError`` when the server exits or does not come up within ``timeout``
+        (a start that takes 2 s on a quiet box took over 20 s on a loaded 2-core one; a
+        server that cannot start exits at once and fails sooner)."""
         for attempt in range(1, self.attempts + 1):
             if attempt > 1:
                 self.ports = ListenPorts.pick()
             self.process.args = [
                 "--data-dir",
                 str(self.data_dir),
-                *self.ports.args(ops=self.ops, media=self.media, disk=self.disk),
+                *self.ports.args(ops=self.ops, media=self.media, disk=self.disk, admin=self.admin),
                 *self.extra_args,
             ]
             self.process.start()
@@ -255,7 +264,9 @@ class StandaloneServer:
         while self.process.running:
             try:
                 answer = get_msg_server(self.http_port, timeout=2)
-                if answer.get("code") == 0:
+                # Only our own msg node: had another process taken our HTTP port, its
+                # server would answer with its own msg port while ours exits.
+                if answer.get("code") == 0 and self._offers_our_msg_port(answer):
                     return answer
             except (OSError, ValueError):
                 pass
@@ -263,6 +274,13 @@ class StandaloneServer:
                 raise StartupError(f"the server did not come up:\n{self.process.tail()}")
             time.sleep(0.05)
         raise StartupError(f"the server exited at start-up:\n{self.process.tail()}")
+
+    def _offers_our_msg_port(self, answer: Any) -> bool:
+        """Whether ``answer`` names the msg port this server was told to listen on (a
+        config file given in ``args`` may move it: then any port is ours)."""
+        if "--msg-listen" in self.extra_args or "--config" in self.extra_args:
+            return True
+        return bool(str(answer.get("port")) == str(self.ports.msg))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (SIGKILL after ``timeout``); the exit status."""

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.store import accounts
+from teamtalk_py.store.database import open_database
 from teamtalk_testing.faults import OwnRedis
 from teamtalk_testing.scratch import (
     DEFAULT_MYSQL,
@@ -89,6 +92,26 @@ def status_is(user_id: int, status: int):
         return stat.user_id == user_id and stat.status == status
 
     return match
+
+
+def create_users(db_url: str, names: Iterable[str], password: str = PASSWORD) -> dict[str, int]:
+    """Create the named users (nick = name, as ``teamtalk-admin user add`` does) in one
+    store transaction; their ids by name.
+
+    A cluster set-up needs twenty accounts before any node starts: one ``teamtalk-admin``
+    process per user costs an interpreter start and a scrypt run each (minutes on a
+    loaded box). One password record serves every user, as the benchmark's users share
+    one; ``tests/admin/test_admin.py`` covers the command itself.
+    """
+    db = open_database(db_url, Path("."), reactor=None)
+    db.migrate()
+    record = accounts.password_record(password)
+    now = int(time.time())
+    with db.sync_transaction() as txn:
+        return {
+            name: accounts.add_user(txn, name, password, nick=name, now=now, record=record)
+            for name in names
+        }
 
 
 # -- external servers -------------------------------------------------------------------

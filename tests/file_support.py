@@ -14,7 +14,7 @@ from teamtalk_client import TeamTalkClientProtocol, TeamTalkSession, connect
 from teamtalk_py.file.storage import OfflineFileStore
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
-from tests.msg_support import MsgTestCase, sleep
+from tests.msg_support import MsgTestCase, closed_within, sleep
 from tests.support import RunningServer
 
 ONLINE = B.FILE_TYPE_ONLINE
@@ -53,8 +53,8 @@ class FileTestCase(MsgTestCase):
         return self.server.service("file").transfers.files
 
     async def stop_server(self, server: RunningServer) -> None:
-        file_service = server.collection.get("file")
-        if server.collection.get("msg") is not None:
+        file_service = server.node.files
+        if server.node.msg is not None:
             await super().stop_server(server)
         elif server in self._servers:  # a file-only node
             self._servers.remove(server)
@@ -65,22 +65,43 @@ class FileTestCase(MsgTestCase):
                 break
             await sleep(0.01)
 
-    async def file_connect(self, port: int | None = None) -> TeamTalkClientProtocol:
-        protocol = await connect(reactor, "127.0.0.1", port or self.file_port)
+    async def file_connect(
+        self, port: int | None = None, source: str | None = None
+    ) -> TeamTalkClientProtocol:
+        """A connection to the file service (from the loopback address ``source``)."""
+        protocol = await connect(reactor, "127.0.0.1", port or self.file_port, bind_address=source)
         self._clients.append(protocol)
         return protocol
 
     async def file_attempt(
-        self, user_id: int, task_id: str, role: int, port: int | None = None
+        self,
+        user_id: int,
+        task_id: str,
+        role: int,
+        port: int | None = None,
+        source: str | None = None,
     ) -> tuple[TeamTalkClientProtocol, Any]:
         """Log in to the file service on a new connection: (connection, IMFileLoginRsp)."""
-        protocol = await self.file_connect(port)
+        protocol = await self.file_connect(port, source)
         answer = await protocol.request(
             B.CID_FILE_LOGIN_REQ,
             File_pb2.IMFileLoginReq(user_id=user_id, task_id=task_id, file_role=role),
             timeout=5.0,
         )
         return protocol, answer.message
+
+    async def assert_refused(
+        self,
+        user_id: int,
+        task_id: str,
+        role: int,
+        port: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        """A file login that is answered result 1 and closed."""
+        protocol, answer = await self.file_attempt(user_id, task_id, role, port, source)
+        assert answer.result_code == 1, (user_id, role, source)
+        assert await closed_within(protocol, 3)
 
     async def file_login(
         self, user_id: int, task_id: str, role: int, port: int | None = None

@@ -4,6 +4,7 @@ client library, and closes everything again so trial's reactor check stays clean
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, ClassVar
 
@@ -18,6 +19,17 @@ from teamtalk_py.store import accounts
 from tests.support import RunningServer, TestCase, local_config, start_server
 
 PASSWORD = "secret"
+
+
+@functools.cache
+def shared_password_record() -> accounts.PasswordRecord:
+    """One scrypt record of ``PASSWORD`` for every test account that uses it: the KDF is
+    slow on purpose and hundreds of test accounts each ran it. Every login still runs it
+    to verify; the server adds accounts with their own salt (``teamtalk-admin``, the
+    admin API)."""
+    return accounts.password_record(PASSWORD)
+
+
 #: How long "nothing arrives" is watched for; loopback delivery takes well under 10 ms.
 QUIET = 0.15
 
@@ -134,7 +146,7 @@ class MsgTestCase(TestCase):
         if server not in self._servers:
             return
         self._servers.remove(server)
-        msg = server.collection.get("msg")  # None on a node without the msg service
+        msg = server.node.msg  # None on a node without the msg service
         await server.stop()
         # Let the server side of closed connections finish closing too.
         deadline = time.monotonic() + 2
@@ -152,7 +164,10 @@ class MsgTestCase(TestCase):
     async def add_user(
         self, name: str, password: str = PASSWORD, *, now: int | None = None, **fields: Any
     ) -> int:
-        """Create an account through the running server's store; its id."""
+        """Create an account through the running server's store; its id. Accounts with
+        the common test password share one scrypt record (``shared_password_record``)."""
+        if password == PASSWORD:
+            fields.setdefault("record", shared_password_record())
         return await self.server.service("store").write(
             accounts.add_user, name, password, now=int(time.time()) if now is None else now,
             **fields,
@@ -165,21 +180,35 @@ class MsgTestCase(TestCase):
 
     # -- clients -----------------------------------------------------------------------
 
-    async def connect(self) -> TeamTalkClientProtocol:
-        protocol = await connect(reactor, "127.0.0.1", self.server.msg_port)
+    async def connect(self, source: str | None = None) -> TeamTalkClientProtocol:
+        """A connection to the msg service (from the loopback address ``source``: Linux
+        routes all of 127/8 to lo, so tests can play clients at other addresses)."""
+        protocol = await connect(reactor, "127.0.0.1", self.server.msg_port, bind_address=source)
         self._clients.append(protocol)
         return protocol
 
-    async def attempt(self, name: str, password: str = PASSWORD, client_type: int = PC, **kw):
+    async def attempt(
+        self,
+        name: str,
+        password: str = PASSWORD,
+        client_type: int = PC,
+        source: str | None = None,
+        **kw: Any,
+    ):
         """Log in on a new connection, whatever the outcome: (answer, session)."""
-        session = TeamTalkSession(await self.connect(), timeout=5.0)
+        session = TeamTalkSession(await self.connect(source), timeout=5.0)
         answer = await session.login(name, password, client_type=client_type, **kw)
         return answer, session
 
     async def login(
-        self, name: str, password: str = PASSWORD, client_type: int = PC, **kw: Any
+        self,
+        name: str,
+        password: str = PASSWORD,
+        client_type: int = PC,
+        source: str | None = None,
+        **kw: Any,
     ) -> TeamTalkSession:
         """A new connection logged in as ``name``; fails the test if the login is refused."""
-        answer, session = await self.attempt(name, password, client_type, **kw)
+        answer, session = await self.attempt(name, password, client_type, source, **kw)
         assert answer.result_code == B.REFUSE_REASON_NONE, answer
         return session

@@ -11,7 +11,9 @@ them, and the keys and certificates they need.
   ``aps`` dictionary (an alert push shows an alert, badge or sound; a background push
   carries only ``content-available: 1``). Bad requests get 400/403 with Apple's reasons,
   recorded in ``rejected``. Good ones get 200 with ``apns-id``, or 410 ``Unregistered``
-  for tokens in ``dead_tokens``, or 429 ``TooManyRequests`` while ``throttle`` > 0.
+  for tokens in ``dead_tokens``, or 429 ``TooManyRequests`` while ``throttle`` > 0, or
+  503 ``ServiceUnavailable`` while ``unavailable`` > 0; while ``hold`` is set they wait
+  unanswered (a slow APNs) until ``release()``.
 * ``FakeFcm``: HTTPS with an OAuth2 token endpoint for google-auth's service-account flow
   (a form POST of ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`` and an RS256
   ``assertion`` with ``iss`` = the account's e-mail, ``aud`` = Google's token endpoint, the FCM
@@ -189,9 +191,13 @@ class FakeApns(resource.Resource):
         self.rejected: list[str] = []
         self.dead_tokens: set[str] = set()
         self.throttle = 0
-        #: While set, good requests are recorded in ``held`` and never answered.
+        #: While > 0, good requests get 503 ``ServiceUnavailable`` (counted down).
+        self.unavailable = 0
+        #: While set, good requests are recorded in ``held`` and not answered until
+        #: ``release()``.
         self.hold = False
         self.held: list[Notification] = []
+        self._held_requests: list[tuple[Any, Notification]] = []
         self.port: Any = None
 
     def render_POST(self, request: Any) -> bytes:
@@ -207,24 +213,46 @@ class FakeApns(resource.Resource):
             k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()
         }
         body = json.loads(request.content.getvalue())
-        apns_id = headers["apns-id"]
+        notification = Notification(token, headers, body, 0)
         if self.hold:
-            self.held.append(Notification(token, headers, body, 0))
+            self.held.append(notification)
+            self._held_requests.append((request, notification))
             return server.NOT_DONE_YET
-        request.setHeader("apns-id", apns_id)
-        if token in self.dead_tokens:
+        return self._answer(request, notification)
+
+    def _answer(self, request: Any, notification: Notification) -> bytes:
+        request.setHeader("apns-id", notification.headers["apns-id"])
+        if notification.token in self.dead_tokens:
             status, answer = 410, {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}
         elif self.throttle > 0:
             self.throttle -= 1
             status, answer = 429, {"reason": "TooManyRequests"}
+        elif self.unavailable > 0:
+            self.unavailable -= 1
+            status, answer = 503, {"reason": "ServiceUnavailable"}
         else:
             status, answer = 200, None
-        self.accepted.append(Notification(token, headers, body, status))
+        notification.status = status
+        self.accepted.append(notification)
         request.setResponseCode(status)
         if answer is None:
             return b""
         request.setHeader("content-type", "application/json")
         return json.dumps(answer).encode()
+
+    def release(self) -> int:
+        """Stop holding, and answer the held requests whose client still waits as any
+        other request (they join ``accepted``); how many were answered."""
+        self.hold = False
+        answered = 0
+        held, self._held_requests = self._held_requests, []
+        for request, notification in held:
+            if request.finished or getattr(request, "_disconnected", False):
+                continue
+            request.write(self._answer(request, notification))
+            request.finish()
+            answered += 1
+        return answered
 
     def delivered(self) -> list[Notification]:
         return [n for n in self.accepted if n.status == 200]

@@ -8,9 +8,11 @@ Used by the crash and outage tests (``test_durability.py``) and the cluster test
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -40,6 +42,8 @@ class Outgoing:
     message: Message_pb2.IMMsgData
     #: The id of the ack that came back, None while none did.
     msg_id: int | None = None
+    #: When (``time.monotonic()``) that ack arrived.
+    acked_at: float | None = None
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Sender:
     count: int
     window: int = 8
     outgoing: list[Outgoing] = field(default_factory=list)
+    #: Per connection (by id, the protocol kept alive): seq -> the message sent with it.
+    _sent: dict[int, tuple[TeamTalkClientProtocol, dict[int, Outgoing]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         group = self.session_type == B.SESSION_TYPE_GROUP
@@ -84,7 +92,9 @@ class Sender:
     ) -> None:
         """Send ``items`` with ``window`` of them unanswered at a time, recording acks;
         returns when each was answered, timed out (``timeout`` seconds: a refusal gets no
-        answer) or lost with the connection."""
+        answer) or lost with the connection. An ack that arrives after its timeout is
+        still recorded (``_sent_on``), as the shipped clients match late acks by seq."""
+        sent = self._sent_on(protocol)
         pending: list[tuple[Outgoing, defer.Deferred]] = []
 
         async def settle(item: Outgoing, d: defer.Deferred) -> None:
@@ -92,17 +102,44 @@ class Sender:
                 pdu = await d
             except (ConnectionLost, ConnectionDone, TimeoutError):
                 return
-            if pdu.message.msg_id:
-                item.msg_id = pdu.message.msg_id
+            self._record_ack(item, pdu)
 
         for item in items:
             if protocol.closed.called:
                 break
             if len(pending) >= self.window:
                 await settle(*pending.pop(0))
-            pending.append((item, protocol.request(B.CID_MSG_DATA, item.message, timeout=timeout)))
+            seq = protocol.next_seq()
+            sent[seq] = item
+            request = protocol.request(B.CID_MSG_DATA, item.message, timeout=timeout, seq=seq)
+            pending.append((item, request))
         for item, d in pending:
             await settle(item, d)
+
+    def _sent_on(self, protocol: TeamTalkClientProtocol) -> dict[int, Outgoing]:
+        """The seq -> message map of ``protocol``; the first call also starts listening for
+        acks that come after their request timed out (the client library hands those to
+        ``on()`` callbacks): a slow server may store and ack a message the client had
+        given up on, and a client that then resent it would send a second message."""
+        known = self._sent.get(id(protocol))
+        if known is not None:
+            return known[1]
+        sent: dict[int, Outgoing] = {}
+        self._sent[id(protocol)] = (protocol, sent)
+
+        def late_ack(pdu: Any) -> None:
+            item = sent.get(pdu.seq_num)
+            if item is not None:
+                self._record_ack(item, pdu)
+
+        protocol.on(B.CID_MSG_DATA_ACK, late_ack)
+        return sent
+
+    @staticmethod
+    def _record_ack(item: Outgoing, pdu: Any) -> None:
+        if pdu.message.msg_id and item.msg_id is None:
+            item.msg_id = pdu.message.msg_id
+            item.acked_at = time.monotonic()
 
     async def resend_unacked(self, protocol: TeamTalkClientProtocol) -> None:
         """What a client does after reconnecting: the same bytes again, for every message

@@ -13,8 +13,9 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest as trial_unittest
 
 from teamtalk_py.config import Config
+from teamtalk_py.node import Node
 from teamtalk_py.services import ServiceCollection
-from teamtalk_py.tap import build_services
+from teamtalk_py.tap import build_node
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 #: The cluster secret of in-process test nodes (server links refuse anyone without it).
@@ -35,6 +36,7 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
         "cluster.secret": TEST_SECRET,
         "media.listen": LOCAL,
         "disk.listen": LOCAL,
+        "admin.listen": LOCAL,
     }
     base.update(overrides)
     return Config().with_overrides(base)
@@ -42,8 +44,13 @@ def local_config(data_dir: Path, **overrides: Any) -> Config:
 
 @dataclass
 class RunningServer:
-    collection: ServiceCollection
+    #: Every service of this server, typed (None where not hosted).
+    node: Node
     config: Config
+
+    @property
+    def collection(self) -> ServiceCollection:
+        return self.node.collection
 
     def service(self, name: str) -> Any:
         return self.collection.getServiceNamed(name)
@@ -70,10 +77,10 @@ class RunningServer:
 
 
 async def start_server(config: Config) -> RunningServer:
-    collection = build_services(reactor, config)
-    collection.startService()
-    await defer.gatherResults([svc.ready for svc in collection], consumeErrors=True)
-    return RunningServer(collection, config)
+    node = build_node(reactor, config)
+    node.collection.startService()
+    await defer.gatherResults([svc.ready for svc in node.collection], consumeErrors=True)
+    return RunningServer(node, config)
 
 
 def server_unreachable(message: str) -> NoReturn:

@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from teamtalk_bench import stats
 from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, fire_once, open_logged_in
+from teamtalk_bench.server import ProcessStats
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
@@ -104,9 +105,12 @@ def coordinate(run: Run) -> dict[str, Any]:
         elif part.get("error"):
             rows.append((key.replace("_", " "), f"failed: {part['error']}"))
         else:
-            rows.append(
-                (key.replace("_", " "), f"{part['mb_per_second']} MB/s ({part['seconds']} s)")
-            )
+            text = f"{part['mb_per_second']} MB/s ({part['seconds']} s"
+            if part.get("server_cpu_ms_per_mb") is not None:
+                text += f", server CPU {part['server_cpu_ms_per_mb']} ms/MB"
+            if part.get("client_cpu_ms_per_mb") is not None:
+                text += f", client {part['client_cpu_ms_per_mb']}"
+            rows.append((key.replace("_", " "), text + ")"))
     rows += stats.cpu_rows(client, server)
     ok = all(
         part is None or not part.get("error")
@@ -151,11 +155,37 @@ class Unavailable(BenchError):
     """The server does not offer file transfer (no answer, or a refusal)."""
 
 
-def _rate(size: int, seconds: float) -> dict[str, Any]:
-    return {
+class Cpu:
+    """CPU seconds of the server (when its PID is known) and of this client process over
+    one transfer: figures the other load on a shared machine disturbs far less than the
+    wall-clock rate, and which say whose time a one-pull-in-flight transfer waits on."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server = ProcessStats(server_pid)
+        self.server_start = self.server.cpu_seconds()
+        self.client_start = stats.process_cpu_seconds()
+
+    def server_used(self) -> float | None:
+        end = self.server.cpu_seconds()
+        return None if end is None or self.server_start is None else end - self.server_start
+
+    def client_used(self) -> float:
+        return stats.process_cpu_seconds() - self.client_start
+
+
+def _rate(size: int, seconds: float, cpu: Cpu | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {
         "seconds": round(seconds, 4),
         "mb_per_second": round(size / MB / seconds, 2) if seconds > 0 else None,
+        "server_cpu_ms_per_mb": None,
+        "client_cpu_ms_per_mb": None,
     }
+    if cpu is not None:
+        used = cpu.server_used()
+        if used is not None:
+            result["server_cpu_ms_per_mb"] = round(used * 1000 / (size / MB), 2)
+        result["client_cpu_ms_per_mb"] = round(cpu.client_used() * 1000 / (size / MB), 2)
+    return result
 
 
 async def _file_login(
@@ -307,6 +337,7 @@ async def _offline(
     upload.on(B.CID_FILE_STATE, lambda seq, body: fire_once(finished))
     upload.closed.addBoth(lambda _: fire_once(finished))
     _serve_pulls(upload, sender.user_id, task_id, blocks, progress)
+    cpu = Cpu(ctx.target.pid)
     t0 = time.monotonic()
     await _file_login(upload, sender.user_id, task_id, B.CLIENT_OFFLINE_UPLOAD, p["answer_timeout"])
     timer = reactor.callLater(p["duration_limit"], lambda: fire_once(finished))
@@ -318,7 +349,7 @@ async def _offline(
     if progress["bytes"] < blocks.size:
         result["offline_upload"] = {"error": f"upload stopped at {progress['bytes']} bytes"}
         return result
-    result["offline_upload"] = _rate(blocks.size, seconds)
+    result["offline_upload"] = _rate(blocks.size, seconds, cpu)
     sender.send(
         B.CID_FILE_ADD_OFFLINE_REQ,
         File_pb2.IMFileAddOfflineReq(
@@ -332,6 +363,7 @@ async def _offline(
 
     download = await connect(reactor, address.ip, address.port)
     download.on(B.CID_FILE_STATE, lambda seq, body: None)
+    cpu = Cpu(ctx.target.pid)
     t0 = time.monotonic()
     try:
         await _file_login(
@@ -346,7 +378,7 @@ async def _offline(
             p["window"],
             p["duration_limit"],
         )
-        result["offline_download"] = _rate(blocks.size, time.monotonic() - t0)
+        result["offline_download"] = _rate(blocks.size, time.monotonic() - t0, cpu)
     except BenchError as e:
         result["offline_download"] = {"error": str(e)}
     download.close()
@@ -384,6 +416,7 @@ async def _online(
         await peer_ready
         if timer.active():
             timer.cancel()
+        cpu = Cpu(ctx.target.pid)
         t0 = time.monotonic()
         await _pull_all(
             side_b,
@@ -395,13 +428,14 @@ async def _online(
             p["duration_limit"],
         )
         seconds = time.monotonic() - t0
+        rate = _rate(blocks.size, seconds, cpu)
         side_b.send(
             B.CID_FILE_STATE,
             File_pb2.IMFileState(
                 state=B.CLIENT_FILE_DONE, task_id=task_id, user_id=receiver.user_id
             ).SerializeToString(),
         )
-        return _rate(blocks.size, seconds)
+        return rate
     except BenchError as e:
         return {"error": str(e)}
     finally:

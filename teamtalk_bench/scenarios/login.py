@@ -12,11 +12,24 @@ import argparse
 import time
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+
 from teamtalk_bench import stats
-from teamtalk_bench.conn import CLIENT_TYPES, BenchError, bounded, connect, login_body
+from teamtalk_bench.conn import (
+    CLIENT_TYPES,
+    BenchConnection,
+    BenchError,
+    bounded,
+    connect,
+    login_body,
+)
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Login_pb2
+
+#: Seconds a login waits for its answer before it counts as failed.
+ANSWER_TIMEOUT = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +143,16 @@ async def worker(ctx: WorkerContext) -> None:
             body = bodies[user] = login_body(t.user_name(user), t.password, client_type)
         return body
 
+    #: Connections waiting for their answer, with the time they asked: one sweep a second
+    #: aborts those waiting longer than ANSWER_TIMEOUT (no timer per login).
+    asking: dict[BenchConnection, float] = {}
+
+    def sweep() -> None:
+        too_old = time.monotonic() - ANSWER_TIMEOUT
+        for conn, asked in list(asking.items()):
+            if asked < too_old:
+                conn.transport.abortConnection()
+
     async def one(number: int) -> None:
         if time.monotonic() > deadline:
             return
@@ -137,13 +160,22 @@ async def worker(ctx: WorkerContext) -> None:
         try:
             conn = await connect(reactor, t.host, t.port, timeout=30)
             t1 = time.monotonic()
+            answered: Deferred[tuple[int, bytes]] = Deferred()
             try:
-                answer = Login_pb2.IMLoginRes.FromString(
-                    await conn.ask(B.CID_LOGIN_REQ_USERLOGIN, body_for(number % p["pool"]), 30)
+                conn.request_now(
+                    B.CID_LOGIN_REQ_USERLOGIN,
+                    body_for(number % p["pool"]),
+                    lambda cid, body: answered.callback((cid, body)),
                 )
+                asking[conn] = t1
+                cid, body = await answered
             finally:
+                asking.pop(conn, None)
                 conn.close()
             t2 = time.monotonic()
+            if cid == 0:
+                raise BenchError("connection closed (or no answer) before the login answer")
+            answer = Login_pb2.IMLoginRes.FromString(body)
             if answer.result_code != B.REFUSE_REASON_NONE:
                 raise BenchError(f"refused: {answer.result_code} {answer.result_string}")
         except Exception as e:  # noqa: BLE001 - counted and reported
@@ -155,13 +187,20 @@ async def worker(ctx: WorkerContext) -> None:
         login_lat.append(t2 - t1)
         total_lat.append(t2 - t0)
 
-    for number in numbers[:200]:
+    # Every login's request is built before the measured phase (not the figure's cost).
+    for number in numbers:
         body_for(number % p["pool"])
     await ctx.sync("ready", None)
     deadline = time.monotonic() + p["duration_limit"]
+    sweeper = LoopingCall(sweep)
+    sweeper.clock = reactor
+    sweeper.start(1.0, now=False)
     cpu0 = stats.process_cpu_seconds()
     t_start = time.monotonic()
-    await bounded(numbers, lanes, one)
+    try:
+        await bounded(numbers, lanes, one)
+    finally:
+        sweeper.stop()
     t_end = time.monotonic()
     report = {
         "t_start": t_start,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import LoopingCall
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import PC, BenchError, bounded, open_logged_in
+from teamtalk_bench.conn import PC, BenchConnection, BenchError, bounded, open_logged_in
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
@@ -171,13 +172,13 @@ class PairRun:
 
     def __init__(
         self,
-        sender,
-        receiver,
+        sender: BenchConnection,
+        receiver: BenchConnection,
         messages: int,
         window: int,
         size: int,
         delivery_ack: bool,
-        finished,
+        finished: Callable[[], None],
         same_text: bool = False,
         encrypted: bool = False,
     ) -> None:
@@ -369,7 +370,7 @@ async def worker(ctx: WorkerContext) -> None:
     offset = p.get("user_offset", 0)
     pair_ports = p.get("pair_ports")
 
-    async def open_user(index: int):
+    async def open_user(index: int) -> BenchConnection:
         port = pair_ports[index // 2][index % 2] if pair_ports else t.port
         name = t.user_name(offset + index)
         return await open_logged_in(reactor, t.host, port, name, t.password, PC)
@@ -405,7 +406,7 @@ async def worker(ctx: WorkerContext) -> None:
         )
     lost_connections = [0]
 
-    def connection_lost(conn) -> None:
+    def connection_lost(conn: BenchConnection) -> None:
         lost_connections[0] += 1
         for r in runs:
             if conn is r.sender or conn is r.receiver:

@@ -36,6 +36,7 @@ from teamtalk_bench.workers import start_workers
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Server_pb2
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
+from teamtalk_testing.metrics import metric_value
 
 worker = msg.worker
 
@@ -210,12 +211,28 @@ def _run_pairs(
     _give_tokens(str(target.data_dir), list(target.user_ids or []), params.get("token_share", 1))
     count = worker_count(params, max(1, args.processes))
     workers = start_workers("push", params, target, count, profile, {"server": target.pid or 0})
+    before = _store_writes(server)
     try:
         outcome = msg.coordinate(workers)
     finally:
         workers.close()
+    after = _store_writes(server)
     outcome.pop("table")
+    if before is not None and after is not None:
+        # The store's group commits and writer jobs while the pairs ran: each COMMIT is an
+        # fsync the acks behind it wait for, a steadier figure than msg/s on a busy box.
+        outcome["store"] = {"commits": after[0] - before[0], "jobs": after[1] - before[1]}
     return outcome
+
+
+def _store_writes(server: ThrowawayServer) -> tuple[int, int] | None:
+    """(group commits, writer jobs) so far, from the server's /metrics."""
+    if not server.server.ops:
+        return None
+    port = server.server.ops_port
+    commits = metric_value(port, "teamtalk_store_batch_size_count")
+    jobs = metric_value(port, "teamtalk_store_batch_size_sum")
+    return (int(commits), int(jobs)) if commits is not None and jobs is not None else None
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -313,6 +330,11 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
         acked = phases[phase]["results"]["acked"]
         return round(1000.0 * seconds / acked, 3) if seconds is not None and acked else None
 
+    def commits_per_1000(phase: str) -> float | None:
+        store = phases[phase].get("store")
+        acked = phases[phase]["results"]["acked"]
+        return round(1000.0 * store["commits"] / acked, 1) if store and acked else None
+
     off_rate, on_rate = off["acked_per_second"], on["acked_per_second"]
     change = round(100.0 * (on_rate - off_rate) / off_rate, 1) if off_rate else None
     rows: list[tuple[str, Any]] = [
@@ -326,6 +348,10 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
         (
             "server CPU ms/message, off / on",
             f"{cpu_ms_per_message('msg_push_off')} / {cpu_ms_per_message('msg_push_on')}",
+        ),
+        (
+            "store commits per 1000 msgs, off / on",
+            f"{commits_per_1000('msg_push_off')} / {commits_per_1000('msg_push_on')}",
         ),
         ("receivers with a token", f"{params['token_share']:.0%}"),
         ("pushes in the push-on phase", phases["msg_push_on"].get("pushes")),
@@ -356,6 +382,10 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
             "server_cpu_ms_per_message": {
                 "push_off": cpu_ms_per_message("msg_push_off"),
                 "push_on": cpu_ms_per_message("msg_push_on"),
+            },
+            "store_commits_per_1000_messages": {
+                "push_off": commits_per_1000("msg_push_off"),
+                "push_on": commits_per_1000("msg_push_on"),
             },
             **{name: phases[name] for name in ("queue_store", "queue_redis") if name in phases},
         },

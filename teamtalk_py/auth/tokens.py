@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from teamtalk_py.settle import settled
 from teamtalk_py.store import accounts
 from teamtalk_py.store.media import get_or_create_secret
 
@@ -39,11 +39,11 @@ class LoginAttempts(Protocol):
     """The lockout as token issuing uses it (the msg service's lockout classes fit);
     each method may return a plain value or a Deferred."""
 
-    def is_locked(self, name: str) -> Any: ...
+    def is_locked(self, name: str, address: str) -> Any: ...
 
-    def record_failure(self, name: str) -> Any: ...
+    def record_failure(self, name: str, address: str) -> Any: ...
 
-    def clear(self, name: str) -> Any: ...
+    def clear(self, name: str, address: str) -> Any: ...
 
 
 class TokenRefused(Exception):
@@ -73,11 +73,12 @@ def password_stamp(user: accounts.UserRow) -> str:
 
 #: Whether a client's MD5 is a user's password (``msg.credentials.Credentials.check``
 #: runs the slow KDF on threads of its own).
-PasswordCheck = Callable[[accounts.UserRow, str], Awaitable[bool]]
+#: A user that does not exist (None) is False, as late as a real check would answer.
+PasswordCheck = Callable[[accounts.UserRow | None, str], Awaitable[bool]]
 
 
-async def _check_here(user: accounts.UserRow, password_md5: str) -> bool:
-    return accounts.check_password(user, password_md5)
+async def _check_here(user: accounts.UserRow | None, password_md5: str) -> bool:
+    return user is not None and accounts.check_password(user, password_md5)
 
 
 class Tokens:
@@ -117,17 +118,18 @@ class Tokens:
         body = f"{PREFIX}.{user.id}.{expires}.{password_stamp(user)}"
         return Token(f"{body}.{self._sign(body)}", user.id, expires)
 
-    async def issue_for_password(self, name: str, password_md5: str) -> Token:
-        """A token for ``name`` if ``password_md5`` (the client's MD5 hex) is right."""
+    async def issue_for_password(self, name: str, password_md5: str, address: str) -> Token:
+        """A token for ``name`` if ``password_md5`` (the client's MD5 hex) is right
+        (``address``: where the request came from, what failures are counted under)."""
         attempts = self.attempts
-        if await defer.maybeDeferred(attempts.is_locked, name):
+        if await settled(attempts.is_locked(name, address)):
             raise TokenRefused(locked=True)
         user = await self.store.read(accounts.get_user_by_name, name, only_active=True)
-        if user is None or not await self.check(user, password_md5):
-            await defer.maybeDeferred(attempts.record_failure, name)
-            locked = await defer.maybeDeferred(attempts.is_locked, name)
+        if not await self.check(user, password_md5) or user is None:
+            await settled(attempts.record_failure(name, address))
+            locked = await settled(attempts.is_locked(name, address))
             raise TokenRefused(locked=bool(locked))
-        await defer.maybeDeferred(attempts.clear, name)
+        await settled(attempts.clear(name, address))
         return self.issue(user)
 
     async def verify(self, value: str) -> int:

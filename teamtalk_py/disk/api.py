@@ -11,8 +11,7 @@ is shared). Errors are ``{"error": "..."}`` with a 4xx status.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -29,14 +28,20 @@ from teamtalk_py.disk.cloud_disk import (
     file_type,
 )
 from teamtalk_py.media import downloads
-from teamtalk_py.media.api import json_object
-from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body, send_json
+from teamtalk_py.media.context import MediaContext
+from teamtalk_py.media.http import (
+    HttpError,
+    MediaRequest,
+    StreamedBody,
+    json_object,
+    query,
+    query_number,
+    send_body,
+    send_json,
+)
 from teamtalk_py.media.library import StorageFull
 from teamtalk_py.media.writer import DiskWriter, RawFile
 from teamtalk_py.store.disk import DiskFileRow, Order, SharedFileRow
-
-if TYPE_CHECKING:
-    from teamtalk_py.media.service import MediaContext
 
 log = Logger(namespace="teamtalk.disk.api")
 
@@ -92,34 +97,13 @@ def _disk(context: MediaContext) -> CloudDisk:
     return context.disk
 
 
-def query(request: MediaRequest) -> dict[str, str]:
-    """The query parameters (each once; UTF-8), 400 otherwise."""
-    _, _, raw = (request.target or request.uri).partition(b"?")
-    try:
-        values = parse_qs(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, "the query is not UTF-8") from None
-    if any(len(v) > 1 for v in values.values()):
-        raise HttpError(400, "a query parameter is given twice")
-    return {key: v[0] for key, v in values.items()}
-
-
-def _number(params: dict[str, str], key: str, default: int, low: int, high: int) -> int:
-    text = params.get(key)
-    if text is None:
-        return default
-    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
-        raise HttpError(400, f"{key} must be a whole number from {low} to {high}")
-    return int(text)
-
-
 def page(request: MediaRequest) -> tuple[Order, int, int]:
     params = query(request)
     order = ORDERS.get(params.get("order", "added"))
     if order is None:
         raise HttpError(400, f"order must be one of {', '.join(ORDERS)}")
-    start = _number(params, "start", 0, 0, MAX_START)
-    count = _number(params, "count", 20, 1, MAX_COUNT)
+    start = query_number(params, "start", 0, 0, MAX_START)
+    count = query_number(params, "count", 20, 1, MAX_COUNT)
     return order, start, count
 
 

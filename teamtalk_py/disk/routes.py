@@ -1,12 +1,17 @@
-"""The disk service's route table: the seed system's paths and commands, and who handles
-each (``seed.py``). A route's ``?cmd=`` is part of its match, so every command has its
-line; an unknown command is a 404. Matched top to bottom.
+"""The cloud disk's routes: every path of its two APIs, and who handles it.
+
+``ROUTES`` is the disk service's table: the seed system's paths and commands (``seed.py``).
+A route's ``?cmd=`` is part of its match, so every command has its line; an unknown
+command is a 404. Matched top to bottom.
+
+``API_ROUTES`` is the JSON API under ``/api/v1/disk/`` (``api.py``), which the media
+listener serves: ``media/routes.py`` takes these lines into its table.
 """
 
 from __future__ import annotations
 
-from teamtalk_py.disk import seed
-from teamtalk_py.media.http import RouteTable, route
+from teamtalk_py.disk import api, seed
+from teamtalk_py.media.http import Route, RouteTable, route
 from teamtalk_py.store.disk import Order
 
 ROUTES = RouteTable(
@@ -35,4 +40,23 @@ ROUTES = RouteTable(
         route("POST", "/dealsharefile?cmd=save", seed.save),
         route("POST", "/dealsharefile?cmd=pv", seed.count_share_download),
     ]
+)
+
+#: My files, the public list (ranking), downloads.
+API_ROUTES: tuple[Route, ...] = (
+    route("GET", "/api/v1/disk/files", api.list_files),
+    route("POST", "/api/v1/disk/files", api.upload, body=api.upload_body),
+    route("POST", "/api/v1/disk/instant-uploads", api.instant_upload),
+    route("POST", "/api/v1/disk/imports", api.import_upload),
+    route("GET", "/api/v1/disk/files/{file_id}", api.get_file),
+    route("DELETE", "/api/v1/disk/files/{file_id}", api.delete_file),
+    route("GET HEAD", "/api/v1/disk/files/{file_id}/content", api.file_content),
+    route("POST", "/api/v1/disk/files/{file_id}/downloads", api.count_download),
+    route("POST", "/api/v1/disk/files/{file_id}/share", api.share_file),
+    route("GET", "/api/v1/disk/shared", api.list_shared),
+    route("GET", "/api/v1/disk/shared/{share_id}", api.get_shared),
+    route("DELETE", "/api/v1/disk/shared/{share_id}", api.cancel_share),
+    route("GET HEAD", "/api/v1/disk/shared/{share_id}/content", api.shared_content),
+    route("POST", "/api/v1/disk/shared/{share_id}/save", api.save_shared),
+    route("POST", "/api/v1/disk/shared/{share_id}/downloads", api.count_shared_download),
 )

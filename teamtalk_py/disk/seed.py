@@ -44,7 +44,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from python_multipart.multipart import parse_options_header
 from twisted.logger import Logger
@@ -60,15 +60,13 @@ from teamtalk_py.disk.cloud_disk import (
     file_type,
     page_bounds,
 )
+from teamtalk_py.disk.context import DiskContext
 from teamtalk_py.disk.registration import Registered
 from teamtalk_py.media.http import HttpError, MediaRequest, SmallBody, StreamedBody, send_json
 from teamtalk_py.media.library import StorageFull
 from teamtalk_py.media.multipart import MultipartError, MultipartFile, ReceivedFile, header_text
 from teamtalk_py.store.accounts import UserRow
 from teamtalk_py.store.disk import DiskFileRow, Order, SharedFileRow
-
-if TYPE_CHECKING:
-    from teamtalk_py.disk.service import DiskContext
 
 log = Logger(namespace="teamtalk.disk.seed")
 
@@ -180,8 +178,8 @@ async def token_user(context: DiskContext, token: str | None, named: object) -> 
     return user
 
 
-SeedCall = Callable[["DiskContext", Call], Awaitable[dict[str, Any]]]
-Handler = Callable[["DiskContext", MediaRequest], Awaitable[None]]
+SeedCall = Callable[[DiskContext, Call], Awaitable[dict[str, Any]]]
+Handler = Callable[[DiskContext, MediaRequest], Awaitable[None]]
 
 
 def seed_call(failure: str, *, authenticated: bool = True) -> Callable[[SeedCall], Handler]:
@@ -285,7 +283,7 @@ async def login(context: DiskContext, call: Call) -> dict[str, Any]:
     """``POST /login`` ``{username, password}`` (password: the MD5 hex) -> the token."""
     name, password = call.text("username", "user"), call.text("password", "pwd")
     try:
-        token = await context.tokens.issue_for_password(name, check_md5(password))
+        token = await context.tokens.issue_for_password(name, check_md5(password), call.address)
     except TokenRefused as e:
         log.info("disk login of {name!r} refused{locked}", name=name,
                  locked=" (locked out)" if e.locked else "")  # fmt: skip

@@ -2,17 +2,16 @@
 
 Collaborators come in through the constructor: the store service, the shared state (the
 ranking's sorted set and the registration counts in a cluster), the co-hosted msg
-service's failed-login lockout (a function giving it, read at start) and the media
+service's failed-login lockout and the media
 service's public URL (downloads are served there). The files live in the media content
 store (``media.store_dir``), each referenced in the database like any media file, so the
-disk works with or without the media service in the same process. ``DiskContext`` is
-what every handler receives.
+disk works with or without the media service in the same process. ``DiskContext``
+(``context.py``) is what every handler receives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -22,19 +21,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from teamtalk_py.auth.tokens import LoginAttempts, Tokens
-from teamtalk_py.config import Config, MediaConfig
+from teamtalk_py.auth.tokens import LoginAttempts
+from teamtalk_py.config import Config
 from teamtalk_py.content.blobs import Blobs
 from teamtalk_py.content.store import ContentStore
 from teamtalk_py.disk.cloud_disk import CloudDisk
+from teamtalk_py.disk.context import DiskContext
 from teamtalk_py.disk.ranking import ranking_for
 from teamtalk_py.disk.registration import Registration
 from teamtalk_py.disk.routes import ROUTES
 from teamtalk_py.media.http import MediaSite
-from teamtalk_py.media.library import StorageFull
-from teamtalk_py.media.service import start_tokens
-from teamtalk_py.msg.credentials import Credentials
-from teamtalk_py.services import TeamTalkService
+from teamtalk_py.media.service import SignInService
 
 log = Logger(namespace="teamtalk.disk")
 
@@ -42,28 +39,7 @@ IO_THREADS = 8
 SWEEP_INTERVAL = 60.0
 
 
-@dataclass
-class DiskContext:
-    media: MediaConfig
-    disk: CloudDisk
-    tokens: Tokens
-    registration: Registration
-    files: ContentStore
-    io: Callable[..., defer.Deferred]
-    answers: Counter | None = None
-
-    def count_answer(self, route: str, code: str) -> None:
-        if self.answers is not None:
-            self.answers.labels(route, code).inc()
-
-    async def check_room(self, size: int) -> None:
-        """``StorageFull`` unless ``size`` more bytes leave ``media.min_free_disk``."""
-        free = await self.io(self.files.free_bytes)
-        if free - size < self.media.min_free_disk:
-            raise StorageFull(f"not enough disk space for {size} bytes")
-
-
-class DiskService(TeamTalkService):
+class DiskService(SignInService):
     name = "disk"
 
     def __init__(
@@ -72,12 +48,10 @@ class DiskService(TeamTalkService):
         config: Config,
         store: Any,
         shared_state: Any = None,
-        attempts: Callable[[], LoginAttempts] | None = None,
+        attempts: LoginAttempts | None = None,
         media_url: Callable[[], str] | None = None,
     ) -> None:
-        super().__init__(reactor, config)
-        self.store = store
-        self.shared_state = shared_state
+        super().__init__(reactor, config, store, shared_state, attempts)
         self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-disk-io")
         self.files = ContentStore(config.media_dir)
         self.blobs = Blobs(self.files, store, self.io, reactor, config.media.unreferenced_grace)
@@ -89,8 +63,6 @@ class DiskService(TeamTalkService):
             media_url or (lambda: self.config.media_public_url()),
             config.media.user_quota,
         )
-        self._attempts = attempts
-        self.credentials = Credentials(reactor, store)
         self.context: DiskContext | None = None
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -103,14 +75,7 @@ class DiskService(TeamTalkService):
         await self.store.ready
         self.pool.start()
         await self.io(self.files.prepare)
-        tokens = await start_tokens(
-            self.store,
-            self.reactor,
-            self.config,
-            self.shared_state,
-            self._attempts,
-            self.credentials,
-        )
+        tokens = await self.start_tokens()
         registration = Registration(
             self.store, self.reactor, self.shared_state, lambda: self.config.disk, self.io
         )
@@ -123,7 +88,10 @@ class DiskService(TeamTalkService):
         self.context = DiskContext(
             self.config.media, self.disk, tokens, registration, self.files, self.io, answers
         )
-        await self.listen(self.config.disk.listen, MediaSite(self.context, ROUTES))
+        await self.listen(
+            self.config.disk.listen,
+            MediaSite.for_service(self, self.context, ROUTES),
+        )
         log.info(
             "cloud disk: files in {path}, downloads at {url}, registration {registration}",
             path=str(self.files.root),

@@ -10,6 +10,7 @@ needs, whatever the connection's own output state.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.python.failure import Failure
@@ -71,6 +72,11 @@ class FileClientConnection(PduProtocol):
             self.factory.bytes_out += len(pdu)
         super().send_raw(pdu)
 
+    def send_parts(self, parts: Sequence[bytes | memoryview], now: bool = True) -> None:
+        if not self.closing and self.transport is not None:
+            self.factory.bytes_out += sum(map(len, parts))
+        super().send_parts(parts, now)
+
     # -- flow control (hold_input / release_input come from PduProtocol) -----------------
 
     def output_paused(self) -> None:
@@ -106,6 +112,8 @@ class NodeRequests(Protocol):
     async def transfer_request(
         self, request: Server_pb2.IMFileTransferReq
     ) -> Server_pb2.IMFileTransferRsp: ...
+
+    async def permit(self, task_id: str, user_id: int, addresses: list[str]) -> None: ...
 
 
 class FileInternalFactory(InboundLinkFactory):

@@ -28,6 +28,8 @@ from teamtalk_py.wire.link import parse_host_port
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
+    from teamtalk_py.shared_state import SharedState
+    from teamtalk_py.store.service import StoreService
 
 log = Logger(namespace="teamtalk.file")
 
@@ -58,14 +60,25 @@ def file_limits(config: Config) -> Limits:
 class FileService(TeamTalkService):
     name = "file"
 
-    def __init__(self, reactor: Any, config: Config) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        store: StoreService | None = None,
+        shared: SharedState | None = None,
+    ) -> None:
         super().__init__(reactor, config)
+        #: Where offline files are recorded (None: a file service without a database).
+        self.store = store
+        #: Upload progress is published there when other nodes share it.
+        self.shared = shared
         self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-file-io")
         self.transfers = FileTransfers(
             reactor,
             OfflineFileStore(config.data_dir / DIRECTORY),
             self.io,
             limits=file_limits(config),
+            bind_logins=config.file.bind_logins,
         )
         self.factory = FileClientFactory(
             self.transfers,
@@ -91,12 +104,12 @@ class FileService(TeamTalkService):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        store = self.sibling("store")
+        store = self.store
         if store is not None:
             await store.ready
             self.transfers.attach_store(store)
-        shared = self.sibling("redis")
-        if shared is not None and getattr(shared, "shared", False):
+        shared = self.shared
+        if shared is not None and shared.shared:
             self.transfers.progress_sinks.append(
                 SharedStateProgress(shared, self.config.file.offline_ttl)
             )
@@ -115,6 +128,17 @@ class FileService(TeamTalkService):
             "Bytes received from (in) and sent to (out) file-service clients.",
             ["direction"],
             lambda: [(("in",), factory.bytes_in), (("out",), factory.bytes_out)],
+        )
+        transfers = self.transfers
+        self.metrics.counters(
+            "teamtalk_file_download_blocks",
+            "Download blocks answered from the page cache on the reactor thread (cache) "
+            "and from a disk read on an I/O thread (disk).",
+            ["source"],
+            lambda: [
+                (("cache",), transfers.blocks_from_cache),
+                (("disk",), transfers.blocks_read_off_reactor),
+            ],
         )
         refused = self.transfers.refused
         self.metrics.counters(
@@ -191,6 +215,10 @@ class FileService(TeamTalkService):
         answer.result_code = 0
         answer.task_id = task.task_id
         return answer
+
+    async def permit(self, task_id: str, user_id: int, addresses: list[str]) -> None:
+        """``CID_EXT_FILE_LOGIN_PERMIT_REQ`` (or the co-hosted msg service's call)."""
+        await self.transfers.permit(task_id, user_id, addresses)
 
     async def progress(self, task_id: str) -> tuple[int, int] | None:
         """``(uploaded, file_size)`` of an offline upload, wherever it runs."""

@@ -46,6 +46,19 @@ HEADER_FIELDS = (
 )
 DIRECTORY = "offline_file"
 
+#: Most buffers one ``pwritev`` takes (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+#: ``preadv`` flag: read only what the page cache holds (Linux 4.14+); None elsewhere.
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+#: False once a file system answered that it does not support ``RWF_NOWAIT``.
+_nowait_works = True
+
+
+def _nowait_unsupported() -> None:
+    global _nowait_works
+    _nowait_works = False
+
+
 _TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -124,6 +137,8 @@ class OpenFile:
         self.header = header
         self.stored = stored
         self._lock = threading.Lock()
+        #: What ``read_cached`` reads into (allocated on first use, then reused).
+        self._buffer: bytearray | None = None
 
     def _open_fd(self) -> int:
         if self.fd < 0:
@@ -137,16 +152,21 @@ class OpenFile:
     def append(self, offset: int, chunks: list[bytes]) -> int:
         """Write ``chunks`` at file offset ``offset`` and fsync; returns the bytes written.
         On failure the file is cut back to ``offset`` so it never holds a torn block."""
-        data = b"".join(chunks)
+        size = sum(len(chunk) for chunk in chunks)
         position = HEADER_SIZE + offset
         with self._lock:
             fd = self._open_fd()
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.pwrite(fd, view, position)
-                    view = view[written:]
+                # The blocks as they came (no join) in one pwritev; a short write, rare,
+                # finishes from a joined copy.
+                written = os.pwritev(fd, chunks, position) if len(chunks) <= _IOV_MAX else 0
+                if written < size:
+                    view = memoryview(b"".join(chunks))[written:]
                     position += written
+                    while view:
+                        written = os.pwrite(fd, view, position)
+                        view = view[written:]
+                        position += written
                 os.fsync(fd)
             except OSError:
                 try:
@@ -154,8 +174,40 @@ class OpenFile:
                 except OSError:
                     pass
                 raise
-            self.stored = max(self.stored, offset + len(data))
-        return len(data)
+            self.stored = max(self.stored, offset + size)
+        return size
+
+    def read_cached(self, offset: int, size: int) -> memoryview | None:
+        """``size`` file bytes from ``offset`` when all of them are in the page cache,
+        without waiting for the disk: safe on the reactor thread. None when some would
+        need the disk (``RWF_NOWAIT`` said ``EAGAIN``), the file is shorter, another
+        thread holds the descriptor, or the system cannot tell (not Linux, or a file
+        system without ``RWF_NOWAIT``): then ``read`` on an I/O thread is the way.
+
+        The view is of a buffer this file reuses: valid until the next call.
+        """
+        if _NOWAIT is None or not _nowait_works:
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self.fd < 0:
+                return None
+            buffer = self._buffer
+            if buffer is None or len(buffer) < size:
+                buffer = self._buffer = bytearray(size)
+            view = memoryview(buffer)[:size]
+            try:
+                got = os.preadv(self.fd, [view], HEADER_SIZE + offset, _NOWAIT)
+            except BlockingIOError:
+                return None
+            except OSError as e:
+                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    _nowait_unsupported()
+                return None
+        finally:
+            self._lock.release()
+        return view if got == size else None
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` file bytes from ``offset`` (fewer only at the end of what is stored)."""

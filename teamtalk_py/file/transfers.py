@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -24,6 +24,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from teamtalk_py.addresses import address_key
+from teamtalk_py.file.permits import LoginPermits
 from teamtalk_py.file.storage import OfflineFileStore, is_task_id
 from teamtalk_py.file.tasks import (
     Executor,
@@ -39,6 +41,8 @@ from teamtalk_py.file.tasks import (
 from teamtalk_py.outage import is_outage_failure
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
+from teamtalk_py.settle import settled
+from teamtalk_py.store import file_permits
 from teamtalk_py.store import files as offline_files
 
 log = Logger(namespace="teamtalk.file")
@@ -76,6 +80,11 @@ class SharedStateProgress:
         return self.shared.save_transfer(task_id, state, ttl=self.ttl)
 
 
+async def _record(sink: ProgressSink, task: Task, uploaded: int) -> None:
+    """One sink's record of an upload's progress (a sink may answer at once)."""
+    await settled(sink.record(task.task_id, uploaded, task.file_size))
+
+
 class FileTransfers:
     def __init__(
         self,
@@ -85,16 +94,24 @@ class FileTransfers:
         *,
         limits: Limits | None = None,
         store: Any = None,
+        bind_logins: bool = True,
     ) -> None:
         self.clock = clock
         self.files = files
         self.io = io
         self.limits = limits or Limits()
+        #: Where each user may log in to a task from (file/permits.py), when enforced.
+        self.permits = LoginPermits(clock)
+        self.bind_logins = bind_logins
         self.store: Any = None
         self.tasks: dict[str, Task] = {}
         self.progress_sinks: list[ProgressSink] = []
         #: Requests refused for a limit, by kind (a metric hook).
         self.refused: Counter[str] = Counter()
+        #: Download blocks answered from the page cache on the reactor thread, and from
+        #: reads on an I/O thread (a metric hook).
+        self.blocks_from_cache = 0
+        self.blocks_read_off_reactor = 0
         if store is not None:
             self.attach_store(store)
 
@@ -272,10 +289,35 @@ class FileTransfers:
         )
         task.after_login(peer)
 
+    async def permit(self, task_id: str, user_id: int, addresses: Iterable[str]) -> None:
+        """A msg node says ``user_id`` has connections at ``addresses`` and was told of
+        ``task_id``: file logins for it are accepted from there (file/permits.py); kept in
+        the store too when there is one (returns once it is durable)."""
+        keys = sorted({address_key(a) for a in addresses if a})
+        self.permits.grant(task_id, user_id, keys)
+        if self.store is not None and keys:
+            now = int(self.clock.seconds())
+            ttl = int(self.permits.ttl)
+            await self.store.write(file_permits.grant, task_id, user_id, keys, now, ttl)
+
+    async def _login_permitted(self, task_id: str, user_id: int, address: str) -> bool:
+        if not self.bind_logins or self.permits.allows(task_id, user_id, address):
+            return True
+        if self.store is None:
+            return False
+        since = int(self.clock.seconds() - self.permits.ttl)
+        key = address_key(address)
+        return bool(await self.store.read(file_permits.allows, task_id, user_id, key, since))
+
     async def _login(self, peer: Peer, msg: File_pb2.IMFileLoginReq) -> Task:
         if peer.task is not None:
             raise Refused("this connection is already logged in to a task")
         task_id, role = msg.task_id, msg.file_role
+        if not await self._login_permitted(task_id, msg.user_id, peer.peer_host):
+            raise Refused(
+                f"{peer.peer_host} is not the address of a connection of user {msg.user_id} "
+                "that was told of this task"
+            )
         task = self.tasks.get(task_id) if is_task_id(task_id) else None
         if task is None and role in OFFLINE_ROLES and is_task_id(task_id):
             task = await self._load(task_id)
@@ -341,10 +383,16 @@ class FileTransfers:
         """Tell every sink how far ``task``'s upload is; fires when they all have it."""
         results = []
         for sink in self.progress_sinks:
-            d = defer.maybeDeferred(sink.record, task.task_id, uploaded, task.file_size)
+            d = defer.ensureDeferred(_record(sink, task, uploaded))
             d.addErrback(_log_task_failure, "recording progress of {task_id}", task.task_id)
             results.append(d)
         return defer.gatherResults(results) if results else defer.succeed(None)
+
+    def count_served(self, blocks: int, *, from_cache: bool) -> None:
+        if from_cache:
+            self.blocks_from_cache += blocks
+        else:
+            self.blocks_read_off_reactor += blocks
 
     def cancel(self, task: OfflineTask) -> None:
         """The uploader cancelled: the task goes now, its file at the next sweep."""

@@ -44,6 +44,7 @@ import resource
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ from teamtalk_py.importer.voice import Clip, ClipFetcher
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store import messages as message_store
-from teamtalk_py.store.database import Database
+from teamtalk_py.store.database import Database, SyncConnection
 from teamtalk_py.store.txn import Dialect, Txn, placeholders
 
 RUN = "run"
@@ -224,11 +225,28 @@ class Importer:
         )
         self._aliases: dict[int, int] = {}
         self._renumbered_in: set[tuple[str, int]] = set()
+        self._connection: SyncConnection | None = None
 
     # -- driving ------------------------------------------------------------------------
 
     def run(self) -> Report:
         started = time.monotonic()
+        with self.db.sync_connection() as connection:
+            self._connection = connection
+            try:
+                self._run_phases()
+            finally:
+                self._connection = None
+        self.report.seconds = time.monotonic() - started
+        self.report.peak_rss_mib = peak_rss_mib()
+        return self.report
+
+    def _transaction(self) -> AbstractContextManager[Txn]:
+        """A transaction on the import's one connection."""
+        assert self._connection is not None
+        return self._connection.transaction()
+
+    def _run_phases(self) -> None:
         phases = self._begin()
         try:
             for name in PHASES:
@@ -243,9 +261,6 @@ class Importer:
                 self._check()
         finally:
             self.fetcher.close()
-        self.report.seconds = time.monotonic() - started
-        self.report.peak_rss_mib = peak_rss_mib()
-        return self.report
 
     def _step(self, name: str) -> Callable[[Phase], None]:
         """The method that runs phase ``name`` (``messages_3`` -> ``_messages``)."""
@@ -256,7 +271,7 @@ class Importer:
         """The phases' state: fresh, resumed after an interruption, or a new run."""
         if self.options.dry_run:
             return {name: Phase(name) for name in PHASES}
-        with self.db.sync_transaction() as txn:
+        with self._transaction() as txn:
             saved = target.load_phases(txn)
             run = saved.get(RUN)
             if run is None:
@@ -283,7 +298,7 @@ class Importer:
         return phases
 
     def _finish(self) -> None:
-        with self.db.sync_transaction() as txn:
+        with self._transaction() as txn:
             run = target.load_phases(txn)[RUN]
             run.done = True
             target.save_phase(txn, run)
@@ -300,7 +315,7 @@ class Importer:
         """Run ``write(txn, *args)`` and save ``phase``'s checkpoint in one transaction."""
         if self.options.dry_run:
             return
-        with self.db.sync_transaction() as txn:
+        with self._transaction() as txn:
             if write is not None:
                 write(txn, *args)
             target.save_phase(txn, phase)
@@ -544,10 +559,7 @@ class Importer:
                 ("relation_id", "from_id", "to_id", "msg_id", "msg_type", "content", "created"),
             )  # fmt: skip
             conversations, audio = "relations", _SINGLE_AUDIO
-        bump = (
-            f"UPDATE {conversations} SET last_msg_id = {target.greatest(dialect)}(last_msg_id, ?) "
-            "WHERE id = ?"
-        )
+        bump = {"last_msg_id": f"{target.greatest(dialect)}(last_msg_id, {{new}})"}
         for page in self._pages(phase, select):
             visible = [r for r in page if r[7] == 0]
             phase.add("hidden (status 1)", len(page) - len(visible))
@@ -584,7 +596,7 @@ class Importer:
                 newest: dict[int, int] = {}
                 for _, conv, msg_id, _ in written:
                     newest[conv] = max(newest.get(conv, 0), msg_id)
-                txn.executemany(bump, [(m, c) for c, m in newest.items()])
+                target.update_by_key(txn, conversations, "id", bump, sorted(newest.items()))
 
             self._commit(phase, write, visible, clips)
 
@@ -622,7 +634,7 @@ class Importer:
         """Messages whose id was taken get the next free id of their conversation."""
         if self.options.dry_run:
             return
-        with self.db.sync_transaction() as txn:
+        with self._transaction() as txn:
             pending = [n for n in target.notes(txn, "id_taken") if n[2] == 0]
         for table, source_id, _ in pending:
             group = table.startswith("IMGroupMessage")
@@ -787,7 +799,7 @@ class Importer:
         if self.options.dry_run:
             return
         while True:
-            with self.db.sync_transaction() as txn:
+            with self._transaction() as txn:
                 groups = txn.execute(
                     "SELECT id, last_msg_id FROM im_groups WHERE id > ? ORDER BY id LIMIT ?",
                     (phase.last_id, _GROUP_PAGE),
@@ -800,10 +812,10 @@ class Importer:
             phase.last_id = int(groups[-1][0])
             phase.add("read", len(groups))
             phase.add("written", len(updates))
-            self._commit(phase, _executemany, _SET_MARKS, updates)
+            self._commit(phase, _set_marks, updates)
 
     def _group_marks(self, phase: Phase, group_id: int, last: int) -> list[tuple]:
-        with self.db.sync_transaction() as txn:
+        with self._transaction() as txn:
             members = txn.execute(
                 "SELECT user_id, joined FROM group_members WHERE group_id = ? AND status = 0 "
                 "ORDER BY joined, user_id",
@@ -840,7 +852,7 @@ class Importer:
         raised = [0] * (len(joins) + 1)
         after = 0
         while True:
-            with self.db.sync_transaction() as txn:
+            with self._transaction() as txn:
                 rows = txn.execute(
                     "SELECT msg_id, created FROM group_messages WHERE group_id = ? "
                     "AND msg_id > ? ORDER BY msg_id LIMIT 20000",
@@ -910,7 +922,7 @@ class Importer:
                     (phase.last_id, _USER_PAGE),
                 )
             else:
-                with self.db.sync_transaction() as txn:
+                with self._transaction() as txn:
                     rows = txn.execute(
                         "SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?",
                         (phase.last_id, _USER_PAGE),
@@ -931,7 +943,7 @@ class Importer:
         for conversations, key in (("relations", "msg_id_"), ("im_groups", "group_msg_id_")):
             after = 0
             while True:
-                with self.db.sync_transaction() as txn:
+                with self._transaction() as txn:
                     rows = txn.execute(
                         f"SELECT id, last_msg_id FROM {conversations} WHERE id > ? "
                         "ORDER BY id LIMIT ?",
@@ -966,11 +978,10 @@ class Importer:
             source_single: list[dict[str, str]] = [{} for _ in user_ids]
             if self.redis is not None:
                 source_single = self.redis.hgetall_many("unread", [f"unread_{u}" for u in user_ids])
-            with self.db.sync_transaction() as txn:
-                ours = {
-                    u: message_store.unread_counts(txn, u) + group_store.group_unread_counts(txn, u)
-                    for u in user_ids
-                }
+            with self._transaction() as txn:
+                pairs = message_store.unread_counts_of(txn, user_ids)
+                groups = group_store.group_unread_counts_of(txn, user_ids)
+                ours = {u: pairs[u] + groups[u] for u in user_ids}
                 member_of = _memberships(txn, user_ids)
                 relation_of = _pairs_present(
                     txn,
@@ -1023,19 +1034,15 @@ class Importer:
             )
             for i in range(0, len(ids), 500):
                 chunk = sorted(ids[i : i + 500])
-                newest = self.source.query(
-                    f"SELECT {column}, MAX(created) FROM {table} "
-                    f"WHERE {column} IN ({', '.join(['%s'] * len(chunk))}) AND status = 0 "
-                    f"GROUP BY {column}",
-                    chunk,
-                )
-                if not newest:
-                    continue
+                # One statement: each conversation's newest time, joined back on the
+                # (conversation, status, created) index for the rows at that time.
                 rows = self.source.query(
-                    f"SELECT {column}, msgId FROM {table} WHERE status = 0 AND ("
-                    + " OR ".join([f"({column} = %s AND created = %s)"] * len(newest))
-                    + ") ORDER BY id",
-                    [v for pair in newest for v in pair],
+                    f"SELECT t.{column}, t.msgId FROM {table} t JOIN ("
+                    f"SELECT {column} AS conv, MAX(created) AS newest FROM {table} "
+                    f"WHERE {column} IN ({', '.join(['%s'] * len(chunk))}) AND status = 0 "
+                    f"GROUP BY {column}) n ON t.{column} = n.conv AND t.status = 0 "
+                    "AND t.created = n.newest ORDER BY t.id",
+                    chunk,
                 )
                 for conv, msg_id in rows:  # by id: the last one wins, as "id DESC LIMIT 1"
                     found[(kind, int(conv))] = int(msg_id)
@@ -1062,9 +1069,14 @@ class Importer:
         return totals
 
 
-_SET_MARKS = (
-    "UPDATE group_members SET join_msg_id = ?, read_msg_id = ? WHERE group_id = ? AND user_id = ?"
-)
+def _set_marks(txn: Txn, updates: list[tuple[int, int, int, int]]) -> None:
+    """``(join_msg_id, read_msg_id, group_id, user_id)`` rows, a statement per group."""
+    by_group: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for join_msg_id, read_msg_id, group_id, user_id in updates:
+        by_group[group_id].append((user_id, join_msg_id, read_msg_id))
+    marks = {"join_msg_id": "{new}", "read_msg_id": "{new}"}
+    for group_id, rows in by_group.items():
+        target.update_by_key(txn, "group_members", "user_id", marks, rows, ("group_id", group_id))
 
 
 def _executemany(txn: Txn, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
 
@@ -95,6 +96,39 @@ def insert_ignore(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str
 
 def greatest(dialect: Dialect) -> str:
     return "MAX" if dialect is Dialect.SQLITE else "GREATEST"
+
+
+def update_by_key(
+    txn: Txn,
+    table: str,
+    key: str,
+    assignments: dict[str, str],
+    rows: Sequence[Sequence[Any]],
+    scope: tuple[str, Any] | None = None,
+    chunk: int = 250,
+) -> None:
+    """Update many rows of ``table`` with a few statements instead of one per row.
+
+    Each row is ``(key value, *new values)`` in the order of ``assignments``, which maps a
+    column to its new value's SQL with ``{new}`` standing for the row's value (``"{new}"``
+    to overwrite). One ``UPDATE ... SET column = CASE key WHEN ? THEN ? ... END WHERE key
+    IN (...)`` per ``chunk`` rows: on MariaDB a statement per row is a round trip per row.
+    ``scope`` (column, value) narrows every statement (``group_id`` of a group's members).
+    Table and column names are code constants.
+    """
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        sets, params = [], []
+        for n, (column, template) in enumerate(assignments.items(), start=1):
+            case = "CASE " + key + " " + " ".join(["WHEN ? THEN ?"] * len(part)) + " END"
+            sets.append(f"{column} = " + template.format(new=case))
+            params += [v for row in part for v in (row[0], row[n])]
+        where = f"{key} IN ({placeholders(len(part))})"
+        params += [row[0] for row in part]
+        if scope is not None:
+            where = f"{scope[0]} = ? AND " + where
+            params.insert(len(params) - len(part), scope[1])
+        txn.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {where}", params)
 
 
 def ids_present(txn: Txn, table: str, ids: Sequence[int]) -> set[int]:

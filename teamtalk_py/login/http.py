@@ -1,7 +1,10 @@
 """The client-facing HTTP interface of the login service (wire.md §9).
 
-``/msg_server`` is matched by prefix, the query string and method are ignored, and the
-answer is the reference's JSON with ``port`` as a string.
+``/msg_server`` is matched by prefix and the query string is ignored, as the reference
+does, and the answer is the reference's JSON with ``port`` as a string. Unlike the
+reference (which answered any method), only GET and HEAD are answered; any other method
+gets 405 with ``Allow: GET, HEAD``. Bodies, header timing and idle connections are
+guarded as on every HTTP listener (``teamtalk_py.web``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ class MsgServerResource(Resource):
         self.msfs = msfs
 
     def render(self, request: Request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"Allow", b"GET, HEAD")
+            request.setHeader(b"Content-Type", b"text/plain")
+            return b"method not allowed: use GET\n"
         body = encode_json(discovery_answer(self.nodes, self.config, self.msfs()))
         request.setHeader(b"Content-Type", b"text/html;charset=utf-8")
         request.setHeader(b"Connection", b"close")

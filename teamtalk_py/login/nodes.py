@@ -60,6 +60,10 @@ class MsgNodeRegistry:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    def items(self) -> list[tuple[object, MsgNode]]:
+        """(key, node) of every registered node (the admin API's node list)."""
+        return list(self._nodes.items())
+
     def total_connections(self) -> int:
         return sum(node.load() for node in self._nodes.values())
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.web.server import Site
-
 from teamtalk_py.login.http import LoginRoot
 from teamtalk_py.login.links import MsgNodeLinkFactory
 from teamtalk_py.login.nodes import MsgNode, MsgNodeRegistry, NodeAddressPolicy
 from teamtalk_py.metrics import one
 from teamtalk_py.services import ServiceCollection, TeamTalkService
+from teamtalk_py.web import GuardedSite
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
@@ -25,11 +24,13 @@ if TYPE_CHECKING:
 class LoginService(TeamTalkService):
     name = "login"
 
-    def __init__(self, reactor: Any, config: Config) -> None:
+    def __init__(
+        self, reactor: Any, config: Config, media_url: Callable[[], str] | None = None
+    ) -> None:
         super().__init__(reactor, config)
         #: What clients are told as msfsPrior/msfsBackup: ``login.msfs`` if set, else
         #: the media service's public URL (the co-hosted one's, see tap.py).
-        self.media_url: Callable[[], str] = config.media_public_url
+        self.media_url: Callable[[], str] = media_url or config.media_public_url
         self.nodes = MsgNodeRegistry()
         self.link_factory: MsgNodeLinkFactory | None = None
         self.root: LoginRoot | None = None
@@ -44,11 +45,11 @@ class LoginService(TeamTalkService):
         if self.config.ops.on_http and isinstance(self.parent, ServiceCollection):
             from teamtalk_py.ops import OpsRoot
 
-            ops = OpsRoot(self.parent, online=False)
+            ops = OpsRoot(self.parent)
         self.root = LoginRoot(self.nodes, self.config.login, self.msfs, ops)
-        site = Site(self.root)
-        site.displayTracebacks = False
-        site.noisy = False
+        site = GuardedSite(
+            self.root, reactor=self.reactor, header_timeout=self.config.server.http_header_timeout
+        )
         await self.listen(self.config.login.http_listen, site)
         if self.config.login.internal_listen:
             self.link_factory = MsgNodeLinkFactory(

@@ -11,30 +11,15 @@
 
 from __future__ import annotations
 
-import json
 import re
-from typing import TYPE_CHECKING
 
 from teamtalk_py.auth.tokens import TokenRefused
 from teamtalk_py.media import downloads
-from teamtalk_py.media.http import HttpError, MediaRequest, SmallBody, send_body, send_json
-
-if TYPE_CHECKING:
-    from teamtalk_py.media.service import MediaContext
+from teamtalk_py.media.context import MediaContext
+from teamtalk_py.media.http import HttpError, MediaRequest, json_object, send_body, send_json
 
 LINKS_PATH = "api/v1/links/"
 _MD5_HEX = re.compile(r"[0-9A-Fa-f]{32}")
-
-
-def json_object(request: MediaRequest) -> dict:
-    assert isinstance(request.content, SmallBody)
-    try:
-        value = json.loads(request.content.getvalue() or b"null")
-    except ValueError:
-        raise HttpError(400, "body is not JSON") from None
-    if not isinstance(value, dict):
-        raise HttpError(400, "body must be a JSON object")
-    return value
 
 
 async def create_token(context: MediaContext, request: MediaRequest) -> None:
@@ -45,7 +30,7 @@ async def create_token(context: MediaContext, request: MediaRequest) -> None:
     if not _MD5_HEX.fullmatch(password):
         raise HttpError(400, "password must be the 32-digit MD5 hex of the password")
     try:
-        token = await context.tokens.issue_for_password(name, password)
+        token = await context.tokens.issue_for_password(name, password, request.client_ip())
     except TokenRefused as e:
         if e.locked:
             raise HttpError(429, "too many failed logins; try again later") from None

@@ -8,7 +8,8 @@ parser, a file on disk) as it arrives, holding the connection paused while the d
 behind. Routes without one get a small in-memory buffer with a hard limit.
 
 The routes themselves are listed in ``teamtalk_py.media.routes`` (one table);
-:class:`MediaResource` dispatches every request through it.
+:class:`MediaResource` dispatches every request through it. The helpers at the end
+(query parameters, JSON bodies, answers) serve every HTTP service: media, disk, admin.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -27,6 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
+
+from teamtalk_py.web import HEADER_TIMEOUT, GuardedSite, WriteOnlyContent, answer_and_close
 
 log = Logger(namespace="teamtalk.media.http")
 
@@ -157,14 +160,14 @@ class SmallBody(BytesIO):
         return super().write(data)
 
 
-class StreamedBody:
+class StreamedBody(WriteOnlyContent):
     """``request.content`` of a streaming route: chunks go to a consumer as they arrive.
 
     Until the consumer is ready (see ``BodyFactory``) the connection is paused and the
     little that was already read is held here. A refusal is answered once the body is
     in, or at once (closing the connection) when too much body would follow.
-    Twisted treats ``request.content`` as a file (``tell``, ``seek``, ``close``); those
-    are implemented as no-ops over a body that was never stored.
+    Twisted treats ``request.content`` as a file (``tell``, ``seek``, ``close``);
+    ``WriteOnlyContent`` answers those over a body that was never stored.
     """
 
     def __init__(
@@ -252,15 +255,6 @@ class StreamedBody:
         else:
             self.consumer.write(data)
 
-    def tell(self) -> int:
-        return 0
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
     def close(self) -> None:
         """Twisted closes the content when the connection is lost."""
         if self._closed:
@@ -329,8 +323,16 @@ class MediaRequest(server.Request):
             self.route, self.route_params = found
         if self.route is not None and self.route.body is not None:
             self.content = StreamedBody(site.context, self, length, self.route.body)
-        else:
-            self.content = SmallBody()
+            return
+        self.content = SmallBody(site.max_body)
+        if length is not None and length > site.max_body:
+            # Refused before a byte of it is read (the route takes no big bodies).
+            self.answer_early(HttpError(413))
+
+    def handleContentChunk(self, data: bytes) -> None:
+        super().handleContentChunk(data)
+        if isinstance(self.content, SmallBody) and self.content.too_large:
+            self.answer_early(HttpError(413))  # a chunked body that went past the limit
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.body_complete = True
@@ -341,16 +343,8 @@ class MediaRequest(server.Request):
         if self._answered_early or self.channel is None:
             return
         self._answered_early = True
-        headers = dict(error.headers)
         body = error.body if error.body is not None else b""
-        headers[b"Content-Length"] = b"%d" % len(body)
-        headers[b"Connection"] = b"close"
-        lines = [b"HTTP/1.1 %d %s" % (error.status, _reason(error.status))]
-        lines += [name + b": " + value for name, value in headers.items()]
-        transport: Any = self.channel.transport
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        transport.resumeProducing()
-        transport.loseConnection()
+        answer_and_close(self, error.status, error.headers, body)
 
     def client_ip(self) -> str:
         address = self.getClientAddress()
@@ -361,10 +355,42 @@ class MediaRequest(server.Request):
         return values[0] if values else None
 
 
-def _reason(status: int) -> bytes:
-    from twisted.web.http import RESPONSES
+# -- query parameters and JSON bodies ------------------------------------------------------
 
-    return RESPONSES.get(status, b"Error")
+
+def query(request: MediaRequest) -> dict[str, str]:
+    """The query parameters (each once; UTF-8), 400 otherwise."""
+    _, _, raw = (request.target or request.uri).partition(b"?")
+    try:
+        values = parse_qs(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "the query is not UTF-8") from None
+    if any(len(v) > 1 for v in values.values()):
+        raise HttpError(400, "a query parameter is given twice")
+    return {key: v[0] for key, v in values.items()}
+
+
+def json_object(request: MediaRequest) -> dict:
+    """The request's small body as a JSON object, 400 otherwise."""
+    assert isinstance(request.content, SmallBody)
+    try:
+        value = json.loads(request.content.getvalue() or b"null")
+    except ValueError:
+        raise HttpError(400, "body is not JSON") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, "body must be a JSON object")
+    return value
+
+
+def query_number(params: dict[str, str], key: str, default: int, low: int, high: int) -> int:
+    """``params[key]`` as a whole number from ``low`` to ``high`` (``default`` when
+    absent), 400 otherwise."""
+    text = params.get(key)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise HttpError(400, f"{key} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 # -- answering -----------------------------------------------------------------------------
@@ -448,12 +474,38 @@ class MediaResource(Resource):
             request.loseConnection()
 
 
-class MediaSite(server.Site):
-    """A ``Site`` whose requests consult ``routes`` as soon as their headers are in."""
+class MediaSite(GuardedSite):
+    """A ``Site`` whose requests consult ``routes`` as soon as their headers are in (with
+    the guards of every HTTP listener, ``teamtalk_py.web``; bodies of routes that do not
+    stream are held to ``SMALL_BODY_LIMIT``)."""
 
-    def __init__(self, context: Any, routes: RouteTable, timeout: float = 120) -> None:
-        super().__init__(MediaResource(context), requestFactory=MediaRequest, timeout=timeout)
+    def __init__(
+        self,
+        context: Any,
+        routes: RouteTable,
+        *,
+        reactor: Any = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = 120,
+    ) -> None:
+        super().__init__(
+            MediaResource(context),
+            reactor=reactor,
+            requestFactory=MediaRequest,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            max_body=SMALL_BODY_LIMIT,
+        )
         self.context = context
         self.routes = routes
-        self.displayTracebacks = False
-        self.noisy = False
+
+    @classmethod
+    def for_service(cls, service: Any, context: Any, routes: RouteTable) -> MediaSite:
+        """The site of a ``TeamTalkService`` (media, disk, admin): its reactor, and the
+        header deadline of ``server.http_header_timeout``."""
+        return cls(
+            context,
+            routes,
+            reactor=service.reactor,
+            header_timeout=service.config.server.http_header_timeout,
+        )

@@ -25,20 +25,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from python_multipart.multipart import parse_options_header
 from twisted.logger import Logger
 
 from teamtalk_py.media import downloads
+from teamtalk_py.media.context import MediaContext
 from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body
 from teamtalk_py.media.library import StorageFull, new_id
 from teamtalk_py.media.multipart import MultipartError, MultipartFile, Problem, ReceivedFile
 from teamtalk_py.store.media import FileKind, bytes_used
-
-if TYPE_CHECKING:
-    from teamtalk_py.media.service import MediaContext
 
 log = Logger(namespace="teamtalk.media.msfs")
 

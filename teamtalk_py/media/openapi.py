@@ -2,19 +2,17 @@
 
 It describes API tokens (``api.py``) and the cloud disk (``disk/api.py``): every path,
 parameter, body and answer, so that clients (and the admin console) can be written from
-it and ``schemathesis`` can check the server against it (``tests/test_disk_api.py``).
+it and ``schemathesis`` can check the server against it (``tests/disk/test_disk_api.py``).
 The tus upload protocol (``/api/v1/files/``) and msfs are documented by their own
 specifications and are not repeated here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from teamtalk_py.media.context import MediaContext
 from teamtalk_py.media.http import MediaRequest, send_json
-
-if TYPE_CHECKING:
-    from teamtalk_py.media.service import MediaContext
 
 JSON = "application/json"
 HEX32 = "^[0-9a-f]{32}$"
@@ -35,6 +33,14 @@ def answer(description: str, schema: str | None = None) -> dict[str, Any]:
     if schema is not None:
         result.update(json_content(ref(schema)))
     return result
+
+
+#: Every refusal's body: ``{"error": "what was wrong"}``.
+ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
 
 
 def error(description: str) -> dict[str, Any]:
@@ -107,25 +113,23 @@ def operation(
     parameters: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
     secured: bool = True,
+    unauthorized: dict[str, Any] = UNAUTHORIZED,
 ) -> dict[str, Any]:
+    """One operation; a ``secured`` one may answer 401 (``unauthorized``)."""
     result: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
     if parameters:
         result["parameters"] = parameters
     if body is not None:
         result["requestBody"] = body
     if secured:
-        result["responses"].setdefault("401", UNAUTHORIZED)
+        result["responses"].setdefault("401", unauthorized)
     else:
         result["security"] = []
     return result
 
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
+    "Error": ERROR,
     "TokenRequest": {
         "type": "object",
         "required": ["user", "password"],
@@ -384,27 +388,37 @@ PATHS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def document(public_url: str) -> dict[str, Any]:
+def openapi_document(
+    title: str,
+    description: str,
+    server_url: str,
+    paths: dict[str, Any],
+    schemas: dict[str, Any],
+    security_schemes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An OpenAPI 3.1 document whose calls take a bearer token unless they say not."""
+    schemes = security_schemes or {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "teamtalk_py media API",
-            "version": "1",
-            "description": (
-                "API tokens and the cloud disk: each user's files, the public list of "
-                "shared files ranked by downloads, instant upload, save, delete. Every "
-                "call takes `Authorization: Bearer TOKEN` except the token request and "
-                "the downloads. Resumable uploads: tus 1.0.0 at `/api/v1/files/`."
-            ),
-        },
-        "servers": [{"url": public_url.rstrip("/")}],
-        "security": [{"bearer": []}],
-        "paths": PATHS,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
-        },
+        "info": {"title": title, "version": "1", "description": description},
+        "servers": [{"url": server_url.rstrip("/")}],
+        "security": [{name: []} for name in schemes],
+        "paths": paths,
+        "components": {"securitySchemes": schemes, "schemas": schemas},
     }
+
+
+def document(public_url: str) -> dict[str, Any]:
+    return openapi_document(
+        "teamtalk_py media API",
+        "API tokens and the cloud disk: each user's files, the public list of shared files "
+        "ranked by downloads, instant upload, save, delete. Every call takes "
+        "`Authorization: Bearer TOKEN` except the token request and the downloads. "
+        "Resumable uploads: tus 1.0.0 at `/api/v1/files/`.",
+        public_url,
+        PATHS,
+        SCHEMAS,
+    )
 
 
 async def serve(context: MediaContext, request: MediaRequest) -> None:

@@ -1,17 +1,15 @@
 """The media service: the HTTP listener (8700), its I/O threads, and the sweeps.
 
 Collaborators come in through the constructor: the store service (``read``/``write``),
-the shared state, and the co-hosted msg service's failed-login lockout (a function giving
-it, read at start) so that token requests and PDU logins count against the same names;
-without msg in the process, a lockout of its own over the shared state. ``MediaContext``
-is what every HTTP handler receives: the library, tokens, the uploads in progress and the
-authentication helpers.
+the shared state, and the co-hosted msg service's failed-login lockout so that token
+requests and PDU logins count against the same names; without msg in the process, a
+lockout of its own over the shared state. ``MediaContext`` (``context.py``) is what
+every HTTP handler receives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -20,18 +18,18 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from teamtalk_py.auth.tokens import InvalidToken, LoginAttempts, Tokens
-from teamtalk_py.config import Config, MediaConfig
+from teamtalk_py.auth.tokens import LoginAttempts, Tokens
+from teamtalk_py.config import Config
 from teamtalk_py.content.store import ContentStore
 from teamtalk_py.disk.cloud_disk import CloudDisk
 from teamtalk_py.disk.ranking import ranking_for
-from teamtalk_py.media.http import HttpError, MediaRequest, MediaSite
+from teamtalk_py.media.context import MediaContext
+from teamtalk_py.media.http import MediaSite
 from teamtalk_py.media.library import MediaLibrary
 from teamtalk_py.media.routes import ROUTES
-from teamtalk_py.media.tus import Uploads, sweep_expired
+from teamtalk_py.media.tus import sweep_expired
 from teamtalk_py.msg.credentials import Credentials
 from teamtalk_py.services import TeamTalkService
-from teamtalk_py.store.media import MediaFileRow
 
 log = Logger(namespace="teamtalk.media")
 
@@ -40,62 +38,6 @@ log = Logger(namespace="teamtalk.media")
 IO_THREADS = 16
 SWEEP_INTERVAL = 60.0
 FREE_SPACE_INTERVAL = 5.0
-
-
-@dataclass
-class MediaContext:
-    config: MediaConfig
-    library: MediaLibrary
-    tokens: Tokens
-    io: Any
-    #: The cloud disk's files (its JSON API, ``disk/api.py``).
-    disk: CloudDisk | None = None
-    tus: Uploads = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.tus is None:
-            self.tus = Uploads(self)
-
-    async def optional_user(self, request: MediaRequest) -> int | None:
-        """The bearer token's user, None without one; 401 for a token that is not valid."""
-        header = request.header(b"authorization")
-        if header is None:
-            return None
-        scheme, _, value = header.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise _unauthorized("expected Authorization: Bearer TOKEN")
-        try:
-            return await self.tokens.verify(value.strip())
-        except InvalidToken as e:
-            raise _unauthorized(str(e)) from None
-
-    async def required_user(
-        self, request: MediaRequest, headers: dict[bytes, bytes] | None = None
-    ) -> int:
-        try:
-            user_id = await self.optional_user(request)
-        except HttpError as e:
-            e.headers.update(headers or {})
-            raise
-        if user_id is None:
-            error = _unauthorized("Authorization: Bearer TOKEN required (POST /api/v1/token)")
-            error.headers.update(headers or {})
-            raise error
-        request.owner_id = user_id
-        return user_id
-
-    async def owned_file(
-        self, request: MediaRequest, file_id: str, user_id: int | None
-    ) -> MediaFileRow:
-        """The file ``file_id`` if ``user_id`` owns it; 404 otherwise (as if absent)."""
-        file = await self.library.get_file(file_id)
-        if file is None or user_id is None or file.owner_id != user_id:
-            raise HttpError(404, "no such file")
-        return file
-
-
-def _unauthorized(message: str) -> HttpError:
-    return HttpError(401, message, headers={b"WWW-Authenticate": b'Bearer realm="teamtalk"'})
 
 
 def login_attempts(shared_state: Any, clock: Any) -> LoginAttempts:
@@ -108,25 +50,47 @@ def login_attempts(shared_state: Any, clock: Any) -> LoginAttempts:
     return LoginLockout(clock)
 
 
-async def start_tokens(
-    store: Any,
-    clock: Any,
-    config: Config,
-    shared_state: Any,
-    attempts: Callable[[], LoginAttempts] | None,
-    credentials: Credentials,
-) -> Tokens:
-    """The API tokens, issued through the co-hosted msg service's lockout (``attempts``
-    gives it) or, without msg here, a lockout of their own over the shared state; the
-    password's KDF runs on ``credentials``' threads, never on the reactor's."""
-    lockout = attempts() if attempts is not None else login_attempts(shared_state, clock)
-    credentials.start()
-    tokens = Tokens(store, clock, config.media.token_ttl, lockout, credentials.check)
-    await tokens.start()
-    return tokens
+class SignInService(TeamTalkService):
+    """An HTTP service whose users sign in with their password (media, disk, admin): the
+    failed-login lockout is the co-hosted msg service's (``attempts`` gives it) or, without
+    msg here, one of its own over the shared state; the password's KDF runs on
+    ``credentials``' threads, never on the reactor's."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        store: Any,
+        shared_state: Any = None,
+        attempts: LoginAttempts | None = None,
+    ) -> None:
+        super().__init__(reactor, config)
+        self.store = store
+        self.shared_state = shared_state
+        self._attempts = attempts
+        self.credentials = Credentials(reactor, store)
+
+    def lockout(self) -> LoginAttempts:
+        """The lockout every sign-in of this service counts in (the class docstring)."""
+        if self._attempts is not None:
+            return self._attempts
+        return login_attempts(self.shared_state, self.reactor)
+
+    async def start_tokens(self) -> Tokens:
+        """The API tokens (``POST /api/v1/token``), issued through ``lockout()``."""
+        self.credentials.start()
+        tokens = Tokens(
+            self.store,
+            self.reactor,
+            self.config.media.token_ttl,
+            self.lockout(),
+            self.credentials.check,
+        )
+        await tokens.start()
+        return tokens
 
 
-class MediaService(TeamTalkService):
+class MediaService(SignInService):
     name = "media"
 
     def __init__(
@@ -135,18 +99,14 @@ class MediaService(TeamTalkService):
         config: Config,
         store: Any,
         shared_state: Any = None,
-        attempts: Callable[[], LoginAttempts] | None = None,
+        attempts: LoginAttempts | None = None,
     ) -> None:
-        super().__init__(reactor, config)
-        self.store = store
-        self.shared_state = shared_state
+        super().__init__(reactor, config, store, shared_state, attempts)
         self.pool = ThreadPool(minthreads=1, maxthreads=IO_THREADS, name="teamtalk-media-io")
         self.files = ContentStore(config.media_dir)
         self.library = MediaLibrary(
             config.media, self.files, store, self.io, reactor, self.public_url
         )
-        self._attempts = attempts
-        self.credentials = Credentials(reactor, store)
         self.context: MediaContext | None = None
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -167,14 +127,7 @@ class MediaService(TeamTalkService):
         self.pool.start()
         await self.io(self.files.prepare)
         await self.library.refresh_free_space()
-        tokens = await start_tokens(
-            self.store,
-            self.reactor,
-            self.config,
-            self.shared_state,
-            self._attempts,
-            self.credentials,
-        )
+        tokens = await self.start_tokens()
         disk = CloudDisk(
             self.store,
             self.library.blobs,
@@ -184,7 +137,10 @@ class MediaService(TeamTalkService):
             self.config.media.user_quota,
         )
         self.context = MediaContext(self.config.media, self.library, tokens, self.io, disk)
-        await self.listen(self.config.media.listen, MediaSite(self.context, ROUTES))
+        await self.listen(
+            self.config.media.listen,
+            MediaSite.for_service(self, self.context, ROUTES),
+        )
         log.info(
             "media store in {path}, public URL {url}",
             path=str(self.files.root),

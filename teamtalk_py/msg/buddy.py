@@ -27,9 +27,22 @@ MAX_SIGN_INFO_BYTES = 128
 MAX_USER_INFO_IDS = 1000
 
 
+async def _friends_only(conn: MsgConnection) -> list[accounts.UserRow] | None:
+    """In ``contacts`` mode (docs/EXTENSION.md §2.2) the buddy list is the user and their
+    friends, always whole (a friend added since the client's last sync may have an old
+    ``updated``); None in the other modes."""
+    contacts = conn.ctx.contacts
+    if contacts is None or not contacts.friends_only:
+        return None
+    visible = await contacts.visible_user_ids(conn.user_id)
+    return await conn.ctx.store.read(accounts.get_users_by_ids, sorted(visible))
+
+
 async def handle_all_users(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMAllUserReq = request.message
-    rows = await conn.service.store.read(accounts.users_updated_since, req.latest_update_time)
+    rows = await _friends_only(conn)
+    if rows is None:
+        rows = await conn.ctx.store.read(accounts.users_updated_since, req.latest_update_time)
     answer = Buddy_pb2.IMAllUserRsp(
         user_id=conn.user_id,
         latest_update_time=max([req.latest_update_time, *(r.updated for r in rows)]),
@@ -41,7 +54,14 @@ async def handle_all_users(conn: MsgConnection, request: Request) -> None:
 
 async def handle_departments(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMDepartmentReq = request.message
-    rows = await conn.service.store.read(accounts.departments_updated_after, req.latest_update_time)
+    users = await _friends_only(conn)
+    if users is None:
+        rows = await conn.ctx.store.read(accounts.departments_updated_after, req.latest_update_time)
+    else:
+        # Only the departments of the people shown, whole (as for users).
+        wanted = {u.department_id for u in users}
+        every = await conn.ctx.store.read(accounts.list_departments)
+        rows = [d for d in every if d.id in wanted]
     answer = Buddy_pb2.IMDepartmentRsp(
         user_id=conn.user_id,
         latest_update_time=max([req.latest_update_time, *(r.updated for r in rows)]),
@@ -60,7 +80,7 @@ async def handle_departments(conn: MsgConnection, request: Request) -> None:
 async def handle_user_info(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMUsersInfoReq = request.message
     ids = list(dict.fromkeys(req.user_id_list))[:MAX_USER_INFO_IDS]
-    rows = await conn.service.store.read(accounts.get_users_by_ids, ids) if ids else []
+    rows = await conn.ctx.store.read(accounts.get_users_by_ids, ids) if ids else []
     answer = Buddy_pb2.IMUsersInfoRsp(user_id=conn.user_id)
     for row in rows:
         user_info(row, answer.user_info_list.add())
@@ -69,7 +89,7 @@ async def handle_user_info(conn: MsgConnection, request: Request) -> None:
 
 async def handle_recent_sessions(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMRecentContactSessionReq = request.message
-    sessions = await conn.service.store.read(
+    sessions = await conn.ctx.store.read(
         session_store.recent_sessions, conn.user_id, req.latest_update_time
     )
     answer = Buddy_pb2.IMRecentContactSessionRsp(user_id=conn.user_id)
@@ -89,13 +109,13 @@ async def handle_recent_sessions(conn: MsgConnection, request: Request) -> None:
 
 async def handle_remove_session(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMRemoveSessionReq = request.message
-    service = conn.service
-    removed = await service.store.write(
+    ctx = conn.ctx
+    removed = await ctx.store.write(
         session_store.remove_session,
         conn.user_id,
         req.session_id,
         req.session_type,
-        now=service.now(),
+        now=ctx.now(),
     )
     conn.send(
         B.CID_BUDDY_LIST_REMOVE_SESSION_RES,
@@ -114,13 +134,13 @@ async def handle_remove_session(conn: MsgConnection, request: Request) -> None:
                 user_id=conn.user_id, session_type=req.session_type, session_id=req.session_id
             ),
         )
-        service.online.send_to_users([conn.user_id], notify, exclude=conn)
-        service.route.relay(notify, [conn.user_id])
+        ctx.online.send_to_users([conn.user_id], notify, exclude=conn)
+        ctx.route.relay(notify, [conn.user_id])
 
 
 async def handle_users_status(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMUsersStatReq = request.message
-    statuses = await conn.service.route.users_status(list(req.user_id_list))
+    statuses = await conn.ctx.route.users_status(list(req.user_id_list))
     answer = Buddy_pb2.IMUsersStatRsp(user_id=conn.user_id)
     for user_id, status in statuses:
         answer.user_stat_list.add(user_id=user_id, status=status)
@@ -139,9 +159,9 @@ def avatar_allowed(url: str, media_url: str, other_hosts: tuple[str, ...]) -> bo
 async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
     """The reference never answers; we check the URL, store it, answer and tell everybody."""
     req: Buddy_pb2.IMChangeAvatarReq = request.message
-    service = conn.service
-    media = service.config.media
-    if not avatar_allowed(req.avatar_url, service.media_url(), media.avatar_hosts):
+    ctx = conn.ctx
+    media = ctx.config.media
+    if not avatar_allowed(req.avatar_url, ctx.media_url(), media.avatar_hosts):
         log.info(
             "avatar of {user_id} refused: {url!r} is not a media URL",
             user_id=conn.user_id,
@@ -154,9 +174,7 @@ async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
         )
         return
     try:
-        await service.store.write(
-            accounts.set_avatar, conn.user_id, req.avatar_url, now=service.now()
-        )
+        await ctx.store.write(accounts.set_avatar, conn.user_id, req.avatar_url, now=ctx.now())
     except ValueError:  # longer than the store keeps
         result_code = 1
     else:
@@ -168,7 +186,7 @@ async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
     )
     if result_code != 0:
         return
-    service.route.broadcast(
+    ctx.route.broadcast(
         encode(
             B.CID_BUDDY_LIST_AVATAR_CHANGED_NOTIFY,
             Buddy_pb2.IMAvatarChangedNotify(
@@ -178,19 +196,35 @@ async def handle_change_avatar(conn: MsgConnection, request: Request) -> None:
     )
 
 
+def refuse_change_avatar(conn: MsgConnection, request: Request) -> None:
+    """An avatar URL that is not UTF-8 or too long: result 1, nothing changed."""
+    conn.send(
+        B.CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE,
+        Buddy_pb2.IMChangeAvatarRsp(user_id=conn.user_id, result_code=1),
+        request.seq,
+    )
+
+
+def refuse_change_sign_info(conn: MsgConnection, request: Request) -> None:
+    """A signature that is not UTF-8 or too long: result 1, nothing changed."""
+    conn.send(
+        B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE,
+        Buddy_pb2.IMChangeSignInfoRsp(user_id=conn.user_id, result_code=1),
+        request.seq,
+    )
+
+
 async def handle_change_sign_info(conn: MsgConnection, request: Request) -> None:
     req: Buddy_pb2.IMChangeSignInfoReq = request.message
-    service = conn.service
+    ctx = conn.ctx
     answer = Buddy_pb2.IMChangeSignInfoRsp(user_id=conn.user_id, result_code=1)
     if len(req.sign_info.encode()) <= MAX_SIGN_INFO_BYTES:
-        await service.store.write(
-            accounts.set_sign_info, conn.user_id, req.sign_info, now=service.now()
-        )
+        await ctx.store.write(accounts.set_sign_info, conn.user_id, req.sign_info, now=ctx.now())
         answer.result_code = 0
         answer.sign_info = req.sign_info
     conn.send(B.CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE, answer, request.seq)
     if answer.result_code == 0:
-        service.route.broadcast(
+        ctx.route.broadcast(
             encode(
                 B.CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY,
                 Buddy_pb2.IMSignInfoChangedNotify(

@@ -7,8 +7,9 @@ available", "create this task", "where do clients connect". Behind it are either
 * ``RemoteFileServer``: one per ``--file-server HOST:PORT`` entry, a ``ServerLink`` to that
   file service's internal port (8601) speaking TeamTalk's own PDUs. On every connect it
   asks ``CID_OTHER_FILE_SERVER_IP_REQ`` for the client addresses (wire.md §7.1); tasks are
-  created with ``CID_OTHER_FILE_TRANSFER_REQ``, answered by seq. The link reconnects with
-  the reference's back-off and heartbeats every 5 s when silent.
+  created with ``CID_OTHER_FILE_TRANSFER_REQ``, answered by seq, and where users may log
+  in to them from with ``CID_EXT_FILE_LOGIN_PERMIT_REQ`` (file/permits.py). The link
+  reconnects with the reference's back-off and heartbeats every 5 s when silent.
 
 Like the reference, each request goes to a random available file service.
 """
@@ -20,9 +21,12 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import Extension_pb2 as X
 from teamtalk_py.pb.IM import Server_pb2
+from teamtalk_py.settle import settled
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, parse_host_port
 from teamtalk_py.wire.link_auth import LinkAuth
@@ -43,6 +47,11 @@ class FileServer(Protocol):
     def transfer(
         self, request: Server_pb2.IMFileTransferReq
     ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]: ...
+
+    def permit(self, task_id: str, user_id: int, addresses: list[str]) -> defer.Deferred[None]:
+        """Let ``user_id`` log in to ``task_id`` from ``addresses`` (file/permits.py);
+        fires once the file service recorded it."""
+        ...
 
     def start(self) -> None: ...
 
@@ -67,6 +76,9 @@ class InProcessFileServer:
     ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]:
         return defer.ensureDeferred(self.service.transfer_request(request))
 
+    def permit(self, task_id: str, user_id: int, addresses: list[str]) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self.service.permit(task_id, user_id, addresses))
+
     def start(self) -> None:
         pass
 
@@ -84,7 +96,7 @@ class RemoteFileServer:
     def __init__(self, reactor: Any, address: str, auth: LinkAuth) -> None:
         self.reactor = reactor
         host, port = parse_host_port(address, DEFAULT_FILE_SERVER_PORT)
-        table = CommandTable()
+        table: CommandTable[LinkProtocol] = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, _heartbeat_echo, decode=False)
         self.link = ServerLink(
             reactor, "file", host, port, table, on_connect=self._connected, auth=auth
@@ -105,17 +117,21 @@ class RemoteFileServer:
         return defer.ensureDeferred(self.link.stop())
 
     def _connected(self, conn: LinkProtocol) -> None:
-        d = conn.request(B.CID_OTHER_FILE_SERVER_IP_REQ, Server_pb2.IMFileServerIPReq())
-        d.addCallback(self._got_addresses)
-        d.addErrback(
-            lambda f: log.info(
+        defer.ensureDeferred(self._ask_addresses(conn))
+
+    async def _ask_addresses(self, conn: LinkProtocol) -> None:
+        """Where this file service's clients connect (asked at every connect)."""
+        try:
+            answer = await conn.request(
+                B.CID_OTHER_FILE_SERVER_IP_REQ, Server_pb2.IMFileServerIPReq()
+            )
+        except Exception as e:
+            log.info(
                 "no address list from file service {address}: {error}",
                 address=self.link.address,
-                error=f.getErrorMessage(),
+                error=str(e),
             )
-        )
-
-    def _got_addresses(self, answer: Request) -> None:
+            return
         self._addresses = [(a.ip, a.port) for a in answer.message.ip_addr_list]
         log.info(
             "file service {address} serves clients at {clients}",
@@ -126,9 +142,24 @@ class RemoteFileServer:
     def transfer(
         self, request: Server_pb2.IMFileTransferReq
     ) -> defer.Deferred[Server_pb2.IMFileTransferRsp]:
+        return defer.ensureDeferred(self._transfer(request))
+
+    async def _transfer(
+        self, request: Server_pb2.IMFileTransferReq
+    ) -> Server_pb2.IMFileTransferRsp:
         d = self.link.request(B.CID_OTHER_FILE_TRANSFER_REQ, request)
         d.addTimeout(REQUEST_TIMEOUT, self.reactor)
-        return d.addCallback(lambda answer: answer.message)
+        answer: Server_pb2.IMFileTransferRsp = (await d).message
+        return answer
+
+    def permit(self, task_id: str, user_id: int, addresses: list[str]) -> defer.Deferred[None]:
+        d = self.link.request(
+            X.CID_EXT_FILE_LOGIN_PERMIT_REQ,
+            X.IMExtFileLoginPermitReq(task_id=task_id, user_id=user_id, addresses=addresses),
+            answer_id=X.CID_EXT_FILE_LOGIN_PERMIT_RSP,
+        )
+        d.addTimeout(REQUEST_TIMEOUT, self.reactor)
+        return d.addCallback(lambda _: None)
 
 
 class FileServers:
@@ -138,16 +169,30 @@ class FileServers:
         self.servers = servers
 
     @classmethod
-    def for_service(cls, service: Any) -> FileServers:
+    def for_service(cls, service: Any, local: Any = None) -> FileServers:
         """``msg.file_server`` (comma-separated ``HOST:PORT``) when set, else the
-        co-hosted file service, else none (file requests then fail politely)."""
+        co-hosted file service ``local``, else none (file requests then fail politely)."""
         configured = [a.strip() for a in service.config.msg.file_server.split(",") if a.strip()]
         if configured:
             return cls(
                 [RemoteFileServer(service.reactor, a, service.link_auth) for a in configured]
             )
-        local = service.sibling("file")
         return cls([InProcessFileServer(local)] if local is not None else [])
+
+    async def permit(self, task_id: str, user_id: int, addresses: list[str]) -> None:
+        """Tell every available file service (the task may be on any of them, an offline
+        file on all) where ``user_id`` may log in to ``task_id`` from; one that does not
+        answer is logged, and that user's login there will be refused."""
+        if not addresses:
+            return
+        calls = [s.permit(task_id, user_id, addresses) for s in self.servers if s.available]
+        for ok, result in await defer.DeferredList(calls, consumeErrors=True):
+            if not ok:
+                log.info(
+                    "a file service did not take the login permit for {task_id}: {error}",
+                    task_id=task_id,
+                    error=result.getErrorMessage() if isinstance(result, Failure) else result,
+                )
 
     def pick(self) -> FileServer | None:
         """A random available file service (None when there is none)."""
@@ -160,4 +205,4 @@ class FileServers:
 
     async def stop(self) -> None:
         for server in self.servers:
-            await defer.maybeDeferred(server.stop)
+            await settled(server.stop())

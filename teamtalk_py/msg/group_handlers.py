@@ -4,7 +4,7 @@ create, change members, shield.
 Each handler answers every well-formed request: where the reference stays silent (a
 client asking to create a fixed group, a change to a missing group, a failed write) the
 answer carries ``result_code = 1``. Group messages, read acks and history go through
-``chat.py`` to ``service.groups`` like their one-to-one counterparts.
+``chat.py`` to ``ctx.groups`` like their one-to-one counterparts.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2
 from teamtalk_py.store.groups import GroupError
 from teamtalk_py.wire import Request
+from teamtalk_py.wire.protocol import Handler
 
 log = Logger(namespace="teamtalk.msg.groups")
 
@@ -39,7 +40,7 @@ def _refused(what: str, conn: MsgConnection, error: Exception) -> None:
 
 
 async def handle_normal_list(conn: MsgConnection, request: Request) -> None:
-    versions = await conn.service.groups.normal_list(conn.user_id)
+    versions = await conn.ctx.groups.normal_list(conn.user_id)
     answer = Group_pb2.IMNormalGroupListRsp(user_id=conn.user_id)
     for group_id, version in versions:
         answer.group_version_list.add(group_id=group_id, version=version)
@@ -53,7 +54,7 @@ async def handle_group_info(conn: MsgConnection, request: Request) -> None:
     known: dict[int, int] = {}
     for item in req.group_version_list[:MAX_INFO_GROUPS]:
         known[item.group_id] = min(item.version, known.get(item.group_id, item.version))
-    rows = await conn.service.groups.infos(conn.user_id, known) if known else []
+    rows = await conn.ctx.groups.infos(conn.user_id, known) if known else []
     answer = Group_pb2.IMGroupInfoListRsp(user_id=conn.user_id)
     for row in rows:
         group = row.group
@@ -70,6 +71,15 @@ async def handle_group_info(conn: MsgConnection, request: Request) -> None:
     conn.send(B.CID_GROUP_INFO_RESPONSE, answer, request.seq)
 
 
+def refuse_create(conn: MsgConnection, request: Request) -> None:
+    """A group name or avatar that is not UTF-8 or too long: FAILED, no group."""
+    conn.send(
+        B.CID_GROUP_CREATE_RESPONSE,
+        Group_pb2.IMGroupCreateRsp(user_id=conn.user_id, result_code=FAILED, group_name=""),
+        request.seq,
+    )
+
+
 async def handle_create(conn: MsgConnection, request: Request) -> None:
     """Clients create temporary groups; the creator is always a member."""
     req: Group_pb2.IMGroupCreateReq = request.message
@@ -78,11 +88,11 @@ async def handle_create(conn: MsgConnection, request: Request) -> None:
     )
     if req.group_type != B.GROUP_TYPE_TMP:
         log.info("refusing to create a fixed group for {user_id}", user_id=conn.user_id)
-    elif not await conn.service.group_creations.take(str(conn.user_id)):
+    elif not await conn.ctx.group_creations.take(str(conn.user_id)):
         conn.limit_refused()
     else:
         try:
-            group, members = await conn.service.groups.create(
+            group, members = await conn.ctx.groups.create(
                 conn.user_id, req.group_name, req.group_avatar, req.member_id_list
             )
         except Exception as e:
@@ -104,7 +114,7 @@ async def handle_change_member(conn: MsgConnection, request: Request) -> None:
     """Add or remove members; on success the changed and the remaining members are told
     (every connection of theirs except the requesting one), on every node."""
     req: Group_pb2.IMGroupChangeMemberReq = request.message
-    groups = conn.service.groups
+    groups = conn.ctx.groups
     answer = Group_pb2.IMGroupChangeMemberRsp(
         user_id=conn.user_id,
         change_type=req.change_type,
@@ -130,7 +140,7 @@ async def handle_shield(conn: MsgConnection, request: Request) -> None:
     """Set the user's push mute flag for a group; only members may."""
     req: Group_pb2.IMGroupShieldReq = request.message
     try:
-        ok = await conn.service.groups.shield(conn.user_id, req.group_id, req.shield_status)
+        ok = await conn.ctx.groups.shield(conn.user_id, req.group_id, req.shield_status)
     except Exception as e:
         _refused("group shield", conn, e)
         ok = False
@@ -143,7 +153,7 @@ async def handle_shield(conn: MsgConnection, request: Request) -> None:
     )
 
 
-GROUP_HANDLERS = {
+GROUP_HANDLERS: dict[int, Handler[MsgConnection]] = {
     B.CID_GROUP_NORMAL_LIST_REQUEST: handle_normal_list,
     B.CID_GROUP_INFO_REQUEST: handle_group_info,
     B.CID_GROUP_CREATE_REQUEST: handle_create,

@@ -14,27 +14,40 @@ logged-in connection of this node, then per-connection ``CID_OTHER_USER_STATUS_U
 While the link is down:
 
 * presence changes are not queued: the full list sent on reconnect replaces them;
-* relayed packets (messages, read notifies, P2P, notifications) are kept in a bounded
+* chat messages are not kept: every one was stored before it was acked, and the other
+  nodes read what they missed from the store once the link is back (``catch_up.py``,
+  which also covers what was lost in flight before the link was noticed down);
+* other relayed packets (read notifies, P2P, notifications) are kept in a bounded
   backlog (``BACKLOG_MAX`` packets, ``BACKLOG_MAX_AGE`` seconds) and sent after the
-  online-user list on reconnect, so live delivery survives a short outage. Every chat
-  message was stored before it was acked, so one that falls out of the backlog is not
-  lost: the receiver gets it from its unread count and history;
+  online-user list on reconnect; when it overflows the oldest go, counted and logged
+  once per outage, and the memory is given back at reconnect;
 * kicks are not queued: a late kick could hit a connection that logged in after it;
-* users-status queries are answered from this node's own knowledge.
+* users-status queries are answered from this node's own knowledge;
+* chat rooms are live only: a join is refused (route admits every join, and cannot be
+  asked), a post reaches this node's members only, leaves are not sent (the room list
+  sent on reconnect replaces this node's counts on route).
+
+Each time the link comes up its ``epoch`` grows: delivery markers carry it, so other
+nodes can tell that a range of this node's relays may have been lost. A marker goes out
+as soon as the link is up (``when_up``), so route knows which node run the link is from
+(for ``CID_NODE_LOST``) before the run's first relay.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from google.protobuf.message import Message
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2, Server_pb2
-from teamtalk_py.route.hub import RouteHub
+from teamtalk_py.pb.IM import Extension_pb2 as X
+from teamtalk_py.protocol.header import PduHeader
+from teamtalk_py.route.hub import CID_DELIVERED_UPTO, CID_NODE_LOST, RouteHub
 from teamtalk_py.wire import CommandTable, Request
 from teamtalk_py.wire.link import LinkProtocol, ServerLink, ignore_heartbeat, parse_host_port
 from teamtalk_py.wire.link_auth import LinkAuth
@@ -43,7 +56,7 @@ from teamtalk_py.wire.protocol import encode
 log = Logger(namespace="teamtalk.msg.route")
 
 DEFAULT_ROUTE_PORT = 8200
-#: Relayed packets kept while the route link is down.
+#: Relayed packets (not chat messages) kept while the route link is down.
 BACKLOG_MAX = 10000
 #: Seconds a kept packet stays worth sending live; older ones are left to unread/history.
 BACKLOG_MAX_AGE = 300.0
@@ -53,20 +66,61 @@ STATUS_TIMEOUT = 5.0
 MAX_LINK_PDU_SIZE = 64 * 1024 * 1024
 
 
-class LocalLink:
-    """The hub's view of this node: PDUs it sends us are handed straight to the node."""
+def kick_of(user_id: int, client_type: int, reason: int) -> Server_pb2.IMServerKickUser:
+    """The kick another node's connections of ``user_id`` in that category get."""
+    return Server_pb2.IMServerKickUser(
+        user_id=user_id, client_type=cast(B.ClientType.ValueType, client_type), reason=reason
+    )
 
-    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+
+def room_relay_pdu(room_id: int, pdu: bytes) -> bytes:
+    """A room post notify wrapped for route, which forwards it to nodes with members."""
+    return encode(X.CID_EXT_ROOM_RELAY, X.IMExtRoomRelay(room_id=room_id, pdu=pdu))
+
+
+def room_list(rooms: list[tuple[int, int]]) -> X.IMExtRoomNodeList:
+    """This node's rooms and members in each, as route wants them on every (re)connect."""
+    message = X.IMExtRoomNodeList()
+    for room_id, members in rooms:
+        message.rooms.add(room_id=room_id, members=members)
+    return message
+
+
+class LocalLink:
+    """The hub's view of this node: PDUs it sends us are handed straight to the node,
+    and the hub's own notifies with the message they were encoded from
+    (``deliver_message(pdu, message)``, when given: nothing to decode)."""
+
+    def __init__(
+        self,
+        deliver: Callable[[bytes], None],
+        deliver_message: Callable[[bytes, Message], None] | None = None,
+    ) -> None:
         self._deliver = deliver
+        self._deliver_message = deliver_message
 
     def send_raw(self, pdu: bytes) -> None:
         self._deliver(pdu)
 
+    def send_message(self, pdu: bytes, message: Message) -> None:
+        if self._deliver_message is None:
+            self._deliver(pdu)
+        else:
+            self._deliver_message(pdu, message)
+
 
 class InProcessRoute:
-    def __init__(self, hub: RouteHub, deliver: Callable[[bytes], None]) -> None:
+    #: The in-process link never breaks.
+    epoch = 1
+
+    def __init__(
+        self,
+        hub: RouteHub,
+        deliver: Callable[[bytes], None],
+        deliver_message: Callable[[bytes, Message], None] | None = None,
+    ) -> None:
         self.hub = hub
-        self.link = LocalLink(deliver)
+        self.link = LocalLink(deliver, deliver_message)
 
     def start(self) -> None:
         self.hub.attach(self.link)
@@ -74,11 +128,18 @@ class InProcessRoute:
     def stop(self) -> None:
         self.hub.detach(self.link)
 
-    def status_update(self, user_id: int, status: int, client_type: int) -> None:
+    def status_update(
+        self, user_id: int, status: B.UserStatType.ValueType, client_type: int
+    ) -> None:
         self.hub.user_status(self.link, user_id, status, client_type)
 
     def kick(self, user_id: int, client_type: int, reason: int) -> None:
-        kick = Server_pb2.IMServerKickUser(user_id=user_id, client_type=client_type, reason=reason)
+        """The kick for the user's connections on the other nodes. With none linked there
+        is nobody to tell (every login asks), so nothing is built: the user is online here,
+        so the hub would neither send nor park it."""
+        if not self.has_peers:
+            return
+        kick = kick_of(user_id, client_type, reason)
         self.hub.relay(self.link, encode(B.CID_OTHER_SERVER_KICK_USER, kick), [user_id])
 
     @property
@@ -94,8 +155,25 @@ class InProcessRoute:
         """To every node, this one included."""
         self.hub.broadcast(pdu)
 
+    def send_marker(self, pdu: bytes) -> None:
+        """A delivery marker to every other node (``catch_up.py``)."""
+        if self.has_peers:
+            self.hub.marker(self.link, pdu)
+
     def users_status(self, user_ids: list[int]) -> defer.Deferred[list[tuple[int, int]]]:
         return defer.succeed(self.hub.users_status(user_ids))
+
+    def room_admit(self, room_id: int) -> defer.Deferred[tuple[int, int]]:
+        return defer.succeed(self.hub.rooms.admit(self.link, room_id))
+
+    def room_leave(self, room_ids: list[int]) -> None:
+        self.hub.rooms.leave(self.link, room_ids)
+
+    def room_relay(self, room_id: int, pdu: bytes) -> None:
+        """To the other nodes with members in the room, if there are any."""
+        rooms = self.hub.rooms
+        if any(link is not self.link for link in rooms.nodes_in(room_id)):
+            rooms.relay(self.link, room_id, room_relay_pdu(room_id, pdu))
 
 
 class LinkedRoute:
@@ -106,15 +184,25 @@ class LinkedRoute:
     its ``route_pdu_received``, exactly like the in-process hub's packets.
     """
 
-    def __init__(self, reactor: Any, address: str, service: Any, auth: LinkAuth) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        address: str,
+        service: Any,
+        auth: LinkAuth,
+        *,
+        backlog_max: int = BACKLOG_MAX,
+        backlog_max_age: float = BACKLOG_MAX_AGE,
+    ) -> None:
         host, port = parse_host_port(address, DEFAULT_ROUTE_PORT)
         self.reactor = reactor
         self.service = service
-        table = CommandTable()
+        table: CommandTable[LinkProtocol] = CommandTable()
         table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
         # An answer that arrives after its query timed out is not an error.
         table.register(B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE, ignore_heartbeat, decode=False)
-        for command_id in service.route_table.command_ids():
+        table.register(X.CID_EXT_ROOM_ADMIT_RSP, ignore_heartbeat, decode=False)
+        for command_id in (*service.route_table.command_ids(), CID_DELIVERED_UPTO, CID_NODE_LOST):
             table.register(command_id, self._from_route, decode=False)
         self.link = ServerLink(
             reactor,
@@ -126,7 +214,18 @@ class LinkedRoute:
             max_pdu_size=MAX_LINK_PDU_SIZE,
             auth=auth,
         )
-        self._backlog: deque[tuple[float, bytes]] = deque(maxlen=BACKLOG_MAX)
+        #: The backlog's bounds, read at each use (a test lowers them on a running node).
+        self.backlog_max = backlog_max
+        self.backlog_max_age = backlog_max_age
+        self._backlog: deque[tuple[float, bytes]] = deque()
+        #: How many times the link came up (delivery markers carry it).
+        self.epoch = 0
+        #: Packets the backlog had no room for, this outage (logged once, at the first).
+        self.overflow = 0
+        #: Chat messages not relayed while the link was down (the catch-up's to deliver).
+        self.messages_not_relayed = 0
+        #: Called each time the link is up and registered (the catch-up's marker).
+        self.when_up: Callable[[], None] = lambda: None
 
     @property
     def connected(self) -> bool:
@@ -151,6 +250,7 @@ class LinkedRoute:
     # -- link events -----------------------------------------------------------------
 
     def _connected(self, conn: LinkProtocol) -> None:
+        self.epoch += 1
         conn.send(B.CID_OTHER_ROLE_SET, Server_pb2.IMRoleSet(master=1))
         info = Server_pb2.IMOnlineUserInfo()
         for client in self.service.online.all_connections():
@@ -158,39 +258,66 @@ class LinkedRoute:
                 user_id=client.user_id, status=B.USER_STATUS_ONLINE, client_type=client.client_type
             )
         conn.send(B.CID_OTHER_ONLINE_USER_INFO, info)
-        backlog, self._backlog = self._backlog, deque(maxlen=BACKLOG_MAX)
-        horizon = self.reactor.seconds() - BACKLOG_MAX_AGE
+        rooms = self.service.rooms.counts() if self.service.rooms is not None else []
+        conn.send(X.CID_EXT_ROOM_NODE_LIST, room_list(rooms))
+        backlog, self._backlog = self._backlog, deque()
+        horizon = self.reactor.seconds() - self.backlog_max_age
         sent = 0
         for kept_at, pdu in backlog:
             if kept_at >= horizon:
                 conn.send_raw(pdu)
                 sent += 1
         log.info(
-            "registered {count} connections with route; sent {sent} kept packets",
+            "registered {count} connections with route; sent {sent} kept packets "
+            "({overflow} dropped for room; {messages} messages left to the catch-up)",
             count=len(info.user_stat_list),
             sent=sent,
+            overflow=self.overflow,
+            messages=self.messages_not_relayed,
         )
+        self.overflow = self.messages_not_relayed = 0
+        self.when_up()
 
     def _from_route(self, conn: LinkProtocol, request: Request) -> None:
         self.service.route_pdu_received(request.pdu)
 
     def _send_or_keep(self, pdu: bytes) -> None:
-        if not self.link.send_raw(pdu):
-            self._backlog.append((self.reactor.seconds(), pdu))
+        if self.link.send_raw(pdu):
+            return
+        if PduHeader.unpack_from(pdu).command_id == B.CID_MSG_DATA:
+            self.messages_not_relayed += 1  # stored: the other nodes catch up from the store
+            return
+        if len(self._backlog) >= self.backlog_max:
+            if not self.overflow:
+                log.warn(
+                    "route backlog full ({max} packets): dropping the oldest read notifies "
+                    "and notifications until route is back",
+                    max=self.backlog_max,
+                )
+            self.overflow += 1
+            self._backlog.popleft()
+        self._backlog.append((self.reactor.seconds(), pdu))
+
+    def send_marker(self, pdu: bytes) -> None:
+        """A delivery marker: sent now or never (a later one says more)."""
+        self.link.send_raw(pdu)
 
     # -- the route verbs ---------------------------------------------------------------
 
-    def status_update(self, user_id: int, status: int, client_type: int) -> None:
+    def status_update(
+        self, user_id: int, status: B.UserStatType.ValueType, client_type: int
+    ) -> None:
         self.link.send(
             B.CID_OTHER_USER_STATUS_UPDATE,
             Server_pb2.IMUserStatusUpdate(
-                user_status=status, user_id=user_id, client_type=client_type
+                user_status=status,
+                user_id=user_id,
+                client_type=cast(B.ClientType.ValueType, client_type),
             ),
         )
 
     def kick(self, user_id: int, client_type: int, reason: int) -> None:
-        kick = Server_pb2.IMServerKickUser(user_id=user_id, client_type=client_type, reason=reason)
-        self.link.send(B.CID_OTHER_SERVER_KICK_USER, kick)
+        self.link.send(B.CID_OTHER_SERVER_KICK_USER, kick_of(user_id, client_type, reason))
 
     def relay(self, pdu: bytes, user_ids: list[int] | None) -> None:
         """To the other nodes holding the users the packet names (route decides)."""
@@ -203,28 +330,48 @@ class LinkedRoute:
     def users_status(self, user_ids: list[int]) -> defer.Deferred[list[tuple[int, int]]]:
         if not self.link.connected:
             return defer.succeed(self._local_status(user_ids))
+        return defer.ensureDeferred(self._users_status(user_ids))
+
+    async def _users_status(self, user_ids: list[int]) -> list[tuple[int, int]]:
         d = self.link.request(
             B.CID_BUDDY_LIST_USERS_STATUS_REQUEST,
             Buddy_pb2.IMUsersStatReq(user_id=0, user_id_list=user_ids),
             answer_id=B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE,
         )
         d.addTimeout(STATUS_TIMEOUT, self.reactor)
-
-        def answered(answer: Request) -> list[tuple[int, int]]:
-            return [(s.user_id, s.status) for s in answer.message.user_stat_list]
-
-        def failed(failure) -> list[tuple[int, int]]:
+        try:
+            answer: Request = await d
+        except Exception as e:
             log.info(
                 "users status from route failed ({error}); answering locally",
-                error=failure.getErrorMessage(),
+                error=str(e) or type(e).__name__,
             )
             return self._local_status(user_ids)
+        return [(s.user_id, s.status) for s in answer.message.user_stat_list]
 
-        return d.addCallbacks(answered, failed)
+    def room_admit(self, room_id: int) -> defer.Deferred[tuple[int, int]]:
+        """Route's answer (result code, members) to one more member here; fails while
+        the link is down or route does not answer within ``STATUS_TIMEOUT``."""
+        if not self.link.connected:
+            return defer.fail(ConnectionError("route link is down"))
+        d = self.link.request(
+            X.CID_EXT_ROOM_ADMIT_REQ,
+            X.IMExtRoomAdmitReq(room_id=room_id),
+            answer_id=X.CID_EXT_ROOM_ADMIT_RSP,
+        )
+        d.addTimeout(STATUS_TIMEOUT, self.reactor)
+        return d.addCallback(lambda a: (a.message.result_code, a.message.member_count))
+
+    def room_leave(self, room_ids: list[int]) -> None:
+        self.link.send(X.CID_EXT_ROOM_NODE_LEAVE, X.IMExtRoomNodeLeave(room_ids=room_ids))
+
+    def room_relay(self, room_id: int, pdu: bytes) -> None:
+        """To route, which knows the nodes with members; live only, never kept."""
+        self.link.send_raw(room_relay_pdu(room_id, pdu))
 
     def _local_status(self, user_ids: list[int]) -> list[tuple[int, int]]:
         """What this node knows: ONLINE when a PC client is here or route said so."""
-        result = []
+        result: list[tuple[int, int]] = []
         for user_id in user_ids:
             user = self.service.online.get(user_id)
             online = user is not None and (user.pc_connections() or user.pc_online_anywhere)

@@ -15,15 +15,20 @@ late, or stamped by a machine whose clock lags a little, is still found.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.session import kick_connection
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import accounts
+
+if TYPE_CHECKING:
+    from teamtalk_py.msg.context import MsgContext
 
 log = Logger(namespace="teamtalk.msg.sessions")
 
@@ -34,17 +39,17 @@ OVERLAP = 10
 class SessionWatch:
     """Polls for users whose sessions must end and kicks them on this node."""
 
-    def __init__(self, service: Any) -> None:
-        self.service = service
+    def __init__(self, clock: IReactorTime, ctx: MsgContext) -> None:
+        self.ctx = ctx
         self.since = 0
         self._loop = LoopingCall(self.check)
-        self._loop.clock = service.reactor
+        self._loop.clock = clock
         self._failing = False
 
     async def start(self) -> None:
-        service = self.service
-        self.since = await service.store.read(accounts.last_session_change)
-        self._loop.start(service.config.msg.account_check_interval, now=False)
+        ctx = self.ctx
+        self.since = await ctx.store.read(accounts.last_session_change)
+        self._loop.start(ctx.config.msg.account_check_interval, now=False)
 
     def stop(self) -> None:
         if self._loop.running:
@@ -70,8 +75,7 @@ class SessionWatch:
         return d.addErrback(failed)
 
     async def _check(self) -> None:
-        service = self.service
-        changes = await service.store.read(accounts.session_changes, self.since - OVERLAP)
+        changes = await self.ctx.store.read(accounts.session_changes, self.since - OVERLAP)
         self._failing = False
         for change in changes:
             self.since = max(self.since, change.session_changed)
@@ -79,21 +83,21 @@ class SessionWatch:
 
     def apply(self, change: accounts.SessionChange) -> int:
         """Kick this node's connections of ``change.user_id`` whose session has ended."""
-        service = self.service
-        user = service.online.get(change.user_id)
+        user = self.ctx.online.get(change.user_id)
         if user is None:
             return 0
         cause = "disabled" if change.status != accounts.USER_STATUS_NORMAL else "ended"
         kicked = 0
-        for conn in list(user.connections):
+        # Only the msg service's own connections are online on this node.
+        for conn in cast(list[MsgConnection], list(user.connections)):
             if cause == "ended" and conn.session_epoch == change.session_epoch:
                 continue
-            kick(service, conn, cause)
+            kick(self.ctx, conn, cause)
             kicked += 1
         return kicked
 
 
-def kick(service: Any, conn: Any, cause: str) -> None:
+def kick(ctx: MsgContext, conn: MsgConnection, cause: str) -> None:
     """End one connection whose session was taken away.
 
     The clients know two kick reasons; "logged in elsewhere" (1) is the one that makes
@@ -107,4 +111,4 @@ def kick(service: Any, conn: Any, cause: str) -> None:
         peer=conn.peer,
         cause=cause,
     )
-    kick_connection(service, conn, B.KICK_REASON_DUPLICATE_USER, cause)
+    kick_connection(ctx, conn, B.KICK_REASON_DUPLICATE_USER, cause)

@@ -5,6 +5,10 @@ service id, its enum name and the generated message class of its body. The table
 Part 1 of ``shared/protocol/commands.md``, including the server-to-server ``SID_OTHER``
 commands. Every number comes from the generated enums in ``BaseDefine_pb2``; command ids
 are unique across services, so the command id alone is the key.
+
+teamtalk_py's own opt-in extension (``SID_EXTENSION``, ``proto/IM.Extension.proto``,
+``docs/EXTENSION.md``) is registered here too, with its numbers from ``Extension_pb2``;
+its command ids (0x1000-0x10ff) cannot collide with TeamTalk's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from teamtalk_py.pb.IM import (
     Other_pb2,
     Server_pb2,
     SwitchService_pb2,
+)
+from teamtalk_py.pb.IM import (
+    Extension_pb2 as X,
 )
 
 __all__ = ["COMMANDS", "Command", "command", "message_class", "name_of", "service_of"]
@@ -180,6 +187,45 @@ _SERVICES: tuple[tuple[int, EnumDescriptor, _MessageTable], ...] = (
             (B.CID_OTHER_FILE_TRANSFER_RSP, Server_pb2.IMFileTransferRsp),
             (B.CID_OTHER_FILE_SERVER_IP_REQ, Server_pb2.IMFileServerIPReq),
             (B.CID_OTHER_FILE_SERVER_IP_RSP, Server_pb2.IMFileServerIPRsp),
+        ),
+    ),
+    (
+        X.SID_EXTENSION,
+        X.ExtCmdID.DESCRIPTOR,
+        (
+            (X.CID_EXT_HELLO_REQ, X.IMExtHelloReq),
+            (X.CID_EXT_HELLO_RSP, X.IMExtHelloRsp),
+            (X.CID_EXT_USER_SEARCH_REQ, X.IMExtUserSearchReq),
+            (X.CID_EXT_USER_SEARCH_RSP, X.IMExtUserSearchRsp),
+            (X.CID_EXT_FRIEND_REQUEST_REQ, X.IMExtFriendRequestReq),
+            (X.CID_EXT_FRIEND_REQUEST_RSP, X.IMExtFriendRequestRsp),
+            (X.CID_EXT_FRIEND_REQUEST_NOTIFY, X.IMExtFriendRequestNotify),
+            (X.CID_EXT_FRIEND_REQUEST_LIST_REQ, X.IMExtFriendRequestListReq),
+            (X.CID_EXT_FRIEND_REQUEST_LIST_RSP, X.IMExtFriendRequestListRsp),
+            (X.CID_EXT_FRIEND_ANSWER_REQ, X.IMExtFriendAnswerReq),
+            (X.CID_EXT_FRIEND_ANSWER_RSP, X.IMExtFriendAnswerRsp),
+            (X.CID_EXT_FRIEND_ANSWER_NOTIFY, X.IMExtFriendAnswerNotify),
+            (X.CID_EXT_FRIEND_REMOVE_REQ, X.IMExtFriendRemoveReq),
+            (X.CID_EXT_FRIEND_REMOVE_RSP, X.IMExtFriendRemoveRsp),
+            (X.CID_EXT_FRIEND_REMOVED_NOTIFY, X.IMExtFriendRemovedNotify),
+            (X.CID_EXT_FRIEND_LIST_REQ, X.IMExtFriendListReq),
+            (X.CID_EXT_FRIEND_LIST_RSP, X.IMExtFriendListRsp),
+            (X.CID_EXT_ROOM_JOIN_REQ, X.IMExtRoomJoinReq),
+            (X.CID_EXT_ROOM_JOIN_RSP, X.IMExtRoomJoinRsp),
+            (X.CID_EXT_ROOM_LEAVE_REQ, X.IMExtRoomLeaveReq),
+            (X.CID_EXT_ROOM_LEAVE_RSP, X.IMExtRoomLeaveRsp),
+            (X.CID_EXT_ROOM_POST_REQ, X.IMExtRoomPostReq),
+            (X.CID_EXT_ROOM_POST_ACK, X.IMExtRoomPostAck),
+            (X.CID_EXT_ROOM_POST_NOTIFY, X.IMExtRoomPostNotify),
+            (X.CID_EXT_ROOM_REMOVED_NOTIFY, X.IMExtRoomRemovedNotify),
+            (X.CID_EXT_USER_RELAY, X.IMExtUserRelay),
+            (X.CID_EXT_ROOM_ADMIT_REQ, X.IMExtRoomAdmitReq),
+            (X.CID_EXT_ROOM_ADMIT_RSP, X.IMExtRoomAdmitRsp),
+            (X.CID_EXT_ROOM_NODE_LEAVE, X.IMExtRoomNodeLeave),
+            (X.CID_EXT_ROOM_NODE_LIST, X.IMExtRoomNodeList),
+            (X.CID_EXT_ROOM_RELAY, X.IMExtRoomRelay),
+            (X.CID_EXT_FILE_LOGIN_PERMIT_REQ, X.IMExtFileLoginPermitReq),
+            (X.CID_EXT_FILE_LOGIN_PERMIT_RSP, X.IMExtFileLoginPermitRsp),
         ),
     ),
 )

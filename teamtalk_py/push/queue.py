@@ -10,18 +10,24 @@ Both offer the same calls, each a Deferred:
   leaves them to another after the lease);
 * ``settle(done, retry, dead)``: sent or expired jobs leave the queue, retries come back
   when due, failures go to the dead letter;
-* ``depth()``: jobs waiting or being sent, for back-pressure (``push.max_queue``).
+* ``depth()``: jobs waiting or being sent, for back-pressure (``push.max_queue``); the
+  worker reads the store queue's depth in its decision round's own read instead
+  (``depth_in_store``).
 
 **Store** (``StoreQueue``): the ``push_queue`` table, written by the store's writer in
-the same group commits as messages; the hand-off is one transaction.
+the same group commits as messages (``write_soon``: a hand-off or settle waits up to
+``LINGER`` for a message's commit to ride in); the hand-off is one transaction.
 
 **Redis Streams** (``StreamQueue``): one stream of jobs read by the consumer group
 ``push`` (``XREADGROUP``; ``XACK`` + ``XDEL`` once settled; ``XAUTOCLAIM`` takes over
 entries another consumer has held longer than the lease). Retries wait in a sorted set
 by due time and are moved back into the stream when due; the dead letter is a second
-stream. The hand-off runs one Lua script per outbox row that sets a "fed" mark
-(``SET NX``, kept a day) and adds the row's jobs only if the mark was new, then deletes
-the outbox rows: a node that dies between the two does not queue them twice.
+stream. The hand-off runs one Lua script per round that, per outbox row, sets a "fed"
+mark (``SET NX``, kept a day) and adds the row's jobs only if the mark was new, then
+deletes the outbox rows: a node that dies between the two does not queue them twice.
+A claim whose reply is lost (the shared state's deadline) leaves entries pending to this
+consumer that the worker never got: the next claim takes them back from the consumer's
+own pending list instead of leaving them to the lease.
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ from twisted.internet import defer
 
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.jobs import PushJob
+
+#: How long the push queue's writes to the store (hand-offs, settles, outbox deletes)
+#: wait to ride in a commit the messages make anyway: each commit of their own is an
+#: fsync the acks queued behind it wait for. Pushes wait that much longer when the
+#: server is otherwise idle.
+LINGER = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,9 @@ class HandOff:
 
 class PushQueue(Protocol):
     name: str
+    #: The queue is the store's ``push_queue`` table: the worker counts its depth in the
+    #: decision round's own read instead of calling ``depth()``.
+    depth_in_store: bool
 
     def start(self) -> defer.Deferred[None]: ...
 
@@ -80,11 +95,15 @@ class StoreQueue:
     """The embedded queue: the ``push_queue`` table."""
 
     name = "store"
+    depth_in_store = True
 
-    def __init__(self, store: Any, clock: Any, lease: float) -> None:
+    def __init__(self, store: Any, clock: Any, lease: float, linger: float = LINGER) -> None:
         self.store = store
         self.clock = clock
         self.lease_ms = int(lease * 1000)
+        #: Hand-offs and settles wait up to this long for a message's commit to ride in
+        #: (``write_soon``) instead of committing on their own.
+        self.linger = linger
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -93,7 +112,10 @@ class StoreQueue:
         return defer.succeed(None)
 
     def hand_off(self, decided: Decided) -> defer.Deferred[HandOff]:
-        rows = [(outbox_id, [(j.sender, j.to_json()) for j in jobs]) for outbox_id, jobs in decided]
+        rows = [
+            (outbox_id, [(j.sender, j.to_json()) for j in jobs] if jobs else ())
+            for outbox_id, jobs in decided
+        ]
         now = self._now_ms()
         jobs_of = dict(decided)
 
@@ -105,8 +127,8 @@ class StoreQueue:
             ]
             return HandOff([outbox_id for outbox_id, _ in queued], leased)
 
-        d = self.store.write(
-            push_store.hand_off_to_queue, rows, now, now + self.lease_ms
+        d = self.store.write_soon(
+            self.linger, push_store.hand_off_to_queue, rows, now, now + self.lease_ms
         ).addCallback(handed)
         return d
 
@@ -131,7 +153,8 @@ class StoreQueue:
         dead: Sequence[tuple[Claimed, str]],
     ) -> defer.Deferred[None]:
         now = self._now_ms()
-        return self.store.write(
+        return self.store.write_soon(
+            self.linger,
             push_store.settle_jobs,
             [c.handle for c in done],
             [(c.handle, now + int(delay * 1000), error) for c, delay, error in retry],
@@ -139,14 +162,24 @@ class StoreQueue:
         )
 
 
+# KEYS: stream, then one "fed" mark per outbox row. ARGV: ttl, then per row: n, n jobs.
+# Per row: the jobs added, or -1 when its mark was already set (queued before).
 _FEED = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  for i = 2, #ARGV do
-    redis.call('XADD', KEYS[1], '*', 'job', ARGV[i], 'attempts', '0')
+local added = {}
+local i = 2
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i]); i = i + 1
+  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
+    for j = i, i + n - 1 do
+      redis.call('XADD', KEYS[1], '*', 'job', ARGV[j], 'attempts', '0')
+    end
+    added[#added + 1] = n
+  else
+    added[#added + 1] = -1
   end
-  return #ARGV - 1
+  i = i + n
 end
-return -1
+return added
 """
 
 # ARGV: now_ms, limit. Due retries go back into the stream with their attempt count.
@@ -199,6 +232,7 @@ class StreamQueue:
     """The cluster queue: Redis Streams through the shared state's Redis connection."""
 
     name = "redis"
+    depth_in_store = False
 
     def __init__(self, redis: Any, store: Any, clock: Any, lease: float, consumer: str) -> None:
         #: The shared state's ``RedisBackend`` (``command``, ``script``, ``key``).
@@ -211,6 +245,14 @@ class StreamQueue:
         self.delayed = redis.key("push:delayed")
         self.dead = redis.key("push:dead")
         self._last_autoclaim = float("-inf")
+        #: Where the next XAUTOCLAIM starts: "0-0", or further on while a sweep of
+        #: entries held past their lease has more pages.
+        self._autoclaim_from = "0-0"
+        #: Entries given to the worker and not settled yet.
+        self._out: set[str] = set()
+        #: A claim failed: its reply may be what was lost, with entries now pending to
+        #: this consumer that nobody sends. The next claim takes them back.
+        self._orphans = False
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -226,16 +268,16 @@ class StreamQueue:
         return defer.ensureDeferred(self._start())
 
     async def _hand_off(self, decided: Decided) -> HandOff:
-        feeds = [
-            self.redis.script(
-                _FEED,
-                [self.stream, self.redis.key(f"push:fed:{outbox_id}")],
-                [FED_TTL, *[j.to_json() for j in jobs]],
-            )
-            for outbox_id, jobs in decided
-        ]
-        added = await defer.gatherResults(feeds, consumeErrors=True)
-        await self.store.write(push_store.delete_outbox, [outbox_id for outbox_id, _ in decided])
+        # One script for the round (not one per row: hundreds of calls at once missed
+        # the shared state's deadline on a busy node).
+        keys = [self.stream, *[self.redis.key(f"push:fed:{outbox_id}") for outbox_id, _ in decided]]
+        args: list[Any] = [FED_TTL]
+        for _, jobs in decided:
+            args += [len(jobs), *[j.to_json() for j in jobs]]
+        added = await self.redis.script(_FEED, keys, args)
+        await self.store.write_soon(
+            LINGER, push_store.delete_outbox, [outbox_id for outbox_id, _ in decided]
+        )
         queued = [
             outbox_id for (outbox_id, _), n in zip(decided, added, strict=True) if int(n) >= 0
         ]
@@ -255,7 +297,7 @@ class StreamQueue:
     def _entries(self, raw: Any) -> list[Claimed]:
         claimed = []
         for item in raw or []:
-            if not item:
+            if not item or not item[1]:
                 continue  # deleted while pending
             entry_id, raw_fields = item
             fields = _fields(raw_fields)
@@ -269,16 +311,31 @@ class StreamQueue:
         return claimed
 
     async def _claim(self, limit: int) -> list[Claimed]:
+        try:
+            claimed = await self._claim_due(limit)
+        except Exception:
+            self._orphans = True
+            raise
+        self._out.update(c.handle for c in claimed)
+        return claimed
+
+    async def _claim_due(self, limit: int) -> list[Claimed]:
         now = self._now_ms()
         await self.redis.script(_MOVE_DUE, [self.stream, self.delayed], [now, limit])
         claimed: list[Claimed] = []
-        if now - self._last_autoclaim >= self.lease_ms / 2:
+        if self._orphans:
+            claimed = await self._own_orphans(limit)
+        if len(claimed) < limit and (
+            self._autoclaim_from != "0-0" or now - self._last_autoclaim >= self.lease_ms / 2
+        ):
             self._last_autoclaim = now
             reply = await self.redis.command(
-                "XAUTOCLAIM", self.stream, GROUP, self.consumer, self.lease_ms, "0-0",
-                "COUNT", limit,
+                "XAUTOCLAIM", self.stream, GROUP, self.consumer, self.lease_ms,
+                self._autoclaim_from, "COUNT", limit - len(claimed),
             )  # fmt: skip
-            claimed = self._entries(reply[1])
+            # More held past the lease than one page: the next claim goes on at once.
+            self._autoclaim_from = _text(reply[0])
+            claimed += [c for c in self._entries(reply[1]) if c.handle not in self._out]
         if len(claimed) < limit:
             reply = await self.redis.command(
                 "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", limit - len(claimed),
@@ -287,6 +344,24 @@ class StreamQueue:
             for _stream, entries in reply or []:
                 claimed.extend(self._entries(entries))
         return claimed
+
+    async def _own_orphans(self, limit: int) -> list[Claimed]:
+        """Entries pending to this consumer that the worker was never given (a claim
+        whose reply was lost): without this they would wait out the lease."""
+        found: list[Claimed] = []
+        after = "0"
+        while len(found) < limit:
+            reply = await self.redis.command(
+                "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", limit,
+                "STREAMS", self.stream, after,
+            )  # fmt: skip
+            entries = [e for _stream, page in reply or [] for e in page or []]
+            if not entries:
+                self._orphans = False
+                break
+            after = _text(entries[-1][0])
+            found += [c for c in self._entries(entries) if c.handle not in self._out]
+        return found[:limit]
 
     def claim(self, limit: int) -> defer.Deferred[list[Claimed]]:
         return defer.ensureDeferred(self._claim(limit))
@@ -309,4 +384,12 @@ class StreamQueue:
         for claimed, error in dead:
             args += [claimed.handle, claimed.job.to_json(), claimed.attempts + 1, error[:500]]
         d = self.redis.script(_SETTLE, [self.stream, self.delayed, self.dead], args)
-        return d.addCallback(lambda _: None)
+        handles = [c.handle for c in done] + [c.handle for c, _, _ in retry]
+        handles += [c.handle for c, _ in dead]
+
+        def finished(result: object) -> object:
+            # Settled, or not (then sent again after the lease, as by a node that died).
+            self._out.difference_update(handles)
+            return result
+
+        return d.addBoth(finished).addCallback(lambda _: None)

@@ -1,8 +1,12 @@
 """``PushService`` (service name ``"push"``): the senders, the queue and the worker of one
 msg node, built from the ``[push]`` config. Present only where the msg service runs and
 at least one sender is configured; the msg service then writes an outbox row with each
-message (``store_single_messages`` / ``store_group_message``) and kicks the worker after
-each commit.
+message through the node's ``PushOutbox`` (``store_single_messages`` /
+``store_group_message``) and kicks the worker after each commit.
+
+The outbox is its own small object because msg and push need each other: msg stores
+through the outbox, push asks msg's route client who is online. ``tap.py`` builds the
+outbox first, hands it to both, and push gets msg's ``Presence`` in its constructor.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import secrets
 import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -20,7 +24,6 @@ from twisted.logger import Logger
 
 from teamtalk_py.config import Config, PushConfig
 from teamtalk_py.metrics import one
-from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.push import store as push_store
 from teamtalk_py.push.decision import Rules
 from teamtalk_py.push.jobs import ANDROID, IOS, PushJob
@@ -29,10 +32,12 @@ from teamtalk_py.push.senders.aio import AsyncioThread
 from teamtalk_py.push.senders.base import Outcome, Result, Sender
 from teamtalk_py.push.worker import Limits, PushCounters, PushWorker
 from teamtalk_py.services import TeamTalkService
-from teamtalk_py.store.groups import StoredGroupMessage
-from teamtalk_py.store.messages import Accepted, NewMessage
+from teamtalk_py.shared_state import SharedState
+from teamtalk_py.store.groups import StoredGroupMessage, group_row_first
+from teamtalk_py.store.messages import Accepted, NewMessage, pair_rows_first
 from teamtalk_py.store.resends import SendKey
-from teamtalk_py.store.txn import Txn
+from teamtalk_py.store.service import StoreService
+from teamtalk_py.store.txn import Txn, lock_order
 
 log = Logger(namespace="teamtalk.push")
 
@@ -127,25 +132,29 @@ def local_hour(now: float) -> int:
     return time.localtime(now).tm_hour
 
 
-class PushService(TeamTalkService):
-    name = "push"
+class Presence(Protocol):
+    """What push asks the msg service: which users have a PC client online anywhere."""
 
-    def __init__(self, reactor: Any, config: Config) -> None:
-        super().__init__(reactor, config)
-        #: Names this process's outbox rows; a new one per start, so rows left by an
+    def pc_online(self, user_ids: list[int]) -> defer.Deferred[Collection[int]]: ...
+
+
+class PushOutbox:
+    """What the msg service calls of push: store functions that write each message with
+    its outbox row (in the message's own transaction), and ``kick`` after each commit."""
+
+    def __init__(self) -> None:
+        #: Names this process's outbox rows; a new one per process, so rows left by an
         #: earlier run are taken over after ``outbox_grace`` like any other node's.
         self.node = secrets.token_hex(8)
-        self.counters = PushCounters()
-        self.senders: dict[str, Sender] = {}
-        self.queue: PushQueue | None = None
+        #: The worker deciding pushes, once the push service has started.
         self.worker: PushWorker | None = None
 
-    # -- what the msg service calls ---------------------------------------------------
-
+    @lock_order(pair_rows_first)
     def store_single_messages(self, txn: Txn, batch: Sequence[NewMessage]) -> list[Accepted]:
         """Store function for 1:1 batches: the messages and their outbox rows."""
         return push_store.store_single_messages(txn, batch, node=self.node)
 
+    @lock_order(group_row_first)
     def store_group_message(
         self,
         txn: Txn,
@@ -155,25 +164,51 @@ class PushService(TeamTalkService):
         content: bytes,
         created: int,
         sent: SendKey | None = None,
+        *,
+        origin: int = 0,
     ) -> StoredGroupMessage:
         """Store function for group messages: the message and its outbox row."""
         return push_store.store_group_message(
-            txn, group_id, from_id, msg_type, content, created, sent, node=self.node
-        )
+            txn, group_id, from_id, msg_type, content, created, sent, node=self.node,
+            origin=origin,
+        )  # fmt: skip
 
     def kick(self, _: object = None) -> None:
         """A message committed: decide its pushes now (not at the next tick)."""
         if self.worker is not None:
             self.worker.kick()
 
+
+class PushService(TeamTalkService):
+    name = "push"
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        store: StoreService,
+        shared: SharedState | None,
+        outbox: PushOutbox,
+        presence: Presence,
+    ) -> None:
+        super().__init__(reactor, config)
+        self.store = store
+        self.shared = shared
+        self.outbox = outbox
+        self.presence = presence
+        self.node = outbox.node
+        self.counters = PushCounters()
+        self.senders: dict[str, Sender] = {}
+        self.queue: PushQueue | None = None
+        self.worker: PushWorker | None = None
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         push = self.config.push
-        store = self.sibling("store")
-        assert store is not None, "push needs the store"
+        store = self.store
         await store.ready
-        shared = self.sibling("redis")
+        shared = self.shared
         if shared is not None and shared.shared:
             self.queue = StreamQueue(shared.backend, store, self.reactor, push.lease, self.node)
         else:
@@ -182,7 +217,6 @@ class PushService(TeamTalkService):
         self.senders = build_senders(self.reactor, push)
         for sender in self.senders.values():
             sender.start()
-        msg = self.sibling("msg")
         rules = Rules(
             aes_key=self.config.msg.aes_key.encode(),
             senders=platform_senders(self.senders),
@@ -195,7 +229,7 @@ class PushService(TeamTalkService):
             self.queue,
             self.senders,
             rules,
-            lambda user_ids: pc_online(msg, user_ids),
+            self.presence.pc_online,
             node=self.node,
             limits=Limits(
                 max_attempts=push.max_attempts,
@@ -211,6 +245,7 @@ class PushService(TeamTalkService):
             counters=self.counters,
         )
         self.worker.start()
+        self.outbox.worker = self.worker
         self.register_metrics()
         log.info(
             "push: senders {senders}, queue in {queue}",
@@ -242,6 +277,7 @@ class PushService(TeamTalkService):
         )
 
     async def stop(self) -> None:
+        self.outbox.worker = None
         if self.worker is not None:
             await self.worker.stop()
         for sender in self.senders.values():
@@ -249,13 +285,3 @@ class PushService(TeamTalkService):
         threads = {getattr(s, "thread", None) for s in self.senders.values()} - {None}
         for thread in threads:
             await thread.stop()  # type: ignore[union-attr]
-
-
-def pc_online(msg: Any, user_ids: list[int]) -> defer.Deferred[Collection[int]]:
-    """Which users have a PC client online anywhere in the cluster (route's presence)."""
-
-    def online(statuses: list[tuple[int, int]]) -> Collection[int]:
-        return {u for u, status in statuses if status == B.USER_STATUS_ONLINE}
-
-    d: defer.Deferred[Collection[int]] = msg.route.users_status(user_ids).addCallback(online)
-    return d

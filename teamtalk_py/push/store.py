@@ -23,7 +23,7 @@ from teamtalk_py.store.accounts import DeviceTokenRow, get_device_tokens
 from teamtalk_py.store.groups import StoredGroupMessage
 from teamtalk_py.store.messages import Accepted, NewMessage
 from teamtalk_py.store.resends import SendKey
-from teamtalk_py.store.txn import Txn, placeholders
+from teamtalk_py.store.txn import Dialect, Txn, lock_order, placeholders
 
 QUEUED = 0
 DEAD = 1
@@ -56,6 +56,7 @@ def _with_tokens(txn: Txn, user_ids: Iterable[int]) -> set[int]:
     return found
 
 
+@lock_order(messages.pair_rows_first)
 def store_single_messages(txn: Txn, batch: Sequence[NewMessage], *, node: str) -> list[Accepted]:
     """``messages.store_single_messages`` plus an outbox row per new message whose
     receiver has a device token now (one query per batch: a message to nobody's phone
@@ -76,14 +77,15 @@ def store_single_messages(txn: Txn, batch: Sequence[NewMessage], *, node: str) -
     return accepted
 
 
+@lock_order(group_store.group_row_first)
 def store_group_message(
     txn: Txn, group_id: int, from_id: int, msg_type: int, content: bytes, created: int,
-    sent: SendKey | None = None, *, node: str,
+    sent: SendKey | None = None, *, node: str, origin: int = 0,
 ) -> StoredGroupMessage:  # fmt: skip
     """``groups.store_group_message`` plus its outbox row, when some member who may be
     pushed (not the sender, group not muted) has a device token now."""
     stored = group_store.store_group_message(
-        txn, group_id, from_id, msg_type, content, created, sent
+        txn, group_id, from_id, msg_type, content, created, sent, origin=origin
     )
     if stored.resend_of is not None:
         return stored  # pushed with its first copy
@@ -132,6 +134,78 @@ def pending_outbox(txn: Txn, node: str, orphaned_before: int, limit: int) -> lis
     return [_outbox_row(row) for row in rows]
 
 
+def newest_per_conversation(rows: Iterable[Sequence[Any]]) -> list[int]:
+    """The ids of the newest row of each conversation (a sender's messages to one user,
+    or a group's messages), in outbox order; ``rows``: (id, session_type, from_id,
+    to_id), in id order."""
+    newest: dict[tuple[int, int, int], int] = {}
+    group = B.SESSION_TYPE_GROUP
+    for outbox_id, session_type, from_id, to_id in rows:
+        sender = 0 if session_type == group else from_id
+        newest[(session_type, sender, to_id)] = outbox_id
+    return sorted(newest.values())
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRound:
+    """One decision round's read: the pending rows, the ones to decide, their facts."""
+
+    #: Every row read, in id order; all are handed off (and deleted).
+    ids: list[int]
+    #: The rows whose pushes are decided (with their content): the newest of each
+    #: conversation when coalescing, else all of them.
+    decide: list[OutboxRow]
+    facts: Facts
+    #: The embedded queue's depth when the round was asked to count it (``queue_limit``).
+    queue_depth: int | None = None
+
+
+def outbox_round(
+    txn: Txn,
+    node: str,
+    orphaned_before: int,
+    limit: int,
+    coalesce: bool,
+    queue_limit: int | None = None,
+) -> OutboxRound:
+    """``pending_outbox`` and ``decision_facts`` in one read, the full rows of only those
+    decided: coalescing hands the others off with no push, so their text is never
+    needed (nor an object per row), and most rows of a busy conversation are such rows.
+
+    With ``queue_limit`` (the embedded queue), the same read counts the ``push_queue``
+    jobs waiting and takes at most the rows that fit under the limit, none when it is
+    reached: one reader hop per round, not two."""
+    depth = None
+    if queue_limit is not None:
+        depth = queue_depth(txn)
+        limit = min(limit, queue_limit - depth)
+        if limit <= 0:
+            return OutboxRound([], [], _NO_FACTS, depth)
+    found = txn.execute(
+        "SELECT id, session_type, from_id, to_id FROM push_outbox "
+        "WHERE node = ? OR created < ? ORDER BY id LIMIT ?",
+        (node, orphaned_before, limit),
+    ).fetchall()
+    if not found:
+        return OutboxRound([], [], _NO_FACTS, depth)
+    ids = [int(r[0]) for r in found]
+    chosen = newest_per_conversation(found) if coalesce else ids
+    decide: list[OutboxRow] = []
+    for chunk in _chunks(chosen):
+        decide += [
+            _outbox_row(row)
+            for row in txn.execute(
+                "SELECT id, node, session_type, from_id, to_id, msg_id, msg_type, content, "
+                f"created FROM push_outbox WHERE id IN ({placeholders(len(chunk))})",
+                chunk,
+            ).fetchall()
+        ]
+    # A row gone meanwhile (another node handed it off) is not decided; its id is still
+    # handed off, which finds it deleted and queues nothing.
+    decide.sort(key=lambda row: row.id)
+    return OutboxRound(ids, decide, decision_facts(txn, decide), depth)
+
+
 def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
     session_type, from_id, to_id, msg_id, msg_type = (int(v) for v in r[2:7])
     return OutboxRow(
@@ -165,6 +239,9 @@ class Facts:
     unread: dict[int, int]
     #: sender id -> the name pushes show (nick, else account name)
     names: dict[int, str]
+
+
+_NO_FACTS = Facts({}, {}, {}, {})
 
 
 def _group_targets(txn: Txn, row: OutboxRow) -> tuple[int, ...]:
@@ -233,12 +310,23 @@ def remove_token(txn: Txn, user_id: int, token: str) -> bool:
 def delete_outbox(txn: Txn, outbox_ids: Sequence[int]) -> list[int]:
     """Delete the rows; the ids this call deleted (another node may have been first).
 
-    Writers take turns (one writer thread per node, and a named lock between nodes on
-    MySQL), so the rows found are the rows this transaction deletes."""
+    The rows are read locked (``FOR UPDATE`` on MySQL, where nodes write side by side,
+    in id order; SQLite's writer holds the only write lock), so the rows found are the
+    rows this transaction deletes: a node that comes second finds them gone."""
     deleted: list[int] = []
-    for chunk in _chunks(list(outbox_ids)):
+    if txn.dialect is Dialect.SQLITE:
+        # One statement per chunk: SQLite's writer holds the only write lock, and
+        # RETURNING names the rows this statement deleted.
+        for chunk in _chunks(sorted(outbox_ids)):
+            found = txn.execute(
+                f"DELETE FROM push_outbox WHERE id IN ({placeholders(len(chunk))}) RETURNING id",
+                chunk,
+            )
+            deleted.extend(int(row[0]) for row in found.fetchall())
+        return deleted
+    for chunk in _chunks(sorted(outbox_ids)):
         marks = placeholders(len(chunk))
-        found = txn.execute(f"SELECT id FROM push_outbox WHERE id IN ({marks})", chunk)
+        found = txn.execute(f"SELECT id FROM push_outbox WHERE id IN ({marks}) FOR UPDATE", chunk)
         present = [int(row[0]) for row in found.fetchall()]
         if present:
             txn.execute(
@@ -289,10 +377,12 @@ class QueuedRow:
 
 def claim_jobs(txn: Txn, now_ms: int, lease_ms: int, limit: int) -> list[QueuedRow]:
     """Due jobs, leased to the caller for ``lease_ms`` (a node that dies holding them
-    leaves them due again when the lease ends)."""
+    leaves them due again when the lease ends). The rows are read locked on MySQL, where
+    nodes write side by side: a node that comes second sees them leased, not due."""
+    lock = " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
     found = txn.execute(
         "SELECT id, job, attempts FROM push_queue WHERE state = ? AND due <= ? "
-        "ORDER BY due, id LIMIT ?",
+        "ORDER BY due, id LIMIT ?" + lock,
         (QUEUED, now_ms, limit),
     ).fetchall()
     if not found:
@@ -342,11 +432,14 @@ def dead_letters(txn: Txn, limit: int = 100) -> list[tuple[int, str, int, str]]:
 
 __all__: list[Any] = [
     "Facts",
+    "OutboxRound",
     "OutboxRow",
     "QueuedRow",
     "claim_jobs",
     "decision_facts",
     "hand_off_to_queue",
+    "newest_per_conversation",
+    "outbox_round",
     "pending_outbox",
     "queue_depth",
     "remove_token",

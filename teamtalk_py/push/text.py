@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import struct
 
@@ -41,6 +42,12 @@ class UndecryptableText(ValueError):
     """A text message whose payload is not the clients' AES scheme: no push."""
 
 
+@functools.lru_cache(maxsize=4)
+def _cipher(key: bytes) -> Cipher[modes.ECB]:
+    """The key's cipher, built once (building it cost more than decrypting a text)."""
+    return Cipher(algorithms.AES(key), modes.ECB())
+
+
 def decrypt_text(data: bytes, key: bytes) -> str:
     """The plain text of a client-encrypted text message (wire.md §6.1)."""
     try:
@@ -49,7 +56,7 @@ def decrypt_text(data: bytes, key: bytes) -> str:
         raise UndecryptableText("not base64") from e
     if not cipher_text or len(cipher_text) % 16:
         raise UndecryptableText("not whole AES blocks")
-    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    decryptor = _cipher(key).decryptor()
     plain = decryptor.update(cipher_text) + decryptor.finalize()
     (length,) = struct.unpack(">I", plain[-4:])
     if length > len(plain):

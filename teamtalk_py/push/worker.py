@@ -11,7 +11,8 @@ a one-second tick:
   leases the jobs it inserts to this node, so they are sent at once without a claim.
   While the queue holds ``max_queue`` jobs (senders down), feeding pauses: new pushes
   wait in the outbox on disk, nothing is dropped and memory stays bounded (one round's
-  jobs at most).
+  jobs at most). One log line when that starts, one when the rows held back are all
+  queued.
 * **send**: at most ``max_in_flight`` jobs at once, from the hand-off or claimed when
   due (retries, jobs of a dead node, Redis Streams); each outcome is settled, one queue
   call at a time for all that finished meanwhile: sent -> gone; dead token -> gone and
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,6 +51,8 @@ log = Logger(namespace="teamtalk.push")
 TICK = 1.0
 OUTBOX_BATCH = 500
 COUNTERS = ("queued", "sent", "retried", "failed", "expired")
+#: The jobs of an outbox row with none (never changed).
+_NO_JOBS: list[PushJob] = []
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,6 @@ def backoff(attempt: int, limits: Limits, rand: Callable[[], float]) -> float:
     return delay * (0.5 + rand() / 2)
 
 
-def newest_per_conversation(rows: list[push_store.OutboxRow]) -> list[push_store.OutboxRow]:
-    """The newest row of each conversation (a sender's messages to one user, or a
-    group's messages), in outbox order."""
-    newest: dict[tuple[int, int, int], push_store.OutboxRow] = {}
-    for row in rows:
-        sender = 0 if row.is_group else row.from_id
-        newest[(row.session_type, sender, row.to_id)] = row
-    return sorted(newest.values(), key=lambda row: row.id)
-
-
 def coalesce(
     decided: list[tuple[int, list[PushJob]]],
 ) -> list[tuple[int, list[PushJob]]]:
@@ -96,6 +90,8 @@ def coalesce(
             newest[(job.token, job.collapse_id)] = outbox_id
     return [
         (outbox_id, [j for j in jobs if newest[(j.token, j.collapse_id)] == outbox_id])
+        if jobs
+        else (outbox_id, jobs)
         for outbox_id, jobs in decided
     ]
 
@@ -131,8 +127,13 @@ class PushWorker:
         local_hour: Callable[[float], int],
         counters: PushCounters | None = None,
         rand: Callable[[], float] = random.random,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.reactor = reactor
+        #: The time of day that ages (``max_age``), the outbox grace and the night mute
+        #: are read from: the reactor's, like the messages' own times; a test moves it
+        #: on instead of waiting an hour. The reactor still schedules the rounds.
+        self.clock: IReactorTime = clock if clock is not None else reactor
         self.store = store
         self.queue = queue
         self.senders = senders
@@ -147,7 +148,9 @@ class PushWorker:
         #: Queue handles being sent: a job whose lease ran out while its send is still
         #: on its way is not sent a second time by this node.
         self._sending: set[Any] = set()
-        self._feeding: defer.Deferred[None] | None = None
+        #: A feed round is running; ``_fed`` fires when one ends.
+        self._feeding = False
+        self._fed = _Signal()
         self._last_feed = float("-inf")
         self._feed_call: Any = None
         self._feed_again = False
@@ -156,9 +159,14 @@ class PushWorker:
         self._held_back = False
         self._settling: tuple[list[Claimed], list[Any], list[Any]] = ([], [], [])
         self._settle_scheduled = False
-        self._settling_now: defer.Deferred[None] | None = None
+        #: A settle is running; ``_settled`` fires when one ends.
+        self._settling_now = False
+        self._settled = _Signal()
         #: Jobs leased to this node at hand-off, waiting for a free sending slot.
         self._ready: deque[Claimed] = deque()
+        #: ``_send_ready`` is running: a call from inside it (a sender that answered at
+        #: once) returns, and the running loop goes on.
+        self._dispatching = False
         self._room = _Signal()
         self._tick = LoopingCall(self.tick)
         self._tick.clock = reactor
@@ -176,12 +184,12 @@ class PushWorker:
             self._tick.stop()
         if self._feed_call is not None and self._feed_call.active():
             self._feed_call.cancel()
-        if self._feeding is not None:
-            await self._feeding
+        if self._feeding:
+            await self._fed.wait()
         self._room.fire()
         self._flush_settle()
-        while self._settling_now is not None:
-            await self._settling_now
+        while self._settling_now:
+            await self._settled.wait()
 
     def tick(self) -> None:
         self._more_due = True
@@ -197,7 +205,7 @@ class PushWorker:
     # -- outbox -> queue -------------------------------------------------------------
 
     def feed(self) -> None:
-        if self._feeding is not None:
+        if self._feeding:
             self._feed_again = True
             return
         wait = self._last_feed + self.limits.coalesce_window - self.reactor.seconds()
@@ -207,61 +215,68 @@ class PushWorker:
             return
         self._last_feed = self.reactor.seconds()
         self._feed_again = False
-        self._feeding = defer.ensureDeferred(self._feed())
-        self._feeding.addErrback(self._feed_failed)
-        self._feeding.addBoth(self._fed)
+        self._feeding = True
+        defer.ensureDeferred(self._feed_round())
 
-    def _fed(self, _: object) -> None:
-        self._feeding = None
+    async def _feed_round(self) -> None:
+        """One round of ``_feed``; a failure is logged (the rows wait in the outbox), and a
+        kick that came meanwhile starts the next round."""
+        try:
+            await self._feed()
+        except Exception:
+            failure = Failure()
+            if not is_outage_failure(failure):  # an outage: its own log says so
+                log.warn(
+                    "push: deciding pushes failed ({error}); retrying",
+                    error=failure.getErrorMessage(),
+                )
+        finally:
+            self._feeding = False
+        self._fed.fire()
         if self._feed_again and self._running:
             self.feed()
 
-    def _feed_failed(self, failure: Failure) -> None:
-        if is_outage_failure(failure):
-            return  # Redis or the database is down: their outage log says so; rows wait
-        log.warn(
-            "push: deciding pushes failed ({error}); retrying", error=failure.getErrorMessage()
-        )
-
     async def _feed(self) -> None:
+        max_queue = self.limits.max_queue
+        # The embedded queue's depth is counted in the round's own read.
+        in_store = self.queue.depth_in_store
         while self._running:
-            depth = await self.queue.depth()
-            if depth >= self.limits.max_queue:
-                if not self._held_back:
-                    log.warn(
-                        "push: {depth} pushes queued, the limit; new pushes wait in the "
-                        "outbox until senders catch up",
-                        depth=depth,
-                    )
-                self._held_back = True
-                return
-            if self._held_back:
-                log.info("push: queue below its limit again; feeding resumes")
-                self._held_back = False
-            now = self.reactor.seconds()
-            limit = min(OUTBOX_BATCH, self.limits.max_queue - depth)
-            rows = await self.store.read(
-                push_store.pending_outbox, self.node, int(now - self.limits.outbox_grace), limit
-            )
-            if not rows:
-                return
+            limit = OUTBOX_BATCH
+            if not in_store:
+                depth = await self.queue.depth()
+                if self._full(depth):
+                    return
+                limit = min(limit, max_queue - depth)
+            now = self.clock.seconds()
             # Only the newest message of each conversation is decided when coalescing:
-            # the older ones' rows are handed off with no push.
-            newest = newest_per_conversation(rows) if self.limits.coalesce_window > 0 else rows
-            facts = await self.store.read(push_store.decision_facts, newest)
+            # the older ones' rows are handed off with no push (their content not read).
+            found = await self.store.read(
+                push_store.outbox_round,
+                self.node,
+                int(now - self.limits.outbox_grace),
+                limit,
+                self.limits.coalesce_window > 0,
+                max_queue if in_store else None,
+            )
+            if found.queue_depth is not None:
+                if self._full(found.queue_depth):
+                    return
+                limit = min(limit, max_queue - found.queue_depth)
+            ids, facts = found.ids, found.facts
+            if not ids:
+                self._caught_up()
+                return
             targets = sorted(
                 {u for users in facts.targets.values() for u in users} & set(facts.tokens)
             )
             pc_online = await self.presence(targets) if targets else ()
             hour = self.local_hour(now)
-            chosen = {row.id for row in newest}
-            decided = [
-                (
-                    row.id,
-                    decide(row, facts, pc_online, hour, self.rules) if row.id in chosen else [],
-                )
-                for row in rows
-            ]
+            jobs_of = {
+                row.id: decide(row, facts, pc_online, hour, self.rules) for row in found.decide
+            }
+            # Most rows of a busy conversation have no jobs (coalesced): one shared empty
+            # list for them, not a list each.
+            decided = [(outbox_id, jobs_of.get(outbox_id, _NO_JOBS)) for outbox_id in ids]
             if self.limits.coalesce_window > 0:
                 decided = coalesce(decided)
             handed = await self.queue.hand_off(decided)
@@ -277,8 +292,33 @@ class PushWorker:
                 self.pump()
             while self._running and len(self._ready) > self.limits.max_in_flight:
                 await self._room.wait()  # back-pressure: one batch of jobs in memory
-            if len(rows) < limit:
+            if len(ids) < limit:
+                self._caught_up()
                 return
+
+    def _full(self, depth: int) -> bool:
+        """The queue holds ``max_queue`` jobs: new pushes wait in the outbox (one log
+        line when that starts)."""
+        if depth < self.limits.max_queue:
+            return False
+        if not self._held_back:
+            log.warn(
+                "push: {depth} pushes queued, the limit; new pushes wait in the "
+                "outbox until senders catch up",
+                depth=depth,
+            )
+        self._held_back = True
+        return True
+
+    def _caught_up(self) -> None:
+        """The outbox's waiting rows are all queued: a hold-back, if any, is over.
+
+        Not when the queue merely dips below ``max_queue``: while senders are slower
+        than the messages, each round refills it to the limit, and the two lines came
+        once per round (each tick) for as long as the backlog lasted."""
+        if self._held_back:
+            log.info("push: the pushes held back in the outbox are all queued")
+            self._held_back = False
 
     # -- queue -> senders ------------------------------------------------------------
 
@@ -289,35 +329,51 @@ class PushWorker:
         if self.in_flight and free < self.limits.max_in_flight // 2:
             return  # claim in batches, not one job per completion
         self._claiming = True
-        d = self.queue.claim(free)
-        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(free,))
-        d.addBoth(self._claim_done)
+        defer.ensureDeferred(self._claim(free))
 
-    def _claim_done(self, _: object) -> None:
-        self._claiming = False
+    async def _claim(self, asked: int) -> None:
+        """Claim up to ``asked`` due jobs and send them; a failure waits for the next tick."""
+        try:
+            try:
+                claimed = await self.queue.claim(asked)
+            except Exception:
+                self._more_due = False  # the next tick tries again
+                failure = Failure()
+                if not is_outage_failure(failure):
+                    log.warn(
+                        "push: claiming jobs failed ({error})", error=failure.getErrorMessage()
+                    )
+            else:
+                self._more_due = len(claimed) >= asked
+                for item in claimed:
+                    self._dispatch(item)
+        finally:
+            self._claiming = False
         if self._more_due:
             self.pump()
 
-    def _claim_failed(self, failure: Failure) -> None:
-        self._more_due = False  # the next tick tries again
-        if is_outage_failure(failure):
-            return
-        log.warn("push: claiming jobs failed ({error})", error=failure.getErrorMessage())
-
-    def _claimed(self, claimed: list[Claimed], asked: int) -> None:
-        self._more_due = len(claimed) >= asked
-        for item in claimed:
-            self._dispatch(item)
-
     def _send_ready(self) -> None:
-        while self._ready and self.in_flight < self.limits.max_in_flight:
-            self._dispatch(self._ready.popleft())
+        """Dispatch leased jobs while there are free slots.
+
+        A sender may answer at once (push_server while its link is down), so
+        ``_dispatch`` -> ``_answered`` -> ``_send_ready`` would recurse once per ready job:
+        a hand-off of a few hundred jobs overflowed the stack, and the jobs caught in it
+        stayed marked as sending (never sent again) with their slots taken, until the
+        node stopped sending at all. The call from inside returns; this loop goes on."""
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while self._ready and self.in_flight < self.limits.max_in_flight:
+                self._dispatch(self._ready.popleft())
+        finally:
+            self._dispatching = False
         if len(self._ready) <= self.limits.max_in_flight:
             self._room.fire()
 
     def _dispatch(self, item: Claimed) -> None:
         """Send one job, or expire it, or dead-letter it when nobody can send it."""
-        now = self.reactor.seconds()
+        now = self.clock.seconds()
         job = item.job
         age = now - job.created
         if age > self.limits.max_age:
@@ -342,9 +398,16 @@ class PushWorker:
             return
         self.in_flight += 1
         self._sending.add(item.handle)
-        d = defer.maybeDeferred(sender.send, job)
-        d.addErrback(lambda f: Outcome(Result.RETRY, f"sender error: {f.getErrorMessage()}"))
-        d.addCallback(self._answered, item)
+        defer.ensureDeferred(self._send(sender, item))
+
+    async def _send(self, sender: Sender, item: Claimed) -> None:
+        """The sender's answer, settled; a sender that fails outright means: try again
+        later."""
+        try:
+            outcome = await sender.send(item.job)
+        except Exception as e:
+            outcome = Outcome(Result.RETRY, f"sender error: {e}")
+        self._answered(outcome, item)
 
     def _answered(self, outcome: Outcome, item: Claimed) -> None:
         self.in_flight -= 1
@@ -362,9 +425,7 @@ class PushWorker:
                 detail=outcome.detail,
             )
             self.counters.add(job.sender, "failed")
-            self.store.write(push_store.remove_token, job.user_id, job.token).addErrback(
-                lambda f: log.failure("push: removing a dead token failed", f)
-            )
+            defer.ensureDeferred(self._remove_token(job))
             self._settle_done(item)
         elif result is Result.RETRY and item.attempts + 1 < self.limits.max_attempts:
             self.counters.add(job.sender, "retried")
@@ -386,6 +447,12 @@ class PushWorker:
             self._settle_dead(item, outcome.detail)
         self._send_ready()
         self.pump()
+
+    async def _remove_token(self, job: PushJob) -> None:
+        try:
+            await self.store.write(push_store.remove_token, job.user_id, job.token)
+        except Exception:
+            log.failure("push: removing a dead token failed")
 
     # -- settling, one queue call per reactor turn -------------------------------------
 
@@ -411,23 +478,25 @@ class PushWorker:
         store sees one push write per commit however many pushes complete."""
         self._settle_scheduled = False
         done, retry, dead = self._settling
-        if self._settling_now is not None or not (done or retry or dead):
+        if self._settling_now or not (done or retry or dead):
             return
         self._settling = ([], [], [])
-        d = self.queue.settle(done, retry, dead)
-        d.addErrback(
-            lambda f: log.warn(
+        self._settling_now = True
+        defer.ensureDeferred(self._settle_batch(done, retry, dead))
+
+    async def _settle_batch(self, done: list[Claimed], retry: list[Any], dead: list[Any]) -> None:
+        try:
+            await self.queue.settle(done, retry, dead)
+        except Exception:
+            log.warn(
                 "push: settling {n} jobs failed ({error}); they are sent again after their lease",
                 n=len(done) + len(retry) + len(dead),
-                error=f.getErrorMessage(),
+                error=Failure().getErrorMessage(),
             )
-        )
-        self._settling_now = d
-        d.addBoth(self._settled)
-
-    def _settled(self, _: object) -> None:
-        self._settling_now = None
+        finally:
+            self._settling_now = False
         self._flush_settle()
+        self._settled.fire()
 
 
 class _Signal:

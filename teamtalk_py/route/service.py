@@ -1,8 +1,9 @@
 """The route service: the TCP listener msg nodes link to, in front of ``RouteHub``.
 
-Each accepted connection is a ``RouteLink``: it attaches itself to the hub when it opens
-(it has ``send_raw``, which is all the hub needs) and detaches when it closes, which marks
-the node's users offline everywhere. What the link understands (commands.md §2.2):
+Each accepted connection is a ``RouteLink`` (``link.py``): it attaches itself to the hub
+when it opens (it has ``send_raw``, which is all the hub needs) and detaches when it
+closes, which marks the node's users offline everywhere. What the link understands
+(commands.md §2.2):
 
 * ``CID_OTHER_ONLINE_USER_INFO``: the node's full list of connections, sent on every
   (re)connect; ``CID_OTHER_USER_STATUS_UPDATE``: one connection came or went.
@@ -10,6 +11,11 @@ the node's users offline everywhere. What the link understands (commands.md §2.
   seq and ``attach_data`` echoed, for users on any node.
 * The relayed kinds (``hub.RELAYED_COMMANDS``), forwarded verbatim by ``relay_rule``.
 * ``CID_OTHER_ROLE_SET`` (remembered, no effect) and heartbeats (liveness only).
+* The chat-room packets of the extension (``route/rooms.py``): admitting members, each
+  node's member counts, and posts forwarded only to nodes with members.
+* ``hub.CID_DELIVERED_UPTO``: a node's delivery marker, relayed verbatim to every other
+  node (``msg/catch_up.py``); the last one of a link goes out again as ``CID_NODE_LOST``
+  when the link closes.
 
 A link is attached to the hub only once it has proven the cluster secret (``link_auth``);
 before that it can neither relay nor kick. A co-hosted msg service skips all of this and
@@ -22,16 +28,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from teamtalk_py.metrics import one
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Buddy_pb2
 from teamtalk_py.protocol import registry
-from teamtalk_py.route.hub import RELAYED_COMMANDS, RouteHub
+from teamtalk_py.route.hub import CID_DELIVERED_UPTO, RELAYED_COMMANDS, RouteHub
+from teamtalk_py.route.link import RouteFactory, RouteLink
+from teamtalk_py.route.rooms import ROOM_LINK_HANDLERS
 from teamtalk_py.services import TeamTalkService
 from teamtalk_py.wire import CommandTable, Request
-from teamtalk_py.wire.link import InboundLinkFactory, InboundLinkProtocol, ignore_heartbeat
+from teamtalk_py.wire.link import ignore_heartbeat
 
 if TYPE_CHECKING:
     from teamtalk_py.config import Config
@@ -40,30 +47,6 @@ log = Logger(namespace="teamtalk.route")
 
 #: A node's online-user list can be large (one entry per connection).
 MAX_LINK_PDU_SIZE = 64 * 1024 * 1024
-
-
-class RouteLink(InboundLinkProtocol):
-    """One msg node's link to us."""
-
-    factory: RouteFactory
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.master = False
-
-    @property
-    def hub(self) -> RouteHub:
-        return self.factory.hub
-
-    def authenticated(self) -> None:
-        self.hub.attach(self)
-        log.info("msg node linked from {peer}", peer=self.peer)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        super().connectionLost(reason)
-        if self.logged_in:
-            self.hub.detach(self)
-            log.info("msg node link from {peer} closed", peer=self.peer)
 
 
 def user_status_update(link: RouteLink, request: Request) -> None:
@@ -100,6 +83,11 @@ def relay(link: RouteLink, request: Request) -> None:
         )
 
 
+def delivered_upto(link: RouteLink, request: Request) -> None:
+    """Markers need no decoding here: every other node gets the bytes."""
+    link.hub.marker(link, request.pdu)
+
+
 def build_table() -> CommandTable[RouteLink]:
     table: CommandTable[RouteLink] = CommandTable()
     table.register(B.CID_OTHER_HEARTBEAT, ignore_heartbeat, decode=False)
@@ -109,15 +97,15 @@ def build_table() -> CommandTable[RouteLink]:
     table.register(B.CID_BUDDY_LIST_USERS_STATUS_REQUEST, users_status)
     for command_id in RELAYED_COMMANDS:
         table.register(command_id, relay)
+    for room_command, handler in ROOM_LINK_HANDLERS.items():
+        table.register(room_command, handler)
+    table.register(CID_DELIVERED_UPTO, delivered_upto, decode=False)
     return table
 
 
-class RouteFactory(InboundLinkFactory):
-    protocol = RouteLink
-
-    def __init__(self, hub: RouteHub, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.hub = hub
+def room_limits(config: Config) -> dict[str, int]:
+    """The cluster-wide chat-room limits route holds (``[rooms]``)."""
+    return {"max_rooms": config.rooms.max_rooms, "max_members": config.rooms.max_members}
 
 
 class RouteService(TeamTalkService):
@@ -126,7 +114,12 @@ class RouteService(TeamTalkService):
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor, config)
         self.hub = RouteHub(clock=reactor)
+        self.hub.rooms.configure(**room_limits(config))
         self.factory: RouteFactory | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        super().reconfigure(config)
+        self.hub.rooms.configure(**room_limits(config))
 
     async def start(self) -> None:
         self.metrics.gauges(
@@ -140,6 +133,38 @@ class RouteService(TeamTalkService):
             "One-to-one packets parked for a node that has not re-registered yet.",
             [],
             lambda: one(self.hub.parked_count),
+        )
+        hub = self.hub
+        self.metrics.counters(
+            "teamtalk_route_pdus_in",
+            "Packets msg nodes handed this route service: relays and status changes.",
+            [],
+            lambda: one(hub.pdus_in),
+        )
+        self.metrics.counters(
+            "teamtalk_route_pdus_out",
+            "Copies of packets this route service sent to msg nodes.",
+            [],
+            lambda: one(hub.pdus_out),
+        )
+        rooms = self.hub.rooms
+        self.metrics.gauges(
+            "teamtalk_rooms",
+            "Chat rooms with members, across the nodes linked to this route service.",
+            [],
+            lambda: one(rooms.room_count),
+        )
+        self.metrics.counters(
+            "teamtalk_room_relays",
+            "Room posts forwarded to another msg node (only nodes with members get one).",
+            [],
+            lambda: one(rooms.relayed),
+        )
+        self.metrics.counters(
+            "teamtalk_room_joins_refused",
+            "Room joins refused for rooms.max_members or rooms.max_rooms.",
+            [],
+            lambda: one(rooms.refused),
         )
         if not self.config.route.listen:
             return  # only a co-hosted msg service uses this hub

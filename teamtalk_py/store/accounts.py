@@ -381,11 +381,14 @@ class SessionChange:
 
 
 def session_changes(txn: Txn, since: int) -> list[SessionChange]:
-    """Users whose sessions were ended at or after ``since`` (Unix seconds)."""
+    """Users whose sessions were ended at or after ``since`` (Unix seconds). A user whose
+    sessions were never ended (``session_changed`` 0) is never one of them, whatever
+    ``since``: a node that has seen no change yet polls from 0 - OVERLAP, and reading every
+    account each poll cost a store thread a whole table scan per interval."""
     rows = txn.execute(
         "SELECT id, status, session_epoch, session_changed FROM users "
         "WHERE session_changed >= ? ORDER BY id",
-        (since,),
+        (max(since, 1),),
     ).fetchall()
     return [SessionChange(*row) for row in rows]
 
@@ -431,6 +434,13 @@ def get_user_by_name(txn: Txn, name: str, *, only_active: bool = False) -> UserR
         params = (name, USER_STATUS_NORMAL)
     row = txn.execute(sql, params).fetchone()
     return _user(row) if row else None
+
+
+def get_users_by_names(txn: Txn, names: Iterable[str]) -> list[UserRow | None]:
+    """``get_user_by_name`` of each name, in order, in one transaction (logins batched
+    per reactor turn: msg/user_lookup.py). One query per name keeps the database's own
+    name comparison (a MySQL collation may ignore case; SQLite's does not)."""
+    return [get_user_by_name(txn, name) for name in names]
 
 
 def get_users_by_ids(txn: Txn, ids: Iterable[int]) -> list[UserRow]:

@@ -11,9 +11,16 @@ plain synchronous ``fn(txn, ...)`` functions over a :class:`~teamtalk_py.store.t
   once and only then fires the Deferreds. One fsync then makes hundreds of messages
   durable. A failing job only loses its own changes: each job runs inside its own
   SAVEPOINT, taken lazily (see ``_NeedSavepoints``) because jobs rarely fail and a
-  savepoint per job costs about a third of the throughput. Writers of one database take
-  turns across processes (SQLite's write lock, a named lock on MySQL), so nodes sharing a
-  MySQL database do not deadlock each other's batches.
+  savepoint per job costs about a third of the throughput. On SQLite writers of one file
+  take turns (its write lock). Nodes sharing a MySQL database write side by side, held
+  apart only by InnoDB's row locks, taken in one global order: the message jobs of a batch
+  run sorted by the rows they lock first (``txn.lock_order``: pairs, then groups by id),
+  and each takes its own rows sorted. A batch that InnoDB still rolls back (deadlock 1213,
+  lock wait timeout 1205) is run again whole, so an acknowledged job is committed exactly
+  once.
+* :meth:`Database.write_soon` for work that may wait a little: the writer holds the job
+  until some ``write`` starts a batch, which it joins, or until its linger is over; so it
+  adds no COMMIT (no fsync) of its own while writes keep coming.
 
 The admin CLI reuses the same repository functions through
 :meth:`Database.sync_transaction`, a blocking transaction on a private connection.
@@ -25,6 +32,7 @@ migrations are applied by ``store/migrate.py`` before the first job runs.
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +51,15 @@ from teamtalk_py.store.engines.base import Engine, close_quietly, rollback_quiet
 from teamtalk_py.store.engines.mysql import MySQLEngine, parse_mysql_url
 from teamtalk_py.store.engines.sqlite import SQLiteEngine, sqlite_path
 from teamtalk_py.store.migrate import migrate
-from teamtalk_py.store.txn import Dialect, StoreClosedError, StoreError, StoreUnavailable, Txn
+from teamtalk_py.store.txn import (
+    Dialect,
+    LockKey,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailable,
+    Txn,
+    lock_key,
+)
 
 log = Logger(namespace="teamtalk.store")
 
@@ -53,6 +69,11 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 512
 DEFAULT_READERS = 4
 CHECKPOINT_INTERVAL = 1.0
+#: Runs of one batch InnoDB may roll back as a deadlock victim before its jobs fail; each
+#: rerun waits a little longer (``DEADLOCK_BACKOFF`` seconds times 1, 2, 4 ..., jittered)
+#: so that the two batches that collided do not collide again at once.
+DEADLOCK_RETRIES = 8
+DEADLOCK_BACKOFF = 0.002
 
 
 _STOP = object()
@@ -64,15 +85,21 @@ class _Job:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     deferred: Deferred
+    #: A ``write_soon`` job: the monotonic time after which it commits on its own; until
+    #: then it waits for a batch that commits anyway. None for ``write``.
+    rides_until: float | None = None
 
 
 class _BatchRetry(Exception):
     """The transaction is gone (connection lost, deadlock): run the whole batch again."""
 
-    def __init__(self, failure: Failure, reconnect: bool) -> None:
+    def __init__(self, failure: Failure, reconnect: bool, deadlock: bool = False) -> None:
         super().__init__(failure.getErrorMessage())
         self.failure = failure
         self.reconnect = reconnect
+        #: InnoDB rolled the batch back (deadlock victim, lock wait timeout): nothing of it
+        #: was applied, so it may run again as often as DEADLOCK_RETRIES allows.
+        self.deadlock = deadlock
 
 
 class _NeedSavepoints(Exception):
@@ -103,6 +130,8 @@ class WriteStats:
     failed_jobs: int = 0
     largest_batch: int = 0
     retries: int = 0
+    #: Batch reruns after InnoDB rolled one back (deadlock or lock wait timeout).
+    deadlock_retries: int = 0
     savepoint_reruns: int = 0
     #: Connections reopened after one was lost (writer and readers).
     reconnects: int = 0
@@ -142,6 +171,8 @@ class Database:
         self._thread_done: list[Deferred] = []
         self._stop_waiters: list[Deferred] = []
         self._writer_conn: Any = None
+        #: ``write_soon`` jobs the writer holds, waiting for a batch to ride in.
+        self._riding = 0
         self.stats = WriteStats()
         #: The database's outages, as the log shows them (one line at the start, a
         #: summary while it lasts, one at the end); fed from the store threads.
@@ -220,10 +251,32 @@ class Database:
         """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
         return self._submit(self._write_queue, fn, args, kwargs)
 
+    def write_soon(
+        self,
+        linger: float,
+        fn: Callable[Concatenate[Txn, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[T]:
+        """Like ``write``, but no COMMIT of its own for up to ``linger`` seconds: the job
+        joins the next batch the writer runs for some ``write`` (a message), and only when
+        none comes in time does it commit alone.
+
+        For work that may wait a little (push hand-offs and settles): run beside a
+        stream of messages it costs no fsync of its own, where every commit of its own
+        held up the messages queued behind it for one fsync."""
+        d: Deferred[T] = Deferred()
+        with self._lock:
+            if self._accepting:
+                job = _Job(fn, args, kwargs, d, time.monotonic() + max(0.0, linger))
+                self._write_queue.put(job)
+                return d
+        return fail(StoreClosedError(f"database is {self._state}"))
+
     @property
     def pending_writes(self) -> int:
         """Jobs waiting for the writer (a queue depth for metrics)."""
-        return self._write_queue.qsize()
+        return self._write_queue.qsize() + self._riding
 
     @property
     def pending_reads(self) -> int:
@@ -237,17 +290,16 @@ class Database:
         Commits when the block ends normally, rolls back when it raises. Never use it on
         the reactor thread of a running server.
         """
-        engine = self._engine
-        conn = engine.connect("sync")
+        with self.sync_connection() as connection, connection.transaction() as txn:
+            yield txn
+
+    @contextmanager
+    def sync_connection(self) -> Iterator[SyncConnection]:
+        """A private connection for many blocking transactions in a row (the importer):
+        opening a MySQL connection per transaction costs more than a page of rows."""
+        conn = self._engine.connect("sync")
         try:
-            cursor = conn.cursor()
-            try:
-                engine.begin_write(cursor)
-                yield Txn(cursor, engine)
-            except BaseException:
-                engine.abort_write(conn, cursor)
-                raise
-            engine.commit_write(cursor)
+            yield SyncConnection(self._engine, conn)
         finally:
             close_quietly(conn)
 
@@ -339,13 +391,28 @@ class Database:
 
     def _write_loop(self) -> None:
         q = self._write_queue
+        #: ``write_soon`` jobs waiting for a batch to join, oldest first.
+        riding: list[_Job] = []
         while True:
-            first = q.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stopping = False
-            while len(batch) < self._max_batch:
+            if riding:
+                wait = riding[0].rides_until - time.monotonic()  # type: ignore[operator]
+                try:
+                    first = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                except queue.Empty:
+                    first = None  # waited long enough: they commit on their own
+            else:
+                first = q.get()
+            stopping = first is _STOP
+            if first is not None and not stopping and first.rides_until is not None:
+                riding.append(first)
+                if first.rides_until > time.monotonic():
+                    self._riding = len(riding)
+                    continue
+            batch, riding = riding, []
+            self._riding = 0
+            if first is not None and not stopping and first.rides_until is None:
+                batch.append(first)
+            while not stopping and len(batch) < self._max_batch:
                 try:
                     job = q.get_nowait()
                 except queue.Empty:
@@ -354,7 +421,8 @@ class Database:
                     stopping = True
                     break
                 batch.append(job)
-            self._run_batch(batch)
+            if batch:
+                self._run_batch(batch)
             if stopping:
                 return
 
@@ -368,13 +436,16 @@ class Database:
             return
         savepoints = False
         retried = False
+        deadlocks = 0
         started = time.monotonic()
+        order = _lock_order(jobs)
+        run = jobs if order is None else [jobs[i] for i in order]
         while True:
             try:
                 if self._writer_conn is None:
                     self._writer_conn = self._connect_for_batch()
                     stats.reconnects += 1
-                outcomes = self._attempt(self._writer_conn, jobs, savepoints)
+                outcomes = self._attempt(self._writer_conn, run, savepoints)
             except _NeedSavepoints:
                 stats.savepoint_reruns += 1
                 savepoints = True
@@ -383,6 +454,12 @@ class Database:
                 if retry.reconnect:
                     close_quietly(self._writer_conn)
                     self._writer_conn = None
+                if retry.deadlock and deadlocks < DEADLOCK_RETRIES:
+                    # Rolled back whole by InnoDB: the same jobs, in the same order, again.
+                    stats.deadlock_retries += 1
+                    time.sleep(DEADLOCK_BACKOFF * (1 << deadlocks) * random.uniform(0.5, 1.5))
+                    deadlocks += 1
+                    continue
                 if not retried:
                     retried = True
                     stats.retries += 1
@@ -402,6 +479,20 @@ class Database:
             stats.failed_jobs += sum(1 for _, ok, _ in outcomes if not ok)
             if self.on_batch is not None:
                 self.on_batch(len(jobs), time.monotonic() - started)
+            if order is not None:
+                # Answered in arrival order (a connection's acks in the order it sent).
+                arrived: list[Any] = [None] * len(jobs)
+                for position, index in enumerate(order):
+                    arrived[index] = outcomes[position]
+                outcomes = arrived
+            if any(job.rides_until is not None for job in jobs):
+                # The jobs that rode along answer last: a message's ack does not wait
+                # for what their callers do next (a push hand-off sends its pushes).
+                outcomes = [
+                    o for job, o in zip(jobs, outcomes, strict=True) if job.rides_until is None
+                ] + [
+                    o for job, o in zip(jobs, outcomes, strict=True) if job.rides_until is not None
+                ]
             self._call(self._deliver, outcomes)
             return
 
@@ -488,8 +579,11 @@ class Database:
     def _batch_error(self, exc: BaseException) -> Exception:
         """What a failure outside any job means for the batch."""
         lost = self._engine.is_connection_lost(exc)
-        if lost or self._engine.is_transient(exc):
-            return _BatchRetry(Failure(), reconnect=lost)
+        if lost:
+            return _BatchRetry(Failure(), reconnect=True)
+        if self._engine.is_transient(exc):
+            deadlock = self._engine.dialect is Dialect.MYSQL
+            return _BatchRetry(Failure(), reconnect=False, deadlock=deadlock)
         return _BatchFailed(Failure())
 
     def _run_jobs(
@@ -612,6 +706,24 @@ class Database:
                 cursor.close()
 
 
+def _lock_order(jobs: list[_Job]) -> list[int] | None:
+    """The order to run a batch's jobs in (indexes into ``jobs``), None for as they came:
+    jobs without a declared lock key first, as they came, then those with one sorted by
+    it (``txn.lock_order``), so that every node's writer takes message row locks in one
+    global order and two of them wait for each other instead of deadlocking."""
+    if len(jobs) < 2:
+        return None
+    keys: list[tuple[bool, LockKey]] = []
+    for job in jobs:
+        try:
+            key = lock_key(job.fn, job.args, job.kwargs)
+        except Exception:
+            key = None  # arguments the job itself will refuse: it fails on its own
+        keys.append((False, ()) if key is None else (True, key))
+    order = sorted(range(len(jobs)), key=keys.__getitem__)
+    return None if order == list(range(len(jobs))) else order
+
+
 def open_database(
     url: str | None,
     data_dir: str | Path,
@@ -643,3 +755,24 @@ def open_database(
     db = Database(engine, reactor, readers=readers, max_batch=max_batch)
     db.url = url
     return db
+
+
+class SyncConnection:
+    """One private connection of :meth:`Database.sync_connection`; each ``transaction()``
+    commits when its block ends normally and rolls back when it raises."""
+
+    def __init__(self, engine: Engine, conn: Any) -> None:
+        self._engine = engine
+        self._conn = conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Txn]:
+        engine = self._engine
+        cursor = self._conn.cursor()
+        try:
+            engine.begin_write(cursor)
+            yield Txn(cursor, engine)
+        except BaseException:
+            engine.abort_write(self._conn, cursor)
+            raise
+        engine.commit_write(cursor)

@@ -7,7 +7,9 @@ reference kept in Redis lives in columns here:
 * ``im_groups.last_msg_id`` allocates the group's message ids. Storing a message first
   locks the group row (``SELECT ... FOR UPDATE`` on MySQL, where several nodes may share
   the database; SQLite's writer already holds the only write lock), so ids are 1, 2, 3...
-  with no gap and no duplicate, and the id is committed with the message row.
+  with no gap and no duplicate, and the id is committed with the message row. A writer
+  batch runs its group messages by group id, after its one-to-one messages
+  (``group_row_first``), so two nodes lock group rows in the same order.
 * ``group_members.join_msg_id`` is the group's ``last_msg_id`` when the member (re)joined.
   A member sees exactly the messages with a larger id: history, get-by-id, latest id,
   unread and recent sessions all use it. (The reference compared join *time* with message
@@ -34,7 +36,7 @@ Refusals raise a :class:`GroupError` subclass, which rolls back the job's savepo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +44,15 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.store import messages
 from teamtalk_py.store.messages import StoredMessage, UnreadRow
 from teamtalk_py.store.resends import RESEND_WINDOW, ResendMatcher, SendKey
-from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
+from teamtalk_py.store.txn import (
+    GROUP_ROWS,
+    Dialect,
+    LockKey,
+    Txn,
+    lock_order,
+    placeholders,
+    upsert_sql,
+)
 
 GROUP_NORMAL = B.GROUP_TYPE_NORMAL
 GROUP_TMP = B.GROUP_TYPE_TMP
@@ -371,6 +381,15 @@ def _may_change(group: GroupRow, requester: int, change_type: int, is_member: bo
     return change_type == ADD and group.type == GROUP_TMP and is_member
 
 
+def group_row_first(group_id: int, *_args: Any, **_kwargs: Any) -> LockKey:
+    """Lock key of a job that locks a group's row first (``txn.lock_order``): its messages
+    and its member changes, after every pair's and before higher group ids'. A message and
+    a member change of one group keep their arrival order: who receives a message does not
+    depend on how a batch was sorted."""
+    return (GROUP_ROWS, int(group_id))
+
+
+@lock_order(group_row_first)
 def change_members(
     txn: Txn,
     group_id: int,
@@ -508,6 +527,7 @@ def set_shield(txn: Txn, user_id: int, group_id: int, shield: int) -> bool:
 _MESSAGE_COLUMNS = "msg_id, from_id, msg_type, content, created"
 
 
+@lock_order(group_row_first)
 def store_group_message(
     txn: Txn,
     group_id: int,
@@ -518,6 +538,7 @@ def store_group_message(
     sent: SendKey | None = None,
     *,
     resend_window: int = RESEND_WINDOW,
+    origin: int = 0,
 ) -> StoredGroupMessage:
     """Store a message of a member; it with its new id and the group's version.
 
@@ -561,9 +582,10 @@ def store_group_message(
         (msg_id, created, group_id),
     )
     txn.execute(
-        "INSERT INTO group_messages (group_id, from_id, msg_id, msg_type, content, created) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (group_id, from_id, msg_id, msg_type, content, created),
+        "INSERT INTO group_messages "
+        "(group_id, from_id, msg_id, msg_type, content, created, origin) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (group_id, from_id, msg_id, msg_type, content, created, origin),
     )
     txn.execute(
         "UPDATE group_members SET read_msg_id = ? WHERE group_id = ? AND user_id = ?",
@@ -577,7 +599,7 @@ def store_group_message(
     if matcher is not None and sent is not None:
         matcher.new(sent, created, 0).msg_id = msg_id
         matcher.write(txn)
-    message = StoredMessage(msg_id, from_id, group_id, msg_type, content, created)
+    message = StoredMessage(msg_id, from_id, group_id, msg_type, content, created, origin)
     return StoredGroupMessage(message, group.version)
 
 
@@ -638,19 +660,28 @@ _SEEN = "CASE WHEN m.read_msg_id > m.join_msg_id THEN m.read_msg_id ELSE m.join_
 def group_unread_counts(txn: Txn, user_id: int) -> list[UnreadRow]:
     """One entry per group of the user with unread messages, with the group's newest
     message and its real sender. Shielded (push-muted) groups count like the others."""
+    return group_unread_counts_of(txn, [user_id])[user_id]
+
+
+def group_unread_counts_of(txn: Txn, user_ids: Sequence[int]) -> dict[int, list[UnreadRow]]:
+    """``group_unread_counts`` of many users in one statement (the importer's check)."""
+    found: dict[int, list[UnreadRow]] = {int(u): [] for u in user_ids}
     rows = txn.execute(
-        f"SELECT g.id, g.last_msg_id - ({_SEEN}), "
+        f"SELECT m.user_id, g.id, g.last_msg_id - ({_SEEN}), "
         "gm.msg_id, gm.from_id, gm.msg_type, gm.content, gm.created "
         "FROM group_members m JOIN im_groups g ON g.id = m.group_id "
         "JOIN group_messages gm ON gm.group_id = g.id AND gm.msg_id = g.last_msg_id "
-        f"WHERE m.user_id = ? AND m.status = ? AND g.status = ? AND g.last_msg_id > ({_SEEN}) "
-        "ORDER BY g.id",
-        (user_id, MEMBER_ACTIVE, GROUP_ACTIVE),
+        f"WHERE m.user_id IN ({placeholders(len(found))}) AND m.status = ? AND g.status = ? "
+        f"AND g.last_msg_id > ({_SEEN}) ORDER BY m.user_id, g.id",
+        (*found, MEMBER_ACTIVE, GROUP_ACTIVE),
     ).fetchall()
-    return [
-        UnreadRow(int(row[0]), _GROUP, int(row[1]), group_message_from_row(int(row[0]), row[2:]))
-        for row in rows
-    ]
+    for row in rows:
+        found[int(row[0])].append(
+            UnreadRow(
+                int(row[1]), _GROUP, int(row[2]), group_message_from_row(int(row[1]), row[3:])
+            )
+        )
+    return found
 
 
 def mark_group_read(txn: Txn, user_id: int, group_id: int, msg_id: int = 0) -> bool:

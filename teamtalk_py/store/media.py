@@ -237,7 +237,13 @@ def get_or_create_secret(txn: Txn, name: str, candidate: str, *, now: int) -> st
             (name, candidate, now),
         )
     except DuplicateError:
-        row = txn.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
+        # Another node inserted it since our SELECT. On MariaDB/MySQL a plain SELECT
+        # would read this transaction's snapshot (REPEATABLE READ), taken before that
+        # row was committed, and find nothing; a locking read sees the committed row.
+        lock = " LOCK IN SHARE MODE" if txn.dialect is Dialect.MYSQL else ""
+        row = txn.execute(
+            f"SELECT value FROM server_secrets WHERE name = ?{lock}", (name,)
+        ).fetchone()
         assert row is not None
         return row[0]
     return candidate

@@ -21,7 +21,15 @@ from typing import Any
 
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.store.resends import RESEND_WINDOW, FirstCopy, ResendMatcher, SendKey
-from teamtalk_py.store.txn import Dialect, Txn, placeholders, upsert_sql
+from teamtalk_py.store.txn import (
+    PAIR_ROWS,
+    Dialect,
+    LockKey,
+    Txn,
+    lock_order,
+    placeholders,
+    upsert_sql,
+)
 
 # A sessions row's status; written with the messages, listed by sessions.py.
 SESSION_VISIBLE = 0
@@ -42,6 +50,9 @@ class StoredMessage:
     msg_type: int
     content: bytes
     created: int
+    #: The node run that stored it and its serial there (``store/origins.py``); 0 where
+    #: not known (history reads, resends, rows from before migration 12).
+    origin: int = 0
 
 
 class LatestMessage:
@@ -101,11 +112,19 @@ MESSAGE_COLUMNS = "m.msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.create
 LATEST_OF_PAIR = "JOIN messages m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id"
 
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (relation_id, from_id, to_id, msg_id, msg_type, content, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages "
+    "(relation_id, from_id, to_id, msg_id, msg_type, content, created, origin) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
+def pair_rows_first(*_args: Any, **_kwargs: Any) -> LockKey:
+    """Lock key of one-to-one message jobs (``txn.lock_order``): their pairs' rows, sorted,
+    come before any group's."""
+    return (PAIR_ROWS,)
+
+
+@lock_order(pair_rows_first)
 def store_single_message(
     txn: Txn, from_id: int, to_id: int, msg_type: int, content: bytes, created: int
 ) -> StoredMessage:
@@ -135,6 +154,8 @@ class NewMessage:
     created: int
     #: How it arrived, when a resend of it could be recognised (``store/resends.py``).
     sent: SendKey | None = None
+    #: The storing node run and the message's serial in it (``store/origins.py``).
+    origin: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +178,61 @@ _NEXT_MSG_IDS = {
     )
     for dialect in Dialect
 }
+
+# MySQL: the same upsert, but an existing row leaves its new ``last_msg_id`` in
+# LAST_INSERT_ID(), which comes back in the statement's own answer (``lastrowid``); a new
+# row answers its auto-increment id there instead, and its last_msg_id is the count.
+_NEXT_MSG_IDS_MYSQL = (
+    "INSERT INTO relations (small_id, big_id, last_msg_id, created, updated) "
+    "VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE "
+    "last_msg_id = LAST_INSERT_ID(last_msg_id + VALUES(last_msg_id)), "
+    "updated = VALUES(updated)"
+)
+_ROW_INSERTED = 1  # an upsert's rowcount for a new row (2 for an updated one)
+
+
+def _relation_ids(txn: Txn, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """The relation ids of the pairs that have one (ids never change): one read for a
+    batch, so that allocating each pair's ids is then a single upsert (MySQL)."""
+    found: dict[tuple[int, int], int] = {}
+    for start in range(0, len(pairs), 200):
+        chunk = pairs[start : start + 200]
+        where = " OR ".join(["(small_id = ? AND big_id = ?)"] * len(chunk))
+        rows = txn.execute(
+            f"SELECT small_id, big_id, id FROM relations WHERE {where}",
+            [n for pair in chunk for n in pair],
+        ).fetchall()
+        found.update({(int(a), int(b)): int(i) for a, b, i in rows})
+    return found
+
+
+def _allocate_ids(
+    txn: Txn, pair: tuple[int, int], count: int, created: int, known: dict[tuple[int, int], int]
+) -> tuple[int, int]:
+    """``count`` new ids of the pair: (relation id, the last of them). The upsert holds the
+    relation row locked until COMMIT, so no other writer (node) allocates meanwhile."""
+    small, big = pair
+    if txn.dialect is Dialect.SQLITE:
+        params = (small, big, count, created, created, count, created)
+        allocated = txn.execute(
+            _NEXT_MSG_IDS[Dialect.SQLITE] + " RETURNING id, last_msg_id", params
+        ).fetchone()
+        assert allocated is not None  # the upsert wrote the row
+        return int(allocated[0]), int(allocated[1])
+    txn.execute(_NEXT_MSG_IDS_MYSQL, (small, big, count, created, created))
+    if txn.rowcount == _ROW_INSERTED:
+        return txn.lastrowid, count
+    last = txn.lastrowid
+    relation_id = known.get(pair)
+    if relation_id is None:
+        # Another node created the pair's relation since the batch looked.
+        row = txn.execute(
+            "SELECT id FROM relations WHERE small_id = ? AND big_id = ?", (small, big)
+        ).fetchone()
+        assert row is not None
+        relation_id = int(row[0])
+    return relation_id, last
+
 
 # Row-only parameters, so that ``executemany`` can fold them into one statement on MySQL
 # (PyMySQL cannot carry parameters in the ON DUPLICATE KEY part).
@@ -207,6 +283,7 @@ def _check_new(message: NewMessage) -> None:
         raise ValueError("a message needs non-empty bytes content")
 
 
+@lock_order(pair_rows_first)
 def store_single_messages(
     txn: Txn, batch: Sequence[NewMessage], *, resend_window: int = RESEND_WINDOW
 ) -> list[Accepted]:
@@ -247,30 +324,28 @@ def store_single_messages(
     rows: list[tuple[Any, ...]] = []
     unread: dict[tuple[int, int], int] = {}
     sessions: list[tuple[Any, ...]] = []
-    for (small, big), indexes in by_pair.items():
+    # Row locks in one order (pairs, then unread and session rows, each sorted by key), so
+    # that batches of several nodes wait for each other instead of deadlocking.
+    pairs = sorted(by_pair)
+    known = _relation_ids(txn, pairs) if dialect is Dialect.MYSQL and pairs else {}
+    for pair in pairs:
+        small, big = pair
+        indexes = by_pair[pair]
         count = len(indexes)
         created = max(batch[i].created for i in indexes)
-        params = (small, big, count, created, created, count, created)
-        if dialect is Dialect.SQLITE:
-            allocated = txn.execute(
-                _NEXT_MSG_IDS[dialect] + " RETURNING id, last_msg_id", params
-            ).fetchone()
-        else:
-            txn.execute(_NEXT_MSG_IDS[dialect], params)
-            allocated = txn.execute(
-                "SELECT id, last_msg_id FROM relations WHERE small_id = ? AND big_id = ?",
-                (small, big),
-            ).fetchone()
-        assert allocated is not None  # the upsert above wrote the row
-        relation_id, last = allocated
-        msg_id = int(last) - count
+        relation_id, last = _allocate_ids(txn, pair, count, created, known)
+        msg_id = last - count
         for index in indexes:
             m = batch[index]
             msg_id += 1
-            rows.append((relation_id, m.from_id, m.to_id, msg_id, m.msg_type, m.content, m.created))
+            rows.append(
+                (relation_id, m.from_id, m.to_id, msg_id, m.msg_type, m.content, m.created,
+                 m.origin)
+            )  # fmt: skip
             results[index] = Accepted(
-                StoredMessage(msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created)
-            )
+                StoredMessage(msg_id, m.from_id, m.to_id, m.msg_type, m.content, m.created,
+                              m.origin)
+            )  # fmt: skip
             copy = new_copies.get(index)
             if copy is not None:
                 copy.msg_id = msg_id
@@ -285,8 +360,10 @@ def store_single_messages(
             resend_of=first.connection,
         )
     txn.executemany(_INSERT_MESSAGE, rows)
-    txn.executemany(_ADD_UNREAD[dialect], [(to, sender, n) for (to, sender), n in unread.items()])
-    txn.executemany(_SHOW_SESSION[dialect], sessions)
+    txn.executemany(
+        _ADD_UNREAD[dialect], [(to, sender, n) for (to, sender), n in sorted(unread.items())]
+    )
+    txn.executemany(_SHOW_SESSION[dialect], sorted(sessions))
     if matcher is not None:
         matcher.write(txn)
     return results  # type: ignore[return-value]
@@ -346,11 +423,23 @@ def mark_single_read(txn: Txn, reader_id: int, peer_id: int) -> None:
 def unread_counts(txn: Txn, user_id: int) -> list[UnreadRow]:
     """One-to-one unread counters of the user, each with the pair's newest message
     (``groups.group_unread_counts`` has the groups')."""
+    return unread_counts_of(txn, [user_id])[user_id]
+
+
+def unread_counts_of(txn: Txn, user_ids: Sequence[int]) -> dict[int, list[UnreadRow]]:
+    """``unread_counts`` of many users in one statement (the importer's check reads every
+    user's; a statement per user is a round trip per user on MariaDB)."""
+    found: dict[int, list[UnreadRow]] = {int(u): [] for u in user_ids}
     rows = txn.execute(
-        f"SELECT u.peer_id, u.count, {MESSAGE_COLUMNS} FROM unread u "
+        f"SELECT u.user_id, u.peer_id, u.count, {MESSAGE_COLUMNS} FROM unread u "
         f"JOIN relations r ON {pair_join('u.user_id', 'u.peer_id')} "
         f"{LATEST_OF_PAIR} "
-        "WHERE u.user_id = ? AND u.count > 0 ORDER BY u.peer_id",
-        (user_id,),
+        f"WHERE u.user_id IN ({placeholders(len(found))}) AND u.count > 0 "
+        "ORDER BY u.user_id, u.peer_id",
+        list(found),
     ).fetchall()
-    return [UnreadRow(row[0], _SINGLE, int(row[1]), message_from_row(row[2:])) for row in rows]
+    for row in rows:
+        found[int(row[0])].append(
+            UnreadRow(row[1], _SINGLE, int(row[2]), message_from_row(row[3:]))
+        )
+    return found

@@ -712,6 +712,151 @@ _V11_MYSQL = (
     + _MYSQL_TABLE,
 )
 
+# Version 12: the admin API (admin_api/). ``users.admin`` lets a user sign in to the
+# console; ``admin_tokens`` are the operators' API tokens (``teamtalk-admin admin-token``),
+# kept as the SHA-256 of the token only; ``admin_sessions`` are console sign-ins (the
+# cookie's SHA-256, its CSRF token and expiry), shared by every node hosting the API.
+_V12_SQLITE = (
+    add_column("users", "admin", "INTEGER NOT NULL DEFAULT 0"),
+    """CREATE TABLE IF NOT EXISTS admin_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created INTEGER NOT NULL DEFAULT 0,
+        last_used INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS admin_sessions (
+        session_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS admin_sessions_expires ON admin_sessions (expires)",
+)
+_V12_MYSQL = (
+    add_column("users", "admin", "TINYINT UNSIGNED NOT NULL DEFAULT 0"),
+    """CREATE TABLE IF NOT EXISTS admin_tokens (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        name VARCHAR(64) NOT NULL,
+        token_hash CHAR(64) NOT NULL,
+        created BIGINT NOT NULL DEFAULT 0,
+        last_used BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_admin_tokens_name (name),
+        UNIQUE KEY uq_admin_tokens_hash (token_hash))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS admin_sessions (
+        session_hash CHAR(64) NOT NULL,
+        user_id BIGINT NOT NULL,
+        csrf_token VARCHAR(64) NOT NULL,
+        created BIGINT NOT NULL,
+        expires BIGINT NOT NULL,
+        PRIMARY KEY (session_hash),
+        KEY idx_admin_sessions_expires (expires))"""
+    + _MYSQL_TABLE,
+)
+
+# Version 13: contacts (docs/EXTENSION.md): friend requests and friendships.
+# ``pending_pair`` is ``from_id << 32 | to_id`` while a request is pending and NULL once
+# answered: its UNIQUE key allows one pending request per asker and asked user, on
+# both backends (several NULLs never collide). ``to_notified`` / ``from_notified`` mark
+# the request delivered to the asked user and the answer delivered to the asker.
+_V13_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS friend_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        from_id INTEGER NOT NULL,
+        to_id INTEGER NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        remark TEXT NOT NULL DEFAULT '',
+        state INTEGER NOT NULL DEFAULT 0,
+        pending_pair INTEGER UNIQUE,
+        created INTEGER NOT NULL,
+        answered INTEGER NOT NULL DEFAULT 0,
+        to_notified INTEGER NOT NULL DEFAULT 0,
+        from_notified INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS friend_requests_to ON friend_requests (to_id, state)",
+    "CREATE INDEX IF NOT EXISTS friend_requests_from ON friend_requests (from_id, state)",
+    """CREATE TABLE IF NOT EXISTS friends (
+        user_id INTEGER NOT NULL,
+        friend_id INTEGER NOT NULL,
+        remark TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL,
+        PRIMARY KEY (user_id, friend_id))""",
+)
+_V13_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS friend_requests (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        from_id BIGINT NOT NULL,
+        to_id BIGINT NOT NULL,
+        note VARCHAR(255) NOT NULL DEFAULT '',
+        remark VARCHAR(255) NOT NULL DEFAULT '',
+        state INT NOT NULL DEFAULT 0,
+        pending_pair BIGINT NULL,
+        created BIGINT NOT NULL,
+        answered BIGINT NOT NULL DEFAULT 0,
+        to_notified INT NOT NULL DEFAULT 0,
+        from_notified INT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id),
+        UNIQUE KEY uq_friend_requests_pending (pending_pair),
+        KEY idx_friend_requests_to (to_id, state),
+        KEY idx_friend_requests_from (from_id, state))"""
+    + _MYSQL_TABLE,
+    """CREATE TABLE IF NOT EXISTS friends (
+        user_id BIGINT NOT NULL,
+        friend_id BIGINT NOT NULL,
+        remark VARCHAR(255) NOT NULL DEFAULT '',
+        created BIGINT NOT NULL,
+        PRIMARY KEY (user_id, friend_id))"""
+    + _MYSQL_TABLE,
+)
+
+# Version 14: where users may log in to file transfer tasks from (store/file_permits.py).
+_V14_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS file_login_permits (
+        task_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        granted INTEGER NOT NULL,
+        PRIMARY KEY (task_id, user_id, address)) WITHOUT ROWID""",
+    add_index("file_login_permits", "idx_file_login_permits_granted", "granted"),
+)
+_V14_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS file_login_permits (
+        task_id VARCHAR(64) NOT NULL,
+        user_id BIGINT NOT NULL,
+        address VARCHAR(64) NOT NULL,
+        granted BIGINT NOT NULL,
+        PRIMARY KEY (task_id, user_id, address),
+        KEY idx_file_login_permits_granted (granted))"""
+    + _MYSQL_TABLE,
+)
+
+# Version 15: where each message was stored, for live delivery after a route outage
+# (msg/catch_up.py). ``node_runs`` numbers every msg process run; a message's ``origin``
+# is that run's number shifted left by 40 plus the message's serial in the run, so one
+# run's messages are one range of the origin index, in the order they were committed.
+_V15_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS node_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL DEFAULT '',
+        started INTEGER NOT NULL DEFAULT 0)""",
+    add_column("messages", "origin", "INTEGER NOT NULL DEFAULT 0"),
+    add_column("group_messages", "origin", "INTEGER NOT NULL DEFAULT 0"),
+    add_index("messages", "messages_origin", "origin"),
+    add_index("group_messages", "group_messages_origin", "origin"),
+)
+_V15_MYSQL = (
+    """CREATE TABLE IF NOT EXISTS node_runs (
+        id BIGINT NOT NULL AUTO_INCREMENT,
+        node VARCHAR(255) NOT NULL DEFAULT '',
+        started BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id))"""
+    + _MYSQL_TABLE,
+    add_column("messages", "origin", "BIGINT NOT NULL DEFAULT 0"),
+    add_column("group_messages", "origin", "BIGINT NOT NULL DEFAULT 0"),
+    add_index("messages", "idx_messages_origin", "origin"),
+    add_index("group_messages", "idx_group_messages_origin", "origin"),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1_SQLITE, _V1_MYSQL),
     Migration(2, "group member join watermark", _V2_SQLITE, _V2_MYSQL),
@@ -726,6 +871,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "ending a user's sessions on every node", _V9_SQLITE, _V9_MYSQL),
     Migration(10, "cloud disk: files and shares", _V10_SQLITE, _V10_MYSQL),
     Migration(11, "send facts for resend recognition", _V11_SQLITE, _V11_MYSQL),
+    Migration(12, "admin API: admin users, tokens and console sessions", _V12_SQLITE, _V12_MYSQL),
+    Migration(13, "contacts: friend requests and friends", _V13_SQLITE, _V13_MYSQL),
+    Migration(14, "file login permits", _V14_SQLITE, _V14_MYSQL),
+    Migration(15, "message origins for catch-up", _V15_SQLITE, _V15_MYSQL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -758,6 +907,12 @@ TABLES = (
     "disk_files",
     "disk_shares",
     "message_sends",
+    "admin_tokens",
+    "admin_sessions",
+    "friend_requests",
+    "friends",
+    "file_login_permits",
+    "node_runs",
 )
 
 

@@ -100,6 +100,13 @@ class StoreService(TeamTalkService):
             [],
             lambda: one(db.stats.reconnects),
         )
+        metrics.counters(
+            "teamtalk_store_deadlock_retries",
+            "Write batches run again whole after the database rolled one back (MySQL "
+            "deadlock 1213 or lock wait timeout 1205).",
+            [],
+            lambda: one(db.stats.deadlock_retries),
+        )
         metrics.gauges(
             "teamtalk_store_up",
             "1 while the last database ping succeeded.",
@@ -160,3 +167,14 @@ class StoreService(TeamTalkService):
     ) -> Deferred[T]:
         """Run ``fn(txn, *args, **kwargs)`` in the next group commit; fires once durable."""
         return self.database.write(fn, *args, **kwargs)
+
+    def write_soon(
+        self,
+        linger: float,
+        fn: Callable[Concatenate[Txn, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[T]:
+        """``write`` that rides along in a batch committed anyway, or commits on its own
+        after ``linger`` seconds (``Database.write_soon``)."""
+        return self.database.write_soon(linger, fn, *args, **kwargs)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from teamtalk_py.outage import Unavailable
 
@@ -48,6 +48,43 @@ class StoreClosedError(StoreError):
 
 class SchemaTooNewError(StoreError):
     """The database was migrated by a newer version of teamtalk_py than this one."""
+
+
+#: A write job's place in its batch (``lock_order``): the rows it locks first.
+LockKey = tuple[int, ...]
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``LockKey`` tiers, in the order the writer runs them: every one-to-one message job
+#: (``relations`` rows, then ``unread`` and ``sessions`` rows, each sorted), then the group
+#: message jobs by group id (``im_groups`` row, then the member's rows).
+PAIR_ROWS = 0
+GROUP_ROWS = 1
+
+
+def lock_order(key: Callable[..., LockKey]) -> Callable[[F], F]:
+    """Declare the rows a write function locks first: ``key(*args, **kwargs)`` (the job's
+    arguments after ``txn``) names them.
+
+    Nodes sharing MariaDB write side by side, held apart only by InnoDB's row locks; two
+    batches that lock the same rows in different orders deadlock. The writer therefore runs
+    the jobs that declare a key after the other jobs of the batch, sorted by key (arrival
+    order among equal keys), so a batch holding one-to-one and group messages takes its
+    message row locks in one global order, whatever order the messages came in
+    (``Database._run_batch``). Other jobs (read marks, say) only move earlier, before
+    messages that were not yet acknowledged.
+    """
+
+    def declare(fn: F) -> F:
+        fn.lock_order = key  # type: ignore[attr-defined]
+        return fn
+
+    return declare
+
+
+def lock_key(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> LockKey | None:
+    """The key ``fn`` declares for these arguments (``lock_order``), None if it names none."""
+    key = getattr(fn, "lock_order", None)
+    return None if key is None else key(*args, **kwargs)
 
 
 class StatementRules(Protocol):

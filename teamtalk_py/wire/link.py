@@ -144,7 +144,8 @@ class AuthenticatedLink(PduProtocol):
         to read what is queued for it."""
         self.abort(f"{self.purpose} link: nothing received for {self.idle_timeout:g} s")
 
-    def pduReceived(self, header: PduHeader, pdu: bytes) -> None:
+    def pduReceived(self, header: PduHeader, pdu: bytes, more: bool = False) -> None:
+        # ``more`` (answers may wait for the rest of the read) is for client connections.
         if self.logged_in:
             self.link_pdu_received(header, pdu)
         elif self.auth.secret is None:

@@ -33,7 +33,7 @@ class Engine:
         raise NotImplementedError
 
     def begin_write(self, cursor: Any) -> None:
-        """Start a write transaction, once every other writer of the database is done."""
+        """Start a write transaction (SQLite: once every other writer of the file is done)."""
         raise NotImplementedError
 
     def commit_write(self, cursor: Any) -> None:

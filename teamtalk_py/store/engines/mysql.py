@@ -1,22 +1,25 @@
 """MariaDB/MySQL through PyMySQL: the database a cluster's nodes share.
 
-Writers of one database take turns through a named lock (``GET_LOCK``), like SQLite's
-write lock, so that nodes committing large batches over the same users' rows do not
-deadlock each other. The first start against an empty server creates the database.
+Writers of several nodes sharing one database run side by side: there is no lock between
+them beyond InnoDB's row locks. Batches take those in one order (one-to-one jobs first:
+relations, then unread and session rows, each sorted by key; then group messages by group
+id, see ``txn.lock_order``), so they rarely deadlock; when InnoDB still picks a
+batch as a deadlock victim (1213) or a lock wait times out (1205), the whole batch is run
+again, intact (``Database._run_batch``). The first start against an empty server creates
+the database.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.logger import Logger
 
-from teamtalk_py.store.engines.base import Engine, rollback_quietly
+from teamtalk_py.store.engines.base import Engine
 from teamtalk_py.store.txn import Dialect, StoreError
 
 log = Logger(namespace="teamtalk.store")
@@ -28,10 +31,6 @@ _MYSQL_LOST = frozenset({2003, 2006, 2013, 2055})
 _MYSQL_TRANSIENT = frozenset({1205, 1213})
 _MYSQL_DUPLICATE = 1062
 _MYSQL_UNKNOWN_DATABASE = 1049
-
-
-class WriterLockTimeout(StoreError):
-    """Another node held the MySQL writer lock for too long."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -82,7 +81,6 @@ class MySQLEngine(Engine):
         self,
         params: MySQLParams,
         timeout: float = 120.0,
-        lock_timeout: int = 30,
         *,
         create: bool = True,
     ) -> None:
@@ -94,8 +92,6 @@ class MySQLEngine(Engine):
         #: Create the database on first connect (the server); False: refuse (readers).
         self.create = create
         self.timeout = timeout
-        self.lock_timeout = lock_timeout
-        self._writer_lock = f"teamtalk_py.writer.{params.database}"[:64]
 
     def _connect(self, database: str | None) -> Any:
         import pymysql
@@ -112,9 +108,8 @@ class MySQLEngine(Engine):
             charset="utf8mb4",
             autocommit=False,
             # FOUND_ROWS: rowcount = rows matched, as in SQLite, not rows whose value
-            # changed. MULTI_STATEMENTS: the writer lock rides along with START
-            # TRANSACTION and COMMIT in one round trip (values are always escaped
-            # parameters, never spliced SQL).
+            # changed. MULTI_STATEMENTS: a few statements ride in one round trip (values
+            # are always escaped parameters, never spliced SQL).
             client_flag=CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,
             connect_timeout=10,
             read_timeout=self.timeout,
@@ -156,36 +151,11 @@ class MySQLEngine(Engine):
     def begin_read(self, cursor: Any) -> None:
         cursor.execute("START TRANSACTION READ ONLY")
 
-    # Writers of one database take turns through a named lock, like SQLite's write lock.
-    # Without it, two nodes committing large batches over the same users' rows deadlock
-    # all the time. Taking and releasing it rides along with START TRANSACTION and COMMIT,
-    # so it costs no extra round trip; the server drops it if the connection dies.
+    # No lock between writers of several nodes: InnoDB's row locks order them, and a
+    # deadlock is retried with the batch intact (see the module docstring).
 
     def begin_write(self, cursor: Any) -> None:
-        cursor.execute(
-            "SELECT GET_LOCK(%s, %s);\nSTART TRANSACTION", (self._writer_lock, self.lock_timeout)
-        )
-        (got,) = cursor.fetchone()
-        while cursor.nextset():
-            pass
-        if got != 1:
-            raise WriterLockTimeout(
-                f"another writer held {self._writer_lock} for over {self.lock_timeout}s"
-            )
-
-    def commit_write(self, cursor: Any) -> None:
-        cursor.execute("COMMIT;\nSELECT RELEASE_LOCK(%s)", (self._writer_lock,))
-        with suppress(Exception):  # committed; a failed release ends with the session
-            while cursor.nextset():
-                pass
-
-    def abort_write(self, conn: Any, cursor: Any) -> None:
-        try:
-            cursor.execute("ROLLBACK;\nSELECT RELEASE_LOCK(%s)", (self._writer_lock,))
-            while cursor.nextset():
-                pass
-        except Exception:
-            rollback_quietly(conn)
+        cursor.execute("START TRANSACTION")
 
     def _code(self, exc: BaseException) -> int | None:
         import pymysql
@@ -210,8 +180,6 @@ class MySQLEngine(Engine):
     def is_transient(self, exc: BaseException) -> bool:
         import pymysql
 
-        if isinstance(exc, WriterLockTimeout):
-            return True
         return isinstance(exc, pymysql.err.OperationalError) and self._code(exc) in _MYSQL_TRANSIENT
 
     def _lock_name(self) -> str:
