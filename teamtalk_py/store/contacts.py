@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from teamtalk_py.store.txn import Dialect, DuplicateError, Txn, placeholders
+from teamtalk_py.store.txn import DuplicateError, Txn, placeholders
 
 PENDING = 0
 ACCEPTED = 1
@@ -78,10 +78,6 @@ def _request(row: tuple) -> FriendRequest:
 
 def _pair(from_id: int, to_id: int) -> int:
     return from_id << 32 | to_id
-
-
-def _for_update(txn: Txn) -> str:
-    return " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
 
 
 def _like_pattern(text: str) -> str:
@@ -232,7 +228,7 @@ def answer(
     Returns ``(None, the answered request)`` or ``(NO_SUCH_REQUEST, None)``.
     """
     row = txn.execute(
-        f"SELECT {_REQUEST} FROM friend_requests WHERE id = ?{_for_update(txn)}", (request_id,)
+        f"SELECT {_REQUEST} FROM friend_requests WHERE id = ?{txn.for_update}", (request_id,)
     ).fetchone()
     request = _request(row) if row else None
     if request is None or request.to_id != user_id or request.state != PENDING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from teamtalk_py.store.txn import Dialect, Txn, upsert_sql
+from teamtalk_py.store.txn import Txn, upsert_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ def drop_reference(txn: Txn, sha256: str, *, now: int) -> int:
 def refcount(txn: Txn, sha256: str, *, lock: bool = False) -> int | None:
     """The count of ``sha256`` (None when there is no row); ``lock``: hold the row (or,
     when there is none, the place where it would go) until the transaction ends."""
-    suffix = " FOR UPDATE" if lock and txn.dialect is Dialect.MYSQL else ""
+    suffix = txn.for_update if lock else ""
     row = txn.execute(
         "SELECT refcount FROM content_blobs WHERE sha256 = ?" + suffix, (sha256,)
     ).fetchone()
@@ -77,7 +77,7 @@ def unreferenced(txn: Txn, before: int, limit: int = 500) -> list[str]:
 def lock_unreferenced(txn: Txn, sha256: str, before: int) -> bool:
     """Inside the sweep's transaction: lock the row and delete it if it is still
     unreferenced since before ``before``; True when the caller may delete the bytes."""
-    lock = " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
+    lock = txn.for_update
     row = txn.execute(
         "SELECT refcount, updated FROM content_blobs WHERE sha256 = ?" + lock, (sha256,)
     ).fetchone()

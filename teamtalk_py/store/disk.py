@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from teamtalk_py.store.txn import Dialect, Txn, placeholders
+from teamtalk_py.store.txn import Txn, placeholders
 
 
 class Order(enum.Enum):
@@ -95,10 +95,6 @@ def _share(row: tuple) -> SharedFileRow:
         row[0], row[1], int(row[2]), row[3], row[4], row[5], row[6], int(row[7]), int(row[8]),
         int(row[9]),
     )  # fmt: skip
-
-
-def _for_update(txn: Txn) -> str:
-    return " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
 
 
 # -- a user's files ---------------------------------------------------------------------
@@ -197,7 +193,7 @@ def readable_blob(
     """``(sha256, size)`` of bytes with this MD5 that ``user_id`` may already read: in one
     of their own files, else in the public list; None when there are none. ``lock``: the
     row found stays locked until the transaction ends (its blob cannot lose it)."""
-    suffix = _for_update(txn) if lock else ""
+    suffix = txn.for_update if lock else ""
     row = txn.execute(
         "SELECT sha256, size FROM disk_files WHERE owner_id = ? AND md5 = ? LIMIT 1" + suffix,
         (user_id, md5),
@@ -218,7 +214,7 @@ def share_file(txn: Txn, owner_id: int, file_id: str, share_id: str, *, now: int
     """Put the owner's file in the public list; False when they have no such file.
     DuplicateError when a file of that (MD5, name) is there already (theirs or anyone's)."""
     file = txn.execute(
-        "SELECT md5, name FROM disk_files WHERE file_id = ? AND owner_id = ?" + _for_update(txn),
+        "SELECT md5, name FROM disk_files WHERE file_id = ? AND owner_id = ?" + txn.for_update,
         (file_id, owner_id),
     ).fetchone()
     if file is None:
@@ -247,7 +243,7 @@ def shared_blob(txn: Txn, share_id: str, *, lock: bool = False) -> str | None:
     locked until the transaction ends."""
     row = txn.execute(
         "SELECT f.sha256 FROM disk_shares s JOIN disk_files f ON f.file_id = s.file_id"
-        " WHERE s.share_id = ?" + (_for_update(txn) if lock else ""),
+        " WHERE s.share_id = ?" + (txn.for_update if lock else ""),
         (share_id,),
     ).fetchone()
     return None if row is None else str(row[0])

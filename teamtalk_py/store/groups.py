@@ -207,7 +207,7 @@ def get_group(txn: Txn, group_id: int) -> GroupRow | None:
 
 def _lock_group(txn: Txn, group_id: int) -> GroupRow:
     """The live group row, write-locked until COMMIT; NoSuchGroup if missing or dissolved."""
-    lock = " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
+    lock = txn.for_update
     row = txn.execute(
         f"SELECT {_GROUP_COLUMNS} FROM im_groups WHERE id = ?{lock}", (group_id,)
     ).fetchone()

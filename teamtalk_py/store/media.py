@@ -96,7 +96,7 @@ def get_file(txn: Txn, file_id: str) -> MediaFileRow | None:
 def lock_file(txn: Txn, file_id: str, owner_id: int) -> str | None:
     """The SHA-256 of an owner's file, its row locked until the transaction ends (None:
     no such file of theirs), so its blob keeps this reference meanwhile."""
-    lock = " FOR UPDATE" if txn.dialect is Dialect.MYSQL else ""
+    lock = txn.for_update
     row = txn.execute(
         "SELECT sha256 FROM media_files WHERE file_id = ? AND owner_id = ? AND status = ?" + lock,
         (file_id, owner_id, STATUS_LIVE),

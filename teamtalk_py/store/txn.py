@@ -121,6 +121,12 @@ class Txn:
         self.dialect: Dialect = rules.dialect
         self.writes = 0
 
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` on MySQL, where nodes sharing the database must lock the rows
+        they read to write; empty on SQLite, whose one writer already excludes others."""
+        return " FOR UPDATE" if self.dialect is Dialect.MYSQL else ""
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Txn:
         try:
             self._cursor.execute(self._rules.convert(sql), tuple(params))
