@@ -51,7 +51,7 @@ from teamtalk_client import TeamTalkSession, connect
 from teamtalk_testing.cluster import ClusterProcesses
 from teamtalk_testing.faults import OwnRedis, TcpProxy
 from teamtalk_testing.scratch import DEFAULT_MYSQL, ScratchDatabase
-from teamtalk_testing.traffic import ChatTraffic, Pair, create_group, stored_rows
+from teamtalk_testing.traffic import ChatTraffic, Pair, create_group, stored_rows, stored_unread
 
 FAULTS = ("redis", "database", "pause", "kill-hub", "kill-node")
 PASSWORD = "bench"
@@ -224,7 +224,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         await traffic.stop()
         await sleep(reactor, 3)  # late live deliveries
         sampler.loop.stop()
-        problems = traffic.audit(stored_rows(db.query, pairs))
+        problems = traffic.audit(stored_rows(db.query, pairs), stored_unread(db.query, pairs))
         caught_up = {
             name: int(cluster.metric(name, "teamtalk_caught_up_deliveries_total"))
             for name in cluster.nodes

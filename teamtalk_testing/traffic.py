@@ -34,7 +34,7 @@ from teamtalk_client.pdu import Pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Group_pb2
 
-__all__ = ["ChatTraffic", "Pair", "create_group", "stored_rows"]
+__all__ = ["ChatTraffic", "Pair", "create_group", "stored_rows", "stored_unread"]
 
 
 @dataclass
@@ -102,6 +102,18 @@ def stored_rows(query: Callable[[str], list[Any]], pairs: Iterable[Pair]) -> lis
             f"WHERE group_id IN ({groups})"
         )
     return rows
+
+
+def stored_unread(
+    query: Callable[[str], list[Any]], pairs: Iterable[Pair]
+) -> dict[tuple[int, int], int]:
+    """The one-to-one receivers' unread counts, ``(receiver, sender) -> count``, from the
+    ``unread`` table (a group's unread is derived from message ids, not counted)."""
+    receivers = ",".join(str(p.to_id) for p in pairs if not p.group_id)
+    if not receivers:
+        return {}
+    rows = query(f"SELECT user_id, peer_id, count FROM unread WHERE user_id IN ({receivers})")
+    return {(int(user_id), int(peer_id)): int(count) for user_id, peer_id, count in rows}
 
 
 class ChatTraffic:
@@ -204,9 +216,13 @@ class ChatTraffic:
 
     # -- the audit ----------------------------------------------------------------------
 
-    def audit(self, rows: Iterable[tuple[int, int, int, bytes]]) -> list[str]:
+    def audit(
+        self,
+        rows: Iterable[tuple[int, int, int, bytes]],
+        unread: dict[tuple[int, int], int],
+    ) -> list[str]:
         """Problems found, given every stored (from_id, to_id, msg_id, content) of the
-        pairs (see the module docstring)."""
+        pairs and the receivers' unread counts (see the module docstring)."""
         problems: list[str] = []
         stored: dict[tuple[int, int], dict[int, str]] = {}
         for from_id, to_id, msg_id, content in rows:
@@ -233,6 +249,12 @@ class ChatTraffic:
             stored_texts = Counter(rows_of.values())
             for text, n in (stored_texts - sent_texts).items():
                 problems.append(f"{pair.from_id}->{pair.to_id}: {text!r} stored {n} more times")
+            if not pair.group_id:
+                count = unread.get((pair.to_id, pair.from_id), 0)
+                if count != len(rows_of):
+                    problems.append(
+                        f"{pair.from_id}->{pair.to_id}: unread {count}, {len(rows_of)} stored"
+                    )
             twice = [msg_id for msg_id, n in pair.live.items() if n > 1]
             if twice:
                 problems.append(f"{pair.from_id}->{pair.to_id}: delivered live twice: {twice[:10]}")

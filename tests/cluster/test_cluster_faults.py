@@ -28,7 +28,7 @@ from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_testing.cluster import ClusterProcesses
 from teamtalk_testing.faults import TcpProxy
 from teamtalk_testing.ports import LOOPBACK
-from teamtalk_testing.traffic import ChatTraffic, Pair, create_group, stored_rows
+from teamtalk_testing.traffic import ChatTraffic, Pair, create_group, stored_rows, stored_unread
 from tests.cluster_support import (
     PASSWORD,
     PC,
@@ -126,7 +126,9 @@ class ClusterFaultTests(TestCase):
             await wait_until(all_live, timeout=10, what="every acked message live")
         except AssertionError:
             pass  # the audit says which ones
-        return traffic.audit(stored_rows(self.db.query, traffic.pairs))
+        return traffic.audit(
+            stored_rows(self.db.query, traffic.pairs), stored_unread(self.db.query, traffic.pairs)
+        )
 
     def caught_up(self, cluster: ClusterProcesses, node: str) -> float:
         return cluster.metric(node, "teamtalk_caught_up_deliveries_total")
