@@ -202,6 +202,21 @@ class MsfsTests(TestCase):
             codes.append((response.status, response.json()["error_code"]))
         assert codes == [(200, 0), (200, 0), (429, 12)]
 
+    async def test_per_ip_upload_bytes_per_hour(self):
+        """Past ``media.upload_bytes_per_hour`` from one address: HTTP 429, error_code 12
+        (the third 10 kB picture would pass 25,000 bytes)."""
+        await self.start(**{"media.upload_bytes_per_hour": 25_000})
+        answers = []
+        for _ in range(3):
+            head, body = afnetworking_upload(self.base, picture(10_000), "a.jpg")
+            response = await http(self.base, head, body)
+            answers.append((response.status, response.json()))
+        assert [(status, json["error_code"]) for status, json in answers] == [
+            (200, 0),
+            (200, 0),
+            (429, 12),
+        ]
+
     async def test_anonymous_uploads_can_be_switched_off(self):
         """With ``media.anonymous_uploads = false`` an upload without a token is 401."""
         await self.start(**{"media.anonymous_uploads": False})
