@@ -52,9 +52,9 @@ def handle_leave(conn: MsgConnection, request: Request) -> None:
     conn.send(X.CID_EXT_ROOM_LEAVE_RSP, answer, request.seq)
 
 
-def handle_post(conn: MsgConnection, request: Request) -> None:
+async def handle_post(conn: MsgConnection, request: Request) -> None:
     """Refusals first (cheapest first: a non-member costs no rate token), then the
-    fan-out, then the ack."""
+    fan-out, then the ack, once route has forwarded the post (``NodeRooms.post``)."""
     req: X.IMExtRoomPostReq = request.message
     ctx = conn.ctx
     rooms = _rooms(conn)
@@ -71,7 +71,7 @@ def handle_post(conn: MsgConnection, request: Request) -> None:
         conn.limit_refused()
     if result is None:
         now = ctx.now()
-        result = rooms.post(conn, req.room_id, req.msg_type, req.content, now)
+        result = await rooms.post(conn, req.room_id, req.msg_type, req.content, now)
         answer.create_time = now
     answer.result_code = result
     conn.send(X.CID_EXT_ROOM_POST_ACK, answer, request.seq)

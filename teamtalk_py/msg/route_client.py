@@ -24,8 +24,13 @@ While the link is down:
 * kicks are not queued: a late kick could hit a connection that logged in after it;
 * users-status queries are answered from this node's own knowledge;
 * chat rooms are live only: a join is refused (route admits every join, and cannot be
-  asked), a post reaches this node's members only, leaves are not sent (the room list
-  sent on reconnect replaces this node's counts on route).
+  asked), a post reaches this node's members only (and is acked at once), leaves are not
+  sent (the room list sent on reconnect replaces this node's counts on route).
+
+A room post's relay is a request (``room_relay``): route answers it once it has forwarded
+the post, and the poster's ack waits for that answer, so a join that route admits after
+the ack never gets the post (route is where every node's joins and posts meet; two
+links to it are read in no particular order).
 
 Each time the link comes up its ``epoch`` grows: delivery markers carry it, so other
 nodes can tell that a range of this node's relays may have been lost. A marker goes out
@@ -76,6 +81,11 @@ def kick_of(user_id: int, client_type: int, reason: int) -> Server_pb2.IMServerK
 def room_relay_pdu(room_id: int, pdu: bytes) -> bytes:
     """A room post notify wrapped for route, which forwards it to nodes with members."""
     return encode(X.CID_EXT_ROOM_RELAY, X.IMExtRoomRelay(room_id=room_id, pdu=pdu))
+
+
+def _done(result: object) -> None:
+    """Whatever came (the answer, a timeout, a lost link): the wait is over."""
+    return None
 
 
 def room_list(rooms: list[tuple[int, int]]) -> X.IMExtRoomNodeList:
@@ -169,11 +179,13 @@ class InProcessRoute:
     def room_leave(self, room_ids: list[int]) -> None:
         self.hub.rooms.leave(self.link, room_ids)
 
-    def room_relay(self, room_id: int, pdu: bytes) -> None:
-        """To the other nodes with members in the room, if there are any."""
+    def room_relay(self, room_id: int, pdu: bytes) -> defer.Deferred[None]:
+        """To the other nodes with members in the room, if there are any; done when
+        this returns (the hub is in this process)."""
         rooms = self.hub.rooms
         if any(link is not self.link for link in rooms.nodes_in(room_id)):
             rooms.relay(self.link, room_id, room_relay_pdu(room_id, pdu))
+        return defer.succeed(None)
 
 
 class LinkedRoute:
@@ -202,6 +214,7 @@ class LinkedRoute:
         # An answer that arrives after its query timed out is not an error.
         table.register(B.CID_BUDDY_LIST_USERS_STATUS_RESPONSE, ignore_heartbeat, decode=False)
         table.register(X.CID_EXT_ROOM_ADMIT_RSP, ignore_heartbeat, decode=False)
+        table.register(X.CID_EXT_ROOM_RELAY_ACK, ignore_heartbeat, decode=False)
         for command_id in (*service.route_table.command_ids(), CID_DELIVERED_UPTO, CID_NODE_LOST):
             table.register(command_id, self._from_route, decode=False)
         self.link = ServerLink(
@@ -365,9 +378,23 @@ class LinkedRoute:
     def room_leave(self, room_ids: list[int]) -> None:
         self.link.send(X.CID_EXT_ROOM_NODE_LEAVE, X.IMExtRoomNodeLeave(room_ids=room_ids))
 
-    def room_relay(self, room_id: int, pdu: bytes) -> None:
-        """To route, which knows the nodes with members; live only, never kept."""
-        self.link.send_raw(room_relay_pdu(room_id, pdu))
+    def room_relay(self, room_id: int, pdu: bytes) -> defer.Deferred[None]:
+        """To route, which knows the nodes with members; live only, never kept.
+
+        Fires once route has answered that it forwarded the post, at once while the link
+        is down (the post is not relayed), or after ``STATUS_TIMEOUT`` (or the link lost
+        meanwhile). It never fails: the post was delivered here already; the wait only
+        puts the poster's ack after route's forwarding.
+        """
+        if not self.link.connected:
+            return defer.succeed(None)
+        d = self.link.request(
+            X.CID_EXT_ROOM_RELAY,
+            X.IMExtRoomRelay(room_id=room_id, pdu=pdu),
+            answer_id=X.CID_EXT_ROOM_RELAY_ACK,
+        )
+        d.addTimeout(STATUS_TIMEOUT, self.reactor)
+        return d.addBoth(_done)
 
     def _local_status(self, user_ids: list[int]) -> list[tuple[int, int]]:
         """What this node knows: ONLINE when a PC client is here or route said so."""

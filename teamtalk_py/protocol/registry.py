@@ -224,6 +224,7 @@ _SERVICES: tuple[tuple[int, EnumDescriptor, _MessageTable], ...] = (
             (X.CID_EXT_ROOM_NODE_LEAVE, X.IMExtRoomNodeLeave),
             (X.CID_EXT_ROOM_NODE_LIST, X.IMExtRoomNodeList),
             (X.CID_EXT_ROOM_RELAY, X.IMExtRoomRelay),
+            (X.CID_EXT_ROOM_RELAY_ACK, X.IMExtRoomRelayAck),
             (X.CID_EXT_FILE_LOGIN_PERMIT_REQ, X.IMExtFileLoginPermitReq),
             (X.CID_EXT_FILE_LOGIN_PERMIT_RSP, X.IMExtFileLoginPermitRsp),
         ),

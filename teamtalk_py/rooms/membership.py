@@ -9,7 +9,10 @@ route, so a node's count there is always its number of member connections.
 to every member connection here but the poster's, then handed to route once, which
 forwards it only to the other nodes with members in the room. Nothing is stored, counted
 unread or pushed: a member receives what is said while it is in the room, and a member
-that joins later sees only later posts.
+that joins later sees only later posts. "Later" is the poster's ack: ``post`` finishes
+(and the ack goes) only once route has forwarded the post, because route, which admits
+every join, is the one place a post and a join on another node are ordered; acked
+before that, a join on another node could reach route first and be sent the post.
 
 **A slow member is dropped.** Before a post is written to a member, the bytes waiting
 for it beyond its socket's buffer (``output_backlog``: written while its reader is
@@ -54,7 +57,9 @@ class RoomRoute(Protocol):
 
     def room_leave(self, room_ids: list[int]) -> None: ...
 
-    def room_relay(self, room_id: int, pdu: bytes) -> None: ...
+    def room_relay(self, room_id: int, pdu: bytes) -> defer.Deferred[None]:
+        """Fires once route has forwarded the post (or cannot be waited for); never fails."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +190,12 @@ class NodeRooms:
 
     # -- posts -----------------------------------------------------------------------------
 
-    def post(self, member: Member, room_id: int, msg_type: int, content: bytes, now: int) -> int:
+    async def post(
+        self, member: Member, room_id: int, msg_type: int, content: bytes, now: int
+    ) -> int:
         """``member`` says ``content`` in ``room_id``: to every other member here and,
-        through route, on other nodes. The result code (NOT_IN_ROOM for a non-member)."""
+        through route, on other nodes. The result code (NOT_IN_ROOM for a non-member),
+        once route has forwarded the post: only then may the poster be acked."""
         if not self.is_member(member, room_id):
             return X.EXT_RESULT_NOT_IN_ROOM
         notify = encode(
@@ -202,7 +210,7 @@ class NodeRooms:
         )
         self.posts += 1
         self.deliver(room_id, notify, exclude=member)
-        self.route.room_relay(room_id, notify)
+        await self.route.room_relay(room_id, notify)
         return OK
 
     def deliver(self, room_id: int, pdu: bytes, exclude: Member | None = None) -> int:

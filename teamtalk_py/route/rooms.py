@@ -9,7 +9,10 @@ members into a room or post into one without the cluster secret.
 * ``CID_EXT_ROOM_NODE_LEAVE``: one member fewer per listed room.
 * ``CID_EXT_ROOM_NODE_LIST``: the node's whole set, on every (re)connect.
 * ``CID_EXT_ROOM_RELAY``: a post, forwarded verbatim to every other node with members in
-  the room, and to no other.
+  the room, and to no other; then answered with ``CID_EXT_ROOM_RELAY_ACK`` on its seq (a
+  relay with seq 0 has nobody waiting, and gets none). The posting node acks the poster
+  only after that answer: route is the one place every node's joins and posts meet, so a
+  join admitted after the answer can never be sent the post (docs/EXTENSION.md §2.3).
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def node_list(link: RouteLink, request: Request) -> None:
 
 
 def relay(link: RouteLink, request: Request) -> None:
-    link.hub.rooms.relay(link, request.message.room_id, request.pdu)
+    room_id = request.message.room_id
+    link.hub.rooms.relay(link, room_id, request.pdu)
+    if request.seq:
+        link.send(X.CID_EXT_ROOM_RELAY_ACK, X.IMExtRoomRelayAck(room_id=room_id), request.seq)
 
 
 ROOM_LINK_HANDLERS: dict[int, Any] = {

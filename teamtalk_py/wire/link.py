@@ -261,14 +261,21 @@ class LinkProtocol(AuthenticatedLink):
 
         With ``answer_id``, only that command counts as the answer: a peer that also relays
         other nodes' packets verbatim (route relays clients' seqs) cannot be mistaken for
-        it. Without, any command with the seq does.
+        it. Without, any command with the seq does. Cancelling the Deferred (a timeout)
+        gives its seq back, so requests a peer never answers do not fill the seq space.
         """
         for _ in range(0xFFFF):
             self._next_seq = self._next_seq % 0xFFFF + 1
             if self._next_seq not in self._pending:
                 break
         seq = self._next_seq
-        d: defer.Deferred[Request] = defer.Deferred()
+
+        def forget(cancelled: defer.Deferred[Request]) -> None:
+            entry = self._pending.get(seq)
+            if entry is not None and entry[0] is cancelled:
+                del self._pending[seq]
+
+        d: defer.Deferred[Request] = defer.Deferred(forget)
         self._pending[seq] = (d, answer_id)
         self.send(command_id, message, seq)
         return d

@@ -11,6 +11,7 @@ from teamtalk_py.pb.IM import Extension_pb2 as X
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader
 from teamtalk_py.rooms.directory import RoomDirectory
 from teamtalk_py.rooms.membership import NodeRooms
+from teamtalk_py.wire.protocol import encode
 
 
 class FakeMember:
@@ -62,11 +63,10 @@ class DirectRoute:
     def room_leave(self, room_ids: list[int]) -> None:
         self.directory.leave(self.link, room_ids)
 
-    def room_relay(self, room_id: int, pdu: bytes) -> None:
-        from teamtalk_py.wire.protocol import encode
-
+    def room_relay(self, room_id: int, pdu: bytes) -> defer.Deferred[None]:
         relay = encode(X.CID_EXT_ROOM_RELAY, X.IMExtRoomRelay(room_id=room_id, pdu=pdu))
         self.directory.relay(self.link, room_id, relay)
+        return defer.succeed(None)
 
 
 class Cluster:
@@ -90,6 +90,19 @@ class RoomsDomainTests(SynchronousTestCase):
     def join(self, node: NodeRooms, member: FakeMember, room_id: int) -> tuple[int, int]:
         return joined(defer.ensureDeferred(node.join(member, room_id)))
 
+    def post(
+        self,
+        node: NodeRooms,
+        member: FakeMember,
+        room_id: int,
+        msg_type: int,
+        content: bytes,
+        now: int,
+    ) -> int:
+        """The post's result code (route answers at once here)."""
+        d = defer.ensureDeferred(node.post(member, room_id, msg_type, content, now))
+        return self.successResultOf(d)
+
     def test_post_reaches_members_on_both_nodes_but_not_the_poster(self):
         """One post: every member connection on either node gets it once, the poster not."""
         c = Cluster()
@@ -97,7 +110,7 @@ class RoomsDomainTests(SynchronousTestCase):
         self.assertEqual(self.join(c.nodes[0], a, 7), (X.EXT_RESULT_OK, 1))
         self.assertEqual(self.join(c.nodes[0], b, 7), (X.EXT_RESULT_OK, 2))
         self.assertEqual(self.join(c.nodes[1], d, 7), (X.EXT_RESULT_OK, 3))
-        self.assertEqual(c.nodes[0].post(a, 7, 1, b"hi", now=100), X.EXT_RESULT_OK)
+        self.assertEqual(self.post(c.nodes[0], a, 7, 1, b"hi", now=100), X.EXT_RESULT_OK)
         self.assertEqual((a.posts(), b.posts(), d.posts()), ([], [b"hi"], [b"hi"]))
         self.assertEqual(len(c.links[1].relayed), 1)
 
@@ -107,7 +120,7 @@ class RoomsDomainTests(SynchronousTestCase):
         a, b = FakeMember(1), FakeMember(2)
         self.join(c.nodes[0], a, 7)
         self.join(c.nodes[0], b, 7)
-        c.nodes[0].post(a, 7, 1, b"hi", now=100)
+        self.post(c.nodes[0], a, 7, 1, b"hi", now=100)
         self.assertEqual(c.links[1].relayed, [])
         self.assertEqual(c.links[0].relayed, [])
 
@@ -115,16 +128,16 @@ class RoomsDomainTests(SynchronousTestCase):
         c = Cluster()
         a, b = FakeMember(1), FakeMember(2)
         self.join(c.nodes[0], a, 7)
-        self.assertEqual(c.nodes[0].post(b, 7, 1, b"x", now=1), X.EXT_RESULT_NOT_IN_ROOM)
+        self.assertEqual(self.post(c.nodes[0], b, 7, 1, b"x", now=1), X.EXT_RESULT_NOT_IN_ROOM)
         self.assertEqual(a.sent, [])
 
     def test_late_joiner_sees_only_later_posts(self):
         c = Cluster()
         a, late = FakeMember(1), FakeMember(2)
         self.join(c.nodes[0], a, 7)
-        c.nodes[0].post(a, 7, 1, b"before", now=1)
+        self.post(c.nodes[0], a, 7, 1, b"before", now=1)
         self.join(c.nodes[1], late, 7)
-        c.nodes[0].post(a, 7, 1, b"after", now=2)
+        self.post(c.nodes[0], a, 7, 1, b"after", now=2)
         self.assertEqual(late.posts(), [b"after"])
 
     def test_leave_and_disconnect_remove_membership_everywhere(self):
@@ -141,7 +154,7 @@ class RoomsDomainTests(SynchronousTestCase):
         self.assertEqual((c.directory.members(7), c.directory.members(8)), (1, 0))
         self.assertEqual(c.directory.nodes_in(7), [c.links[0]])
         self.assertEqual(c.directory.room_count, 1)
-        c.nodes[0].post(a, 7, 1, b"anyone?", now=1)
+        self.post(c.nodes[0], a, 7, 1, b"anyone?", now=1)
         self.assertEqual((b.posts(), d.posts()), ([], []))
         self.assertEqual(c.links[1].relayed, [])
 
@@ -182,10 +195,10 @@ class RoomsDomainTests(SynchronousTestCase):
         a, slow, ok = FakeMember(1), FakeMember(2), FakeMember(3)
         for m in (a, slow, ok):
             self.join(c.nodes[0], m, 7)
-        c.nodes[0].post(a, 7, 1, b"one", now=1)
+        self.post(c.nodes[0], a, 7, 1, b"one", now=1)
         slow.output_backlog = 990
-        c.nodes[0].post(a, 7, 1, b"two", now=2)
-        c.nodes[0].post(a, 7, 1, b"three", now=3)
+        self.post(c.nodes[0], a, 7, 1, b"two", now=2)
+        self.post(c.nodes[0], a, 7, 1, b"three", now=3)
         self.assertEqual(slow.posts(), [b"one"])
         self.assertEqual(slow.commands()[-1], X.CID_EXT_ROOM_REMOVED_NOTIFY)
         removed = X.IMExtRoomRemovedNotify.FromString(slow.sent[-1][HEADER_SIZE:])
@@ -201,10 +214,10 @@ class RoomsDomainTests(SynchronousTestCase):
         self.join(c.nodes[1], b, 7)
         c.directory.drop_node(c.links[1])
         self.assertEqual(c.directory.members(7), 1)
-        c.nodes[0].post(a, 7, 1, b"while away", now=1)
+        self.post(c.nodes[0], a, 7, 1, b"while away", now=1)
         self.assertEqual(b.posts(), [])
         c.directory.replace(c.links[1], c.nodes[1].counts())
-        c.nodes[0].post(a, 7, 1, b"back", now=2)
+        self.post(c.nodes[0], a, 7, 1, b"back", now=2)
         self.assertEqual(b.posts(), [b"back"])
         self.assertEqual(c.directory.members(7), 2)
 
@@ -250,3 +263,26 @@ class RoomsDomainTests(SynchronousTestCase):
         self.assertFalse(node.is_member(a, 7))
         route.down = False
         self.assertEqual(self.join(node, a, 7), (X.EXT_RESULT_OK, 1))
+
+    def test_post_finishes_only_once_route_has_forwarded_it(self):
+        """The members here get the post at once, but ``post`` (so the poster's ack)
+        finishes only when route answers the relay."""
+        directory = RoomDirectory()
+        link = FakeNodeLink()
+        answer: defer.Deferred[None] = defer.Deferred()
+
+        class HeldRoute(DirectRoute):
+            def room_relay(self, room_id, pdu):
+                super().room_relay(room_id, pdu)
+                return answer
+
+        node = NodeRooms(HeldRoute(directory, link))
+        link.rooms = node
+        a, b = FakeMember(1), FakeMember(2)
+        self.join(node, a, 7)
+        self.join(node, b, 7)
+        d = defer.ensureDeferred(node.post(a, 7, 1, b"held", now=1))
+        self.assertEqual(b.posts(), [b"held"])
+        self.assertNoResult(d)
+        answer.callback(None)
+        self.assertEqual(self.successResultOf(d), X.EXT_RESULT_OK)

@@ -15,9 +15,12 @@ from teamtalk_py.pb.IM import (
     Server_pb2,
     SwitchService_pb2,
 )
+from teamtalk_py.pb.IM import Extension_pb2 as X
 from teamtalk_py.protocol import registry
 from teamtalk_py.protocol.header import HEADER_SIZE, PduHeader, pack_pdu
+from teamtalk_py.route import rooms as room_handlers
 from teamtalk_py.route.hub import CID_DELIVERED_UPTO, CID_NODE_LOST, RouteHub, relay_rule
+from teamtalk_py.wire import Request
 from teamtalk_py.wire.protocol import encode
 from tests.support import TestCase
 
@@ -289,6 +292,63 @@ class ParkingTests(TestCase):
         hub, (a,) = hub_with("a")
         relay(hub, a, B.CID_MSG_DATA, single(1, 2))
         assert hub.parked_count == 0
+
+
+class HandlerLink(Link):
+    """A node's link as route's link handlers see it (``route/rooms.py``): the hub, and
+    ``send``; what every such link is sent goes to one list, in order."""
+
+    def __init__(self, name: str, hub: RouteHub, sent: list[tuple[str, int, int]]) -> None:
+        super().__init__(name)
+        self.hub = hub
+        self.sent = sent
+        hub.attach(self)
+
+    def send_raw(self, pdu: bytes) -> None:
+        header = PduHeader.unpack_from(pdu)
+        self.sent.append((self.name, header.command_id, header.seq_num))
+        super().send_raw(pdu)
+
+    def send(self, command_id: int, message, seq: int = 0) -> None:
+        self.send_raw(encode(command_id, message, seq))
+
+
+def room_relay_request(room_id: int, seq: int) -> Request:
+    message = X.IMExtRoomRelay(room_id=room_id, pdu=b"a post notify")
+    pdu = encode(X.CID_EXT_ROOM_RELAY, message, seq)
+    return Request(PduHeader.unpack_from(pdu), pdu, message)
+
+
+class RoomLinkHandlerTests(TestCase):
+    """Route's chat-room link handlers on a hub, with links that record what they are sent."""
+
+    def test_room_relay_is_answered_on_its_seq_once_forwarded(self):
+        """A relay from node a goes to b (members there), not to c (none), and only then
+        is a answered with ``CID_EXT_ROOM_RELAY_ACK`` on the relay's seq."""
+        hub, sent = RouteHub(), []
+        a, b, c = (HandlerLink(name, hub, sent) for name in "abc")
+        hub.rooms.admit(a, 7)
+        hub.rooms.admit(b, 7)
+        room_handlers.relay(a, room_relay_request(7, seq=41))
+        assert sent == [("b", X.CID_EXT_ROOM_RELAY, 41), ("a", X.CID_EXT_ROOM_RELAY_ACK, 41)]
+        assert [m.room_id for m in a.received(X.CID_EXT_ROOM_RELAY_ACK)] == [7]
+
+    def test_room_relay_to_nobody_is_answered_too(self):
+        """With no member on any other node nothing is forwarded, and the relay is
+        still answered (the poster's ack waits for it)."""
+        hub, sent = RouteHub(), []
+        a, _ = (HandlerLink(name, hub, sent) for name in "ab")
+        hub.rooms.admit(a, 7)
+        room_handlers.relay(a, room_relay_request(7, seq=5))
+        assert sent == [("a", X.CID_EXT_ROOM_RELAY_ACK, 5)]
+
+    def test_room_relay_without_a_seq_is_not_answered(self):
+        """Seq 0: nobody waits for the answer, so none is sent."""
+        hub, sent = RouteHub(), []
+        a, b = (HandlerLink(name, hub, sent) for name in "ab")
+        hub.rooms.admit(b, 7)
+        room_handlers.relay(a, room_relay_request(7, seq=0))
+        assert sent == [("b", X.CID_EXT_ROOM_RELAY, 0)]
 
 
 def member_change() -> Group_pb2.IMGroupChangeMemberNotify:

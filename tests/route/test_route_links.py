@@ -24,7 +24,10 @@ from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, SwitchService_pb2
 from teamtalk_py.pb.IM import Extension_pb2 as X
 from teamtalk_py.store import accounts
 from teamtalk_py.store import contacts as contacts_store
+from teamtalk_testing.faults import TcpProxy
+from teamtalk_testing.ports import LOOPBACK
 from tests.cluster_support import IOS, PASSWORD, PC, Client, log_in, sleep, status_is, wait_until
+from tests.msg_support import assert_nothing
 from tests.support import RunningServer, TestCase, local_config, start_server
 
 
@@ -58,13 +61,14 @@ class LinkedClusterTests(TestCase):
         self.servers.append(server)
         return server
 
-    async def start_msg_node(self) -> RunningServer:
+    async def start_msg_node(self, route_address: str | None = None) -> RunningServer:
+        """A msg-only node linked to route (at ``route_address`` when given: a proxy)."""
         links_before = len(self.route.hub.links)
         nodes_before = len(self.login.nodes)
         node = await self._start(
             services="msg",
             **{
-                "msg.route_server": f"127.0.0.1:{self.route.bound_port()}",
+                "msg.route_server": route_address or f"127.0.0.1:{self.route.bound_port()}",
                 "msg.login_server": f"127.0.0.1:{self.login.bound_port(1)}",
                 # Friend requests on (docs/EXTENSION.md); TeamTalk's behaviour unchanged.
                 "contacts.mode": "both",
@@ -352,6 +356,38 @@ class LinkedClusterTests(TestCase):
         await wait_until(lambda: rooms.members(77) == 2, timeout=10, what="node 2's room list")
         await alice.post_text(77, "back")
         assert bob.text_of(await bob.next_post()) == "back"
+
+    async def test_room_post_is_acked_only_after_route_has_forwarded_it(self):
+        """node 3 reaches route through a proxy holding its bytes: alice's post reaches
+        carol (node 3) at once, but its ack waits for route (an answer alice asks for
+        later comes first), and comes once route has the relay. bob, joining on node 2
+        after the ack, then gets only later posts (issue 20: acked at once, the ack let
+        bob's join reach route before the relay, and route forwarded it to him)."""
+        proxy = TcpProxy(LOOPBACK, self.route.bound_port())
+        proxy.open()
+        self.addCleanup(proxy.stop)
+        node3 = await self.start_msg_node(route_address=f"{LOOPBACK}:{proxy.port}")
+        alice = Rooms((await self.client(node3, "alice")).session)
+        carol = Rooms((await self.client(node3, "carol")).session)
+        bob = Rooms((await self.client(self.node2, "bob")).session)
+        for member in (alice, carol, bob):
+            await member.opt_in()
+        await alice.join(78)
+        await carol.join(78)
+        proxy.hold()
+        posted = alice.post_text(78, "before bob")
+        assert carol.text_of(await carol.next_post()) == "before bob"
+        # Answered by node 3 alone, after the post on the same connection: an ack sent
+        # at once would have arrived before it.
+        left = await alice.session.get(X.CID_EXT_ROOM_LEAVE_REQ, X.IMExtRoomLeaveReq(room_id=1))
+        assert left.result_code == X.EXT_RESULT_NOT_IN_ROOM
+        assert not posted.called, "the post was acked before route had its relay"
+        proxy.release()
+        assert (await posted).result_code == X.EXT_RESULT_OK
+        assert (await bob.join(78)).member_count == 3
+        await alice.post_text(78, "after bob")
+        assert bob.text_of(await bob.next_post()) == "after bob"
+        await assert_nothing(bob.session.protocol, X.CID_EXT_ROOM_POST_NOTIFY)
 
     async def test_relays_beyond_the_route_backlog_are_dropped_oldest_first_logged_once(self):
         """node 1's route link down, its backlog bound lowered to 5: alice's P2P commands

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import Message_pb2
@@ -11,6 +12,7 @@ from teamtalk_py.wire import CommandTable
 from teamtalk_py.wire.link import (
     HEARTBEAT_PDU,
     InboundLinkFactory,
+    LinkFactory,
     ServerLink,
     cluster_backoff,
     reference_backoff,
@@ -107,6 +109,19 @@ class LinkTests(TestCase):
         finally:
             await link.stop()
             await port.stopListening()
+
+    def test_a_request_that_times_out_gives_its_seq_back(self):
+        """A request the peer never answers, timed out, is no longer pending: unanswered
+        requests (a room relay to a route that does not answer) cannot fill the seqs."""
+        clock = Clock()
+        factory = LinkFactory(None, auth=AUTH, purpose="test", clock=clock, table=CommandTable())
+        conn = factory.buildProtocol(None)  # not connected: what it sends goes nowhere
+        d = conn.request(B.CID_MSG_TIME_REQUEST, Message_pb2.IMClientTimeReq())
+        d.addTimeout(5, clock)
+        assert list(conn._pending) == [1]
+        clock.advance(5)
+        self.failureResultOf(d, defer.TimeoutError)
+        assert conn._pending == {}
 
     def test_heartbeat_pdu_is_an_empty_other_heartbeat(self):
         """A link heartbeat is the bare 16-byte header of CID_OTHER_HEARTBEAT."""

@@ -76,6 +76,7 @@ class _ExtCmdIDEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExtCmdID.Val
     CID_EXT_ROOM_NODE_LEAVE: _ExtCmdID.ValueType  # 4291
     CID_EXT_ROOM_NODE_LIST: _ExtCmdID.ValueType  # 4292
     CID_EXT_ROOM_RELAY: _ExtCmdID.ValueType  # 4293
+    CID_EXT_ROOM_RELAY_ACK: _ExtCmdID.ValueType  # 4294
     CID_EXT_FILE_LOGIN_PERMIT_REQ: _ExtCmdID.ValueType  # 4320
     CID_EXT_FILE_LOGIN_PERMIT_RSP: _ExtCmdID.ValueType  # 4321
 
@@ -118,6 +119,7 @@ CID_EXT_ROOM_ADMIT_RSP: ExtCmdID.ValueType  # 4290
 CID_EXT_ROOM_NODE_LEAVE: ExtCmdID.ValueType  # 4291
 CID_EXT_ROOM_NODE_LIST: ExtCmdID.ValueType  # 4292
 CID_EXT_ROOM_RELAY: ExtCmdID.ValueType  # 4293
+CID_EXT_ROOM_RELAY_ACK: ExtCmdID.ValueType  # 4294
 CID_EXT_FILE_LOGIN_PERMIT_REQ: ExtCmdID.ValueType  # 4320
 CID_EXT_FILE_LOGIN_PERMIT_RSP: ExtCmdID.ValueType  # 4321
 Global___ExtCmdID: _TypeAlias = ExtCmdID  # noqa: Y015
@@ -1193,7 +1195,8 @@ Global___IMExtRoomNodeList: _TypeAlias = IMExtRoomNodeList  # noqa: Y015
 @_typing.final
 class IMExtRoomRelay(_message.Message):
     """CID_EXT_ROOM_RELAY: msg -> route -> the other msg nodes with members in room_id; pdu is
-    the CID_EXT_ROOM_POST_NOTIFY PDU to write to the members there.
+    the CID_EXT_ROOM_POST_NOTIFY PDU to write to the members there. A relay with a seq is
+    answered with CID_EXT_ROOM_RELAY_ACK on that seq once route has forwarded it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1215,6 +1218,30 @@ class IMExtRoomRelay(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IMExtRoomRelay: _TypeAlias = IMExtRoomRelay  # noqa: Y015
+
+@_typing.final
+class IMExtRoomRelayAck(_message.Message):
+    """CID_EXT_ROOM_RELAY_ACK: route -> msg: the relay with this seq was forwarded to every
+    node with members in room_id at that moment; the poster's ack waits for it, so a member
+    that joins on another node after the ack is admitted after the forwarding (never sent it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IMExtRoomRelayAck: _TypeAlias = IMExtRoomRelayAck  # noqa: Y015
 
 @_typing.final
 class IMExtFileLoginPermitReq(_message.Message):
