@@ -346,7 +346,11 @@ def build_node(reactor: Any, config: Config) -> Node:
     media_url = media.public_url if media is not None else None
     login = LoginService(reactor, config, media_url=media_url) if "login" in hosted else None
     files = FileService(reactor, config, store, shared) if "file" in hosted else None
-    outbox = PushOutbox() if msg_store is not None and config.push.enabled else None
+    outbox = (
+        PushOutbox(coalesce=config.push.coalesce_window > 0)
+        if msg_store is not None and config.push.enabled
+        else None
+    )
     msg = None
     if msg_store is not None:
         msg = MsgService(

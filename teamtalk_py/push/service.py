@@ -142,17 +142,20 @@ class PushOutbox:
     """What the msg service calls of push: store functions that write each message with
     its outbox row (in the message's own transaction), and ``kick`` after each commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, coalesce: bool = False) -> None:
         #: Names this process's outbox rows; a new one per process, so rows left by an
         #: earlier run are taken over after ``outbox_grace`` like any other node's.
         self.node = secrets.token_hex(8)
+        #: Pushes coalesce per conversation (``push.coalesce_window`` > 0): a 1:1 batch
+        #: writes one outbox row per conversation, its newest message.
+        self.coalesce = coalesce
         #: The worker deciding pushes, once the push service has started.
         self.worker: PushWorker | None = None
 
     @lock_order(pair_rows_first)
     def store_single_messages(self, txn: Txn, batch: Sequence[NewMessage]) -> list[Accepted]:
         """Store function for 1:1 batches: the messages and their outbox rows."""
-        return push_store.store_single_messages(txn, batch, node=self.node)
+        return push_store.store_single_messages(txn, batch, node=self.node, coalesce=self.coalesce)
 
     @lock_order(group_row_first)
     def store_group_message(

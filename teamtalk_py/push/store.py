@@ -57,13 +57,23 @@ def _with_tokens(txn: Txn, user_ids: Iterable[int]) -> set[int]:
 
 
 @lock_order(messages.pair_rows_first)
-def store_single_messages(txn: Txn, batch: Sequence[NewMessage], *, node: str) -> list[Accepted]:
+def store_single_messages(
+    txn: Txn, batch: Sequence[NewMessage], *, node: str, coalesce: bool = False
+) -> list[Accepted]:
     """``messages.store_single_messages`` plus an outbox row per new message whose
     receiver has a device token now (one query per batch: a message to nobody's phone
     costs the push path nothing more; a recognised resend was pushed with its first
-    copy)."""
+    copy).
+
+    With ``coalesce`` (``push.coalesce_window`` > 0) only the newest message of each
+    conversation in the batch gets a row: the decision round that reads this commit's
+    rows would push only that one anyway (``newest_per_conversation``), and a busy
+    conversation then costs one row per commit, not one per message."""
     accepted = messages.store_single_messages(txn, batch)
     stored = [a.message for a in accepted if a.resend_of is None]
+    if coalesce and len(stored) > 1:
+        # A pair's messages get their ids in batch order: the last one is the newest.
+        stored = list({(m.from_id, m.to_id): m for m in stored}.values())
     pushable = _with_tokens(txn, (m.to_id for m in stored))
     txn.executemany(
         _INSERT_OUTBOX,

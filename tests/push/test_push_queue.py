@@ -81,6 +81,33 @@ class QueueTests:
         empty = await self.database.read(push_store.outbox_round, "n1", 0, 10, True)
         self.assertEqual((empty.ids, empty.decide), ([], []))
 
+    async def test_a_coalescing_batch_writes_the_newest_row_of_each_conversation(self):
+        """With ``coalesce`` a 1:1 batch writes one outbox row per conversation, its
+        newest message (the round would push only that one); without, one per message."""
+        for user in (1, 2):
+            await self.database.write(
+                accounts.set_device_token, user, B.CLIENT_TYPE_IOS, f"{user}a" * 32
+            )
+        batch = [
+            NewMessage(1, 2, B.MSG_TYPE_SINGLE_TEXT, b"one", 100),
+            NewMessage(2, 1, B.MSG_TYPE_SINGLE_TEXT, b"back", 100),
+            NewMessage(1, 2, B.MSG_TYPE_SINGLE_TEXT, b"two", 101),
+            NewMessage(1, 3, B.MSG_TYPE_SINGLE_TEXT, b"no token", 101),
+        ]
+        accepted = await self.database.write(
+            push_store.store_single_messages, batch, node="n1", coalesce=True
+        )
+        self.assertEqual(len(accepted), 4)  # every message stored
+        rows = await self.database.read(push_store.pending_outbox, "n1", 0, 10)
+        self.assertEqual(
+            sorted((r.from_id, r.to_id, r.msg_id, r.content) for r in rows),
+            [(1, 2, 3, b"two"), (2, 1, 2, b"back")],  # ids per user pair
+        )
+        await self.database.write(push_store.delete_outbox, [r.id for r in rows])
+        await self.database.write(push_store.store_single_messages, batch, node="n1")
+        every = await self.database.read(push_store.pending_outbox, "n1", 0, 10)
+        self.assertEqual([r.content for r in every], [b"one", b"back", b"two"])
+
     async def test_a_round_counts_the_store_queue_and_takes_only_what_fits(self):
         """Asked with the queue's limit, the round's read counts the ``push_queue`` jobs
         waiting and takes only as many outbox rows as fit under the limit; none once the
