@@ -26,6 +26,7 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 ZERO_ALLOWED = frozenset(
     {
         "msg.message_rate",
+        "msg.fanout_threads",
         "msg.max_bytes_per_day",
         "msg.group_creations_per_hour",
         "file.max_file_size",
@@ -101,6 +102,9 @@ class MsgConfig:
     #: Limit refusals a connection may collect (one more a second) before it is closed.
     max_refusals: int = 50
     account_check_interval: float = 2.0
+    #: Threads beside the reactor's that share the sends of a large status fan-out
+    #: (``wire.FanoutHelpers``); 0: the reactor thread sends alone.
+    fanout_threads: int = 1
     aes_key: str = "12345678901234567890123456789012"
     route_server: str = ""
     login_server: str = ""
@@ -846,6 +850,10 @@ max_refusals = 50
 # Seconds between checks for users whose live sessions must end (disabled, password
 # changed, kicked with teamtalk-admin): they are kicked within this time on every node.
 account_check_interval = 2.0
+# Threads beside the reactor's that share the sends of a status change reaching thousands
+# of PC connections (each send is mostly kernel work, which a second core can do): one
+# halves it on two cores; 0: the reactor thread sends alone.
+fanout_threads = 1
 # The 32-byte AES key clients encrypt text with (the clients' compiled-in default).
 aes_key = "12345678901234567890123456789012"
 # Cluster links, for a node that does not host the service itself (empty: the service

@@ -19,7 +19,7 @@ from teamtalk_py.msg.limits import RefusalBudget
 from teamtalk_py.msg.run import ConnectionIds
 from teamtalk_py.pb.IM import BaseDefine_pb2
 from teamtalk_py.wire import PduFactory, PduProtocol
-from teamtalk_py.wire.protocol import send_now_to_each
+from teamtalk_py.wire.protocol import FanoutHelpers, send_now_to_each
 
 if TYPE_CHECKING:
     from teamtalk_py.msg.context import MsgContext
@@ -162,11 +162,14 @@ class MsgFactory(PduFactory):
             for conn in conns:
                 conn.send_now(data)
             return len(conns)
-        return send_now_to_each(conns, data)
+        return send_now_to_each(conns, data, self.fanout_helpers)
 
     def __init__(self, ctx: MsgContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ctx = ctx
         self.connection_ids = ConnectionIds()
+        #: Threads that share a large presence batch's sends (``msg.fanout_threads``);
+        #: the msg service sets them at start and stops them.
+        self.fanout_helpers: FanoutHelpers | None = None
         #: Set by the msg service at start, once the store is known.
         self.realm: LoginRealm | None = None

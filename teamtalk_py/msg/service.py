@@ -50,7 +50,7 @@ from teamtalk_py.settle import settled
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.wire.link import ServerLink
-from teamtalk_py.wire.protocol import dispatch
+from teamtalk_py.wire.protocol import FanoutHelpers, dispatch
 from teamtalk_py.wire.transport import slim_transports
 
 if TYPE_CHECKING:
@@ -132,6 +132,7 @@ class MsgService(TeamTalkService):
             max_pdu_size=config.msg.max_pdu_size,
             max_outbuf=config.msg.max_outbuf,
         )
+        self.factory.fanout_helpers = FanoutHelpers(config.msg.fanout_threads)
         self.route_table = build_route_table()
         self.online = OnlineUsers(self.factory.send_now_to_each)
         self.presence = PresenceBatch(reactor, self.online)
@@ -467,6 +468,8 @@ class MsgService(TeamTalkService):
         if login is not None:
             login.unregister_local_node(self)
         self.presence.flush()
+        if self.factory.fanout_helpers is not None:
+            self.factory.fanout_helpers.stop()
         for conn in list(self.factory.connections):
             conn.transport.loseConnection()
         if self.intake is not None:

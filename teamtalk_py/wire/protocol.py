@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -588,13 +589,21 @@ class PduProtocol(Protocol):
         """The peer reads again."""
 
 
-def send_now_to_each(conns: Iterable[PduProtocol], data: bytes) -> int:
+def send_now_to_each(
+    conns: Iterable[PduProtocol], data: bytes, helpers: FanoutHelpers | None = None
+) -> int:
     """``conn.send_now(data)`` for each of ``conns``, with the per-connection Python work
     of a fan-out cut to the checks of ``_direct_socket`` and one ``send`` (a presence
     batch reaches thousands of idle connections; profiled, nearly all its time is the
     kernel's ``send``). Returns how many connections. The caller answers for ``data``
     being a packet every one of them may get: ``send_raw``'s rules (a subclass's) are
-    only applied where the bytes cannot go to the socket at once."""
+    only applied where the bytes cannot go to the socket at once.
+
+    With ``helpers``, the sockets that may take the bytes at once are gathered first and
+    a large batch of them is shared with the helpers' threads (``FanoutHelpers``); the
+    rest is as without."""
+    if helpers is not None and helpers.threads:
+        return _send_now_shared(conns, data, helpers)
     size = len(data)
     count = 0
     for conn in conns:
@@ -622,6 +631,102 @@ def send_now_to_each(conns: Iterable[PduProtocol], data: bytes) -> int:
         else:
             conn.send_raw(data)
     return count
+
+
+def _send_now_shared(conns: Iterable[PduProtocol], data: bytes, helpers: FanoutHelpers) -> int:
+    """``send_now_to_each`` with helper threads: the checks first (each connection that
+    cannot take the bytes at once gets them through ``send_raw`` then, as without
+    helpers), then the sends, shared."""
+    direct: list[PduProtocol] = []
+    sockets: list[socket.socket] = []
+    count = 0
+    for conn in conns:
+        count += 1
+        t: Any = conn.transport
+        if (
+            isinstance(t, TCPServerTransport)
+            and t.connected
+            and not (
+                conn.closing
+                or conn._paused
+                or t.TLS
+                or t.disconnecting
+                or t._tempDataLen
+                or t.dataBuffer
+            )
+        ):
+            direct.append(conn)
+            sockets.append(t.socket)
+        else:
+            conn.send_raw(data)
+    for index, sent in helpers.send_all(sockets, data):
+        direct[index]._send_rest(data, sent)
+    return count
+
+
+class FanoutHelpers:
+    """Threads that share the sends of one large fan-out with the reactor thread.
+
+    Profiled at 5,000 idle PC connections, a presence batch costs the server about 8-10
+    µs of CPU per connection, nearly all of it the kernel's ``send`` (on loopback the
+    data segment, the receiver's immediate ACK of an idle connection and the reader's
+    wake-up are all handled within it); the loop itself is some 0.5 µs. ``socket.send``
+    releases the GIL, so the sends of one batch can run on several cores at once. The
+    reactor thread hands each helper a slice of the sockets, sends its own slice, and
+    waits for theirs before it returns: nothing else runs on the reactor meanwhile, so
+    no socket is touched by two threads at a time, and a socket that did not take all of
+    the bytes (full, failing, or taking a part) is reported back and finished by the
+    reactor thread through Twisted's buffer, in order, as without helpers.
+
+    ``threads``: helper threads (0: the reactor thread sends alone); ``min_slice``: the
+    fewest sockets worth handing a helper (below it the hand-over costs more than the
+    sends).
+    """
+
+    def __init__(self, threads: int, min_slice: int = 256) -> None:
+        self.threads = max(0, threads)
+        self.min_slice = max(1, min_slice)
+        self._pool: ThreadPoolExecutor | None = None
+        #: Fan-outs shared with helpers (for tests and metrics).
+        self.shared = 0
+
+    def send_all(self, sockets: Sequence[socket.socket], data: bytes) -> list[tuple[int, int]]:
+        """``data`` to every socket; returns (index, bytes sent) of each that did not
+        take it all."""
+        parts = min(self.threads + 1, len(sockets) // self.min_slice)
+        if parts < 2:
+            return _send_slice(sockets, data, 0)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fanout")
+        step = -(-len(sockets) // parts)
+        futures = [
+            self._pool.submit(_send_slice, sockets[start : start + step], data, start)
+            for start in range(step, len(sockets), step)
+        ]
+        self.shared += 1
+        short = _send_slice(sockets[:step], data, 0)
+        for future in futures:
+            short.extend(future.result())
+        return short
+
+    def stop(self) -> None:
+        """Let the threads end (a later fan-out starts them again)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+def _send_slice(sockets: Sequence[socket.socket], data: bytes, first: int) -> list[tuple[int, int]]:
+    size = len(data)
+    short: list[tuple[int, int]] = []
+    for index, sock in enumerate(sockets, first):
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0  # full or failing: Twisted's write path finds out which
+        if sent != size:
+            short.append((index, sent))
+    return short
 
 
 def encode(command_id: int, message: Message, seq: int = 0) -> bytes:

@@ -18,7 +18,7 @@ from twisted.internet.tcp import Server
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.protocol.header import pack_pdu
 from teamtalk_py.wire import CommandTable, PduFactory, PduProtocol, echo_heartbeat
-from teamtalk_py.wire.protocol import send_now_to_each
+from teamtalk_py.wire.protocol import FanoutHelpers, send_now_to_each
 from teamtalk_py.wire.transport import SlimServer, slim_transports
 from tests.cluster_support import sleep, wait_until
 from tests.support import TestCase
@@ -221,6 +221,56 @@ class FanoutTests(Listening):
         await wait_until(lambda: len(slow.received) == 32, what="slow batch")
         assert bytes(idle.received) == bytes(slow.received) == batch
         assert bytes(queued.received) == heartbeat(1) + batch
+
+    async def test_a_fan_out_shared_with_helper_threads_keeps_each_connections_order(self):
+        """With helper threads the sockets that may take the batch at once share it
+        between the threads; one with bytes queued and one paused by its slow reader
+        still get it behind what they had, and every peer gets its bytes once, in
+        order."""
+        factory = self.pdu_factory()
+        port = await self.listen(factory)
+        pairs = await self.peers(factory, port, 8)
+        (queued, queued_conn), (slow, slow_conn) = pairs[0], pairs[1]
+        queued_conn.send_raw(heartbeat(1))
+        slow_conn.pauseProducing()
+        helpers = FanoutHelpers(2, min_slice=2)
+        self.addCleanup(helpers.stop)
+        batch = heartbeat(2) + heartbeat(3)
+        assert send_now_to_each([conn for _, conn in pairs], batch, helpers) == 8
+        assert helpers.shared == 1
+        assert queued_conn.transport._tempDataLen == 48
+        assert slow_conn.output_backlog == len(batch)
+        slow_conn.resumeProducing()
+        for peer, _ in pairs[2:]:
+            await wait_until(lambda p=peer: len(p.received) == 32, what="direct batch")
+            assert bytes(peer.received) == batch
+        await wait_until(lambda: len(queued.received) == 48, what="queued batch")
+        await wait_until(lambda: len(slow.received) == 32, what="slow batch")
+        assert bytes(queued.received) == heartbeat(1) + batch
+        assert bytes(slow.received) == batch
+
+    async def test_the_tail_of_a_partial_shared_fan_out_send_goes_through_twisted(self):
+        """A helper thread's partial send is finished by the reactor thread, its tail in
+        Twisted's buffer as is (``send_raw``'s rule never sees it)."""
+        factory = self.pdu_factory()
+        factory.protocol = Refusing
+        port = await self.listen(factory)
+        pairs = await self.peers(factory, port, 2)
+        for peer, conn in pairs:
+            peer.transport.pauseProducing()
+            conn.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        helpers = FanoutHelpers(1, min_slice=1)
+        self.addCleanup(helpers.stop)
+        big = pack_pdu(B.SID_OTHER, B.CID_OTHER_HEARTBEAT, b"\x00\x10" * 128 * 1024)
+        assert send_now_to_each([conn for _, conn in pairs], big, helpers) == 2
+        assert helpers.shared == 1
+        for peer, conn in pairs:
+            assert conn.transport._tempDataLen, "the send was not partial"
+            assert conn.refused == 0
+            peer.transport.resumeProducing()
+        for peer, _ in pairs:
+            await wait_until(lambda p=peer: len(p.received) == len(big), 30, "the whole packet")
+            assert bytes(peer.received) == big
 
     async def test_the_tail_of_a_partial_send_skips_the_subclass_rule(self):
         """A send that fits only in part leaves its tail in Twisted's buffer as is:
