@@ -224,6 +224,8 @@ class MsgService(TeamTalkService):
             self.user_lookups,
         )
         self.factory.realm = self.realm
+        if self.factory.fanout_helpers is not None and self.factory.fanout_helpers.threads:
+            self.factory.fanout_helpers.start()
         await self.session_watch.start()
         self.group_creations.state = self.shared
         # Co-hosted services talk in-process; otherwise TeamTalk's links (wire.md §7.1).

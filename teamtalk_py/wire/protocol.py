@@ -696,11 +696,10 @@ class FanoutHelpers:
         parts = min(self.threads + 1, len(sockets) // self.min_slice)
         if parts < 2:
             return _send_slice(sockets, data, 0)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fanout")
+        pool = self._pool or self.start()
         step = -(-len(sockets) // parts)
         futures = [
-            self._pool.submit(_send_slice, sockets[start : start + step], data, start)
+            pool.submit(_send_slice, sockets[start : start + step], data, start)
             for start in range(step, len(sockets), step)
         ]
         self.shared += 1
@@ -708,6 +707,17 @@ class FanoutHelpers:
         for future in futures:
             short.extend(future.result())
         return short
+
+    def start(self) -> ThreadPoolExecutor:
+        """Start the threads now (at service start: their stacks and malloc arenas are
+        then part of the process's size before any connection, not of the first big
+        fan-out's)."""
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fanout")
+            for future in [pool.submit(_send_slice, [], b"", 0) for _ in range(self.threads)]:
+                future.result()
+        return pool
 
     def stop(self) -> None:
         """Let the threads end (a later fan-out starts them again)."""
