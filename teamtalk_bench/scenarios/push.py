@@ -14,14 +14,21 @@ message is pushed. Phases:
    the drain is timed from its first push to its last: pushes/s through the embedded
    queue (the store's table) and through Redis Streams (``--redis``, a key prefix of the
    run, deleted after).
+
+``--repeat N`` runs phases 1 and 2 N times, alternating which goes first, each pair on
+fresh servers back to back: on a shared machine one pair's change swings by tens of
+percent with the load, so the table gives the mean change over the pairs with its
+standard error and the spread (phases 1 and 2 of the JSON stay the first pair's).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import socketserver
+import statistics
 import tempfile
 import threading
 import time
@@ -55,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Redis server for the Streams queue (a key prefix of the run) [{DEFAULT_REDIS}]",
     )
     parser.add_argument("--skip-redis", action="store_true", help="no Redis Streams phase")
+    parser.add_argument("--skip-queue", action="store_true", help="no queue drain phases (3 and 4)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="push off/on pairs of the msg phases, alternating their order: the change "
+        "is given as mean, standard error and spread over the pairs [1]",
+    )
     parser.add_argument(
         "--token-share",
         type=float,
@@ -74,6 +89,8 @@ def params_from(args: argparse.Namespace) -> dict[str, Any]:
         queue_messages=max(1, args.queue_messages),
         redis=args.redis,
         skip_redis=args.skip_redis,
+        skip_queue=args.skip_queue,
+        repeat=max(1, args.repeat),
         token_share=min(1.0, max(0.0, args.token_share)),
     )
     return params
@@ -274,55 +291,123 @@ def _drain(
         server.stop()
 
 
+def _msg_phase(
+    params: dict[str, Any],
+    args: argparse.Namespace,
+    sink: PushSink,
+    config: Path,
+    push_on: bool,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """One msg phase on a fresh server with ``config``; push on: the pushes the sink got."""
+    sink.reset()
+    server = ThrowawayServer(
+        users_needed(params), prefix=args.user_prefix, password=args.password,
+        extra_args=[*(args.server_arg or []), "--config", str(config)],
+    )  # fmt: skip
+    load = os.getloadavg()[0]
+    try:
+        outcome = _run_pairs(params, args, server, profile)
+        if push_on:
+            time.sleep(2.0)  # the last decisions and sends
+            outcome["pushes"] = sink.count
+    finally:
+        server.stop()
+    outcome["load_before"] = round(load, 2)
+    return outcome
+
+
+def _pair_figures(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """One off/on pair: msg/s, its change, server CPU per message, load before each."""
+    off_rate = off["results"]["acked_per_second"]
+    on_rate = on["results"]["acked_per_second"]
+    return {
+        "off_per_second": off_rate,
+        "on_per_second": on_rate,
+        "change_percent": round(100.0 * (on_rate - off_rate) / off_rate, 1)
+        if off_rate and on_rate is not None
+        else None,
+        "cpu_ms_off": _cpu_ms(off),
+        "cpu_ms_on": _cpu_ms(on),
+        "load_before": [off["load_before"], on["load_before"]],
+    }
+
+
+def _cpu_ms(phase: dict[str, Any]) -> float | None:
+    seconds = phase["server"].get("cpu_seconds")
+    acked = phase["results"]["acked"]
+    return round(1000.0 * seconds / acked, 4) if seconds is not None and acked else None
+
+
 def run(params: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     sink = PushSink()
     sink.open()
     phases: dict[str, dict[str, Any]] = {}
+    pairs: list[dict[str, Any]] = []
     config_dir = tempfile.mkdtemp(prefix="teamtalk-bench-push-")
     try:
-        off = ThrowawayServer(
-            users_needed(params), prefix=args.user_prefix, password=args.password,
-            extra_args=[*(args.server_arg or []), "--config",
-                        str(_config(Path(config_dir), "off.toml"))],
-        )  # fmt: skip
-        try:
-            phases["msg_push_off"] = _run_pairs(params, args, off)
-        finally:
-            off.stop()
-        config = _push_config(Path(config_dir), sink)
-        sink.reset()
-        on = ThrowawayServer(
-            users_needed(params), prefix=args.user_prefix, password=args.password,
-            extra_args=[*(args.server_arg or []), "--config", str(config)],
-        )  # fmt: skip
-        try:
-            # --profile: py-spy on the push-on server.
-            phases["msg_push_on"] = _run_pairs(params, args, on, args.profile)
-            time.sleep(2.0)  # the last decisions and sends
-            phases["msg_push_on"]["pushes"] = sink.count
-        finally:
-            on.stop()
-        drain_params = dict(params, token_share=1.0)
-        # Every message pushed: the drains count pushes through the queue, not coalescing.
-        config = _push_config(Path(config_dir), sink, "drain.toml", "coalesce_window = 0\n")
-        phases["queue_store"] = _drain(drain_params, args, sink, ["--config", str(config)])
-        if not params["skip_redis"]:
-            from teamtalk_testing.scratch import ScratchRedisPrefix
+        off_config = _config(Path(config_dir), "off.toml")
+        on_config = _push_config(Path(config_dir), sink)
+        for index in range(params["repeat"]):
+            # --profile: py-spy on the first push-on server.
+            profile = args.profile if index == 0 else None
+            if index % 2 == 0:
+                off = _msg_phase(params, args, sink, off_config, False)
+                on = _msg_phase(params, args, sink, on_config, True, profile)
+            else:
+                on = _msg_phase(params, args, sink, on_config, True)
+                off = _msg_phase(params, args, sink, off_config, False)
+            if index == 0:
+                phases["msg_push_off"], phases["msg_push_on"] = off, on
+            pairs.append(_pair_figures(off, on))
+        if not params["skip_queue"]:
+            drain_params = dict(params, token_share=1.0)
+            # Every message pushed: the drains count pushes through the queue, not
+            # coalescing.
+            config = _push_config(Path(config_dir), sink, "drain.toml", "coalesce_window = 0\n")
+            phases["queue_store"] = _drain(drain_params, args, sink, ["--config", str(config)])
+            if not params["skip_redis"]:
+                from teamtalk_testing.scratch import ScratchRedisPrefix
 
-            redis = ScratchRedisPrefix(params["redis"], "tt_bench")
-            try:
-                phases["queue_redis"] = _drain(
-                    drain_params, args, sink, ["--config", str(config), "--redis", redis.url]
-                )
-            finally:
-                redis.drop()
+                redis = ScratchRedisPrefix(params["redis"], "tt_bench")
+                try:
+                    phases["queue_redis"] = _drain(
+                        drain_params, args, sink, ["--config", str(config), "--redis", redis.url]
+                    )
+                finally:
+                    redis.drop()
     finally:
         sink.close()
         shutil.rmtree(config_dir, ignore_errors=True)
-    return _document(params, phases)
+    return _document(params, phases, pairs)
 
 
-def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _paired_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard error, median and range of the change over the pairs; mean CPU."""
+    changes = [p["change_percent"] for p in pairs if p["change_percent"] is not None]
+    cpu = [(p["cpu_ms_off"], p["cpu_ms_on"]) for p in pairs]
+    cpu = [(a, b) for a, b in cpu if a is not None and b is not None]
+    summary: dict[str, Any] = {"pairs": len(pairs)}
+    if changes:
+        summary.update(
+            change_mean_percent=round(statistics.mean(changes), 1),
+            change_stderr_percent=round(statistics.stdev(changes) / len(changes) ** 0.5, 1)
+            if len(changes) > 1
+            else None,
+            change_median_percent=round(statistics.median(changes), 1),
+            change_range_percent=[min(changes), max(changes)],
+        )
+    if cpu:
+        summary.update(
+            cpu_ms_off_mean=round(statistics.mean(a for a, _ in cpu), 4),
+            cpu_ms_on_mean=round(statistics.mean(b for _, b in cpu), 4),
+        )
+    return summary
+
+
+def _document(
+    params: dict[str, Any], phases: dict[str, dict[str, Any]], pairs: list[dict[str, Any]]
+) -> dict[str, Any]:
     off, on = phases["msg_push_off"]["results"], phases["msg_push_on"]["results"]
 
     def cpu_ms_per_message(phase: str) -> float | None:
@@ -360,6 +445,21 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
             f"{off['lost']} / {off['duplicated']}, {on['lost']} / {on['duplicated']}",
         ),  # fmt: skip
     ]
+    paired = _paired_summary(pairs)
+    if len(pairs) > 1:
+        rows += [
+            (
+                f"change with push over {len(pairs)} pairs",
+                f"mean {paired.get('change_mean_percent')}% "
+                f"(standard error {paired.get('change_stderr_percent')}), "
+                f"median {paired.get('change_median_percent')}%, "
+                f"range {paired.get('change_range_percent')}",
+            ),
+            (
+                "server CPU ms/message over the pairs, off / on",
+                f"{paired.get('cpu_ms_off_mean')} / {paired.get('cpu_ms_on_mean')}",
+            ),
+        ]
     for name in ("queue_store", "queue_redis"):
         if name in phases:
             q = phases[name]
@@ -387,6 +487,7 @@ def _document(params: dict[str, Any], phases: dict[str, dict[str, Any]]) -> dict
                 "push_off": commits_per_1000("msg_push_off"),
                 "push_on": commits_per_1000("msg_push_on"),
             },
+            "paired": {**paired, "each": pairs},
             **{name: phases[name] for name in ("queue_store", "queue_redis") if name in phases},
         },
         "client": phases["msg_push_on"]["client"],
