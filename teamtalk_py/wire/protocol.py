@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import inspect
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -599,11 +600,19 @@ def send_now_to_each(
     being a packet every one of them may get: ``send_raw``'s rules (a subclass's) are
     only applied where the bytes cannot go to the socket at once.
 
-    With ``helpers``, the sockets that may take the bytes at once are gathered first and
-    a large batch of them is shared with the helpers' threads (``FanoutHelpers``); the
-    rest is as without."""
+    With ``helpers``, a large batch is shared with their threads (``FanoutHelpers``);
+    what a socket did not take at once, and the connections whose bytes must wait
+    behind others, are then seen to by the calling (reactor) thread afterwards."""
     if helpers is not None and helpers.threads:
-        return _send_now_shared(conns, data, helpers)
+        if not isinstance(conns, Sequence):
+            conns = list(conns)
+        for index, sent in helpers.share(len(conns), partial(_send_now_slices, conns, data)):
+            conn = conns[index]
+            if sent < 0:
+                conn.send_raw(data)
+            else:
+                conn._send_rest(data, sent)
+        return len(conns)
     size = len(data)
     count = 0
     for conn in conns:
@@ -633,35 +642,43 @@ def send_now_to_each(
     return count
 
 
-def _send_now_shared(conns: Iterable[PduProtocol], data: bytes, helpers: FanoutHelpers) -> int:
-    """``send_now_to_each`` with helper threads: the checks first (each connection that
-    cannot take the bytes at once gets them through ``send_raw`` then, as without
-    helpers), then the sends, shared."""
-    direct: list[PduProtocol] = []
-    sockets: list[socket.socket] = []
-    count = 0
-    for conn in conns:
-        count += 1
-        t: Any = conn.transport
-        if (
-            isinstance(t, TCPServerTransport)
-            and t.connected
-            and not (
-                conn.closing
-                or conn._paused
-                or t.TLS
-                or t.disconnecting
-                or t._tempDataLen
-                or t.dataBuffer
-            )
-        ):
-            direct.append(conn)
-            sockets.append(t.socket)
-        else:
-            conn.send_raw(data)
-    for index, sent in helpers.send_all(sockets, data):
-        direct[index]._send_rest(data, sent)
-    return count
+def _send_now_slices(
+    conns: Sequence[PduProtocol], data: bytes, starts: Iterator[int], step: int
+) -> list[tuple[int, int]]:
+    """``send_now_to_each``'s loop over ``conns[start : start + step]`` for each start
+    taken from ``starts``, in any thread, touching nothing but the sockets: returns
+    (index, bytes sent) of each connection whose socket did not take all of ``data``,
+    bytes sent -1 for one whose bytes must go through ``send_raw``."""
+    size = len(data)
+    left: list[tuple[int, int]] = []
+    for start in starts:
+        for index in range(start, min(start + step, len(conns))):
+            conn = conns[index]
+            t: Any = conn.transport
+            if (
+                isinstance(t, TCPServerTransport)
+                and t.connected
+                and not (
+                    conn.closing
+                    or conn._paused
+                    or t.TLS
+                    or t.disconnecting
+                    or t._tempDataLen
+                    or t.dataBuffer
+                )
+            ):
+                try:
+                    sent = t.socket.send(data)
+                except OSError:
+                    sent = 0  # full or failing: Twisted's write path finds out which
+                if sent != size:
+                    left.append((index, sent))
+            else:
+                left.append((index, -1))
+    return left
+
+
+_T = TypeVar("_T")
 
 
 class FanoutHelpers:
@@ -671,42 +688,43 @@ class FanoutHelpers:
     µs of CPU per connection, nearly all of it the kernel's ``send`` (on loopback the
     data segment, the receiver's immediate ACK of an idle connection and the reader's
     wake-up are all handled within it); the loop itself is some 0.5 µs. ``socket.send``
-    releases the GIL, so the sends of one batch can run on several cores at once. The
-    reactor thread hands each helper a slice of the sockets, sends its own slice, and
-    waits for theirs before it returns: nothing else runs on the reactor meanwhile, so
-    no socket is touched by two threads at a time, and a socket that did not take all of
-    the bytes (full, failing, or taking a part) is reported back and finished by the
-    reactor thread through Twisted's buffer, in order, as without helpers.
+    releases the GIL, so the sends of one batch can run on several cores at once.
 
-    ``threads``: helper threads (0: the reactor thread sends alone); ``min_slice``: the
-    fewest sockets worth handing a helper (below it the hand-over costs more than the
-    sends).
+    ``share`` runs the work on the reactor thread and the helpers at once, each taking
+    ``min_slice`` items at a time from one shared iterator (``next`` on it is atomic
+    under the GIL), so a thread the scheduler takes off its core (for the clients it
+    wakes, or another process) holds up at most the slice it is in; it returns when all
+    are done. Nothing else runs on the reactor meanwhile, so the work may read the
+    connections' state and write to their sockets, but must leave anything else (a
+    Twisted ``write``, which may touch the reactor) to the reactor thread afterwards.
+
+    ``threads``: helper threads (0: the reactor thread works alone); ``min_slice``: the
+    items a thread takes at a time (a batch shorter than two slices is not shared: the
+    hand-over would cost more than the sends).
     """
 
-    def __init__(self, threads: int, min_slice: int = 256) -> None:
+    def __init__(self, threads: int, min_slice: int = 128) -> None:
         self.threads = max(0, threads)
         self.min_slice = max(1, min_slice)
         self._pool: ThreadPoolExecutor | None = None
-        #: Fan-outs shared with helpers (for tests and metrics).
+        #: Batches shared with helpers (for tests and metrics).
         self.shared = 0
 
-    def send_all(self, sockets: Sequence[socket.socket], data: bytes) -> list[tuple[int, int]]:
-        """``data`` to every socket; returns (index, bytes sent) of each that did not
-        take it all."""
-        parts = min(self.threads + 1, len(sockets) // self.min_slice)
-        if parts < 2:
-            return _send_slice(sockets, data, 0)
+    def share(self, total: int, work: Callable[[Iterator[int], int], list[_T]]) -> list[_T]:
+        """``work(starts, step)`` on this thread and the helpers', over the starts of
+        ``range(0, total, step)``; every call's results, joined."""
+        helpers = min(self.threads, total // self.min_slice - 1)
+        step = self.min_slice
+        starts = iter(range(0, total, step))
+        if helpers < 1:
+            return work(starts, step)
         pool = self._pool or self.start()
-        step = -(-len(sockets) // parts)
-        futures = [
-            pool.submit(_send_slice, sockets[start : start + step], data, start)
-            for start in range(step, len(sockets), step)
-        ]
+        futures = [pool.submit(work, starts, step) for _ in range(helpers)]
         self.shared += 1
-        short = _send_slice(sockets[:step], data, 0)
+        results = work(starts, step)
         for future in futures:
-            short.extend(future.result())
-        return short
+            results.extend(future.result())
+        return results
 
     def start(self) -> ThreadPoolExecutor:
         """Start the threads now (at service start: their stacks and malloc arenas are
@@ -715,7 +733,8 @@ class FanoutHelpers:
         pool = self._pool
         if pool is None:
             pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fanout")
-            for future in [pool.submit(_send_slice, [], b"", 0) for _ in range(self.threads)]:
+            warm = [pool.submit(_no_work, iter(()), 1) for _ in range(self.threads)]
+            for future in warm:
                 future.result()
         return pool
 
@@ -726,17 +745,8 @@ class FanoutHelpers:
             pool.shutdown(wait=False)
 
 
-def _send_slice(sockets: Sequence[socket.socket], data: bytes, first: int) -> list[tuple[int, int]]:
-    size = len(data)
-    short: list[tuple[int, int]] = []
-    for index, sock in enumerate(sockets, first):
-        try:
-            sent = sock.send(data)
-        except OSError:
-            sent = 0  # full or failing: Twisted's write path finds out which
-        if sent != size:
-            short.append((index, sent))
-    return short
+def _no_work(starts: Iterator[int], step: int) -> list[Any]:
+    return list(starts)
 
 
 def encode(command_id: int, message: Message, seq: int = 0) -> bytes:
