@@ -67,8 +67,8 @@ class Limits:
     #: A decision round starts at most this often, so under load each round takes the
     #: outbox rows of many commits (fewer queries per message) and a conversation's
     #: messages of one round coalesce into one push; 0: a round per commit, every
-    #: message pushed.
-    coalesce_window: float = 0.05
+    #: message pushed. A message after a quiet spell starts a round at once.
+    coalesce_window: float = 0.25
 
 
 def backoff(attempt: int, limits: Limits, rand: Callable[[], float]) -> float:
