@@ -153,16 +153,17 @@ class MsgConnection(PduProtocol):
 class MsgFactory(PduFactory):
     protocol = MsgConnection
 
-    def send_now_to_each(self, conns: Sequence[Any], data: bytes) -> int:
+    def send_now_to_each(self, conns: Sequence[Any], data: bytes, shared: bool = False) -> int:
         """``send_now(data)`` to each of ``conns`` (a presence batch to every PC
         connection): ``MsgConnection.send_raw``'s extension rule is one check for the
         whole batch (it is one kind of packet), and the connections get the tight loop of
-        ``wire.send_now_to_each``."""
+        ``wire.send_now_to_each``, its sends shared with the fan-out helper threads when
+        ``shared`` (a lone batch: ``PresenceBatch``)."""
         if not may_send(None, data):  # an extension packet: each connection's own rule
             for conn in conns:
                 conn.send_now(data)
             return len(conns)
-        return send_now_to_each(conns, data, self.fanout_helpers)
+        return send_now_to_each(conns, data, self.fanout_helpers if shared else None)
 
     def __init__(self, ctx: MsgContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from teamtalk_py.msg.connection import MsgConnection
 from teamtalk_py.msg.intake import send_key
-from teamtalk_py.msg.online import OnlineUsers, same_category
+from teamtalk_py.msg.online import OnlineUsers, PresenceBatch, same_category
 from teamtalk_py.msg.route_client import LocalLink
 from teamtalk_py.msg.run import ConnectionIds
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -172,6 +172,29 @@ class OnlineUsersTests(TestCase):
         online.remove(mac)
         assert online.send_now_to_pc(notify) == 1
         assert (pc.sent, mac.sent, phone.sent) == ([notify, notify], [notify], [])
+
+    def test_only_a_lone_presence_batch_is_shared_with_helper_threads(self):
+        """A batch with none in the STORM_GAP before it may share its sends with the
+        helper threads; the batches of a storm (one every turn) may not."""
+        shared: list[bool] = []
+
+        def record(conns: list, data: bytes, share: bool) -> int:
+            shared.append(share)
+            return len(conns)
+
+        clock = Clock()
+        online = OnlineUsers(record)
+        online.add(Recorded(1, PC))
+        batch = PresenceBatch(clock, online)
+        notify = pack_pdu(2, B.CID_BUDDY_LIST_STATUS_NOTIFY, b"", 0)
+        for _ in range(3):  # a storm: a batch every turn
+            batch.add(notify)
+            clock.advance(0.01)
+        clock.advance(PresenceBatch.STORM_GAP)
+        batch.add(notify)  # alone again
+        clock.advance(0)
+        assert shared == [True, False, False, True]
+        assert batch.lone_batches == 2
 
     def test_a_user_with_one_connection_is_held_as_that_connection(self):
         """Most accounts have one connection: it is the user's whole record (no
