@@ -617,29 +617,36 @@ def send_now_to_each(
     count = 0
     for conn in conns:
         count += 1
-        t: Any = conn.transport
-        if (
-            isinstance(t, TCPServerTransport)
-            and t.connected
-            and not (
-                conn.closing
-                or conn._paused
-                or t.TLS
-                or t.disconnecting
-                or t._tempDataLen
-                or t.dataBuffer
-            )
-        ):
-            try:
-                sent = t.socket.send(data)
-            except OSError:
-                sent = 0  # full or failing: Twisted's write path finds out which
-            if sent == size:
-                continue
-            conn._send_rest(data, sent)
-        else:
+        sent = _send_at_once(conn, data)
+        if sent < 0:
             conn.send_raw(data)
+        elif sent != size:
+            conn._send_rest(data, sent)
     return count
+
+
+def _send_at_once(conn: PduProtocol, data: bytes) -> int:
+    """Bytes of ``data`` the socket took at once, or -1 when nothing may be written
+    to it directly (not plain TCP, paused, closing, or bytes already waiting in
+    Twisted's buffer, which must go first). Touches only the socket: any thread."""
+    t: Any = conn.transport
+    if (
+        isinstance(t, TCPServerTransport)
+        and t.connected
+        and not (
+            conn.closing
+            or conn._paused
+            or t.TLS
+            or t.disconnecting
+            or t._tempDataLen
+            or t.dataBuffer
+        )
+    ):
+        try:
+            return int(t.socket.send(data))
+        except OSError:
+            return 0  # full or failing: Twisted's write path finds out which
+    return -1
 
 
 def _send_now_slices(
@@ -653,28 +660,9 @@ def _send_now_slices(
     left: list[tuple[int, int]] = []
     for start in starts:
         for index in range(start, min(start + step, len(conns))):
-            conn = conns[index]
-            t: Any = conn.transport
-            if (
-                isinstance(t, TCPServerTransport)
-                and t.connected
-                and not (
-                    conn.closing
-                    or conn._paused
-                    or t.TLS
-                    or t.disconnecting
-                    or t._tempDataLen
-                    or t.dataBuffer
-                )
-            ):
-                try:
-                    sent = t.socket.send(data)
-                except OSError:
-                    sent = 0  # full or failing: Twisted's write path finds out which
-                if sent != size:
-                    left.append((index, sent))
-            else:
-                left.append((index, -1))
+            sent = _send_at_once(conns[index], data)
+            if sent != size:
+                left.append((index, sent))
     return left
 
 
