@@ -424,7 +424,10 @@ class ConsoleBrowserTests(TestCase):
         # the dashboard counts walter online, and messages sent to him while it is open
         self.nav("Dashboard", "#stat-online")
         self.wait_for_stat("stat-online", "1")
-        for text in ["hello", "hello"]:  # the same words twice: two messages
+        # Each send is a client process of its own, a new connection: the same words
+        # twice within one second would be taken for a resend after a reconnect (the
+        # README's resend rule), so the two say different things.
+        for text in ["hello", "hello again"]:
             self.send_text("jesse", "walter", text)
         client.expect("pdu", command="CID_MSG_DATA")
         self.wait_for_stat("stat-today", "2")
