@@ -34,24 +34,30 @@ def varint(value: int) -> bytes:
 class BlockFramer:
     """Answers carrying blocks of one task: ``head(...) + block`` is the whole PDU."""
 
-    __slots__ = ("_task_field",)
+    __slots__ = ("_task_field", "_user_id", "_user_field", "_size", "_size_field")
 
     def __init__(self, task_id: str) -> None:
         task = task_id.encode("utf-8")
         # result_code = 0 (field 1, varint), task_id (field 2, length-delimited).
         self._task_field = b"\x08\x00\x12" + varint(len(task)) + task
+        # The fields up to user_id (field 3) for the last user answered: a download's
+        # pulls all carry the same one.
+        self._user_id = -1
+        self._user_field = b""
+        # The same for the block's length (field 5's tag and length): blocks are one size.
+        self._size = -1
+        self._size_field = b""
 
     def head(self, seq: int, user_id: int, offset: int, size: int) -> bytes:
         """PDU header and body up to the first byte of a ``size``-byte block at
         ``offset``, answering the pull that carried ``seq``."""
-        prefix = (
-            self._task_field
-            + b"\x18"  # user_id (field 3)
-            + varint(user_id)
-            + b"\x20"  # offset (field 4)
-            + varint(offset)
-            + b"\x2a"  # file_data (field 5, length-delimited)
-            + varint(size)
-        )
+        if user_id != self._user_id:
+            self._user_field = self._task_field + b"\x18" + varint(user_id)
+            self._user_id = user_id
+        if size != self._size:
+            self._size_field = b"\x2a" + varint(size)  # file_data (field 5)
+            self._size = size
+        # offset is field 4.
+        prefix = self._user_field + b"\x20" + varint(offset) + self._size_field
         length = HEADER_SIZE + len(prefix) + size
         return HEADER.pack(length, SERVER_VERSION, 0, _SERVICE, _COMMAND, seq, 0) + prefix

@@ -349,7 +349,9 @@ class OnlineTask(Task):
         if not waiting:
             del self._pulls[msg.offset]
         self._pull_count -= 1
-        if len(msg.file_data) > size:
+        # ``msg.file_data`` is a fresh copy of the block each time it is read: look at it
+        # only when the body is long enough that the block could be over the pull.
+        if len(request.pdu) - HEADER_SIZE > size and len(msg.file_data) > size:
             raise Refused(f"block of {len(msg.file_data)} bytes for a pull of {size}")
         self.touch()
         assert self.receiver is not None

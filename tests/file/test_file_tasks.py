@@ -149,6 +149,45 @@ class FileTaskTests(TaskHarness):
             )
         assert [(seq, m.offset) for _, seq, m in sent(r_out)] == [(9, 10), (7, 0)]
 
+    def test_a_relayed_block_over_its_pull_closes_the_sender(self):
+        """The sender answers a pull of 10 bytes with 11 or 10: the 10 are relayed, the
+        11 close the sender and never reach the receiver."""
+        for extra, relayed in ((0, True), (1, False)):
+            task = self.create(100, B.FILE_TYPE_ONLINE)
+            sender, s_out = self.login(task, ALICE, B.CLIENT_REALTIME_SENDER)
+            receiver, r_out = self.login(task, BOB, B.CLIENT_REALTIME_RECVER)
+            sent(s_out), sent(r_out)
+            receiver.dataReceived(
+                encode_pdu(
+                    B.CID_FILE_PULL_DATA_REQ,
+                    File_pb2.IMFilePullDataReq(
+                        task_id=task.task_id,
+                        user_id=BOB,
+                        trans_mode=B.FILE_TYPE_ONLINE,
+                        offset=0,
+                        data_size=10,
+                    ).SerializeToString(),
+                    seq_num=3,
+                )
+            )
+            sent(s_out)
+            sender.dataReceived(
+                encode_pdu(
+                    B.CID_FILE_PULL_DATA_RSP,
+                    File_pb2.IMFilePullDataRsp(
+                        result_code=0,
+                        task_id=task.task_id,
+                        user_id=ALICE,
+                        offset=0,
+                        file_data=b"x" * (10 + extra),
+                    ).SerializeToString(),
+                    seq_num=1234,
+                )
+            )
+            blocks = [m.file_data for cid, _, m in sent(r_out) if cid == B.CID_FILE_PULL_DATA_RSP]
+            assert blocks == ([b"x" * 10] if relayed else [])
+            assert sender.closing is not relayed
+
     def test_a_receiver_that_stops_reading_holds_the_sender(self):
         """While the receiver's socket is full we stop reading the sender's blocks."""
         task = self.create(100, B.FILE_TYPE_ONLINE)
