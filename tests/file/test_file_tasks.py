@@ -134,19 +134,7 @@ class FileTaskTests(TaskHarness):
             )
         assert [(seq, m.offset) for _, seq, m in sent(s_out)] == [(7, 0), (9, 10)]
         for offset in (10, 0):
-            sender.dataReceived(
-                encode_pdu(
-                    B.CID_FILE_PULL_DATA_RSP,
-                    File_pb2.IMFilePullDataRsp(
-                        result_code=0,
-                        task_id=task.task_id,
-                        user_id=ALICE,
-                        offset=offset,
-                        file_data=b"x" * 10,
-                    ).SerializeToString(),
-                    seq_num=1234,
-                )
-            )
+            sender.dataReceived(block(task, offset, b"x" * 10, seq=1234))
         assert [(seq, m.offset) for _, seq, m in sent(r_out)] == [(9, 10), (7, 0)]
 
     def test_a_relayed_block_over_its_pull_closes_the_sender(self):
@@ -171,19 +159,7 @@ class FileTaskTests(TaskHarness):
                 )
             )
             sent(s_out)
-            sender.dataReceived(
-                encode_pdu(
-                    B.CID_FILE_PULL_DATA_RSP,
-                    File_pb2.IMFilePullDataRsp(
-                        result_code=0,
-                        task_id=task.task_id,
-                        user_id=ALICE,
-                        offset=0,
-                        file_data=b"x" * (10 + extra),
-                    ).SerializeToString(),
-                    seq_num=1234,
-                )
-            )
+            sender.dataReceived(block(task, 0, b"x" * (10 + extra), seq=1234))
             blocks = [m.file_data for cid, _, m in sent(r_out) if cid == B.CID_FILE_PULL_DATA_RSP]
             assert blocks == ([b"x" * 10] if relayed else [])
             assert sender.closing is not relayed
@@ -206,18 +182,7 @@ class FileTaskTests(TaskHarness):
         messages = sent(out)
         assert messages[0][0] == B.CID_FILE_LOGIN_RES
         assert [m.offset // BLOCK_SIZE for _, _, m in messages[1:]] == [0, 1, 2, 3]
-        uploader.dataReceived(
-            encode_pdu(
-                B.CID_FILE_PULL_DATA_RSP,
-                File_pb2.IMFilePullDataRsp(
-                    result_code=0,
-                    task_id=task.task_id,
-                    user_id=ALICE,
-                    offset=0,
-                    file_data=bytes(BLOCK_SIZE),
-                ).SerializeToString(),
-            )
-        )
+        uploader.dataReceived(block(task, 0, bytes(BLOCK_SIZE)))
         assert [m.offset // BLOCK_SIZE for _, _, m in sent(out)] == [4]
         assert task.stored == BLOCK_SIZE
 
@@ -241,13 +206,14 @@ class FileTaskTests(TaskHarness):
         assert list(self.transfers.tasks) == [busy.task_id]
 
 
-def block(task, offset: int, data: bytes, user_id: int = ALICE) -> bytes:
-    """The uploader's answer carrying ``data`` at ``offset``."""
+def block(task, offset: int, data: bytes, user_id: int = ALICE, seq: int = 0) -> bytes:
+    """The uploader's (or online sender's) answer carrying ``data`` at ``offset``."""
     return encode_pdu(
         B.CID_FILE_PULL_DATA_RSP,
         File_pb2.IMFilePullDataRsp(
             result_code=0, task_id=task.task_id, user_id=user_id, offset=offset, file_data=data
         ).SerializeToString(),
+        seq_num=seq,
     )
 
 
