@@ -410,15 +410,8 @@ async def cmd_unread(client: Client, args: argparse.Namespace, out: Output) -> N
 async def cmd_history(client: Client, args: argparse.Namespace, out: Output) -> None:
     peer = await client.resolve(args.peer, args.group)
     session_type = B.SESSION_TYPE_GROUP if args.group else B.SESSION_TYPE_SINGLE
-    answer = await client.session.get(
-        B.CID_MSG_LIST_REQUEST,
-        Message_pb2.IMGetMsgListReq(
-            user_id=client.user_id,
-            session_type=session_type,
-            session_id=peer,
-            msg_id_begin=args.before,
-            msg_cnt=args.count,
-        ),
+    answer = await client.session.message_list(
+        peer, session_type, begin=args.before, count=args.count
     )
     await client.load_users()
     for m in sorted(answer.msg_list, key=lambda m: m.msg_id):  # the server sends newest first

@@ -131,6 +131,25 @@ class TeamTalkSession:
         )
         return self.protocol.send(B.CID_MSG_DATA_ACK, ack)
 
+    def message_list(
+        self,
+        session_id: int,
+        session_type: B.SessionType.ValueType = B.SESSION_TYPE_SINGLE,
+        *,
+        begin: int = 0,
+        count: int = 20,
+    ) -> Deferred[Any]:
+        """A page of a session's history: the `IMGetMsgListRsp` of up to `count`
+        messages, newest first, from `begin` down (0: from the newest)."""
+        request = Message_pb2.IMGetMsgListReq(
+            user_id=self.user_id or 0,
+            session_type=session_type,
+            session_id=session_id,
+            msg_id_begin=begin,
+            msg_cnt=count,
+        )
+        return self.get(B.CID_MSG_LIST_REQUEST, request)
+
     @returns_deferred
     async def logout(self) -> Any:
         """Send `CID_LOGIN_REQ_LOGINOUT` and return the `IMLogoutRsp` (the server then

@@ -152,16 +152,7 @@ async def history(session: TeamTalkSession, session_type: int, session_id: int) 
     found: dict[int, str] = {}
     begin = 0
     while True:
-        answer = await session.get(
-            B.CID_MSG_LIST_REQUEST,
-            Message_pb2.IMGetMsgListReq(
-                user_id=0,
-                session_type=session_type,
-                session_id=session_id,
-                msg_id_begin=begin,
-                msg_cnt=PAGE,
-            ),
-        )
+        answer = await session.message_list(session_id, session_type, begin=begin, count=PAGE)
         rows = list(answer.msg_list)
         for row in rows:
             found[row.msg_id] = decrypt_text(row.msg_data)

@@ -349,16 +349,7 @@ class ClusterTests(TestCase):
         oscar_again = await self.client("node2", "oscar")
         again = await oscar_again.protocol.request(B.CID_MSG_DATA, message)
         assert again.message.msg_id == first.message.msg_id
-        history = await peggy.session.get(
-            B.CID_MSG_LIST_REQUEST,
-            Message_pb2.IMGetMsgListReq(
-                user_id=peggy.user_id,
-                session_type=B.SESSION_TYPE_SINGLE,
-                session_id=oscar_again.user_id,
-                msg_id_begin=0,
-                msg_cnt=10,
-            ),
-        )
+        history = await peggy.session.message_list(oscar_again.user_id, count=10)
         assert [m.msg_data for m in history.msg_list].count(b"resend me") == 1
 
     async def create_group(self, creator: Client, *members: Client) -> int:
@@ -831,16 +822,7 @@ class ClusterTests(TestCase):
             B.CID_MSG_DATA, lambda p: p.message.msg_id == ack.msg_id, timeout=15
         )
         assert decrypt_text(got.message.msg_data) == "sent while route was down"
-        history = await bob.session.get(
-            B.CID_MSG_LIST_REQUEST,
-            Message_pb2.IMGetMsgListReq(
-                user_id=bob.user_id,
-                session_type=B.SESSION_TYPE_SINGLE,
-                session_id=alice.user_id,
-                msg_id_begin=0,
-                msg_cnt=20,
-            ),
-        )
+        history = await bob.session.message_list(alice.user_id)
         assert ack.msg_id in [m.msg_id for m in history.msg_list]
         assert await self.users_status(bob, [alice.user_id]) == [
             (alice.user_id, B.USER_STATUS_ONLINE)

@@ -296,12 +296,7 @@ class ImportTests:
         ]  # fmt: skip
 
         async def history(session, peer: int, kind: int = SINGLE):
-            answer = await session.get(
-                B.CID_MSG_LIST_REQUEST,
-                Message_pb2.IMGetMsgListReq(
-                    user_id=0, session_type=kind, session_id=peer, msg_id_begin=0, msg_cnt=50
-                ),
-            )
+            answer = await session.message_list(peer, kind, count=50)
             return [(m.msg_id, m.from_session_id, m.msg_type, m.msg_data) for m in answer.msg_list]
 
         pair = site.pairs[(min(alice, bob), max(alice, bob))]

@@ -75,12 +75,7 @@ async def unread(session: TeamTalkSession):
 
 
 async def history(session: TeamTalkSession, group_id: int, begin: int = 0, count: int = 50):
-    answer = await session.get(
-        B.CID_MSG_LIST_REQUEST,
-        Message_pb2.IMGetMsgListReq(
-            user_id=0, session_type=GROUP, session_id=group_id, msg_id_begin=begin, msg_cnt=count
-        ),
-    )
+    answer = await session.message_list(group_id, GROUP, begin=begin, count=count)
     return [(m.msg_id, m.from_session_id, decrypt_text(m.msg_data)) for m in answer.msg_list]
 
 

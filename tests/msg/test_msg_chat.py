@@ -33,12 +33,7 @@ async def unread(session: TeamTalkSession):
 
 
 async def history(session: TeamTalkSession, peer: int, begin: int = 0, count: int = 20):
-    return await session.get(
-        B.CID_MSG_LIST_REQUEST,
-        Message_pb2.IMGetMsgListReq(
-            user_id=0, session_type=SINGLE, session_id=peer, msg_id_begin=begin, msg_cnt=count
-        ),
-    )
+    return await session.message_list(peer, SINGLE, begin=begin, count=count)
 
 
 async def latest_id(session: TeamTalkSession, peer: int) -> int:
