@@ -119,19 +119,7 @@ class FileTaskTests(TaskHarness):
         receiver, r_out = self.login(task, BOB, B.CLIENT_REALTIME_RECVER)
         sent(s_out), sent(r_out)
         for seq, offset in ((7, 0), (9, 10)):
-            receiver.dataReceived(
-                encode_pdu(
-                    B.CID_FILE_PULL_DATA_REQ,
-                    File_pb2.IMFilePullDataReq(
-                        task_id=task.task_id,
-                        user_id=BOB,
-                        trans_mode=B.FILE_TYPE_ONLINE,
-                        offset=offset,
-                        data_size=10,
-                    ).SerializeToString(),
-                    seq_num=seq,
-                )
-            )
+            receiver.dataReceived(pull(task, offset, 10, seq, B.FILE_TYPE_ONLINE))
         assert [(seq, m.offset) for _, seq, m in sent(s_out)] == [(7, 0), (9, 10)]
         for offset in (10, 0):
             sender.dataReceived(block(task, offset, b"x" * 10, seq=1234))
@@ -145,19 +133,7 @@ class FileTaskTests(TaskHarness):
             sender, s_out = self.login(task, ALICE, B.CLIENT_REALTIME_SENDER)
             receiver, r_out = self.login(task, BOB, B.CLIENT_REALTIME_RECVER)
             sent(s_out), sent(r_out)
-            receiver.dataReceived(
-                encode_pdu(
-                    B.CID_FILE_PULL_DATA_REQ,
-                    File_pb2.IMFilePullDataReq(
-                        task_id=task.task_id,
-                        user_id=BOB,
-                        trans_mode=B.FILE_TYPE_ONLINE,
-                        offset=0,
-                        data_size=10,
-                    ).SerializeToString(),
-                    seq_num=3,
-                )
-            )
+            receiver.dataReceived(pull(task, 0, 10, 3, B.FILE_TYPE_ONLINE))
             sent(s_out)
             sender.dataReceived(block(task, 0, b"x" * (10 + extra), seq=1234))
             blocks = [m.file_data for cid, _, m in sent(r_out) if cid == B.CID_FILE_PULL_DATA_RSP]
@@ -217,14 +193,14 @@ def block(task, offset: int, data: bytes, user_id: int = ALICE, seq: int = 0) ->
     )
 
 
-def pull(task, offset: int, size: int, seq: int) -> bytes:
-    """The downloader's pull of ``size`` bytes at ``offset``."""
+def pull(task, offset: int, size: int, seq: int, mode: int = B.FILE_TYPE_OFFLINE) -> bytes:
+    """The downloader's (or online receiver's) pull of ``size`` bytes at ``offset``."""
     return encode_pdu(
         B.CID_FILE_PULL_DATA_REQ,
         File_pb2.IMFilePullDataReq(
             task_id=task.task_id,
             user_id=BOB,
-            trans_mode=B.FILE_TYPE_OFFLINE,
+            trans_mode=mode,
             offset=offset,
             data_size=size,
         ).SerializeToString(),
