@@ -38,7 +38,7 @@ from teamtalk_client.rooms import RoomRefused, Rooms
 from teamtalk_client.session import TeamTalkSession
 from teamtalk_client.text import DEFAULT_AES_KEY, decrypt_text
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2
 from teamtalk_py.pb.IM import Extension_pb2 as X
 
 __all__ = ["build_parser", "main", "run"]
@@ -394,9 +394,7 @@ async def cmd_sessions(client: Client, args: argparse.Namespace, out: Output) ->
 
 
 async def cmd_unread(client: Client, args: argparse.Namespace, out: Output) -> None:
-    answer = await client.session.get(
-        B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=client.user_id)
-    )
+    answer = await client.session.unread_counts()
     await load_session_names(client, answer.unreadinfo_list)
     for u in answer.unreadinfo_list:
         f = session_fields(client, u)

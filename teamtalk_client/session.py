@@ -150,6 +150,22 @@ class TeamTalkSession:
         )
         return self.get(B.CID_MSG_LIST_REQUEST, request)
 
+    def unread_counts(self) -> Deferred[Any]:
+        """The `IMUnreadMsgCntRsp`: the total and each session's unread count."""
+        request = Message_pb2.IMUnreadMsgCntReq(user_id=self.user_id or 0)
+        return self.get(B.CID_MSG_UNREAD_CNT_REQUEST, request)
+
+    @returns_deferred
+    async def latest_msg_id(
+        self, session_id: int, session_type: B.SessionType.ValueType = B.SESSION_TYPE_SINGLE
+    ) -> int:
+        """The id of the newest message of a session (0 when it has none)."""
+        request = Message_pb2.IMGetLatestMsgIdReq(
+            user_id=self.user_id or 0, session_type=session_type, session_id=session_id
+        )
+        answer = await self.get(B.CID_MSG_GET_LATEST_MSG_ID_REQ, request)
+        return int(answer.latest_msg_id)
+
     @returns_deferred
     async def logout(self) -> Any:
         """Send `CID_LOGIN_REQ_LOGINOUT` and return the `IMLogoutRsp` (the server then

@@ -27,7 +27,7 @@ from teamtalk_bench.reference_site import (
 from teamtalk_client import TeamTalkSession, connect, encrypt_text
 from teamtalk_py.importer import ImportOptions, ImportRefused, run_import
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2, Group_pb2
 from teamtalk_py.store import accounts, schema
 from teamtalk_py.store.database import open_database
 from tests.store_support import MARIADB, SQLITE, drop_mysql_database, mysql_server, mysql_url
@@ -309,7 +309,7 @@ class ImportTests:
         assert await history(a, carol) == sorted(expected, reverse=True)
         assert (await history(a, carol))[1][3] == str(site.missing_clip_id).encode()
 
-        unread = await a.get(B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=0))
+        unread = await a.unread_counts()
         assert unread.total_cnt == 5 + 3
         assert sorted(
             (u.session_id, u.session_type, u.unread_cnt, u.latest_msg_id)

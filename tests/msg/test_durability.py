@@ -20,7 +20,6 @@ from twisted.internet.threads import deferToThread
 
 from teamtalk_client import TeamTalkSession, connect
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Message_pb2
 from teamtalk_py.store import accounts
 from teamtalk_py.store import groups as group_store
 from teamtalk_py.store.database import open_database
@@ -73,16 +72,6 @@ async def stored_beyond(server: StandaloneServer, senders: list, base: int, _pau
             return
         assert time.monotonic() < deadline, "nothing stored beyond the acks read"
         await sleep(0.02)
-
-
-async def latest_id(session: TeamTalkSession, session_type: int, session_id: int) -> int:
-    answer = await session.get(
-        B.CID_MSG_GET_LATEST_MSG_ID_REQ,
-        Message_pb2.IMGetLatestMsgIdReq(
-            user_id=0, session_type=session_type, session_id=session_id
-        ),
-    )
-    return answer.latest_msg_id
 
 
 def create_accounts(db_url: str | None, data_dir: Path) -> tuple[dict[str, int], int]:
@@ -161,7 +150,7 @@ class KillUnderLoad:
             ]
             again = [await log_in(server.msg_port, user) for user in users]
             for sender, session, (reader, kind, peer) in zip(senders, again, views, strict=True):
-                stored_before = await latest_id(reader, kind, peer)
+                stored_before = await reader.latest_msg_id(peer, kind)
                 resent = sender.unacked
                 await sender.resend_unacked(session.protocol)
                 # Resends answered with an id stored before the restart were recognised.

@@ -70,21 +70,9 @@ async def infos(session: TeamTalkSession, known: dict[int, int]):
     return (await session.get(B.CID_GROUP_INFO_REQUEST, req)).group_info_list
 
 
-async def unread(session: TeamTalkSession):
-    return await session.get(B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=0))
-
-
 async def history(session: TeamTalkSession, group_id: int, begin: int = 0, count: int = 50):
     answer = await session.message_list(group_id, GROUP, begin=begin, count=count)
     return [(m.msg_id, m.from_session_id, decrypt_text(m.msg_data)) for m in answer.msg_list]
-
-
-async def latest_id(session: TeamTalkSession, group_id: int) -> int:
-    answer = await session.get(
-        B.CID_MSG_GET_LATEST_MSG_ID_REQ,
-        Message_pb2.IMGetLatestMsgIdReq(user_id=0, session_type=GROUP, session_id=group_id),
-    )
-    return answer.latest_msg_id
 
 
 async def by_ids(session: TeamTalkSession, group_id: int, ids: list[int]) -> list[int]:
@@ -204,7 +192,7 @@ class MemberTests(GroupTestCase):
         assert (await next_pdu(carol.protocol, B.CID_MSG_DATA)).message.msg_id == 2
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
         assert await history(bob, group_id) == []
-        assert group_unread(await unread(bob)) == {}
+        assert group_unread(await bob.unread_counts()) == {}
         bob.protocol.send(B.CID_MSG_DATA, group_message(b, group_id, encrypt_text("still here?")))
         await assert_nothing(bob.protocol, B.CID_MSG_DATA_ACK)
         await assert_nothing(carol.protocol, B.CID_MSG_DATA, within=0.01)
@@ -296,7 +284,7 @@ class ShieldTests(GroupTestCase):
         assert info.shield_status == 1
         await say(alice, group_id, "hello")
         assert (await next_pdu(bob.protocol, B.CID_MSG_DATA)).message.msg_id == 1
-        assert group_unread(await unread(bob)) == {group_id: 1}
+        assert group_unread(await bob.unread_counts()) == {group_id: 1}
         assert (await shield(bob, 0)).result_code == 0
         (info,) = await infos(bob, {group_id: 0})
         assert info.shield_status == 0
@@ -417,11 +405,11 @@ class MessageTests(GroupTestCase):
         await say(alice, group_id, "a2")
         got = [(await next_pdu(bob.protocol, B.CID_MSG_DATA)).message.msg_id for _ in range(2)]
         assert got == [1, 3]
-        assert group_unread(await unread(bob)) == {group_id: 1}  # alice's a2
-        assert group_unread(await unread(alice)) == {}  # posting a2 read b1 too
+        assert group_unread(await bob.unread_counts()) == {group_id: 1}  # alice's a2
+        assert group_unread(await alice.unread_counts()) == {}  # posting a2 read b1 too
         carol = await self.login("carol")
         carol_phone = await self.login("carol", client_type=IOS)
-        counts = await unread(carol)
+        counts = await carol.unread_counts()
         (entry,) = counts.unreadinfo_list
         assert (entry.session_id, entry.session_type, entry.unread_cnt) == (group_id, GROUP, 3)
         assert (entry.latest_msg_id, entry.latest_msg_from_user_id) == (3, a)
@@ -432,10 +420,10 @@ class MessageTests(GroupTestCase):
         carol.read_ack(group_id, 2, GROUP)
         notify = (await next_pdu(carol_phone.protocol, B.CID_MSG_READ_NOTIFY)).message
         assert (notify.user_id, notify.session_id, notify.session_type) == (c, group_id, GROUP)
-        assert group_unread(await unread(carol)) == {group_id: 1}
+        assert group_unread(await carol.unread_counts()) == {group_id: 1}
         carol.read_ack(group_id, 3, GROUP)
         await next_pdu(carol_phone.protocol, B.CID_MSG_READ_NOTIFY)
-        assert group_unread(await unread(carol)) == {}
+        assert group_unread(await carol.unread_counts()) == {}
 
     async def test_latest_id_and_get_by_id_respect_membership_and_join(self):
         """Members get the latest id and their messages by id; a member added later sees
@@ -446,12 +434,12 @@ class MessageTests(GroupTestCase):
         group_id = (await create(alice, "g", [b])).group_id
         for i in range(3):
             await say(alice, group_id, f"m{i}")
-        assert await latest_id(alice, group_id) == 3
+        assert await alice.latest_msg_id(group_id, GROUP) == 3
         assert await by_ids(alice, group_id, [1, 3, 99]) == [3, 1]
-        assert await latest_id(dave, group_id) == 0
+        assert await dave.latest_msg_id(group_id, GROUP) == 0
         assert await by_ids(dave, group_id, [1, 2, 3]) == []
         await change(alice, group_id, ADD, [d])
-        assert await latest_id(dave, group_id) == 0
+        assert await dave.latest_msg_id(group_id, GROUP) == 0
         assert await history(dave, group_id) == []
         await say(alice, group_id, "welcome")
         assert await by_ids(dave, group_id, [1, 2, 3, 4]) == [4]
@@ -471,7 +459,7 @@ class MessageTests(GroupTestCase):
             Buddy_pb2.IMRemoveSessionReq(user_id=0, session_type=GROUP, session_id=group_id),
         )
         assert removed.result_code == 0
-        assert group_unread(await unread(bob)) == {}
+        assert group_unread(await bob.unread_counts()) == {}
         await say(alice, group_id, "two")
         assert await sessions(bob) == []
         await say(bob, group_id, "back")
@@ -500,8 +488,8 @@ class RestartTests(GroupTestCase):
 
         carol = await self.login("carol")
         bob = await self.login("bob")
-        assert group_unread(await unread(carol)) == {group_id: 4}
-        assert group_unread(await unread(bob)) == {group_id: 2}
+        assert group_unread(await carol.unread_counts()) == {group_id: 4}
+        assert group_unread(await bob.unread_counts()) == {group_id: 2}
         assert [m[0] for m in await history(carol, group_id)] == [4, 3, 2, 1]
         assert await sessions(carol) == [(group_id, GROUP)]
         (info,) = await infos(bob, {group_id: 0})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
-from teamtalk_py.pb.IM import Buddy_pb2, Message_pb2
+from teamtalk_py.pb.IM import Buddy_pb2
 from teamtalk_py.store import accounts
 from tests.msg_support import (
     IOS,
@@ -37,10 +37,6 @@ async def recent(session, since: int = 0):
         B.CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST,
         Buddy_pb2.IMRecentContactSessionReq(user_id=0, latest_update_time=since),
     )
-
-
-async def unread(session):
-    return await session.get(B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=0))
 
 
 async def statuses(session, ids):
@@ -180,7 +176,7 @@ class RecentSessionTests(MsgTestCase):
         await assert_nothing(bob_pc.protocol, B.CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY)
         await assert_nothing(alice.protocol, B.CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY, within=0.02)
         assert list((await recent(bob_pc)).contact_session_list) == []
-        assert (await unread(bob_pc)).total_cnt == 0
+        assert (await bob_pc.unread_counts()).total_cnt == 0
         assert [s.session_id for s in (await recent(alice)).contact_session_list] == [b]
 
     async def test_removing_a_missing_session_answers_1_and_a_new_message_shows_it_again(self):

@@ -28,20 +28,8 @@ SINGLE = B.SESSION_TYPE_SINGLE
 TEXT = B.MSG_TYPE_SINGLE_TEXT
 
 
-async def unread(session: TeamTalkSession):
-    return await session.get(B.CID_MSG_UNREAD_CNT_REQUEST, Message_pb2.IMUnreadMsgCntReq(user_id=0))
-
-
 async def history(session: TeamTalkSession, peer: int, begin: int = 0, count: int = 20):
     return await session.message_list(peer, SINGLE, begin=begin, count=count)
-
-
-async def latest_id(session: TeamTalkSession, peer: int) -> int:
-    answer = await session.get(
-        B.CID_MSG_GET_LATEST_MSG_ID_REQ,
-        Message_pb2.IMGetLatestMsgIdReq(user_id=0, session_type=SINGLE, session_id=peer),
-    )
-    return answer.latest_msg_id
 
 
 async def by_ids(session: TeamTalkSession, peer: int, ids: list[int]):
@@ -135,7 +123,7 @@ class SendTests(MsgTestCase):
         ack = await alice.send_text(b, "while you were out")
         assert ack.msg_id == 1
         bob = await self.login("bob")
-        counts = await unread(bob)
+        counts = await bob.unread_counts()
         assert [(u.session_id, u.unread_cnt) for u in counts.unreadinfo_list] == [(a, 1)]
         assert texts((await history(bob, a)).msg_list) == [(1, "while you were out")]
 
@@ -149,7 +137,7 @@ class SendTests(MsgTestCase):
         bob.delivery_ack(await next_pdu(bob.protocol, B.CID_MSG_DATA))
         await assert_nothing(alice.protocol)
         await assert_nothing(bob.protocol)
-        assert (await unread(bob)).total_cnt == 1
+        assert (await bob.unread_counts()).total_cnt == 1
         assert a
 
 
@@ -170,7 +158,7 @@ class ResendTests(MsgTestCase):
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
         rows = (await history(bob, a, count=100)).msg_list
         assert sorted(m.msg_id for m in rows) == list(range(1, 51))
-        assert (await unread(bob)).total_cnt == 50
+        assert (await bob.unread_counts()).total_cnt == 50
 
     async def test_resend_after_a_lost_ack_is_not_duplicated(self):
         """The same message (same client create_time and payload) sent again on a new
@@ -187,7 +175,7 @@ class ResendTests(MsgTestCase):
         again = await second.get(B.CID_MSG_DATA, message)
         assert again.msg_id == 1
         await assert_nothing(bob.protocol, B.CID_MSG_DATA)
-        assert (await unread(bob)).total_cnt == 1
+        assert (await bob.unread_counts()).total_cnt == 1
         assert texts((await history(bob, a)).msg_list) == [(1, "only once")]
         assert (await second.send_text(b, "next")).msg_id == 2
 
@@ -317,7 +305,7 @@ class RefusalTests(MsgTestCase):
         await self.assert_refused(alice, msg_data(a, b"note to self"), others)
         await self.assert_refused(alice, msg_data(987654, b"who?"), others)
         await self.assert_refused(alice, msg_data(0, b"nobody"), others)
-        assert (await unread(bob)).total_cnt == 0
+        assert (await bob.unread_counts()).total_cnt == 0
         assert list((await history(alice, a)).msg_list) == []
         assert list((await history(alice, b)).msg_list) == []
         assert (await alice.get(B.CID_MSG_DATA, msg_data(b, b"x" * 1024))).msg_id == 1
@@ -354,7 +342,7 @@ class ReadAndUnreadTests(MsgTestCase):
         await alice.send_text(b, "a2")
         await carol.send_text(b, "c1")
         await bob.send_text(c, "b1")  # bob wrote the newest message of the bob-carol pair
-        counts = await unread(bob)
+        counts = await bob.unread_counts()
         assert counts.user_id == b
         assert counts.total_cnt == 3
         entries = {u.session_id: u for u in counts.unreadinfo_list}
@@ -365,7 +353,7 @@ class ReadAndUnreadTests(MsgTestCase):
         assert entries[a].session_type == SINGLE
         assert (entries[c].unread_cnt, entries[c].latest_msg_id) == (1, 2)
         assert entries[c].latest_msg_from_user_id == b
-        assert (await unread(alice)).total_cnt == 0
+        assert (await alice.unread_counts()).total_cnt == 0
 
     async def test_read_ack_clears_unread_and_syncs_the_readers_other_devices(self):
         """A read ack empties that session's count and sends a read notify to the reader's
@@ -387,7 +375,7 @@ class ReadAndUnreadTests(MsgTestCase):
         assert (got.user_id, got.session_id, got.msg_id, got.session_type) == (b, a, 2, SINGLE)
         await assert_nothing(bob_pc.protocol, B.CID_MSG_READ_NOTIFY)
         await assert_nothing(alice.protocol, B.CID_MSG_READ_NOTIFY, within=0.01)
-        counts = await unread(bob_phone)
+        counts = await bob_phone.unread_counts()
         assert [(u.session_id, u.unread_cnt) for u in counts.unreadinfo_list] == [(c, 1)]
         assert counts.total_cnt == 1
 
@@ -403,7 +391,7 @@ class ReadAndUnreadTests(MsgTestCase):
         bob.read_ack(a, 2)
         await next_pdu(bob_phone.protocol, B.CID_MSG_READ_NOTIFY)  # the read is stored
         await alice.send_text(b, "3")
-        counts = await unread(bob)
+        counts = await bob.unread_counts()
         assert [(u.session_id, u.unread_cnt, u.latest_msg_id) for u in counts.unreadinfo_list] == [
             (a, 1, 3)
         ]
@@ -418,7 +406,7 @@ class ReadAndUnreadTests(MsgTestCase):
         for i in range(1, 6):
             await alice.send_text(b, f"m{i}")
             bob.read_ack(a, i)
-            assert (await unread(bob)).total_cnt == 0
+            assert (await bob.unread_counts()).total_cnt == 0
 
 
 class HistoryTests(MsgTestCase):
@@ -455,8 +443,8 @@ class HistoryTests(MsgTestCase):
         alice = await self.login("alice")
         for i in range(1, 4):
             await alice.send_text(b, f"m{i}")
-        assert await latest_id(alice, b) == 3
-        assert await latest_id(alice, c) == 0
+        assert await alice.latest_msg_id(b) == 3
+        assert await alice.latest_msg_id(c) == 0
         answer = await by_ids(alice, b, [1, 3, 99, 3])
         assert (answer.user_id, answer.session_id, answer.session_type) == (a, b, SINGLE)
         assert texts(answer.msg_list) == [(3, "m3"), (1, "m1")]
@@ -471,8 +459,8 @@ class HistoryTests(MsgTestCase):
         await alice.send_text(b, "private")
         assert list((await history(carol, b)).msg_list) == []
         assert list((await by_ids(carol, b, [1])).msg_list) == []
-        assert await latest_id(carol, b) == 0
-        assert (await unread(carol)).total_cnt == 0
+        assert await carol.latest_msg_id(b) == 0
+        assert (await carol.unread_counts()).total_cnt == 0
 
     async def test_server_time_is_now(self):
         """CID_MSG_TIME_REQUEST answers the server's Unix time."""
@@ -503,7 +491,7 @@ class P2PTests(MsgTestCase):
             assert pdu.to_bytes() == raw
         await assert_nothing(alice_pc.protocol, B.CID_SWITCH_P2P_CMD)
         await assert_nothing(carol.protocol, B.CID_SWITCH_P2P_CMD, within=0.01)
-        assert await latest_id(alice_pc, b) == 0
+        assert await alice_pc.latest_msg_id(b) == 0
 
     async def test_p2p_command_claiming_another_sender_is_dropped(self):
         """A P2P command whose from_user_id is not the connection's user reaches nobody."""
@@ -542,7 +530,7 @@ class RestartTests(MsgTestCase):
         await self.restart()
 
         bob = await self.login("bob")
-        counts = await unread(bob)
+        counts = await bob.unread_counts()
         assert [(u.session_id, u.unread_cnt) for u in counts.unreadinfo_list] == [(a, 3)]
         assert counts.total_cnt == 3
         assert (
