@@ -121,7 +121,8 @@ class _Peer:
     done: set[int] = field(default_factory=set)
     heard: float = 0.0
     busy: bool = False
-    pending: Marker | None = None
+    #: A marker that came while a catch-up ran, with our link epoch when it came.
+    pending: tuple[Marker, int] | None = None
     #: A lost notice (its last marker) waiting for the catch-up in progress.
     lost: Marker | None = None
     #: A lost notice whose catch-up failed, tried again at the next tick.
@@ -217,10 +218,13 @@ class CatchUp:
         if peer is None:
             peer = self.peers[marker.run] = _Peer()
         peer.heard = self.clock.seconds()
+        # Our epoch now, while the link it came on is the one up: a marker that waits
+        # for a catch-up still vouches only for that link's relays.
+        our_epoch = self.link_epoch()
         if peer.busy:
-            peer.pending = marker
+            peer.pending = marker, our_epoch
             return
-        self._apply(peer, marker)
+        self._apply(peer, marker, our_epoch)
 
     def node_lost(self, pdu: bytes) -> None:
         """Route lost a node's link (``CID_NODE_LOST``, with that link's last marker)."""
@@ -253,8 +257,7 @@ class CatchUp:
         d.addErrback(self._lost_failed, peer, marker)
         d.addBoth(lambda _: self._next(peer))
 
-    def _apply(self, peer: _Peer, marker: Marker) -> None:
-        our_epoch = self.link_epoch()
+    def _apply(self, peer: _Peer, marker: Marker, our_epoch: int) -> None:
         if peer.confirmed is None:
             # First word from this run. One not older than us may have stored messages
             # before its link first came up: read its whole (short) run. An older one's
@@ -307,7 +310,7 @@ class CatchUp:
             return
         pending, peer.pending = peer.pending, None
         if pending is not None:
-            self._apply(peer, pending)
+            self._apply(peer, *pending)
 
     async def _catch_up(self, peer: _Peer, run: int, after: int, upto: int, lost: bool) -> None:
         """Deliver the run's stored messages in ``(after, upto]`` that neither came live

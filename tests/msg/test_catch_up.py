@@ -6,7 +6,7 @@ would deliver."""
 
 from __future__ import annotations
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from teamtalk_py.msg.catch_up import CatchUp, Marker
 from teamtalk_py.msg.run import Origins
@@ -35,6 +35,8 @@ class CatchUpTests(SQLiteStoreCase):
         await self.b.register(self.database, "b")
         self.epoch = 1  # b's route-link epoch
         self.delivered: list[OriginRow] = []
+        #: When set, a delivery waits for it (a catch-up still running).
+        self.hold: defer.Deferred[None] | None = None
         self.catch_up = CatchUp(
             self.clock, self.database, self.b, lambda: self.epoch, lambda pdu: None,
             self.deliver,
@@ -42,6 +44,8 @@ class CatchUpTests(SQLiteStoreCase):
 
     async def deliver(self, row: OriginRow) -> int:
         self.delivered.append(row)
+        if self.hold is not None:
+            await self.hold
         return 1
 
     async def store(self, count: int) -> list[int]:
@@ -102,6 +106,26 @@ class CatchUpTests(SQLiteStoreCase):
         assert self.origins_delivered() == origins
         await self.marker(2)
         assert len(self.delivered) == 4  # never twice
+
+    async def test_a_marker_that_waited_for_a_catch_up_vouches_only_for_its_own_link(self):
+        """A marker that comes while a catch-up runs waits for it. If our link broke and
+        came up again meanwhile, that marker still speaks for the link it came on: the
+        next one (on the new link) reads what route could not hand us in between."""
+        await self.marker(1)
+        gap = await self.store(2)  # a's link broke: none of these came live
+        self.hold = defer.Deferred()
+        self.catch_up.marker_received(Marker(self.a.run, 2, self.a.handed, 100).pdu())
+        came = await self.store(2)
+        assert all(self.catch_up.live(o) for o in came)
+        # Vouches for ``came``, and waits: the catch-up of ``gap`` is still delivering.
+        self.catch_up.marker_received(Marker(self.a.run, 2, self.a.handed, 100).pdu())
+        self.epoch = 2  # our link broke and came up again
+        missed = await self.store(2)  # relayed while route had no link to us
+        hold, self.hold = self.hold, None
+        hold.callback(None)
+        await self.settled()
+        await self.marker(2)  # the first marker on our new link
+        assert self.origins_delivered() == gap + missed
 
     async def test_an_older_run_heard_first_is_taken_from_now(self):
         await self.store(2)
