@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from teamtalk_testing import TWISTD, ListenPorts, StandaloneServer, free_port
+from teamtalk_testing.metrics import metric_value
 from tests.support import TestCase
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +73,21 @@ class TwistdProcessTests(TestCase):
         output = server.process.output()
         assert "PDU length 2147483647 over the limit" in output
         assert "bad PDU length 3" in output
+
+    def test_the_start_up_heap_is_frozen_once_every_service_has_started(self):
+        """Once started, the process has moved what start-up made out of the collector's
+        reach (services.freeze_startup_heap): modules, protobuf descriptors and Twisted
+        are far more than ten thousand objects, and /metrics says how many."""
+        server = StandaloneServer(self.tmp_path())
+        self.addCleanup(server.stop)
+        server.start()
+        frozen = None
+        for _ in range(200):  # the ops listener may answer before the last service started
+            frozen = metric_value(server.ops_port, "teamtalk_gc_frozen_objects")
+            if frozen:
+                break
+            time.sleep(0.05)
+        assert frozen is not None and frozen > 10_000
 
     def test_a_port_taken_before_twistd_binds_it_costs_a_restart_not_the_run(self):
         """StandaloneServer starts again on fresh ports when a picked one was taken in
