@@ -16,6 +16,7 @@ from twisted.internet import defer, reactor, task
 from teamtalk_py.store import accounts, messages, schema
 from teamtalk_py.store.database import Database, open_database
 from teamtalk_py.store.engines import DEFAULT_SQLITE_NAME, parse_mysql_url, sqlite_path
+from teamtalk_py.store.engines.sqlite import READER_CACHE_KIB
 from teamtalk_py.store.txn import (
     Dialect,
     DuplicateError,
@@ -321,6 +322,19 @@ class StoreEngineTests:
 
 class SQLiteStoreEngineTests(StoreEngineTests, SQLiteStoreCase):
     """The engine tests on SQLite."""
+
+    async def test_readers_keep_a_small_page_cache(self) -> None:
+        """Every reader's page cache is bounded to READER_CACHE_KIB (each would otherwise
+        keep its own copy of the users table read in a login storm); the writer keeps
+        SQLite's default, since its cache is the only one commits do not empty."""
+        size = "PRAGMA cache_size"
+        # More reads than readers, all at once, so that every reader thread answers some.
+        reads = await defer.gatherResults(
+            [self.database.read(lambda txn: txn.execute(size).fetchone()[0]) for _ in range(40)]
+        )
+        writer = await self.database.write(lambda txn: txn.execute(size).fetchone()[0])
+        assert set(reads) == {-READER_CACHE_KIB}
+        assert writer == -2000
 
 
 class MariaDBStoreEngineTests(StoreEngineTests, MariaDBStoreCase):
