@@ -15,7 +15,9 @@ clients see the message.
 and the highest origin it has handed to route (or dropped while the link was down). A
 link is ordered, so when a marker arrives, every relay of that node up to that origin
 that was going to arrive has arrived — *if* neither end's link broke since the previous
-marker (same epoch at both ends). Then the marker just confirms. If an epoch changed,
+marker (same epoch at both ends; ours is the one of the link the marker came on, even
+when the marker has to wait for a catch-up in progress). Then the marker just
+confirms. If an epoch changed,
 the range between the previous marker and this one is uncertain, and the receiver reads
 that one range of the sender's messages from the store (``messages_between``, one index
 range) and delivers to its connections, once, what did not come live:
