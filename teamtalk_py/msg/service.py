@@ -332,6 +332,26 @@ class MsgService(TeamTalkService):
             ],
         )
         metrics.counters(
+            "teamtalk_presence_batches",
+            "Status-notify batches sent to every PC connection (one per reactor turn that "
+            "had any: msg/online.py PresenceBatch), and the notifies joined in them.",
+            ["what"],
+            lambda: [
+                (("batches",), self.presence.batches),
+                (("notifies",), self.presence.notifies),
+            ],
+        )
+        metrics.counters(
+            "teamtalk_login_lookups",
+            "Store jobs reading the account rows of logins (msg/user_lookup.py: one per "
+            "reactor turn), and the names they read.",
+            ["what"],
+            lambda: [
+                (("jobs",), self.user_lookups.jobs if self.user_lookups else 0),
+                (("names",), self.user_lookups.names if self.user_lookups else 0),
+            ],
+        )
+        metrics.counters(
             "teamtalk_connections_closed_for_limits",
             "msg connections closed for exceeding their limits again and again.",
             [],

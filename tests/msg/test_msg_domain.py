@@ -196,6 +196,36 @@ class OnlineUsersTests(TestCase):
         assert shared == [True, False, False, True]
         assert batch.lone_batches == 2
 
+    def test_presence_batches_of_a_storm_are_min_interval_apart(self):
+        """A notify after a quiet spell goes out at the end of its turn; those of the
+        next turns, within MIN_INTERVAL of that batch, wait and go out as one."""
+        sent: list[bytes] = []
+
+        def record(conns: list, data: bytes, share: bool) -> int:
+            sent.append(data)
+            return len(conns)
+
+        clock = Clock()
+        online = OnlineUsers(record)
+        online.add(Recorded(1, PC))
+        batch = PresenceBatch(clock, online)
+        a, b, c = (pack_pdu(2, B.CID_BUDDY_LIST_STATUS_NOTIFY, bytes([i]), 0) for i in range(3))
+        batch.add(a)
+        clock.advance(0)
+        assert sent == [a]
+        batch.add(b)
+        clock.advance(0)  # the next turn, at once
+        batch.add(c)
+        clock.advance(PresenceBatch.MIN_INTERVAL / 2)
+        assert sent == [a]
+        clock.advance(PresenceBatch.MIN_INTERVAL / 2)
+        assert sent == [a, b + c]
+        assert (batch.batches, batch.notifies) == (2, 3)
+        clock.advance(1.0)
+        batch.add(a)
+        clock.advance(0)
+        assert sent == [a, b + c, a]
+
     def test_a_user_with_one_connection_is_held_as_that_connection(self):
         """Most accounts have one connection: it is the user's whole record (no
         ``OnlineUser`` and list of its own), and a second connection makes one, which
