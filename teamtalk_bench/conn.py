@@ -103,36 +103,54 @@ class BenchConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            # The tail of a PDU split across reads: the buffer gets the new bytes, and
+            # every body is copied out of it once (a view, not a bytearray slice).
+            buffer += data
+            self._handle(buffer, len(buffer))
+        else:
+            # Whole PDUs (a file block arrives in one read): bodies are cut straight out
+            # of what the transport handed us, with one copy each and no buffer.
+            offset = self._handle(data, len(data))
+            if offset < len(data) and self.open:
+                buffer += data[offset:] if offset else data
+
+    def _handle(self, data: bytes | bytearray, size: int) -> int:
+        """Dispatch the whole PDUs at the start of ``data``; the offset after them (for
+        ``data`` the receive buffer, what they took is removed from it)."""
         offset = 0
-        size = len(buffer)
         replies = self._replies
         handlers = self._handlers
-        while size - offset >= HEADER_SIZE:
-            length, _, _, _, cid, seq, _ = unpack_header(buffer, offset)
-            if length < HEADER_SIZE or length > MAX_PDU:
-                self.transport.abortConnection()
-                return
-            if size - offset < length:
-                break
-            start = offset + HEADER_SIZE
-            offset += length
-            # The body is copied only for a callback: a login's connection gets every
-            # presence notify of the storm and reads none of them.
-            if seq:
-                callback = replies.pop((seq, cid), None)
-                if callback is not None:
-                    callback(cid, bytes(buffer[start:offset]))
-                    continue
-            handler = handlers.get(cid)
-            if handler is not None:
-                handler(seq, bytes(buffer[start:offset]))
-            elif cid == _HEARTBEAT:
-                self.heartbeats_echoed += 1
-            else:
-                self.unhandled += 1
-        if offset:
-            del buffer[:offset]
+        view = memoryview(data)
+        try:
+            while size - offset >= HEADER_SIZE:
+                length, _, _, _, cid, seq, _ = unpack_header(data, offset)
+                if length < HEADER_SIZE or length > MAX_PDU:
+                    self.transport.abortConnection()
+                    return size
+                if size - offset < length:
+                    break
+                start = offset + HEADER_SIZE
+                offset += length
+                # The body is copied only for a callback: a login's connection gets every
+                # presence notify of the storm and reads none of them.
+                if seq:
+                    callback = replies.pop((seq, cid), None)
+                    if callback is not None:
+                        callback(cid, bytes(view[start:offset]))
+                        continue
+                handler = handlers.get(cid)
+                if handler is not None:
+                    handler(seq, bytes(view[start:offset]))
+                elif cid == _HEARTBEAT:
+                    self.heartbeats_echoed += 1
+                else:
+                    self.unhandled += 1
+        finally:
+            view.release()
+        if offset and data is self._buffer:
+            del self._buffer[:offset]
+        return offset
 
     # -- sending -------------------------------------------------------------------------
 
@@ -158,6 +176,14 @@ class BenchConnection(Protocol):
         if self.open:
             self.transport.write(encode_pdu(cid, body, seq_num=seq))
 
+    def send_now(self, parts: list[bytes]) -> None:
+        """Send one PDU given in pieces (``encode_pdu``'s header, then the body, which
+        may itself be pieces), handed to the kernel at once (``request_now``'s rule):
+        with one block in flight, a write that waits for the next poll costs the
+        round trip a reactor turn and two ``epoll_ctl`` calls."""
+        if self.open:
+            self._write_now(parts)
+
     def request(
         self,
         cid: int,
@@ -176,16 +202,23 @@ class BenchConnection(Protocol):
         """``request``, with the bytes handed to the kernel at once when Twisted has nothing
         queued for this connection (the server's ``send_now``): a fresh connection's one
         request costs one ``send``, not a writer registration, a poll round and an
-        unregistration. For one request per connection; pipelined scenarios keep
-        ``request``, whose writes of one turn go out in one ``send``. On a connection
-        already gone the callback gets cid 0 at once."""
+        unregistration. For one request per connection or one in flight (a file pulled
+        block by block); pipelined scenarios keep ``request``, whose writes of one turn go
+        out in one ``send``. On a connection already gone the callback gets cid 0 at
+        once."""
         if not self.open:
             callback(0, b"")
             return 0
         answer = ANSWER_CID[cid]
         seq = self.fast_seq(answer)
         self._replies[(seq, answer)] = callback
-        data = encode_pdu(cid, body, seq_num=seq)
+        self._write_now([encode_pdu(cid, body, seq_num=seq)])
+        return seq
+
+    def _write_now(self, parts: list[bytes]) -> None:
+        """``parts`` (one PDU) to the socket with one ``sendmsg`` when Twisted has
+        nothing queued for this connection (so bytes are never reordered); the rest, or
+        all of it, through Twisted's buffer."""
         # Twisted's TCP transport internals (its socket and queue), as in send_now.
         t: Any = self.transport
         if (
@@ -195,15 +228,18 @@ class BenchConnection(Protocol):
             or t.dataBuffer
             or not t.connected
         ):
-            t.write(data)
-            return seq
+            t.write(b"".join(parts))
+            return
         try:
-            sent = t.socket.send(data)
+            sent = t.socket.sendmsg(parts)
         except OSError:
             sent = 0  # full or failing: Twisted's write path finds out which
-        if sent < len(data):
+        data = parts[0] if len(parts) == 1 else None
+        total = len(data) if data is not None else sum(map(len, parts))
+        if sent < total:
+            if data is None:
+                data = b"".join(parts)
             t.write(data[sent:] if sent else data)
-        return seq
 
     def forget(self, seq: int, answer_cid: int) -> None:
         self._replies.pop((seq, answer_cid), None)

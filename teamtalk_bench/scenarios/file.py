@@ -23,6 +23,7 @@ from teamtalk_bench import stats
 from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, fire_once, open_logged_in
 from teamtalk_bench.server import ProcessStats
 from teamtalk_bench.workers import Run, WorkerContext
+from teamtalk_client import encode_pdu
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 
@@ -141,6 +142,8 @@ class Blocks:
         self.size = size
         self.count = -(-size // BLOCK)
         self.template = os.urandom(BLOCK)
+        #: What follows the index in a whole block.
+        self.tail = self.template[8:]
 
     def length(self, offset: int) -> int:
         return max(0, min(BLOCK, self.size - offset))
@@ -148,7 +151,52 @@ class Blocks:
     def data(self, offset: int, length: int | None = None) -> bytes:
         length = self.length(offset) if length is None else min(length, self.size - offset)
         head = struct.pack(">Q", offset // BLOCK)
-        return (head + self.template[8:])[:length] if length >= 8 else head[:length]
+        if length == BLOCK:
+            return head + self.tail
+        return (head + self.tail)[:length] if length >= 8 else head[:length]
+
+    def matches(self, offset: int, data: bytes) -> bool:
+        """Whether ``data`` is exactly the block at ``offset``: every byte compared, a
+        whole block without building the expected copy (``startswith``/``endswith``
+        compare in place)."""
+        length = self.length(offset)
+        if length == BLOCK:
+            return (
+                len(data) == BLOCK
+                and data.startswith(struct.pack(">Q", offset // BLOCK))
+                and data.endswith(self.tail)
+            )
+        return data == self.data(offset, length)
+
+
+#: ``IMFilePullDataRsp.file_data``'s key (field 5, length-delimited): a block's answer is
+#: the other fields' encoding, then this key, the length and the block, which is how
+#: protobuf encodes the whole message (fields in number order; file_data is the last).
+_FILE_DATA_KEY = bytes(
+    [File_pb2.IMFilePullDataRsp.DESCRIPTOR.fields_by_name["file_data"].number << 3 | 2]
+)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def block_answer(task_id: str, user_id: int, offset: int, data: bytes, seq: int) -> list[bytes]:
+    """The ``CID_FILE_PULL_DATA_RSP`` PDU answering pull ``seq`` with ``data``, in pieces
+    (header, the fields before the block, the block) for one ``sendmsg``: the block is
+    never copied into a message, its serialisation or a joined PDU."""
+    fields = File_pb2.IMFilePullDataRsp(
+        result_code=0, task_id=task_id, user_id=user_id, offset=offset
+    ).SerializePartialToString()
+    prefix = fields + _FILE_DATA_KEY + _varint(len(data))
+    header = encode_pdu(B.CID_FILE_PULL_DATA_RSP, seq_num=seq)
+    length = len(header) + len(prefix) + len(data)
+    return [struct.pack(">I", length) + header[4:], prefix, data]
 
 
 class Unavailable(BenchError):
@@ -245,17 +293,7 @@ def _serve_pulls(
     def on_pull(seq: int, body: bytes) -> None:
         request = File_pb2.IMFilePullDataReq.FromString(body)
         data = blocks.data(request.offset, request.data_size)
-        conn.send(
-            B.CID_FILE_PULL_DATA_RSP,
-            File_pb2.IMFilePullDataRsp(
-                result_code=0,
-                task_id=task_id,
-                user_id=user_id,
-                offset=request.offset,
-                file_data=data,
-            ).SerializeToString(),
-            seq,
-        )
+        conn.send_now(block_answer(task_id, user_id, request.offset, data, seq))
         progress["bytes"] += len(data)
 
     conn.on(B.CID_FILE_PULL_DATA_REQ, on_pull)
@@ -273,6 +311,10 @@ async def _pull_all(
     """Pull every block in order, ``window`` requests in flight; verify each one."""
     done: defer.Deferred = defer.Deferred()
     state = {"next": 0, "received": 0}
+    # One pull in flight: each request goes to the kernel at once (a buffered write waits
+    # for the next reactor turn, part of every block's round trip); a window's pulls of
+    # one read leave together.
+    request = conn.request_now if window == 1 else conn.request
 
     def fail(why: str) -> None:
         if not done.called:
@@ -284,7 +326,7 @@ async def _pull_all(
             return
         state["next"] += 1
         length = blocks.length(offset)
-        conn.request(
+        request(
             B.CID_FILE_PULL_DATA_REQ,
             File_pb2.IMFilePullDataReq(
                 task_id=task_id, user_id=user_id, trans_mode=mode, offset=offset, data_size=length
@@ -300,7 +342,7 @@ async def _pull_all(
         if answer.result_code != 0 or answer.offset != offset:
             fail(f"bad block at {offset}: result {answer.result_code}, offset {answer.offset}")
             return
-        if answer.file_data != blocks.data(offset, length):
+        if not blocks.matches(offset, answer.file_data):
             fail(f"block at {offset} differs from what was sent")
             return
         state["received"] += length

@@ -20,12 +20,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import connect
+from teamtalk_bench.conn import BenchConnection, connect
+from teamtalk_bench.scenarios.file import Blocks, block_answer
 from teamtalk_bench.server import Target, ThrowawayServer
 from teamtalk_client import ANSWER_CID, HEADER_SIZE, encode_pdu, unpack_header
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
+from teamtalk_py.pb.IM import File_pb2
 from tests.support import TestCase
 
 TOP_LEVEL = {"scenario", "started", "target", "params", "machine", "results", "client", "server"}
@@ -419,3 +422,86 @@ class BenchConnectionTests(TestCase):
         await port.stopListening()
         with self.assertRaises(ConnectionRefusedError):
             await connect(reactor, "127.0.0.1", number, timeout=10)
+
+    async def test_send_now_writes_one_pdu_given_in_pieces(self):
+        """``send_now`` sends a PDU's pieces (header, prefix, block) as one PDU."""
+        port = reactor.listenTCP(0, Factory.forProtocol(_Answering), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        conn = await connect(reactor, "127.0.0.1", port.getHost().port, timeout=10)
+        answered: Deferred = Deferred()
+        conn.on(B.CID_LOGIN_RES_USERLOGIN, lambda seq, body: answered.callback((seq, body)))
+        pdu = encode_pdu(B.CID_LOGIN_REQ_USERLOGIN, b"abcdef", seq_num=0)
+        conn.send_now([pdu[:HEADER_SIZE], pdu[HEADER_SIZE:18], pdu[18:]])
+        assert await answered == (0, b"fedcba")
+        conn.close()
+        await conn.closed
+
+    def test_pdus_split_anywhere_reach_their_callbacks_whole(self):
+        """Whole PDUs, PDUs split at any byte and several in one read: each body reaches
+        its callback once and intact, and nothing stays buffered."""
+        block = bytes(range(200)) * 50
+        notify = b"\x0a\x04\x08\x07\x10\x01"
+        for cuts in ([], [1], [15, 16, 17], [10_015], [10_021], [9000, 10_030]):
+            conn, got = _listening_connection()
+            seq = conn.request(B.CID_FILE_PULL_DATA_REQ, b"", got.append_pair)
+            stream = b"".join([
+                encode_pdu(B.CID_FILE_PULL_DATA_RSP, block, seq_num=seq),
+                encode_pdu(B.CID_OTHER_HEARTBEAT),
+                encode_pdu(B.CID_BUDDY_LIST_STATUS_NOTIFY, notify),
+            ])  # fmt: skip
+            bounds = [0, *cuts, len(stream)]
+            for start, end in zip(bounds, bounds[1:], strict=False):
+                conn.dataReceived(stream[start:end])
+            assert got == [(B.CID_FILE_PULL_DATA_RSP, block), (0, notify)], cuts
+            assert conn.heartbeats_echoed == 1 and not conn._buffer, cuts
+
+
+class _Transport(StringTransport):
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
+class _Got(list):
+    def append_pair(self, first: int, second: bytes) -> None:
+        self.append((first, second))
+
+
+def _listening_connection() -> tuple[BenchConnection, _Got]:
+    """A BenchConnection on an in-memory transport whose notifies are collected."""
+    conn = BenchConnection(reactor)
+    conn.makeConnection(_Transport())
+    got = _Got()
+    conn.on(B.CID_BUDDY_LIST_STATUS_NOTIFY, got.append_pair)
+    return conn, got
+
+
+class FileBlockTests(TestCase):
+    def test_a_block_answer_in_pieces_is_protobufs_own_encoding(self):
+        """The bench's uploader and sender answer with pieces that, joined, are exactly
+        the PDU protobuf builds for the same answer (a whole block and a short one)."""
+        blocks = Blocks(100_000)
+        for offset in (0, 98_304):
+            data = blocks.data(offset)
+            expected = encode_pdu(
+                B.CID_FILE_PULL_DATA_RSP,
+                File_pb2.IMFilePullDataRsp(
+                    result_code=0, task_id="t-1", user_id=300, offset=offset, file_data=data
+                ).SerializeToString(),
+                seq_num=77,
+            )
+            assert b"".join(block_answer("t-1", 300, offset, data, 77)) == expected
+
+    def test_blocks_match_only_their_exact_bytes(self):
+        """``Blocks.matches`` compares every byte: one changed byte anywhere, a block of
+        another index or another length does not match."""
+        blocks = Blocks(100_000)
+        for offset in (0, 32_768, 98_304):
+            data = blocks.data(offset)
+            assert blocks.matches(offset, data)
+            for where in (0, 7, 8, len(data) // 2, len(data) - 1):
+                bad = bytearray(data)
+                bad[where] ^= 1
+                assert not blocks.matches(offset, bytes(bad)), (offset, where)
+            assert not blocks.matches(offset, data[:-1])
+            assert not blocks.matches(offset, data + b"x")
+        assert not blocks.matches(32_768, blocks.data(0))
