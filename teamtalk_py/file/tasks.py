@@ -265,6 +265,18 @@ class Task:
 # Online
 
 
+@dataclass(eq=False)
+class ReadAhead:
+    """A block an online task asked of the sender before the receiver pulled it."""
+
+    offset: int
+    size: int
+    #: The receiver's pull it answers, once the receiver asked for it.
+    seq: int | None = None
+    #: The sender's block PDU, once it came (and no pull was waiting for it).
+    block: Request | None = None
+
+
 class OnlineTask(Task):
     """Both clients connected; the server relays, keeping the receiver's seqs."""
 
@@ -277,6 +289,12 @@ class OnlineTask(Task):
         # offset -> (seq, size) of the receiver's pulls not yet answered, oldest first.
         self._pulls: dict[int, deque[tuple[int, int]]] = {}
         self._pull_count = 0
+        #: The block asked of the sender ahead of the receiver's pull (``_read_ahead``).
+        self._ahead: ReadAhead | None = None
+        #: Where the receiver's pulls so far end, the size and mode of its last one.
+        self._pulled_to = 0
+        self._pull_size = 0
+        self._pull_mode: int = B.FILE_TYPE_ONLINE
 
     def peers(self) -> list[Peer]:
         return [p for p in (self.sender, self.receiver) if p is not None]
@@ -327,12 +345,25 @@ class OnlineTask(Task):
         self.check_packet(peer, msg.user_id, msg.task_id, self.to_id)
         self._check_transfer_state()
         self.check_range(peer, request.seq, msg)
+        self.state = State.TRANSFERRING
+        offset, size = msg.offset, msg.data_size
+        self._pulled_to = max(self._pulled_to, offset + size)
+        self._pull_size, self._pull_mode = size, msg.trans_mode
+        self.touch()
+        ahead = self._ahead
+        if ahead is not None and ahead.seq is None and (ahead.offset, ahead.size) == (offset, size):
+            # Asked of the sender already: answered now if its block is here, else when
+            # it comes.
+            ahead.seq = request.seq
+            if ahead.block is not None:
+                self._ahead = None
+                self._deliver(request.seq, ahead.block, now=not request.more)
+                self._read_ahead(now=not request.more)
+            return
         if self._pull_count >= MAX_RELAYED_PULLS:
             self.reject_pull(peer, request.seq, msg, f"over {MAX_RELAYED_PULLS} pulls pending")
-        self.state = State.TRANSFERRING
-        self._pulls.setdefault(msg.offset, deque()).append((request.seq, msg.data_size))
+        self._pulls.setdefault(offset, deque()).append((request.seq, size))
         self._pull_count += 1
-        self.touch()
         assert self.sender is not None
         self.sender.send_parts((request.pdu,), now=not request.more)
 
@@ -342,6 +373,19 @@ class OnlineTask(Task):
             raise Refused("only the sender sends blocks in an online transfer")
         self.check_packet(peer, msg.user_id, msg.task_id, self.from_id)
         self._check_transfer_state()
+        ahead = self._ahead
+        if ahead is not None and ahead.block is None and ahead.offset == msg.offset:
+            # The answer to our read-ahead (asked before any later pull at this offset,
+            # so it is the sender's first block here).
+            self._check_block_size(request, ahead.size)
+            self.touch()
+            if ahead.seq is None:
+                ahead.block = request
+                return
+            self._ahead = None
+            self._deliver(ahead.seq, request, now=not request.more)
+            self._read_ahead(now=not request.more)
+            return
         waiting = self._pulls.get(msg.offset)
         if not waiting:
             raise Refused(f"block at {msg.offset} that the receiver did not ask for")
@@ -349,18 +393,51 @@ class OnlineTask(Task):
         if not waiting:
             del self._pulls[msg.offset]
         self._pull_count -= 1
+        self._check_block_size(request, size)
+        self.touch()
+        self._deliver(seq, request, now=not request.more)
+        self._read_ahead(now=not request.more)
+
+    @staticmethod
+    def _check_block_size(request: Request, size: int) -> None:
         # ``msg.file_data`` is a fresh copy of the block each time it is read: look at it
         # only when the body is long enough that the block could be over the pull.
-        if len(request.pdu) - HEADER_SIZE > size and len(msg.file_data) > size:
-            raise Refused(f"block of {len(msg.file_data)} bytes for a pull of {size}")
-        self.touch()
+        if len(request.pdu) - HEADER_SIZE > size and len(request.message.file_data) > size:
+            raise Refused(f"block of {len(request.message.file_data)} bytes for a pull of {size}")
+
+    def _deliver(self, seq: int, block: Request, now: bool) -> None:
+        """The sender's block PDU to the receiver with the receiver's seq: a new header
+        beside a view of the body, so the block is not copied on its way through."""
         assert self.receiver is not None
-        # The sender's PDU with the receiver's seq: a new header beside a view of the
-        # body, so the block is not copied on its way through.
-        head = request.header._replace(seq_num=seq).pack()
-        self.receiver.send_parts(
-            (head, memoryview(request.pdu)[HEADER_SIZE:]), now=not request.more
+        head = block.header._replace(seq_num=seq).pack()
+        self.receiver.send_parts((head, memoryview(block.pdu)[HEADER_SIZE:]), now=now)
+
+    def _read_ahead(self, now: bool = True) -> None:
+        """Ask the sender for the block after the receiver's last pull as soon as the
+        receiver has nothing else pending: a receiver with one pull in flight (the
+        shipped clients) then finds its next block here or on its way, and each block
+        costs one round trip through us instead of two (receiver to us to sender and
+        back). One block at most is held; a next pull of another offset or size is
+        relayed as asked, and the early block, when it comes, waits unused for a pull
+        of it until the next read-ahead replaces it."""
+        if self._pull_count or self.sender is None or self.receiver is None:
+            return
+        ahead = self._ahead
+        if ahead is not None and ahead.block is None:
+            return  # still asked of the sender; its block must come before another
+        offset = self._pulled_to
+        size = min(self._pull_size, self.file_size - offset)
+        if size <= 0:
+            return
+        self._ahead = ReadAhead(offset, size)
+        pull = File_pb2.IMFilePullDataReq(
+            task_id=self.task_id,
+            user_id=self.to_id,
+            trans_mode=self._pull_mode,  # type: ignore[arg-type]
+            offset=offset,
+            data_size=size,
         )
+        self.sender.send_parts((encode(B.CID_FILE_PULL_DATA_REQ, pull),), now=now)
 
     def state_received(self, peer: Peer, request: Request) -> None:
         msg = request.message

@@ -140,6 +140,65 @@ class FileTaskTests(TaskHarness):
             assert blocks == ([b"x" * 10] if relayed else [])
             assert sender.closing is not relayed
 
+    def test_the_next_online_block_is_asked_of_the_sender_ahead_of_the_pull(self):
+        """With one pull in flight, each block delivered has the sender asked for the
+        next one (as the receiver's, clipped at the end): a pull that finds it here is
+        answered at once, one that finds it on its way when it comes, each with the
+        receiver's seq and bytes; nothing is asked past the end."""
+        task = self.create(25, B.FILE_TYPE_ONLINE)
+        sender, s_out = self.login(task, ALICE, B.CLIENT_REALTIME_SENDER)
+        receiver, r_out = self.login(task, BOB, B.CLIENT_REALTIME_RECVER)
+        sent(s_out), sent(r_out)
+        online = B.FILE_TYPE_ONLINE
+
+        def asked() -> list[tuple[int, int, int, int]]:
+            return [
+                (m.offset, m.data_size, m.user_id, m.trans_mode)
+                for cid, _, m in sent(s_out)
+                if cid == B.CID_FILE_PULL_DATA_REQ
+            ]
+
+        def got() -> list[tuple[int, int, bytes]]:
+            return [(seq, m.offset, m.file_data) for _, seq, m in sent(r_out)]
+
+        receiver.dataReceived(pull(task, 0, 10, 5, online))
+        assert asked() == [(0, 10, BOB, online)]
+        sender.dataReceived(block(task, 0, b"a" * 10, seq=5))
+        assert got() == [(5, 0, b"a" * 10)]
+        assert asked() == [(10, 10, BOB, online)]  # ahead of the receiver
+        sender.dataReceived(block(task, 10, b"b" * 10))
+        assert got() == []  # held until pulled
+        receiver.dataReceived(pull(task, 10, 10, 6, online))
+        assert got() == [(6, 10, b"b" * 10)]
+        assert asked() == [(20, 5, BOB, online)]  # the last 5 bytes
+        receiver.dataReceived(pull(task, 20, 5, 7, online))
+        assert asked() == []  # already asked
+        sender.dataReceived(block(task, 20, b"c" * 5))
+        assert got() == [(7, 20, b"c" * 5)]
+        assert asked() == []  # nothing past the end
+        assert not sender.closing and not receiver.closing
+
+    def test_a_pull_the_read_ahead_did_not_guess_is_relayed_as_asked(self):
+        """A pull elsewhere goes to the sender as it came; the early block is never
+        delivered for it, and the next read-ahead follows the new pull."""
+        task = self.create(100, B.FILE_TYPE_ONLINE)
+        sender, s_out = self.login(task, ALICE, B.CLIENT_REALTIME_SENDER)
+        receiver, r_out = self.login(task, BOB, B.CLIENT_REALTIME_RECVER)
+        sent(s_out), sent(r_out)
+        online = B.FILE_TYPE_ONLINE
+        receiver.dataReceived(pull(task, 0, 10, 1, online))
+        sent(s_out)
+        sender.dataReceived(block(task, 0, b"a" * 10))
+        sent(r_out)
+        assert [(m.offset, m.data_size) for _, _, m in sent(s_out)] == [(10, 10)]
+        receiver.dataReceived(pull(task, 50, 20, 2, online))
+        assert [(seq, m.offset, m.data_size) for _, seq, m in sent(s_out)] == [(2, 50, 20)]
+        sender.dataReceived(block(task, 10, b"b" * 10))  # the early one, now unwanted
+        sender.dataReceived(block(task, 50, b"c" * 20))
+        assert [(seq, m.offset, m.file_data) for _, seq, m in sent(r_out)] == [(2, 50, b"c" * 20)]
+        assert [(m.offset, m.data_size) for _, _, m in sent(s_out)] == [(70, 20)]
+        assert not sender.closing and not receiver.closing
+
     def test_a_receiver_that_stops_reading_holds_the_sender(self):
         """While the receiver's socket is full we stop reading the sender's blocks."""
         task = self.create(100, B.FILE_TYPE_ONLINE)

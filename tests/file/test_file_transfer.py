@@ -23,6 +23,7 @@ from tests.file_support import (
     payload,
 )
 from tests.msg_support import IOS, assert_nothing, closed_within, next_pdu, sleep
+from tests.wire.test_strings import INVALID, MARK
 
 MB = 1024 * 1024
 
@@ -329,6 +330,27 @@ class FileSafetyTests(FileTestCase):
             assert answer.message.result_code != 0, (offset, size)
             assert answer.message.file_data == b""
             assert await closed_within(downloader, 3)
+
+    async def test_pulls_with_a_bad_or_foreign_task_id_leave_the_block_path(self):
+        """A downloader's pull whose task id is not UTF-8 gets result 1 and the
+        connection serves on (the pull is no block of its task); a pull naming another
+        task closes it. Pulls of the task in between are answered with its bytes."""
+        a, b, c, alice, task_id, data = await self.uploaded()
+        downloader = await self.file_login(b, task_id, DOWNLOAD)
+
+        def pull(task: str, offset: int, size: int) -> File_pb2.IMFilePullDataReq:
+            return File_pb2.IMFilePullDataReq(
+                task_id=task, user_id=b, trans_mode=OFFLINE, offset=offset, data_size=size
+            )
+
+        body = pull(MARK, 0, 10).SerializeToString().replace(MARK.encode(), INVALID)
+        refused = await downloader.request(B.CID_FILE_PULL_DATA_REQ, body)
+        assert (refused.message.result_code, refused.message.task_id) == (1, "")
+        answer = await downloader.request(B.CID_FILE_PULL_DATA_REQ, pull(task_id, 5, 10))
+        assert (answer.message.result_code, answer.message.offset) == (0, 5)
+        assert answer.message.file_data == data[5:15]
+        downloader.send(B.CID_FILE_PULL_DATA_REQ, pull(str(uuid.uuid4()), 0, 10))
+        assert await closed_within(downloader, 3)
 
     async def test_upload_block_at_the_wrong_offset_closes_the_uploader(self):
         """A block that is not the one asked for is not stored and ends the connection."""
