@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -338,22 +338,28 @@ class FileTransfers:
         task.touch()
         return task
 
-    def _dispatch(self, peer: Peer, handler: Callable[[Task], None]) -> None:
-        task = peer.task
-        if task is None:
-            return
-        try:
-            handler(task)
-        except PullRejected as e:
-            peer.close(f"pull rejected: {e}")
-        except Refused as e:
-            peer.close(str(e))
+    @staticmethod
+    def _refused(peer: Peer, e: Refused) -> None:
+        peer.close(f"pull rejected: {e}" if isinstance(e, PullRejected) else str(e))
+
+    # Pulls and blocks call the task directly (no closure per block: with one pull in
+    # flight each is a round trip of its own).
 
     def pull_request(self, peer: Peer, request: Any) -> None:
-        self._dispatch(peer, lambda task: task.pull_request(peer, request))
+        task = peer.task
+        if task is not None:
+            try:
+                task.pull_request(peer, request)
+            except Refused as e:
+                self._refused(peer, e)
 
     def pull_response(self, peer: Peer, request: Any) -> None:
-        self._dispatch(peer, lambda task: task.pull_response(peer, request))
+        task = peer.task
+        if task is not None:
+            try:
+                task.pull_response(peer, request)
+            except Refused as e:
+                self._refused(peer, e)
 
     def state_received(self, peer: Peer, request: Any) -> None:
         """``CID_FILE_STATE`` from a client: relayed where it means something, and the
