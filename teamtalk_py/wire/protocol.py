@@ -357,7 +357,7 @@ class PduProtocol(Protocol):
     # -- framing -----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.last_received = self.factory.clock.seconds()
+        self.last_received = self.factory.received_at()
         self._frame(data)
 
     def _frame(self, data: bytes) -> None:
@@ -767,6 +767,21 @@ class PduFactory(Factory[PduProtocol]):
         self.connections: set[PduProtocol] = set()
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
+
+    #: ``received_at``'s eighth of a second and the float it gives for it.
+    _received_tick = -1
+    _received_at = 0.0
+
+    def received_at(self) -> float:
+        """Now, down to the eighth of a second, as one float shared by every connection
+        that receives in that eighth: what ``last_received`` keeps, instead of a float
+        of its own (24 bytes) on every idle connection. The sweep looks once a second,
+        so an idle connection closes at most an eighth of a second early."""
+        tick = int(self.clock.seconds() * 8)
+        if tick != self._received_tick:
+            self._received_tick = tick
+            self._received_at = tick / 8
+        return self._received_at
 
     def startFactory(self) -> None:
         if not self._sweep.running:

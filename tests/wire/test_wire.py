@@ -253,6 +253,26 @@ class WireTests(TestCase):
         assert transport.disconnecting
         factory.stopFactory()
 
+    def test_connections_receiving_in_one_eighth_share_their_stamp(self):
+        """``last_received`` is now to the eighth of a second, one float for every
+        connection that receives in that eighth (not a float each)."""
+        clock = Clock()
+        clock.advance(100.3)
+        factory = PduFactory(clock=clock, table=CommandTable())
+        first, second, third = (
+            factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port)) for port in (1, 2, 3)
+        )
+        for conn in (first, second, third):
+            conn.makeConnection(StringTransport())
+        first.dataReceived(heartbeat())
+        clock.advance(0.02)
+        second.dataReceived(heartbeat())
+        clock.advance(0.1)
+        third.dataReceived(heartbeat())
+        assert first.last_received is second.last_received
+        assert first.last_received == 100.25
+        assert third.last_received == 100.375
+
     def test_login_deadline_closes_a_connection_that_never_logs_in(self):
         """The deadline counts from accept and applies until login succeeds."""
         clock = Clock()
