@@ -6,7 +6,12 @@ and after gives the memory per connection. Then, ``--rounds`` times, one more PC
 in and later disconnects, and every PC connection timestamps the
 ``CID_BUDDY_LIST_STATUS_NOTIFY`` about it: fan-out time = last arrival - the trigger's send
 (or close). Arrival times are the kernel's receive timestamps (``SO_TIMESTAMPNS``), so a
-client process that is slow to get round to a socket does not inflate them.
+client process that is slow to get round to a socket does not inflate them; it could still
+take a core from the server's sends, so the connections' processes run niced during the
+rounds (``--client-nice``) and the trigger has a process of its own. Each notify follows
+``--round-gap`` seconds of quiet: the figure is a status change on a quiet server (the
+server sends notifies closer together than ``PresenceBatch.STORM_GAP`` as a storm's, from
+the reactor thread alone).
 
 Every PC login is announced to every PC connection, so logging in P PC connections costs the
 server about P²/2 notifications: that is why ``--pc`` defaults to at most 10,000 and the rest
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +78,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="status-notify fan-out measurements (login + logout each) [3]",
     )
     parser.add_argument(
+        "--round-gap",
+        type=float,
+        default=1.0,
+        help="seconds of quiet before each status notify: the server sends notifies "
+        "closer together than PresenceBatch.STORM_GAP (0.5 s) as a storm's [1]",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=19,
+        help="niceness of the connections' processes during the notify rounds: what "
+        "they do with a notify is not what is measured (arrivals are kernel "
+        "timestamps), so they must not take the cores from the server's sends [19]",
+    )
+    parser.add_argument(
         "--login-concurrency",
         type=int,
         default=50,
@@ -106,6 +127,8 @@ def params_from(args: argparse.Namespace) -> dict[str, Any]:
         "pc": max(0, min(args.pc, args.connections)),
         "heartbeat": max(1.0, args.heartbeat),
         "rounds": max(0, args.rounds),
+        "round_gap": max(0.0, args.round_gap),
+        "client_nice": max(0, args.client_nice),
         "login_concurrency": max(1, args.login_concurrency),
         "hold": max(0.0, args.hold),
         "ramp_limit": args.ramp_limit,
@@ -133,8 +156,9 @@ def prepare(params: dict[str, Any], target: Target) -> None:
 
 
 def worker_count(params: dict[str, Any], requested: int) -> int:
+    """The connections' processes, and one more of the trigger's own (``worker``)."""
     per_process = max(100, raise_nofile_limit() - FD_RESERVE)
-    return max(requested, math.ceil(params["connections"] / per_process))
+    return max(requested, math.ceil(params["connections"] / per_process)) + 1
 
 
 # --------------------------------------------------------------------------------------
@@ -164,6 +188,7 @@ def coordinate(run: Run) -> dict[str, Any]:
         for kind in ("online", "offline"):
             run.broadcast(("arm", number, kind))  # the reply to "connected" or "round"
             run.gather("armed", timeout=60)
+            time.sleep(p["round_gap"])
             run.broadcast("fire")
             reports = run.gather("round", timeout=p["notify_timeout"] + 60)
             rounds.append(_round_result(number, kind, reports))
@@ -204,6 +229,8 @@ def coordinate(run: Run) -> dict[str, Any]:
         "fanout_online_ms": _median([r["fanout_ms"] for r in online]),
         "fanout_offline_ms": _median([r["fanout_ms"] for r in offline]),
         "notify_missing": sum(r["missing"] for r in rounds),
+        "round_gap_seconds": p["round_gap"],
+        "client_nice": p["client_nice"],
         "rounds": rounds,
         "notes": p["notes"],
     }
@@ -226,6 +253,10 @@ def coordinate(run: Run) -> dict[str, Any]:
             f"offline {_ms(results['fanout_offline_ms'])}",
         ),
         ("notifies missing", results["notify_missing"]),
+        (
+            "notify rounds",
+            f"after {p['round_gap']:g} s of quiet each, connections at nice {p['client_nice']}",
+        ),
         *stats.cpu_rows(client, server),
     ]
     if results["first_login_error"]:
@@ -279,8 +310,13 @@ def _ms(value: float | None) -> str:
 
 
 async def worker(ctx: WorkerContext) -> None:
+    """The last worker fires the trigger and holds no connection: the others, which do,
+    run niced during the notify rounds (``--client-nice``) and the trigger's login or
+    close must not wait for a core behind the server."""
     p, t, reactor = ctx.params, ctx.target, ctx.reactor
     k = p["connections"]
+    firing = ctx.index == ctx.count - 1
+    mine = range(0) if firing else range(ctx.index, k, ctx.count - 1)
     trigger_index = k
     conns: list[Any] = []
     pc_conns: list[Any] = []
@@ -289,7 +325,7 @@ async def worker(ctx: WorkerContext) -> None:
     use_sources = k > PER_SOURCE_ADDRESS and t.host == LOOPBACK
 
     trigger_id = 0
-    if ctx.index == 0:
+    if firing:
         # Learn the trigger's id without telling anybody: mobile logins are not announced.
         probe = await open_logged_in(
             reactor, t.host, t.port, t.user_name(trigger_index), t.password, MOBILE
@@ -353,7 +389,7 @@ async def worker(ctx: WorkerContext) -> None:
 
     cpu0 = stats.process_cpu_seconds()
     t0 = time.monotonic()
-    outcomes = await bounded(list(ctx.share(k)), p["login_concurrency"], open_one)
+    outcomes = await bounded(list(mine), p["login_concurrency"], open_one)
     ramp = time.monotonic() - t0
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     # A connection the server closed during a long ramp (a login storm can keep a slow
@@ -378,6 +414,8 @@ async def worker(ctx: WorkerContext) -> None:
     )
 
     timestamps = all([c.enable_kernel_timestamps() for c in pc_conns]) if pc_conns else True
+    if not firing and p["client_nice"]:
+        os.nice(p["client_nice"])
     trigger: BenchConnection | None = None
     while command != "finish":
         _, number, kind = command
@@ -409,7 +447,7 @@ async def worker(ctx: WorkerContext) -> None:
         await ctx.sync("armed", None)
         fire_ns = None
         answer_ms = None
-        if ctx.index == 0:
+        if firing:
             if kind == "online":
                 fire_ns = time.time_ns()
                 trigger = await open_logged_in(

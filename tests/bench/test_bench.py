@@ -179,7 +179,8 @@ class ScenarioSmokeTests(TestCase):
         assert doc["server_exit"] == 0
 
     def test_idle_smoke_measures_memory_and_notify_fanout(self):
-        """20 idle connections (15 PC): RSS read, every PC connection sees each status notify."""
+        """20 idle connections (15 PC) in two processes: RSS read, every PC connection
+        sees each status notify, fired from a third process of its own."""
         doc = bench(
             self.tmp_path(),
             "idle",
@@ -187,6 +188,10 @@ class ScenarioSmokeTests(TestCase):
             "20",
             "--pc",
             "15",
+            "--processes",
+            "2",
+            "--round-gap",
+            "0.1",
             "--rounds",
             "1",
             "--hold",
@@ -202,6 +207,7 @@ class ScenarioSmokeTests(TestCase):
             ("offline", 15),
         ]
         assert isinstance(r["server_rss_bytes_per_connection"], int)
+        assert doc["client"]["processes"] == 3, doc["client"]
 
     def test_group_smoke_or_not_available(self):
         """A 6-member group: every member gets every message once, or a clean 'not available'."""
