@@ -53,7 +53,8 @@ class SlimServer(tcp.Server):
         "socket",
         "protocol",
         "server",
-        "client",
+        "_peer_host",
+        "_peer_port",
         "sessionno",
         "connected",
         "disconnecting",
@@ -92,10 +93,7 @@ class SlimServer(tcp.Server):
         if len(client) != 2:
             self._addressType = address.IPv6Address
         self.server = server
-        # The peer's address text, one string per address rather than per connection
-        # (an office behind one NAT address, a load balancer): some 60 bytes each.
-        host = client[0]
-        self.client = (sys.intern(host), *client[1:]) if type(host) is str else client
+        self.client = client
         self.sessionno = sessionno
         self.startReading()
         self.connected = 1
@@ -114,13 +112,30 @@ class SlimServer(tcp.Server):
         self._write_list = value or None
 
     @property
+    def client(self) -> tuple[Any, ...]:
+        """``tcp.Server.client``, the peer's address as ``accept`` gave it, put together
+        when asked (``getPeer``: a login's address, log lines)."""
+        rest = self._peer_port
+        return (self._peer_host, *rest) if type(rest) is tuple else (self._peer_host, rest)
+
+    @client.setter
+    def client(self, client: tuple[Any, ...]) -> None:
+        # The host is one string per address rather than per connection (an office
+        # behind one NAT address, a load balancer): some 60 bytes each. An IPv4 port
+        # is kept without a tuple around it (56 bytes); IPv6's flow info and scope id
+        # stay with their port.
+        host = client[0]
+        self._peer_host = sys.intern(host) if type(host) is str else host
+        self._peer_port = client[1] if len(client) == 2 else tuple(client[1:])
+
+    @property
     def hostname(self) -> Any:  # type: ignore[override]
-        return self.client[0]
+        return self._peer_host
 
     @property
     def logstr(self) -> str:  # type: ignore[override]
         prefix = self._getLogPrefix(self.protocol) if hasattr(self, "protocol") else "-"
-        return f"{prefix},{self.sessionno},{self.client[0]}"
+        return f"{prefix},{self.sessionno},{self._peer_host}"
 
     @property
     def repstr(self) -> str:  # type: ignore[override]

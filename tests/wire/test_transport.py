@@ -11,7 +11,13 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, reactor, ssl
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString, wrapClientTLS
+from twisted.internet.address import IPv6Address
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    serverFromString,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Server
 
@@ -89,6 +95,7 @@ class SlimTransportTests(Listening):
         client_port = peer.transport.getHost().port
         assert transport.getPeer().host == "127.0.0.1"
         assert transport.getPeer().port == client_port
+        assert transport.client == ("127.0.0.1", client_port)
         assert transport.getHost().port == port
         assert transport.fileno() == transport.socket.fileno() > 0
         assert transport.logPrefix() == f"PduProtocol,{transport.sessionno},127.0.0.1"
@@ -105,6 +112,21 @@ class SlimTransportTests(Listening):
         await peer.lost
         await wait_until(lambda: not factory.connections, what="connection forgotten")
         assert transport.fileno() == -1 and not transport.connected
+
+    async def test_an_ipv6_peer_keeps_its_whole_address(self):
+        """An IPv6 peer's address keeps its flow info and scope id beside host and
+        port (an IPv4 port is kept without a tuple of its own)."""
+        factory = self.pdu_factory()
+        port = await self.listen(factory, r"tcp6:0:interface=\:\:1")
+        endpoint = TCP6ClientEndpoint(reactor, "::1", port)
+        peer = await endpoint.connect(Factory.forProtocol(Peer))
+        self.addCleanup(lambda: peer.transport.abortConnection() if peer.transport else None)
+        conn = await self.server_side(factory)
+        transport: Any = conn.transport
+        client_port = peer.transport.getHost().port
+        assert transport.client == ("::1", client_port, 0, 0)
+        assert transport.getPeer() == IPv6Address("TCP", "::1", client_port)
+        assert transport.logPrefix() == f"PduProtocol,{transport.sessionno},::1"
 
     async def test_a_slow_reader_is_paused_resumed_and_gets_every_byte_in_order(self):
         """The peer stops reading: Twisted's buffer fills, the protocol is paused and
