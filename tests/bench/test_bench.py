@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import atexit
 import json
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -23,8 +25,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
 from teamtalk_bench import stats
-from teamtalk_bench.conn import BenchConnection, connect
-from teamtalk_bench.scenarios.file import Blocks, block_answer
+from teamtalk_bench.conn import BenchConnection, BenchError, connect
+from teamtalk_bench.scenarios.file import Blocks, _pull_in_turn, block_answer
 from teamtalk_bench.server import Target, ThrowawayServer
 from teamtalk_client import ANSWER_CID, HEADER_SIZE, encode_pdu, unpack_header
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
@@ -232,10 +234,16 @@ class ScenarioSmokeTests(TestCase):
             assert doc["reason"] and doc["results"] is None
 
     def test_file_smoke_or_not_available(self):
-        """A 100 kB file offline and online, verified byte for byte, or 'not available'."""
+        """A 100 kB file offline and online, verified byte for byte, or 'not available';
+        with pulls pipelined (the default) and with one in flight (the bench's own read
+        loop)."""
+        for window in ("8", "1"):
+            self.check_file_run(window)
+
+    def check_file_run(self, window: str) -> None:
         doc = bench(
             self.tmp_path(), "file", "--size-mb", "0.1", "--answer-timeout", "2",
-            *on_shared_server(),
+            "--window", window, *on_shared_server(),
         )  # fmt: skip
         if doc["available"]:
             r = doc["results"]
@@ -511,3 +519,51 @@ class FileBlockTests(TestCase):
             assert not blocks.matches(offset, data[:-1])
             assert not blocks.matches(offset, data + b"x")
         assert not blocks.matches(32_768, blocks.data(0))
+
+    async def test_one_pull_in_flight_loop_checks_every_byte(self):
+        """``_pull_in_turn`` (the bench's own read loop for one pull in flight) gets a
+        whole file from a server that answers its pulls, and fails on a block with one
+        changed byte."""
+        blocks = Blocks(100_000)
+        for corrupt in (None, 32_768 + 500):
+            port, server = _serve_blocks_in_a_thread(blocks, corrupt)
+            conn = await connect(reactor, "127.0.0.1", port, timeout=10)
+            pull = _pull_in_turn(conn, 7, "t-1", B.FILE_TYPE_OFFLINE, blocks, 30.0)
+            if corrupt is None:
+                await pull
+            else:
+                with self.assertRaises(BenchError) as caught:
+                    await pull
+                assert "differs" in str(caught.exception)
+            conn.close()
+            await conn.closed
+            server.join(10)
+            assert not server.is_alive()
+
+
+def _serve_blocks_in_a_thread(blocks: Blocks, corrupt: int | None) -> tuple[int, threading.Thread]:
+    """A file server in a thread (the loop under test blocks the reactor): each pull is
+    answered with its block, the byte at ``corrupt`` changed; done when the peer closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        peer, _ = listener.accept()
+        listener.close()
+        pending = b""
+        with peer:
+            while chunk := peer.recv(65536):
+                pending += chunk
+                while len(pending) >= HEADER_SIZE:
+                    length, _, _, _, _, seq, _ = unpack_header(pending)
+                    if len(pending) < length:
+                        break
+                    body, pending = pending[HEADER_SIZE:length], pending[length:]
+                    pull = File_pb2.IMFilePullDataReq.FromString(body)
+                    data = bytearray(blocks.data(pull.offset, pull.data_size))
+                    if corrupt is not None and pull.offset <= corrupt < pull.offset + len(data):
+                        data[corrupt - pull.offset] ^= 1
+                    peer.sendall(b"".join(block_answer("t-1", 7, pull.offset, bytes(data), seq)))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
