@@ -27,7 +27,10 @@ range) and delivers to its connections, once, what did not come live:
   re-registered yet) is dropped: the catch-up owns that range;
 * a connection gets a caught-up message only if it was logged in when the message was
   stored; one that logged in later has it in its unread count and history already;
-* group messages go to the members online here who may see them (join watermarks).
+* group messages go to the members online here who may see them (join watermarks);
+* a run heard of for the first time (its first marker, or route's lost notice) is read
+  from its last message stored before this node started: nothing older was for anyone
+  here, and links may have been down since we started, so "from now" would miss some.
 
 **A lost node.** A node killed (or hung past route's link deadline) may have stored and
 acked messages after its last marker whose relays were still in its socket: no marker of
@@ -247,11 +250,8 @@ class CatchUp:
     def _lost(self, peer: _Peer, marker: Marker) -> None:
         """Read the lost run from the last origin confirmed here to its end: the messages
         it stored whose relays may have died with its link; deliver each once."""
-        if peer.confirmed is None:
-            # Lost before we heard a marker of it: as for a first marker (``_apply``).
-            young = marker.age <= self.origins.age
-            peer.confirmed = first_origin(marker.run) if young else marker.upto
-        # Whatever comes next from this run (a hung node back) reads from ``confirmed``.
+        # Whatever comes next from this run (a hung node back) reads from ``confirmed``
+        # (None, lost before we heard a marker of it: from where a first marker would).
         peer.epoch = -1
         peer.busy = True
         end = first_origin(marker.run) | SERIAL_MASK
@@ -260,19 +260,19 @@ class CatchUp:
         d.addBoth(lambda _: self._next(peer))
 
     def _apply(self, peer: _Peer, marker: Marker, our_epoch: int) -> None:
+        lo: int | None
         if peer.confirmed is None:
-            # First word from this run. One not older than us may have stored messages
-            # before its link first came up: read its whole (short) run. An older one's
-            # messages before now were for users who are not ours to bring up to date.
-            young = marker.age <= self.origins.age
-            lo = first_origin(marker.run) if young else marker.upto
+            # First word from this run: read it from where we started (``_catch_up``).
+            # Links may have broken before it reached us (we never heard the run's
+            # markers, or it never reached route), so "now" is not a safe start.
+            lo = None
         elif marker.epoch == peer.epoch and our_epoch == peer.our_epoch:
             lo = marker.upto  # nothing broke between its last marker and this one
         else:
             lo = peer.confirmed
         peer.epoch, peer.our_epoch = marker.epoch, our_epoch
         peer.claimed = max(peer.claimed, marker.upto)
-        if lo >= marker.upto:
+        if lo is not None and lo >= marker.upto:
             self._confirmed(peer, marker.upto)
             return
         peer.busy = True
@@ -314,10 +314,18 @@ class CatchUp:
         if pending is not None:
             self._apply(peer, *pending)
 
-    async def _catch_up(self, peer: _Peer, run: int, after: int, upto: int, lost: bool) -> None:
+    async def _catch_up(
+        self, peer: _Peer, run: int, after: int | None, upto: int, lost: bool
+    ) -> None:
         """Deliver the run's stored messages in ``(after, upto]`` that neither came live
         nor were delivered by an earlier catch-up (checked as each is reached: live
-        copies may still arrive meanwhile)."""
+        copies may still arrive meanwhile). ``after`` None: from the run's last message
+        stored before this run of ours started (nobody here could have had the earlier
+        ones; a run younger than ours is read from its start)."""
+        if after is None:
+            after = await self.store.read(
+                origin_store.last_stored_before, run, upto, int(self.origins.started)
+            )
         start, delivered, read, last = after, 0, 0, after
         while after < upto:
             rows = await self.store.read(origin_store.messages_between, after, upto, PAGE)

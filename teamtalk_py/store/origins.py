@@ -50,6 +50,25 @@ class OriginRow:
     message: StoredMessage
 
 
+def last_stored_before(txn: Txn, run: int, upto: int, created: int) -> int:
+    """The highest origin of ``run``, up to ``upto``, of a message stored before
+    ``created`` (seconds); the run's first origin when there is none.
+
+    A run's origins and its messages' times rise together, so each table is read
+    backwards from ``upto`` and stops at the first older row: the cost is the run's
+    messages since ``created``, not its whole history."""
+    first = best = first_origin(run)
+    for table in ("messages", "group_messages"):
+        row = txn.execute(
+            f"SELECT origin FROM {table} WHERE origin > ? AND origin <= ? AND created < ? "
+            "ORDER BY origin DESC LIMIT 1",
+            (first, upto, created),
+        ).fetchone()
+        if row is not None:
+            best = max(best, int(row[0]))
+    return best
+
+
 def messages_between(txn: Txn, after: int, upto: int, limit: int) -> list[OriginRow]:
     """One-to-one and group messages with ``after < origin <= upto``, in origin order,
     at most ``limit``: everything up to the last one returned (a page; ask again from

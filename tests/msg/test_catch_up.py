@@ -48,11 +48,13 @@ class CatchUpTests(SQLiteStoreCase):
             await self.hold
         return 1
 
-    async def store(self, count: int) -> list[int]:
-        """``count`` messages alice -> bob stored by a; their origins."""
+    async def store(self, count: int, created: int | None = None) -> list[int]:
+        """``count`` messages alice -> bob stored by a (now, or at ``created``); their
+        origins."""
+        when = int(self.clock.seconds()) if created is None else created
         batch = [
             messages.NewMessage(
-                ALICE, BOB, B.MSG_TYPE_SINGLE_TEXT, b"same", NOW, None, self.a.next()
+                ALICE, BOB, B.MSG_TYPE_SINGLE_TEXT, b"same", when, None, self.a.next()
             )  # fmt: skip
             for _ in range(count)
         ]
@@ -127,10 +129,18 @@ class CatchUpTests(SQLiteStoreCase):
         await self.marker(2)  # the first marker on our new link
         assert self.origins_delivered() == gap + missed
 
-    async def test_an_older_run_heard_first_is_taken_from_now(self):
-        await self.store(2)
+    async def test_an_older_runs_messages_from_before_we_started_are_not_read(self):
+        await self.store(2, created=NOW)  # b started at NOW + 10
         await self.marker(3)
         assert self.delivered == []
+
+    async def test_a_run_first_heard_late_is_read_from_when_we_started(self):
+        """We never heard A's markers (our link, or A's, was down since we started): its
+        first marker reads what it stored since we started, not from now."""
+        await self.store(2, created=NOW)
+        since = await self.store(3)
+        await self.marker(3)
+        assert self.origins_delivered() == since
 
     async def test_a_run_not_older_than_us_is_read_from_its_start(self):
         await self.a.register(self.database, "a again")  # a restarted after b
