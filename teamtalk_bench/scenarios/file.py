@@ -26,6 +26,7 @@ from teamtalk_bench.conn import PC, BenchConnection, BenchError, connect, fire_o
 from teamtalk_bench.server import ProcessStats
 from teamtalk_bench.workers import Run, WorkerContext
 from teamtalk_client import encode_pdu
+from teamtalk_py.file.blocks import varint
 from teamtalk_py.pb.IM import BaseDefine_pb2 as B
 from teamtalk_py.pb.IM import File_pb2
 
@@ -179,15 +180,6 @@ _FILE_DATA_KEY = bytes(
 )
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def block_answer(task_id: str, user_id: int, offset: int, data: bytes, seq: int) -> list[bytes]:
     """The ``CID_FILE_PULL_DATA_RSP`` PDU answering pull ``seq`` with ``data``, in pieces
     (header, the fields before the block, the block) for one ``sendmsg``: the block is
@@ -195,7 +187,7 @@ def block_answer(task_id: str, user_id: int, offset: int, data: bytes, seq: int)
     fields = File_pb2.IMFilePullDataRsp(
         result_code=0, task_id=task_id, user_id=user_id, offset=offset
     ).SerializePartialToString()
-    prefix = fields + _FILE_DATA_KEY + _varint(len(data))
+    prefix = fields + _FILE_DATA_KEY + varint(len(data))
     header = encode_pdu(B.CID_FILE_PULL_DATA_RSP, seq_num=seq)
     length = len(header) + len(prefix) + len(data)
     return [struct.pack(">I", length) + header[4:], prefix, data]
