@@ -339,6 +339,8 @@ class RedisBackend(_Backend):
         self.refused = 0
         self.outage = OutageLog(reactor, f"shared state {self.describe()}")
         self._in_flight: set[defer.Deferred] = set()
+        #: Set by ``stop``: a call it cancels is not an outage (no probe, no summary).
+        self._stopped = False
 
     def describe(self) -> str:
         return self.params.describe()
@@ -352,6 +354,7 @@ class RedisBackend(_Backend):
         return self.healthy is not False
 
     def start(self) -> defer.Deferred[None]:
+        self._stopped = False
         self._redis = self._open_pool()
         self._ping.start(self._ping_interval, now=True)
         return defer.succeed(None)
@@ -386,6 +389,7 @@ class RedisBackend(_Backend):
         return pool
 
     def stop(self) -> defer.Deferred[None]:
+        self._stopped = True
         for loop in (self._ping, self._probe):
             if loop.running:
                 loop.stop()
@@ -422,6 +426,8 @@ class RedisBackend(_Backend):
             raise  # Redis answered: a bad command, not an outage
         except Exception:
             error = _error_text(Failure())
+            if self._stopped:  # cancelled by ``stop``: the service ends, Redis did not fail
+                raise SharedStateUnavailable(f"redis {method}: stopped") from None
             self._trip(error)
             raise SharedStateUnavailable(f"redis {method}: {error}") from None
 
@@ -437,6 +443,8 @@ class RedisBackend(_Backend):
 
     def _trip(self, error: str) -> None:
         """A call failed or missed its deadline: open the breaker (once) and probe."""
+        if self._stopped:
+            return  # ``stop`` cancelled it: no probe or outage summary outlives us
         self.last_error = error
         self.outage.failed(error, "calls failed")
         if self.healthy is not False:

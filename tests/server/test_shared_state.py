@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -185,6 +186,24 @@ class RedisTests(TestCase):
         with self.assertRaises(SharedStateUnavailable):
             await dead.get("x")
         assert time.monotonic() - started < 0.05
+
+
+class StopTests(TestCase):
+    async def test_a_call_in_flight_when_the_backend_stops_is_not_an_outage(self):
+        """``stop`` cancels calls still waiting for Redis (here one that never answers).
+        That is the service ending, not Redis failing: no breaker, no probe and no outage
+        summary outlive it (trial fails the test on a timer left behind)."""
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        state = RedisBackend(reactor, f"redis://127.0.0.1:{silent.getHost().port}/0", timeout=5.0)
+        await state.start()
+        waiting = state.get("x")
+        await sleep(0.2)  # connected; the GET (and the first PING) sent, never answered
+        await state.stop()
+        with self.assertRaises(SharedStateUnavailable):
+            await waiting
+        assert state.healthy is not False
+        assert state.outage.started_at is None
 
 
 class SharedLockoutTests(TestCase):
