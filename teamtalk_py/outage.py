@@ -40,6 +40,11 @@ class Unavailable(Exception):
     by the dependency's ``OutageLog``, never per request."""
 
 
+class ShuttingDown(Exception):
+    """A dependency refused work because it is being stopped: the server is shutting
+    down, which cut the work short. Logged as that, in one line without a traceback."""
+
+
 def is_outage_failure(failure: Failure) -> bool:
     """Whether ``failure`` is a dependency outage (counted and logged by its OutageLog)."""
     return failure.check(Unavailable) is not None
@@ -138,9 +143,13 @@ def _counts(counter: Counter[str]) -> str:
 
 def log_failure(logger: Logger, event: str, failure: Failure | None = None, **fields: Any) -> None:
     """``logger.failure(event, failure, **fields)``, except for a dependency outage: that
-    one is counted and logged by the dependency's ``OutageLog``, not once per request."""
+    one is counted and logged by the dependency's ``OutageLog``, not once per request;
+    and for work a stopping dependency refused (``ShuttingDown``): one info line."""
     if failure is None:
         failure = Failure()
     if is_outage_failure(failure):
+        return
+    if failure.check(ShuttingDown) is not None:
+        logger.info(event + ": {reason}", reason=str(failure.value), **fields)
         return
     logger.failure(event, failure, **fields)

@@ -56,6 +56,7 @@ from teamtalk_py.store.txn import (
     LockKey,
     StoreClosedError,
     StoreError,
+    StoreStoppingError,
     StoreUnavailable,
     Txn,
     lock_key,
@@ -271,7 +272,7 @@ class Database:
                 job = _Job(fn, args, kwargs, d, time.monotonic() + max(0.0, linger))
                 self._write_queue.put(job)
                 return d
-        return fail(StoreClosedError(f"database is {self._state}"))
+        return fail(self._closed())
 
     @property
     def pending_writes(self) -> int:
@@ -328,7 +329,13 @@ class Database:
             if self._accepting:
                 q.put(_Job(fn, args, kwargs, d))
                 return d
-        return fail(StoreClosedError(f"database is {self._state}"))
+        return fail(self._closed())
+
+    def _closed(self) -> StoreClosedError:
+        """Why a job is refused: not started yet, or shutting down."""
+        if self._state in ("stopping", "stopped"):
+            return StoreStoppingError(f"database is {self._state}")
+        return StoreClosedError(f"database is {self._state}")
 
     def _spawn(self, name: str, target: Callable[[Deferred], None]) -> None:
         done: Deferred = Deferred()

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from teamtalk_py.outage import Unavailable
+from teamtalk_py.outage import ShuttingDown, Unavailable
 
 
 class Dialect(enum.Enum):
@@ -44,6 +44,10 @@ class StoreUnavailable(StoreError, Unavailable):
 
 class StoreClosedError(StoreError):
     """The database was stopped (or never started) when a job was submitted."""
+
+
+class StoreStoppingError(StoreClosedError, ShuttingDown):
+    """The database is stopping or stopped: the server is shutting down."""
 
 
 class SchemaTooNewError(StoreError):

@@ -9,6 +9,8 @@ import json
 from twisted.logger import Logger, LogLevel, LogPublisher
 
 from teamtalk_py import logs
+from teamtalk_py.outage import log_failure
+from teamtalk_py.store.txn import StoreStoppingError
 from tests.server.test_process import START_TIMEOUT, private_listeners, run_twistd, with_listener
 from tests.support import TestCase
 
@@ -43,6 +45,20 @@ class JsonLinesTests(TestCase):
         (record,) = self.lines()
         assert record["level"] == "critical" and record["user_id"] == 7
         assert "ZeroDivisionError" in record["traceback"]
+
+    def test_work_cut_short_by_a_stopping_store_is_one_info_line(self):
+        """``log_failure`` of a job the store refused while stopping: the server shutting
+        down, said in one info line without a traceback; any other failure keeps its
+        traceback at critical."""
+        for error in (StoreStoppingError("database is stopping"), ZeroDivisionError("boom")):
+            try:
+                raise error
+            except Exception:
+                log_failure(self.log, "delivering to {user_id} failed", user_id=2)
+        stopping, broken = self.lines()
+        assert stopping["level"] == "info" and "traceback" not in stopping
+        assert stopping["message"] == "delivering to 2 failed: database is stopping"
+        assert broken["level"] == "critical" and "ZeroDivisionError" in broken["traceback"]
 
     def test_the_level_filters_and_changes_at_run_time(self):
         """Below the level nothing is written; set_level (SIGHUP) changes it."""
