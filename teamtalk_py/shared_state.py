@@ -426,8 +426,6 @@ class RedisBackend(_Backend):
             raise  # Redis answered: a bad command, not an outage
         except Exception:
             error = _error_text(Failure())
-            if self._stopped:  # cancelled by ``stop``: the service ends, Redis did not fail
-                raise SharedStateUnavailable(f"redis {method}: stopped") from None
             self._trip(error)
             raise SharedStateUnavailable(f"redis {method}: {error}") from None
 
